@@ -1,0 +1,246 @@
+"""Data sets, all read from local disk (nothing is downloaded).
+
+- `digits`: scikit-learn's shipped 8x8 digits (1,797 images), resized; the fast set for tests.
+- `fashion-mnist`: 60k+10k 28x28 images from Debian's `dataset-fashion-mnist` (IDX files).
+- `cifar10:PATH`: the CIFAR-10 python layout (read with a restricted unpickler that only
+  rebuilds numpy arrays) or the binary layout.
+- `imagefolder:PATH`: one sub-folder of images per class.
+- `synthetic`: random tensors, for smoke tests only.
+
+Every set is split train/val/test with a fixed seed; calibration batches for data-dependent
+criteria and BN recalibration are drawn at random from the training split.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from .errors import PruningError
+
+FASHION_MNIST_DIR = Path(os.environ.get("SECATEURS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic")
+
+
+@dataclass
+class DataSplits:
+    """Train/val/test sets plus the shape facts a model needs."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    in_channels: int
+    input_size: int
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _standardise(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    mean = ref.mean(dim=(0, 2, 3), keepdim=True)
+    std = ref.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, fractions: tuple[float, float], seed: int) -> tuple[TensorDataset, ...]:
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=g)
+    n_val, n_test = int(len(y) * fractions[0]), int(len(y) * fractions[1])
+    parts = perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+    return tuple(TensorDataset(x[p], y[p]) for p in parts)
+
+
+def _digits(input_size: int, seed: int) -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    x = _resize(x, input_size)
+    x = _standardise(x, x)
+    train, val, test = _split(x, y, (0.2, 0.2), seed)
+    return DataSplits("digits", train, val, test, 10, 1, input_size)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        data = f.read()
+    _, dtype, ndim = data[0] << 8 | data[1], data[2], data[3]
+    if dtype != 0x08:
+        raise PruningError(f"{path}: not an unsigned-byte IDX file")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for cand in (root / f"{stem}.gz", root / stem):
+        if cand.exists():
+            return cand
+    raise PruningError(
+        f"Fashion-MNIST file {stem} not found under {root}; install it with "
+        "`apt-get install dataset-fashion-mnist` or set SECATEURS_FASHION_MNIST to its folder"
+    )
+
+
+def _fashion_mnist(input_size: int, seed: int, subset: int | None, root: Path | None = None) -> DataSplits:
+    root = Path(root or FASHION_MNIST_DIR)
+    xtr = torch.from_numpy(_read_idx(_find(root, "train-images-idx3-ubyte")).copy()).float().unsqueeze(1) / 255.0
+    ytr = torch.from_numpy(_read_idx(_find(root, "train-labels-idx1-ubyte")).copy()).long()
+    xte = torch.from_numpy(_read_idx(_find(root, "t10k-images-idx3-ubyte")).copy()).float().unsqueeze(1) / 255.0
+    yte = torch.from_numpy(_read_idx(_find(root, "t10k-labels-idx1-ubyte")).copy()).long()
+    return _from_arrays("fashion-mnist", xtr, ytr, xte, yte, 10, input_size, seed, subset)
+
+
+def _from_arrays(name: str, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
+                 num_classes: int, input_size: int, seed: int, subset: int | None) -> DataSplits:
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(ytr), generator=g)
+    n_val = min(5000, len(ytr) // 10)
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if subset:
+        train_idx = train_idx[:subset]
+        te_perm = torch.randperm(len(yte), generator=g)[: max(1000, subset // 5)]
+        xte, yte = xte[te_perm], yte[te_perm]
+    x_train = _resize(xtr[train_idx], input_size)
+    ref = x_train
+    train = TensorDataset(_standardise(x_train, ref), ytr[train_idx])
+    val = TensorDataset(_standardise(_resize(xtr[val_idx], input_size), ref), ytr[val_idx])
+    test = TensorDataset(_standardise(_resize(xte, input_size), ref), yte)
+    return DataSplits(name, train, val, test, num_classes, xtr.shape[1], input_size)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR-10 python batches and nothing else: only numpy's array
+    reconstruction is allowed, so a crafted file cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise PruningError(f"refusing to unpickle {module}.{name} from a CIFAR-10 file")
+
+
+def _cifar10(path: Path, input_size: int, seed: int, subset: int | None) -> DataSplits:
+    root = Path(path)
+    py = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    binr = root / "cifar-10-batches-bin" if (root / "cifar-10-batches-bin").is_dir() else root
+    if (py / "data_batch_1").exists():
+        def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+            with open(py / name, "rb") as f:
+                d = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+            return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"])
+        parts = [load(f"data_batch_{i}") for i in range(1, 6)]
+        test = load("test_batch")
+    elif (binr / "data_batch_1.bin").exists():
+        def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+            raw = np.fromfile(binr / name, dtype=np.uint8).reshape(-1, 3073)
+            return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].astype(np.int64)
+        parts = [load(f"data_batch_{i}.bin") for i in range(1, 6)]
+        test = load("test_batch.bin")
+    else:
+        raise PruningError(f"no CIFAR-10 batches under {root} (expected cifar-10-batches-py/ or -bin/ layout)")
+    xtr = torch.from_numpy(np.concatenate([p[0] for p in parts])).float() / 255.0
+    ytr = torch.from_numpy(np.concatenate([p[1] for p in parts])).long()
+    xte = torch.from_numpy(test[0].copy()).float() / 255.0
+    yte = torch.from_numpy(np.asarray(test[1])).long()
+    return _from_arrays("cifar10", xtr, ytr, xte, yte, 10, input_size, seed, subset)
+
+
+def _imagefolder(path: Path, input_size: int, seed: int, subset: int | None) -> DataSplits:
+    from PIL import Image
+
+    root = Path(path)
+    if not root.is_dir():
+        raise PruningError(f"image folder {root} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise PruningError(f"image folder {root} needs one sub-folder per class (found {len(classes)})")
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).iterdir()):
+            if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}:
+                continue
+            img = Image.open(f).convert("RGB").resize((input_size, input_size))
+            xs.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
+            ys.append(label)
+    if not xs:
+        raise PruningError(f"no images under {root}")
+    x = torch.stack(xs).float() / 255.0
+    y = torch.tensor(ys)
+    train, val, test = _split(_standardise(x, x), y, (0.15, 0.15), seed)
+    if subset:
+        train = TensorDataset(*(t[:subset] for t in train.tensors))
+    return DataSplits("imagefolder", train, val, test, len(classes), 3, input_size)
+
+
+def _synthetic(input_size: int, seed: int, in_channels: int = 3, num_classes: int = 10, n: int = 256) -> DataSplits:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, in_channels, input_size, input_size, generator=g)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    train, val, test = _split(x, y, (0.25, 0.25), seed)
+    return DataSplits("synthetic", train, val, test, num_classes, in_channels, input_size)
+
+
+DEFAULT_SIZES = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "imagefolder": 32, "synthetic": 16}
+
+
+def load_dataset(spec: str, input_size: int | None = None, seed: int = 0, subset: int | None = None) -> DataSplits:
+    """Load a data set by spec: `digits`, `fashion-mnist`, `cifar10:PATH`, `imagefolder:PATH`
+    or `synthetic`. `subset` takes a seeded subset of the training split (for speed)."""
+    name, _, path = spec.partition(":")
+    if name not in DATASETS:
+        raise PruningError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    size = input_size or DEFAULT_SIZES[name]
+    if name == "digits":
+        return _digits(size, seed)
+    if name == "fashion-mnist":
+        return _fashion_mnist(size, seed, subset, Path(path) if path else None)
+    if name == "synthetic":
+        return _synthetic(size, seed)
+    if not path:
+        raise PruningError(f"data set {name} needs a local path: {name}:/path/to/data")
+    if not Path(path).exists():
+        raise PruningError(f"{name} path {path} does not exist")
+    return _cifar10(Path(path), size, seed, subset) if name == "cifar10" else _imagefolder(Path(path), size, seed, subset)
+
+
+def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """A DataLoader over an in-memory set; shuffling is seeded so runs repeat."""
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
+
+
+def calibration_batches(ds: Dataset, n_batches: int = 4, batch_size: int = 64, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches sampled at random (without replacement) from a training split, for
+    data-dependent criteria and BN recalibration (the survey's caveat: share the
+    training distribution)."""
+    g = torch.Generator().manual_seed(seed)
+    n = min(len(ds), n_batches * batch_size)
+    idx = torch.randperm(len(ds), generator=g)[:n]
+    loader = DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False)
+    return [(x, y) for x, y in loader]
+
+
+def iterate_inputs(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """Just the inputs of a list of (input, label) batches."""
+    for x, _ in batches:
+        yield x

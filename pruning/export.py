@@ -1,0 +1,143 @@
+"""Export: safetensors weights + an architecture JSON that rebuilds a (pruned) zoo model with
+the zoo alone (no pickled modules), ONNX checked against PyTorch with onnxruntime, TorchScript.
+
+The architecture JSON names the zoo model and its arguments, then lists the shape of every
+conv, linear and BatchNorm layer; `build_from_arch` builds the full-width zoo model and swaps
+in layers of the recorded shapes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import PruningError
+from .models import build_model
+
+ARCH_FORMAT = "secateurs-arch/1"
+
+
+def _layer_spec(m: nn.Module) -> dict[str, Any] | None:
+    if isinstance(m, nn.Conv2d):
+        return {"type": "Conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
+                "kernel_size": list(m.kernel_size), "stride": list(m.stride), "padding": list(m.padding),
+                "dilation": list(m.dilation), "groups": m.groups, "bias": m.bias is not None}
+    if isinstance(m, nn.Linear):
+        return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}
+    if isinstance(m, nn.BatchNorm2d):
+        return {"type": "BatchNorm2d", "num_features": m.num_features, "eps": m.eps, "momentum": m.momentum, "affine": m.affine}
+    return None
+
+
+def architecture(model: nn.Module, zoo: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able description that `build_from_arch` turns back into this model."""
+    layers = {name: spec for name, m in model.named_modules() if (spec := _layer_spec(m)) is not None}
+    return {"format": ARCH_FORMAT, "zoo": zoo, "args": dict(args), "layers": layers}
+
+
+def _make_layer(spec: dict[str, Any]) -> nn.Module:
+    kind = spec["type"]
+    if kind == "Conv2d":
+        return nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]), tuple(spec["stride"]),
+                         tuple(spec["padding"]), tuple(spec["dilation"]), spec["groups"], spec["bias"])
+    if kind == "Linear":
+        return nn.Linear(spec["in_features"], spec["out_features"], spec["bias"])
+    if kind == "BatchNorm2d":
+        return nn.BatchNorm2d(spec["num_features"], spec["eps"], spec["momentum"], spec["affine"])
+    raise PruningError(f"architecture JSON has an unknown layer type {kind!r}")
+
+
+def build_from_arch(arch: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from an architecture JSON (weights not loaded)."""
+    if arch.get("format") != ARCH_FORMAT:
+        raise PruningError(f"not a {ARCH_FORMAT} architecture file")
+    model = build_model(arch["zoo"], **arch.get("args", {}))
+    modules = dict(model.named_modules())
+    for name, spec in arch["layers"].items():
+        if name not in modules:
+            raise PruningError(f"architecture JSON names a layer {name!r} the zoo model {arch['zoo']} lacks")
+        parent_name, _, attr = name.rpartition(".")
+        parent = modules[parent_name] if parent_name else model
+        setattr(parent, attr, _make_layer(spec))
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load safetensors or a weights-only `.pt` state dict (never unpickles objects)."""
+    p = Path(path)
+    if not p.exists():
+        raise PruningError(f"weights file {p} does not exist")
+    try:
+        state = load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PruningError(f"cannot read weights from {p}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise PruningError(f"{p} does not hold a state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise PruningError(f"weights in {p} do not fit the model: {str(exc).splitlines()[0]}") from exc
+    return model
+
+
+def save_weights(model: nn.Module, path: str | Path) -> Path:
+    """Write the state dict as safetensors."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(p))
+    return p
+
+
+def save_model(model: nn.Module, out_dir: str | Path, zoo: str, args: dict[str, Any]) -> dict[str, Path]:
+    """Write `model.safetensors` and `arch.json` into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = save_weights(model, out / "model.safetensors")
+    arch_path = out / "arch.json"
+    arch_path.write_text(json.dumps(architecture(model, zoo, args), indent=1))
+    return {"weights": weights, "arch": arch_path}
+
+
+def load_model(out_dir: str | Path) -> nn.Module:
+    """Rebuild a saved model from `arch.json` + `model.safetensors` (eval mode)."""
+    d = Path(out_dir)
+    arch_path = d / "arch.json"
+    if not arch_path.exists():
+        raise PruningError(f"{arch_path} does not exist")
+    model = build_from_arch(json.loads(arch_path.read_text()))
+    return load_weights(model, d / "model.safetensors").eval()
+
+
+def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], check: bool = True, atol: float = 1e-4) -> float:
+    """Export to ONNX (dynamic batch) and, if `check`, run it in onnxruntime on a random batch;
+    returns the max abs difference from PyTorch's output (raises if above `atol`)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    x = torch.randn(2, *input_shape[-3:])
+    torch.onnx.export(model, (x,), str(p), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    if not check:
+        return 0.0
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
+    with torch.no_grad():
+        want = model(x)
+    diff = float((got - want).abs().max())
+    if diff > atol:
+        raise PruningError(f"ONNX output differs from PyTorch by {diff:.2e} (> {atol})")
+    return diff
+
+
+def export_torchscript(model: nn.Module, path: str | Path, input_shape: Sequence[int]) -> Path:
+    """Trace to TorchScript and save."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    traced = torch.jit.trace(model.eval().cpu(), torch.randn(1, *input_shape[-3:]))
+    traced.save(str(p))
+    return p

@@ -1,0 +1,1 @@
+"""The Secateurs service: FastAPI app, SQL store, scheduler, dashboard and the CLI."""

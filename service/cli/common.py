@@ -1,0 +1,56 @@
+"""Helpers shared by CLI commands: clear one-line errors, progress bars on stderr, JSON output."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from typing import Any, Callable
+
+from pruning.errors import PruningError
+from search.base import SearchError
+
+
+class CliError(Exception):
+    """An error to show the user as one line (exit status 2)."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (CliError, PruningError, SearchError, FileNotFoundError, PermissionError)
+
+
+def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a command, turning user errors into `secateurs: error: ...` on stderr, exit 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        rc = func(args)
+    except USER_ERRORS as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"secateurs: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("secateurs: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    """Print one JSON object as the last line of stdout."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def progress_bar(total: float, desc: str, unit: str = "it"):
+    """A tqdm bar on stderr (stdout stays clean for `--json`)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def parse_kv(text: str) -> tuple[str, str]:
+    """`key=value` → (key, value), with a clear error otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise CliError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
