@@ -13,7 +13,7 @@ from typing import Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from .criteria import Criterion, get_criterion, normalise
+from .criteria import Criterion, get_criterion
 from .errors import PruningError
 from .graph import ChannelGroup, DependencyGraph
 
@@ -66,24 +66,28 @@ def _group_scores(model: nn.Module, graph: DependencyGraph, criterion: Criterion
 def global_policy(model: nn.Module, input_shape: Sequence[int], rate: float, criterion: str | Criterion = "l1",
                   calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, int]:
     """Kept counts from one global threshold: the `rate` fraction of all channels with the
-    lowest normalised scores is cut, wherever they are (each group keeps at least one)."""
+    lowest normalised scores is cut, wherever they are (each group keeps at least one).
+    Scores are made comparable by the criterion's `normalise` (mean 1 per group; raw |gamma|
+    for Network Slimming, as in its paper)."""
     graph = DependencyGraph(model, example_input(model, input_shape))
     crit = get_criterion(criterion)
     _prepare(crit, model, graph, calibration)
-    scores = {k: normalise(s) for k, s in _group_scores(model, graph, crit).items()}
+    scores = {k: crit.normalise(s) for k, s in _group_scores(model, graph, crit).items()}
     return global_threshold_policy(scores, rate)
 
 
 def global_threshold_policy(scores: Mapping[str, torch.Tensor], rate: float) -> dict[str, int]:
-    """Kept counts per group for the lowest `rate` fraction of all (normalised) scores."""
+    """Kept counts per group for the lowest `rate` fraction of all (normalised) scores.
+    Exactly that many channels are cut: ties at the threshold are broken in model order
+    (each group still keeps at least one channel)."""
     if not 0.0 <= rate < 1.0:
         raise PruningError(f"pruning rate {rate} is outside [0, 1)")
-    flat = torch.cat([s.flatten() for s in scores.values()])
+    keys = list(scores)
+    flat = torch.cat([scores[k].flatten().float() for k in keys])
+    owner = torch.cat([torch.full((scores[k].numel(),), i) for i, k in enumerate(keys)])
     n_cut = int(round(len(flat) * rate))
-    if n_cut == 0:
-        return {k: len(s) for k, s in scores.items()}
-    threshold = flat.sort().values[n_cut - 1]
-    return {k: max(1, int((s > threshold).sum())) for k, s in scores.items()}
+    cut = torch.bincount(owner[torch.argsort(flat, stable=True)[:n_cut]], minlength=len(keys))
+    return {k: max(1, scores[k].numel() - int(cut[i])) for i, k in enumerate(keys)}
 
 
 def _prepare(crit: Criterion, model: nn.Module, graph: DependencyGraph,

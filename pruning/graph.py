@@ -99,6 +99,19 @@ class DependencyGraph:
         self.groups = sorted(groups, key=lambda grp: order[grp.key])
         self.by_key = {grp.key: grp for grp in self.groups}
 
+    def following_bn(self, member: str) -> str | None:
+        """The BatchNorm that directly consumes a member layer's output, if any (where
+        data-dependent criteria read activations: after BN, before the ReLU)."""
+        module = dict(self.model.named_modules()).get(member)
+        node = self.dg.module2node.get(module) if module is not None else None
+        if node is None:
+            return None
+        names = {m: n for n, m in self.model.named_modules()}
+        for out in node.outputs:
+            if isinstance(out.module, nn.modules.batchnorm._BatchNorm) and out.module in names:
+                return names[out.module]
+        return None
+
     def prune_group(self, key: str, idxs: list[int]) -> None:
         """Remove output channels `idxs` of group `key` and everything coupled to them."""
         if not idxs:

@@ -90,7 +90,7 @@ def train(model: nn.Module, data: Dataset | DataLoader, config: TrainConfig | No
                 after_step(model)
             step += 1
             if progress is not None and (step % steps_per_epoch == 0 or step == total):
-                progress(step / total, {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss)})
+                progress(step / total, {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach())})
             if step >= total:
                 break
     return model.eval()

@@ -1,0 +1,23 @@
+"""AMC: AutoML for Model Compression (He et al., ECCV 2018). A DDPG agent learns per-layer
+pruning rates on a Gymnasium environment over the search space; candidates are scored after
+least-squares weight reconstruction instead of fine-tuning. Importing this package registers
+the `reconstruct` evaluator and the `secateurs/AMCPruning-v0` Gymnasium environment."""
+from __future__ import annotations
+
+import gymnasium as gym
+
+from ..evaluators import register_evaluator
+from .ddpg import DDPG, DDPGConfig
+from .env import PruningEnv, reward_value
+from .evaluator import ReconstructEvaluator
+from .reconstruct import prune_and_reconstruct
+from .strategy import AMCStrategy
+
+ENV_ID = "secateurs/AMCPruning-v0"
+
+register_evaluator("reconstruct", ReconstructEvaluator)
+if ENV_ID not in gym.registry:
+    gym.register(ENV_ID, entry_point="search.amc.env:PruningEnv")
+
+__all__ = ["AMCStrategy", "DDPG", "DDPGConfig", "ENV_ID", "PruningEnv", "ReconstructEvaluator",
+           "prune_and_reconstruct", "reward_value"]

@@ -1,0 +1,41 @@
+"""The `reconstruct` evaluator: AMC's evaluation without fine-tuning. Cut the channels by the
+job's criterion, recover every layer reading a cut group by least squares on calibration
+feature maps (`search.amc.reconstruct`), then validate."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from torch import nn
+
+from pruning.bn import recalibrate_bn
+
+from ..base import SearchError
+from ..evaluators import EvalContext, Evaluator
+from .reconstruct import prune_and_reconstruct
+
+
+class ReconstructEvaluator(Evaluator):
+    """Least-squares weight reconstruction (AMC), optionally followed by adaptive BN."""
+
+    name = "reconstruct"
+
+    def __init__(self, context: EvalContext, n_points: int = 10, ridge: float = 1e-4, adaptive_bn: bool = False) -> None:
+        super().__init__(context)
+        if int(n_points) < 1:
+            raise SearchError(f"reconstruct n_points must be at least 1, got {n_points}")
+        self.n_points, self.ridge, self.adaptive_bn = int(n_points), float(ridge), bool(adaptive_bn)
+        self.last_fits: list = []
+
+    def cut(self, policy: Mapping[str, float]) -> nn.Module:
+        ctx = self.context
+        if not ctx.calibration:
+            raise SearchError("the reconstruct evaluator needs calibration batches from the training split")
+        kept = ctx.space.kept(policy) if ctx.space is not None else dict(policy)
+        model, self.last_fits = prune_and_reconstruct(ctx.model, kept, ctx.criterion, ctx.input_shape, ctx.calibration,
+                                                      self.n_points, self.ridge, seed=ctx.seed)
+        return model
+
+    def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        if self.adaptive_bn:
+            recalibrate_bn(model, self.context.calibration)
+        return self.validate(model)

@@ -1,0 +1,132 @@
+"""AMC's environment under an RLlib continuous-action algorithm (SAC or PPO), for teams that
+use RLlib's tooling. Imported only when `AMCStrategy(agent="rllib-sac" | "rllib-ppo")` is
+chosen: it is the one place under `search/` that touches Ray.
+
+RLlib drives its own loop (`algo.train()` steps the environment and wants the reward at once),
+while the search core is ask/tell. The bridge inverts it: RLlib trains on a background thread
+with the environment in-process (`num_env_runners=0`); at an episode's last step the
+environment hands the policy to `next_policy()` (the strategy's `ask`) and blocks until
+`give_reward()` (the strategy's `tell`) returns the reward.
+
+Simplification: the RLlib learner's weights are not in the strategy's state; a resumed search
+keeps its history and episode count but the RLlib agent starts learning afresh."""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from typing import Any
+
+from ..base import SearchError
+from ..space import SearchSpace
+from .env import PruningEnv
+
+ENV_NAME = "secateurs-amc"
+_BRIDGES: dict[str, "_Bridge"] = {}
+_ids = itertools.count()
+
+
+class _Bridge:
+    """Policies out to the strategy, rewards back to the environment."""
+
+    def __init__(self, space: SearchSpace, reward: str) -> None:
+        self.space, self.reward = space, reward
+        self.policies: queue.Queue = queue.Queue()
+        self.rewards: queue.Queue = queue.Queue()
+        self.closed = threading.Event()
+
+    def evaluate(self, policy: dict[str, float]) -> float:
+        if self.closed.is_set():
+            return 0.0
+        self.policies.put(policy)
+        return float(self.rewards.get())
+
+
+def make_env(config: dict[str, Any]) -> PruningEnv:
+    """RLlib's environment creator: the AMC environment rewarding through the bridge named in `config`."""
+    bridge = _BRIDGES[config["bridge"]]
+    return PruningEnv(bridge.space, bridge.reward, reward_fn=bridge.evaluate)
+
+
+def _config(algo: str, steps: int, seed: int, options: dict[str, Any]):
+    """A small RLlib config: one local env runner, a local learner, batches of a few episodes."""
+    if algo == "ppo":
+        from ray.rllib.algorithms.ppo import PPOConfig
+
+        episodes = int(options.get("episodes_per_iteration", 4))
+        cfg = PPOConfig().training(train_batch_size_per_learner=steps * episodes, minibatch_size=steps,
+                                   num_epochs=int(options.get("num_epochs", 4)), lr=float(options.get("lr", 3e-4)))
+    elif algo == "sac":
+        from ray.rllib.algorithms.sac import SACConfig
+
+        cfg = SACConfig().training(train_batch_size_per_learner=int(options.get("batch_size", 64)),
+                                   num_steps_sampled_before_learning_starts=steps * int(options.get("warmup", 4)))
+        cfg = cfg.reporting(min_sample_timesteps_per_iteration=steps, min_time_s_per_iteration=0)
+    else:
+        raise SearchError(f"unknown RLlib algorithm {algo!r}; choose sac or ppo")
+    return (cfg.env_runners(num_env_runners=0, rollout_fragment_length=steps)
+            .learners(num_learners=0).debugging(seed=seed))
+
+
+class RLlibDriver:
+    """An RLlib algorithm training on a background thread, fed rewards through ask/tell."""
+
+    def __init__(self, space: SearchSpace, algo: str, reward: str, seed: int = 0,
+                 options: dict[str, Any] | None = None) -> None:
+        try:
+            import ray
+            from ray.tune.registry import register_env
+        except ImportError as exc:  # pragma: no cover - ray[rllib] is a dependency
+            raise SearchError(f"the RLlib agent needs ray[rllib]: {exc}") from exc
+        register_env(ENV_NAME, make_env)
+        self.bridge_id = f"amc-{next(_ids)}"
+        self.bridge = _Bridge(space, reward)
+        _BRIDGES[self.bridge_id] = self.bridge
+        self._ray = ray
+        self.started_ray = not ray.is_initialized()
+        if self.started_ray:
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        cfg = _config(algo, len(space.keys), seed, dict(options or {}))
+        cfg = cfg.environment(ENV_NAME, env_config={"bridge": self.bridge_id})
+        self.algo = cfg.build_algo()
+        self.error: BaseException | None = None
+        self.iterations = 0
+        self.thread = threading.Thread(target=self._loop, name="amc-rllib", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self.bridge.closed.is_set():
+                self.algo.train()
+                self.iterations += 1
+        except BaseException as exc:  # surfaced to the strategy by next_policy
+            self.error = exc
+            self.bridge.policies.put(None)
+
+    def next_policy(self, timeout: float = 3600.0) -> dict[str, float]:
+        """The policy of the next episode RLlib plays (blocks until it reaches the last step)."""
+        try:
+            policy = self.bridge.policies.get(timeout=timeout)
+        except queue.Empty as exc:
+            raise SearchError("the RLlib agent produced no episode in time") from exc
+        if policy is None:
+            raise SearchError(f"the RLlib agent stopped: {self.error}")
+        return policy
+
+    def give_reward(self, reward: float) -> None:
+        """The reward of the episode last returned by `next_policy`."""
+        self.bridge.rewards.put(float(reward))
+
+    def close(self) -> None:
+        """Stop training, release the algorithm (and the Ray instance if this driver started it)."""
+        if self.bridge.closed.is_set():
+            return
+        self.bridge.closed.set()
+        self.bridge.rewards.put(0.0)
+        self.thread.join(timeout=120)
+        try:
+            self.algo.stop()
+        finally:
+            _BRIDGES.pop(self.bridge_id, None)
+            if self.started_ray and self._ray.is_initialized():
+                self._ray.shutdown()

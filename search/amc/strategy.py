@@ -1,0 +1,188 @@
+"""`AMCStrategy`: AMC (He et al., ECCV 2018) as an ask/tell strategy.
+
+`ask()` rolls out one episode of `PruningEnv` with the current actor (uniform random actions
+during the warm-up episodes, then the actor plus truncated-normal noise) and proposes the
+episode's policy; `tell()` turns the score into the episode's reward, gives it to every
+transition of the episode and, after warm-up, runs one DDPG update per transition, as the
+reference code does. Warm-up episodes do not depend on each other, so up to `n` are proposed
+at once; after warm-up each episode waits for the previous one's reward.
+
+`agent="rllib-sac"` or `"rllib-ppo"` runs the same environment under an RLlib algorithm
+instead (see `search.amc.rllib_agent`)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..base import Proposal, Result, SearchError
+from ..space import SearchSpace
+from ..strategies.common import SpaceStrategy
+from .ddpg import DDPG, DDPGConfig
+from .env import REWARDS, PruningEnv, reward_value
+
+AGENTS = ("ddpg", "rllib-sac", "rllib-ppo")
+
+
+class AMCStrategy(SpaceStrategy):
+    """Learn per-group rates with a DDPG agent over AMC's layer-by-layer environment.
+
+    Options: `episodes` (total, warm-up included), `warmup` (random episodes, default a
+    quarter), `reward` ("error" or "resource"), `agent` ("ddpg", "rllib-sac", "rllib-ppo"),
+    `evaluator` (the evaluator proposals ask for; None leaves the job's), and DDPG
+    hyper-parameters (`hidden`, `lr_actor`, `lr_critic`, `tau`, `batch_size`, `init_delta`,
+    `delta_decay`, `buffer_size`, `discount`)."""
+
+    name = "amc"
+    default_evaluator = "reconstruct"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, episodes: int = 100, warmup: int | None = None,
+                 reward: str = "error", agent: str = "ddpg", evaluator: str | None = "reconstruct",
+                 hidden: int = 300, lr_actor: float = 1e-4, lr_critic: float = 1e-3, tau: float = 0.01,
+                 batch_size: int = 64, init_delta: float = 0.5, delta_decay: float = 0.95,
+                 buffer_size: int | None = None, discount: float = 1.0, rllib_options: dict | None = None) -> None:
+        super().__init__(space, seed)
+        if int(episodes) < 1:
+            raise SearchError(f"amc episodes must be at least 1, got {episodes}")
+        if reward not in REWARDS:
+            raise SearchError(f"unknown amc reward {reward!r}; choose one of: {', '.join(REWARDS)}")
+        if agent not in AGENTS:
+            raise SearchError(f"unknown amc agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+        self.episodes = int(episodes)
+        self.warmup = int(warmup) if warmup is not None else max(1, self.episodes // 4)
+        if not 0 <= self.warmup <= self.episodes:
+            raise SearchError(f"amc warmup must be between 0 and episodes, got {warmup}")
+        self.reward_kind, self.agent_name, self.evaluator = reward, agent, evaluator
+        self.env = PruningEnv(space, reward)
+        steps = len(self.env.keys)
+        cfg = DDPGConfig(hidden1=hidden, hidden2=hidden, lr_actor=lr_actor, lr_critic=lr_critic, tau=tau,
+                         batch_size=batch_size, init_delta=init_delta, delta_decay=delta_decay, discount=discount,
+                         buffer_size=int(buffer_size) if buffer_size else 100 * steps)
+        self.agent = DDPG(self.env.observation_space.shape[0], 1, cfg, seed=self.seed)
+        self.rllib = None
+        self.rllib_options = dict(rllib_options or {})
+        self.started = 0
+        self.told = 0
+        self.pending: dict[int, dict[str, torch.Tensor]] = {}
+        self.rewards: list[float] = []
+        self.best_reward: float | None = None
+        self.best_result: Result | None = None
+
+    # ---- episodes -------------------------------------------------------------------------
+    def _rollout(self, episode: int) -> tuple[dict[str, float], dict[str, torch.Tensor], float | None]:
+        """One episode with the agent: its policy, its transitions and the noise used."""
+        warm = episode < self.warmup
+        noise = None if warm else self.agent.set_noise(episode - self.warmup)
+        obs, _ = self.env.reset()
+        states, actions, nexts, dones = [], [], [], []
+        done = False
+        while not done:
+            state = torch.as_tensor(obs)
+            action = self.agent.random_action() if warm else self.agent.act(state, explore=True)
+            obs, _, done, _, info = self.env.step(action.numpy())
+            states.append(state)
+            actions.append(torch.tensor([info["rate"]], dtype=torch.float32))
+            nexts.append(torch.as_tensor(obs))
+            dones.append(float(done))
+        trans = {"states": torch.stack(states), "actions": torch.stack(actions), "next_states": torch.stack(nexts),
+                 "dones": torch.tensor(dones)}
+        return info["policy"], trans, noise
+
+    def _propose_episode(self) -> Proposal:
+        episode = self.started
+        self.started += 1
+        if self.agent_name != "ddpg":
+            policy = self._rllib().next_policy()
+            trans, noise = {}, None
+        else:
+            policy, trans, noise = self._rollout(episode)
+        meta = {"episode": episode, "warmup": episode < self.warmup, "noise": noise}
+        p = self._propose(policy, "episode", self.evaluator, **meta)
+        self.pending[p.id] = trans
+        return p
+
+    def _rllib(self):
+        if self.rllib is None:
+            from .rllib_agent import RLlibDriver
+
+            self.rllib = RLlibDriver(self.space, self.agent_name.removeprefix("rllib-"), self.reward_kind,
+                                     seed=self.seed, options=self.rllib_options)
+        return self.rllib
+
+    def ask(self, n: int = 1) -> list[Proposal]:
+        again = self._reissued(n)
+        if again:
+            return again
+        out: list[Proposal] = []
+        while len(out) < n and self.started < self.episodes:
+            sequential = self.agent_name != "ddpg" or self.started >= self.warmup
+            if sequential and (self.outstanding or out):
+                break
+            out.append(self._propose_episode())
+        return out
+
+    def tell(self, results: list[Result]) -> None:
+        for r in self._accept(results):
+            resource = getattr(r, self.space.target.resource_key) or 0.0
+            reward = reward_value(self.reward_kind, r.score, float(resource))
+            self.rewards.append(reward)
+            self.told += 1
+            if self.best_reward is None or reward > self.best_reward:
+                self.best_reward, self.best_result = reward, r
+            trans = self.pending.pop(r.proposal_id, {})
+            if self.agent_name != "ddpg":
+                self._rllib().give_reward(reward)
+                continue
+            learn = int(r.meta.get("episode", 0)) >= self.warmup
+            for i in range(len(trans.get("dones", []))):
+                self.agent.observe(trans["states"][i], trans["actions"][i], reward, trans["next_states"][i],
+                                   bool(trans["dones"][i]))
+                if learn:
+                    self.agent.update()
+        if self.done and self.rllib is not None:
+            self.rllib.close()
+
+    @property
+    def done(self) -> bool:
+        return self.started >= self.episodes and not self.outstanding
+
+    @property
+    def best(self) -> Result | None:
+        return self.best_result
+
+    def close(self) -> None:
+        """Stop the RLlib agent's training thread, if any."""
+        if self.rllib is not None:
+            self.rllib.close()
+
+    def progress(self) -> dict[str, Any]:
+        last = self.rewards[-1] if self.rewards else None
+        phase = f"AMC episode {self.told}/{self.episodes}"
+        if self.told and self.told <= self.warmup:
+            phase += " (warm-up)"
+        if last is not None:
+            phase += f", reward {last:.4f}, best {self.best_reward:.4f}, noise {self.agent.delta:.3f}"
+        return {"fraction": self.told / self.episodes, "phase": phase, "episode": self.told, "reward": last,
+                "best_reward": self.best_reward, "noise": self.agent.delta if self.told > self.warmup else None}
+
+    # ---- state ----------------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent.state_dict(), "started": self.started, "told": self.told,
+            "pending": {str(k): v for k, v in self.pending.items()}, "rewards": list(self.rewards),
+            "best_reward": self.best_reward,
+            "best_id": None if self.best_result is None else self.best_result.proposal_id,
+        }
+
+    def _load_extra(self, state: dict[str, Any]) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.started, self.told = int(state["started"]), int(state["told"])
+        self.pending = {int(k): v for k, v in state["pending"].items()}
+        self.rewards = [float(x) for x in state["rewards"]]
+        self.best_reward = state["best_reward"]
+        self.best_result = next((r for r in self.history if r.proposal_id == state["best_id"]), None)
+        if self.agent_name != "ddpg":
+            # RLlib's learner is not in our state: it starts afresh, the episode count carries on.
+            self._reissue = []
+            self.outstanding = {}
+            self.started = self.told

@@ -1,0 +1,283 @@
+"""AutoSlim (Yu & Huang, "AutoSlim: Towards One-Shot Architecture Search for Channel Numbers",
+2019): greedy channel slimming of a trained (universally) slimmable network.
+
+Starting from the supernet's largest width, each step tries, for every searchable channel
+group, removing one step of its channels (a fraction of the group, e.g. 10%, or a fixed
+count); every trial is scored with the shared weights on held-out batches after BN
+calibration (`shared-weights` evaluator), and the change that loses the least accuracy is
+kept. Steps repeat until the target (FLOPs, params, memory or latency) is met. Every trial
+is a candidate, so the whole trajectory is recorded.
+
+Simplification: the paper removes a fixed fraction per step and stops at the first
+configuration under the budget; we also trim the last step of the chosen group to the
+fewest channels that still meet the budget, so the result lands close to the target.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from pruning.data import calibration_batches
+from pruning.device import get_device
+from pruning.errors import PruningError
+from pruning.slimmable import FirstK, SlimmableNet, calibrate_bn, load_supernet, supernet_meta, width_channels
+
+from .base import Proposal, Result, SearchError
+from .evaluators import EvalContext, Evaluator, register_evaluator
+from .space import SearchSpace
+from .strategies.common import SpaceStrategy, result_from_state, result_to_state
+
+EVALUATOR = "shared-weights"
+
+
+def _resolve(supernet: str | Path | None) -> Path:
+    if not supernet:
+        raise SearchError("autoslim needs a trained slimmable network: --option supernet=DIR "
+                          "(from `secateurs slimmable train --universal`)")
+    try:
+        supernet_meta(supernet)
+    except PruningError as exc:
+        raise SearchError(str(exc)) from exc
+    return Path(supernet)
+
+
+class AutoSlimStrategy(SpaceStrategy):
+    """Greedy slimming with shared weights (see module doc). `supernet` is the folder (or JSON)
+    `secateurs slimmable train --universal` wrote; `step` is the fraction of each group's
+    channels removed per trial (float < 1) or a channel count (int >= 1)."""
+
+    name = "autoslim"
+    default_evaluator = EVALUATOR
+
+    def __init__(self, space: SearchSpace, seed: int = 0, supernet: str | Path | None = None,
+                 step: float | int = 0.1, calibration_batches: int | None = None) -> None:
+        super().__init__(space, seed)
+        path = _resolve(supernet)
+        meta, _ = supernet_meta(path)
+        if not meta.get("universal"):
+            raise SearchError("autoslim needs a universally slimmable supernet (train it with --universal): "
+                              "a switchable-BN network only runs at its listed uniform widths")
+        groups = {k: int(v) for k, v in meta["groups"].items()}
+        if groups != {g.key: g.channels for g in space.groups}:
+            raise SearchError(f"the supernet at {path} was trained for another model: its channel groups differ")
+        step = float(step)
+        if step <= 0 or (step >= 1 and step != int(step)):
+            raise SearchError(f"autoslim step must be a fraction in (0, 1) or a whole channel count, got {step}")
+        self.supernet = str(path)
+        self.options = {"supernet": self.supernet}
+        if calibration_batches is not None:
+            self.options["calibration_batches"] = int(calibration_batches)
+        lowest = space.kept(space.smallest_policy())
+        min_w, max_w = float(min(meta["widths"])), float(max(meta["widths"]))
+        self.floor = {k: max(lowest[k], width_channels(groups[k], min_w)) for k in space.keys}
+        self.step_size = {k: max(1, int(round(step * groups[k])) if step < 1 else int(step)) for k in space.keys}
+        self.kept = {k: width_channels(groups[k], max_w) for k in space.keys}
+        self.iteration = 0
+        self.queue: list[Proposal] = []
+        self.step_results: list[Result] = []
+        self.trajectory: list[Result] = []
+        self.started = False
+        self.finished = False
+        self._final: Result | None = None
+
+    @classmethod
+    def base_model(cls, options: Mapping[str, Any], zoo: str, args: Mapping[str, Any]) -> tuple[str, str]:
+        """The pipeline's trained model and criterion: the supernet's plain full-width weights,
+        cut by `first-k` so the final network is exactly the searched sub-network."""
+        meta, folder = supernet_meta(_resolve(options.get("supernet")))
+        if meta["zoo"] != zoo:
+            raise SearchError(f"the supernet is a {meta['zoo']}, not a {zoo}: pass --model {meta['zoo']}")
+        differ = {k: (v, args.get(k)) for k, v in meta.get("args", {}).items() if args.get(k) != v}
+        if differ:
+            raise SearchError("the supernet was trained for other model arguments (saved vs. now): "
+                              + ", ".join(f"{k}={a} vs {b}" for k, (a, b) in differ.items()))
+        if not meta.get("full_weights"):
+            raise SearchError("autoslim needs a supernet whose largest width is 1.0")
+        return str(folder / meta["full_weights"]), FirstK.name
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _policy(self, kept: Mapping[str, int]) -> dict[str, float]:
+        return {k: self.space.rate_for_kept(k, int(n)) for k, n in kept.items()}
+
+    def _proposal(self, kept: Mapping[str, int], phase: str, **meta: Any) -> Proposal:
+        return self._propose(self._policy(kept), phase, EVALUATOR, evaluator_options=dict(self.options),
+                             kept={k: int(v) for k, v in kept.items()}, iteration=self.iteration, **meta)
+
+    def _trials(self) -> list[Proposal]:
+        out = []
+        for k in self.space.keys:
+            n = max(self.floor[k], self.kept[k] - self.step_size[k])
+            if n < self.kept[k]:
+                out.append(self._proposal({**self.kept, k: n}, "greedy", group=k, removed=self.kept[k] - n))
+        return out
+
+    def _trimmed(self, chosen: Result) -> dict[str, int]:
+        """The chosen step with as few of its group's channels removed as still meet the budget."""
+        kept = {k: int(v) for k, v in chosen.meta["kept"].items()}
+        group = chosen.meta.get("group")
+        if group is None:
+            return kept
+        full = self.kept[group]
+        for n in range(full - 1, kept[group], -1):
+            trial = {**kept, group: n}
+            if self.space.feasible(self._policy(trial)):
+                return trial
+        return kept
+
+    def _advance(self) -> None:
+        """All trials of a step are told: keep the best and queue the next step (or finish)."""
+        key = self.space.target.resource_key
+        chosen = max(self.step_results, key=lambda r: (r.score, -float(getattr(r, key) or 0.0)))
+        self.step_results = []
+        self.iteration += 1
+        if self.space.feasible(chosen.policy):
+            trimmed = self._trimmed(chosen)
+            if trimmed != chosen.meta["kept"]:
+                self.queue = [self._proposal(trimmed, "final", group=chosen.meta.get("group"))]
+                return
+            self._finish(chosen)
+            return
+        self.kept = {k: int(v) for k, v in chosen.meta["kept"].items()}
+        self.trajectory.append(chosen)
+        self.queue = self._trials()
+        if not self.queue:
+            raise SearchError(f"autoslim cannot meet {self.space.target.describe()}: every group is at the "
+                              "smallest width the supernet was trained for")
+
+    def _finish(self, result: Result) -> None:
+        self.kept = {k: int(v) for k, v in result.meta["kept"].items()}
+        self.trajectory.append(result)
+        self._final = result
+        self.finished = True
+
+    # -- ask/tell --------------------------------------------------------------------------------
+
+    def ask(self, n: int = 1) -> list[Proposal]:
+        again = self._reissued(n)
+        if again or self.finished:
+            return again
+        if not self.started:
+            self.started = True
+            self.queue = [self._proposal(self.kept, "start")]
+        out, self.queue = self.queue[:n], self.queue[n:]
+        return out
+
+    def tell(self, results: list[Result]) -> None:
+        for r in self._accept(results):
+            if r.phase == "final":
+                self._finish(r)
+            elif r.phase == "start":
+                self.trajectory.append(r)
+                if self.space.feasible(r.policy):
+                    self._finish(r)
+                else:
+                    self.queue = self._trials()
+            else:
+                self.step_results.append(r)
+        if self.step_results and not self.queue and not self.outstanding and not self._reissue:
+            self._advance()
+
+    @property
+    def done(self) -> bool:
+        return self.finished and not self.outstanding
+
+    @property
+    def best(self) -> Result | None:
+        if self._final is not None:
+            return self._final
+        return self.trajectory[-1] if self.trajectory else None
+
+    def config(self) -> dict[str, int]:
+        """Kept channels per group (all groups) of the current (final, when done) configuration."""
+        return self.space.kept(self._policy(self.kept))
+
+    def progress(self) -> dict[str, Any]:
+        space = self.space
+        orig = float(space.original[space.target.resource_key])
+        now = space.resource(self._policy(self.kept))
+        span = max(1e-12, orig - space.budget)
+        frac = 1.0 if self.finished else max(0.0, min(0.99, (orig - now) / span))
+        return {"fraction": frac, "phase": f"AutoSlim: step {self.iteration}, {now / orig:.1%} of {space.target.kind}"}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "kept": dict(self.kept), "iteration": self.iteration, "started": self.started,
+            "finished": self.finished, "queue": [asdict(p) for p in self.queue],
+            "step_results": [result_to_state(r) for r in self.step_results],
+            "trajectory": [result_to_state(r) for r in self.trajectory],
+            "final": None if self._final is None else result_to_state(self._final),
+        }
+
+    def _load_extra(self, state: dict[str, Any]) -> None:
+        self.kept = {k: int(v) for k, v in state["kept"].items()}
+        self.iteration = int(state["iteration"])
+        self.started, self.finished = bool(state["started"]), bool(state["finished"])
+        self.queue = [Proposal(**d) for d in state["queue"]]
+        self.step_results = [result_from_state(d) for d in state["step_results"]]
+        self.trajectory = [result_from_state(d) for d in state["trajectory"]]
+        self._final = None if state["final"] is None else result_from_state(state["final"])
+
+
+class SharedWeightsEvaluator(Evaluator):
+    """AutoSlim's evaluator: run the supernet at the policy's channel configuration (no copy,
+    no cut), calibrate its BN statistics on training batches (US-Nets), score on validation.
+    Resources are those of the really cut network (from the search space)."""
+
+    name = EVALUATOR
+
+    def __init__(self, context: EvalContext, supernet: str | Path | None = None, calibration_batches: int | None = None) -> None:
+        super().__init__(context)
+        if supernet is None and isinstance(context.model, SlimmableNet):
+            self._net: SlimmableNet | None = context.model
+            self.path = None
+        else:
+            self.path = str(supernet or context.extras.get("supernet") or "")
+            self._net = None
+        self.n_calibration = calibration_batches
+
+    @property
+    def net(self) -> SlimmableNet:
+        """The supernet, loaded on first use onto the context's device."""
+        if self._net is None:
+            try:
+                net = load_supernet(_resolve(self.path))
+            except PruningError as exc:
+                raise SearchError(str(exc)) from exc
+            dev = self.context.device
+            self._net = net.to(get_device(dev) if isinstance(dev, str) else dev)
+        return self._net
+
+    def _calibration(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        ctx = self.context
+        if ctx.calibration and self.n_calibration is None:
+            return list(ctx.calibration)
+        return calibration_batches(ctx.data.train, self.n_calibration or 4, 64, ctx.seed)
+
+    def config(self, policy: Mapping[str, float]) -> dict[str, int]:
+        """Kept channels per group of a policy (space bounds applied when a space is known)."""
+        if self.context.space is not None:
+            return self.context.space.kept(policy)
+        return self.net.policy_to_config(policy)
+
+    def cut(self, policy: Mapping[str, float]) -> nn.Module:
+        net = self.net
+        net.set_config(self.config(policy))
+        return net
+
+    def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        if isinstance(model, SlimmableNet) and model.universal:
+            calibrate_bn(model, self._calibration())
+        return self.validate(model)
+
+    def resources(self, model: nn.Module, policy: Mapping[str, float]) -> dict[str, Any]:
+        if self.context.space is not None:
+            return self.context.space.resources(policy)
+        return super().resources(self.net.export(self.config(policy)), policy)
+
+
+register_evaluator(EVALUATOR, SharedWeightsEvaluator)

@@ -1,0 +1,208 @@
+"""Evaluators turn a policy into a score, apart from the strategies that propose policies.
+
+Each cuts the model with the job's criterion, then scores the cut network on the validation
+split:
+- `plain`: validation accuracy as cut (BN statistics inherited from the full network);
+- `adaptive-bn`: EagleEye (Li et al. 2020): reset the BN statistics and re-estimate them on
+  calibration batches from the training split, then validate;
+- `finetune`: NetAdapt's short-term fine-tune (Yang et al. 2018): `steps` SGD iterations on
+  the training split, then validate.
+Other modules add theirs (AMC's `reconstruct`, MetaPruning's `pruningnet`, AutoSlim's
+`shared-weights`) with `register_evaluator`."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from pruning.bn import recalibrate_bn
+from pruning.cut import prune
+from pruning.criteria import get_criterion
+from pruning.data import DataSplits
+from pruning.measure import count_flops, count_params, peak_memory_bytes
+from pruning.train import TrainConfig, evaluate, train
+
+from .base import Proposal, Result, SearchError
+
+
+@dataclass
+class EvalContext:
+    """Everything an evaluator needs: the trained full model, the data, the input shape
+    (C, H, W), the channel criterion, the device, calibration batches from the training
+    split, and a seed. `space` (optional) supplies cached resource counts and latency;
+    `val_batches` caps validation batches (None: the whole validation split)."""
+
+    model: nn.Module
+    data: DataSplits
+    input_shape: tuple[int, ...]
+    criterion: str = "l1"
+    device: str | torch.device = "cpu"
+    calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
+    seed: int = 0
+    space: Any = None
+    val_batches: int | None = None
+    batch_size: int = 256
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Base class: `cut` the model for a policy, `score` the cut model; `evaluate` does both
+    and fills a `Result` with the cut network's resources."""
+
+    name = ""
+
+    def __init__(self, context: EvalContext, **options: Any) -> None:
+        if options:
+            raise SearchError(f"evaluator {self.name!r} takes no option(s) {', '.join(sorted(options))}")
+        self.context = context
+
+    def cut(self, policy: Mapping[str, float]) -> nn.Module:
+        """The cut copy of the context's model for a policy (bounds applied when a space is known)."""
+        ctx = self.context
+        crit = get_criterion(ctx.criterion)
+        calib = ctx.calibration if crit.needs_data else None
+        if ctx.space is not None:
+            return ctx.space.cut(policy, ctx.criterion, calib, model=ctx.model)
+        return prune(ctx.model, dict(policy), crit, input_shape=ctx.input_shape, calibration=calib)
+
+    def validate(self, model: nn.Module) -> float:
+        """Validation accuracy of a model."""
+        return evaluate(model, self.context.data.val, batch_size=self.context.batch_size,
+                        max_batches=self.context.val_batches)
+
+    def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        """The score of a cut model (higher is better)."""
+        raise NotImplementedError
+
+    def resources(self, model: nn.Module, policy: Mapping[str, float]) -> dict[str, Any]:
+        """FLOPs, params, memory and (table) latency of a cut model."""
+        if self.context.space is not None:
+            return self.context.space.resources(policy)
+        shape = self.context.input_shape
+        return {"flops": count_flops(model, shape), "params": count_params(model),
+                "memory_bytes": peak_memory_bytes(model, shape), "latency_ms": None}
+
+    def evaluate(self, policy: Mapping[str, float], phase: str = "search", proposal_id: int = -1,
+                 meta: dict[str, Any] | None = None) -> Result:
+        """Cut, score and count one policy."""
+        t0 = time.perf_counter()
+        torch.manual_seed(self.context.seed)
+        model = self.cut(policy)
+        res = self.resources(model, policy)
+        value = float(self.score(model, policy, phase))
+        return Result(proposal_id=proposal_id, policy={k: float(v) for k, v in policy.items()}, score=value,
+                      flops=int(res["flops"]), params=int(res["params"]), memory_bytes=int(res["memory_bytes"]),
+                      latency_ms=res.get("latency_ms"), phase=phase, wall_seconds=time.perf_counter() - t0,
+                      meta={**(meta or {}), "evaluator": self.name})
+
+
+class PlainEvaluator(Evaluator):
+    """Validation accuracy of the cut model as it is."""
+
+    name = "plain"
+
+    def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        return self.validate(model)
+
+
+class AdaptiveBNEvaluator(Evaluator):
+    """EagleEye's adaptive BN (Li et al. 2020): re-estimate BN statistics of the cut model on
+    calibration batches from the training split (`pruning.bn.recalibrate_bn`), then validate."""
+
+    name = "adaptive-bn"
+
+    def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        if not self.context.calibration:
+            raise SearchError("the adaptive-bn evaluator needs calibration batches from the training split")
+        recalibrate_bn(model, self.context.calibration)
+        return self.validate(model)
+
+
+class FinetuneEvaluator(Evaluator):
+    """NetAdapt's short-term fine-tune (Yang et al. 2018): `steps` SGD iterations on the
+    training split at learning rate `lr`, then validation accuracy."""
+
+    name = "finetune"
+
+    def __init__(self, context: EvalContext, steps: int = 50, lr: float = 0.01, batch_size: int = 64,
+                 adaptive_bn: bool = True) -> None:
+        super().__init__(context)
+        if int(steps) < 0:
+            raise SearchError(f"finetune steps must be >= 0, got {steps}")
+        self.steps, self.lr, self.batch_size, self.adaptive_bn = int(steps), float(lr), int(batch_size), bool(adaptive_bn)
+
+    def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        ctx = self.context
+        if self.adaptive_bn and ctx.calibration:
+            recalibrate_bn(model, ctx.calibration)
+        if self.steps > 0:
+            cfg = TrainConfig(epochs=1e9, lr=self.lr, batch_size=self.batch_size, seed=ctx.seed, max_steps=self.steps)
+            train(model, ctx.data.train, cfg, device=model_device(model))
+        return self.validate(model)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device a model's parameters live on."""
+    return next(model.parameters()).device
+
+
+EVALUATORS: dict[str, Callable[..., Evaluator]] = {
+    "plain": PlainEvaluator, "adaptive-bn": AdaptiveBNEvaluator, "finetune": FinetuneEvaluator,
+}
+# Evaluators other modules register lazily, imported only when asked for.
+LAZY_EVALUATORS: dict[str, str] = {
+    "reconstruct": "search.amc", "pruningnet": "search.metapruning", "shared-weights": "search.autoslim",
+}
+
+
+def register_evaluator(name: str, factory: Callable[..., Evaluator]) -> None:
+    """Make an evaluator available by name (`factory(context, **options)`)."""
+    EVALUATORS[name] = factory
+
+
+def list_evaluators() -> list[str]:
+    """Names of every evaluator, registered or loadable."""
+    return sorted(set(EVALUATORS) | set(LAZY_EVALUATORS))
+
+
+def make_evaluator(name: str, context: EvalContext, **options: Any) -> Evaluator:
+    """An evaluator by name, built on `context` with its options."""
+    if name not in EVALUATORS and name in LAZY_EVALUATORS:
+        import importlib
+
+        try:
+            importlib.import_module(LAZY_EVALUATORS[name])
+        except ImportError as exc:
+            raise SearchError(f"evaluator {name!r} is not available: {exc}") from exc
+    if name not in EVALUATORS:
+        raise SearchError(f"unknown evaluator {name!r}; choose one of: {', '.join(list_evaluators())}")
+    try:
+        return EVALUATORS[name](context, **options)
+    except TypeError as exc:
+        raise SearchError(f"bad option for evaluator {name!r}: {exc}") from exc
+
+
+class EvaluatorPool:
+    """The job's default evaluator plus any others proposals ask for by name (built on the same
+    context, with options from `proposal.meta["evaluator_options"]`)."""
+
+    def __init__(self, default: Evaluator) -> None:
+        self.default = default
+        self._others: dict[str, Evaluator] = {}
+
+    def for_proposal(self, proposal: Proposal) -> Evaluator:
+        """The evaluator a proposal asks for (the default when it names none)."""
+        if not proposal.evaluator or proposal.evaluator == self.default.name and not proposal.meta.get("evaluator_options"):
+            return self.default
+        opts = proposal.meta.get("evaluator_options") or {}
+        key = proposal.evaluator + repr(sorted(opts.items()))
+        if key not in self._others:
+            self._others[key] = make_evaluator(proposal.evaluator, self.default.context, **opts)
+        return self._others[key]
+
+    def evaluate(self, proposal: Proposal) -> Result:
+        """Evaluate one proposal with the evaluator it asks for."""
+        return self.for_proposal(proposal).evaluate(proposal.policy, proposal.phase, proposal.id, dict(proposal.meta))

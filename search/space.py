@@ -1,0 +1,205 @@
+"""The search space: the prunable channel groups of one model with per-group bounds, and the
+resource accounting every strategy checks its policies against.
+
+Bounds: every group keeps at least `min_channels`; no group is cut by more than `max_rate`;
+the stem (the first conv's group) is kept whole unless `prune_stem`; `pinned` groups keep the
+rate the user gave (or stay whole). Resources are counted by the engine on the really cut
+model (`pruning.measure`), cached by kept-channel counts; latency comes from the per-layer
+lookup table (NetAdapt-style, see `search.latency`)."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from pruning.cut import kept_channels, prune
+from pruning.criteria import get_criterion, normalise
+from pruning.graph import ChannelGroup, DependencyGraph
+from pruning.measure import count_flops, count_params, peak_memory_bytes
+
+from .base import SearchError
+from .target import Target
+
+Policy = dict[str, float]
+
+
+class SearchSpace:
+    """Per-group rate bounds and resource accounting for `model` at `input_shape` (C, H, W)."""
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int], target: Target | str | Mapping[str, Any], *,
+                 min_channels: int = 1, max_rate: float = 0.9, prune_stem: bool = False,
+                 pinned: Mapping[str, float] | Iterable[str] | None = None, round_to: int = 1,
+                 criterion: str = "l1", calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 latency_table: Any = None) -> None:
+        if not 0.0 <= max_rate < 1.0:
+            raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
+        if min_channels < 1:
+            raise SearchError(f"min_channels must be at least 1, got {min_channels}")
+        self.model = model
+        self.input_shape = tuple(int(s) for s in input_shape[-3:])
+        self.target = Target.from_value(target)
+        self.min_channels, self.max_rate, self.prune_stem, self.round_to = min_channels, max_rate, prune_stem, round_to
+        self.criterion, self.calibration = criterion, calibration
+        device = next(model.parameters()).device
+        self.graph = DependencyGraph(model, torch.zeros(1, *self.input_shape, device=device))
+        self.groups: list[ChannelGroup] = self.graph.groups
+        self.by_key = {g.key: g for g in self.groups}
+        self.pinned = self._pins(pinned)
+        self.keys = [g.key for g in self.groups if g.key not in self.pinned and (prune_stem or not g.is_stem)]
+        if not self.keys:
+            raise SearchError("nothing to search: every channel group is pinned or the stem")
+        self.bounds = {k: (0.0, self._max_rate(self.by_key[k])) for k in self.keys}
+        self._cache: dict[tuple[int, ...], dict[str, float]] = {}
+        self._scores: dict[str, torch.Tensor] | None = None
+        self.latency_table = latency_table
+        if self.target.kind == "latency" and latency_table is None:
+            from .latency import LatencyTable
+
+            self.latency_table = LatencyTable.for_model(model, self.input_shape)
+        self.original = self.count({g.key: g.channels for g in self.groups})
+        self.budget = self.target.budget(self.original[self.target.resource_key])
+        smallest = self.resource(self.smallest_policy())
+        if smallest > self.budget:
+            raise SearchError(
+                f"target {self.target.describe()} is infeasible: the smallest network the bounds allow "
+                f"still needs {smallest:,.6g} {self.target.kind} (budget {self.budget:,.6g}, original "
+                f"{self.original[self.target.resource_key]:,.6g}); loosen the target or the bounds")
+
+    def _pins(self, pinned: Mapping[str, float] | Iterable[str] | None) -> dict[str, float]:
+        if pinned is None:
+            return {}
+        pins = dict(pinned) if isinstance(pinned, Mapping) else {k: 0.0 for k in pinned}
+        unknown = [k for k in pins if k not in self.by_key]
+        if unknown:
+            raise SearchError(f"pinned groups {', '.join(unknown)} do not exist; groups are: {', '.join(self.by_key)}")
+        for k, v in pins.items():
+            if not 0.0 <= float(v) < 1.0:
+                raise SearchError(f"pinned rate for {k} must be in [0, 1), got {v}")
+        return {k: float(v) for k, v in pins.items()}
+
+    def _max_rate(self, g: ChannelGroup) -> float:
+        """The largest rate that keeps at least `min_channels` and cuts at most `max_rate`."""
+        keep_min = min(g.channels, self.min_channels)
+        by_channels = 1.0 - keep_min / g.channels
+        return max(0.0, min(self.max_rate, by_channels))
+
+    # ---- policies -------------------------------------------------------------------------
+    def clip(self, policy: Mapping[str, float]) -> Policy:
+        """The policy over every searchable group, clipped to its bounds (pinned groups and the
+        stem are left to `full_policy`)."""
+        out = {}
+        for k in self.keys:
+            lo, hi = self.bounds[k]
+            out[k] = float(min(hi, max(lo, float(policy.get(k, 0.0)))))
+        return out
+
+    def full_policy(self, policy: Mapping[str, float]) -> Policy:
+        """The clipped policy plus the pinned groups' rates: what is actually cut."""
+        return {**self.pinned, **self.clip(policy)}
+
+    def smallest_policy(self) -> Policy:
+        """Every searchable group at its largest allowed rate."""
+        return {k: self.bounds[k][1] for k in self.keys}
+
+    def kept(self, policy: Mapping[str, float]) -> dict[str, int]:
+        """Kept channels per group (all groups) for a policy."""
+        full = self.full_policy(policy)
+        return {g.key: kept_channels(g.channels, full.get(g.key, 0.0), self.round_to) for g in self.groups}
+
+    def rate_for_kept(self, key: str, kept: int) -> float:
+        """The rate that keeps exactly `kept` channels of group `key`."""
+        c = self.by_key[key].channels
+        return max(0.0, min(1.0 - 1e-9, 1.0 - kept / c))
+
+    # ---- resources ------------------------------------------------------------------------
+    def cut(self, policy: Mapping[str, float], criterion: str | None = None,
+            calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+            model: nn.Module | None = None) -> nn.Module:
+        """The physically cut copy of the model (or of `model`, same architecture) for a policy."""
+        crit = criterion or self.criterion
+        calib = calibration if calibration is not None else self.calibration
+        kept = self.kept(policy)
+        return prune(model if model is not None else self.model, kept, crit, input_shape=self.input_shape,
+                     calibration=calib if get_criterion(crit).needs_data else None, round_to=1)
+
+    def resources(self, policy: Mapping[str, float]) -> dict[str, float]:
+        """`flops`, `params`, `memory_bytes` and `latency_ms` (lookup table; None without one)
+        of the network a policy gives, counted on the cut model."""
+        return self.count(self.kept(policy))
+
+    def count(self, kept: Mapping[str, int]) -> dict[str, float]:
+        """Resources of the network with `kept` channels per group (cached)."""
+        key = tuple(int(kept[g.key]) for g in self.groups)
+        if key not in self._cache:
+            if all(kept[g.key] == g.channels for g in self.groups):
+                cut = self.model
+            else:
+                cut = prune(self.model, dict(kept), "l1", input_shape=self.input_shape)
+            res: dict[str, Any] = {
+                "flops": count_flops(cut, self.input_shape), "params": count_params(cut),
+                "memory_bytes": peak_memory_bytes(cut, self.input_shape), "latency_ms": None,
+            }
+            if self.latency_table is not None:
+                res["latency_ms"] = self.latency_table.predict(self.graph, kept)
+            self._cache[key] = res
+        return dict(self._cache[key])
+
+    def resource(self, policy: Mapping[str, float]) -> float:
+        """The targeted resource of a policy."""
+        return float(self.resources(policy)[self.target.resource_key])
+
+    def feasible(self, policy: Mapping[str, float]) -> bool:
+        """Whether a policy's network fits the budget."""
+        return self.resource(policy) <= self.budget
+
+    def fraction(self, policy: Mapping[str, float]) -> float:
+        """The targeted resource as a fraction of the original network's."""
+        return self.resource(policy) / max(1e-12, float(self.original[self.target.resource_key]))
+
+    # ---- helpers for strategies -----------------------------------------------------------
+    def channel_scores(self) -> dict[str, torch.Tensor]:
+        """Per-group channel importances by the space's criterion, normalised to mean 1 so one
+        threshold compares groups (for the global strategy)."""
+        if self._scores is None:
+            crit = get_criterion(self.criterion)
+            was_training = self.model.training
+            self.model.eval()
+            crit.prepare(self.model, self.graph, self.calibration if crit.needs_data else None)
+            self.model.train(was_training)
+            self._scores = {g.key: normalise(crit.scores(self.model, self.graph, g).detach().cpu().float())
+                            for g in self.groups}
+        return self._scores
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: groups with channels and bounds, target, budget, original resources."""
+        return {
+            "target": self.target.as_dict(), "budget": self.budget, "original": self.original,
+            "groups": [{"key": g.key, "channels": g.channels, "stem": g.is_stem, "depthwise": g.depthwise,
+                        "searchable": g.key in self.bounds, "max_rate": self.bounds.get(g.key, (0, 0))[1],
+                        "pinned": self.pinned.get(g.key)} for g in self.groups],
+        }
+
+
+def bisect_scalar(space: SearchSpace, make_policy, lo: float, hi: float, iters: int = 40,
+                  tol: float = 0.0) -> tuple[float, Policy]:
+    """The smallest `t` in [lo, hi] whose `make_policy(t)` is feasible, for families where the
+    resource falls as `t` grows; returns (t, policy). `make_policy(hi)` must be feasible.
+    Stops early once a feasible policy uses at least `1 - tol` of the budget."""
+    best_t, best = hi, make_policy(hi)
+    if not space.feasible(best):
+        raise SearchError(f"no feasible policy in this family for target {space.target.describe()}")
+    if space.feasible(make_policy(lo)):
+        return lo, make_policy(lo)
+    for _ in range(iters):
+        mid = (lo + hi) / 2.0
+        pol = make_policy(mid)
+        if space.feasible(pol):
+            hi, best_t, best = mid, mid, pol
+            if tol > 0 and space.resource(pol) >= (1.0 - tol) * space.budget:
+                break
+        else:
+            lo = mid
+        if hi - lo < 1e-6:
+            break
+    return best_t, best

@@ -1,0 +1,142 @@
+"""`/v1/jobs`: submit, list, inspect, follow (candidates and events after N), cancel, and the
+artifacts of finished jobs. Every id belongs to one team; another team's id answers 404."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from ..config import Settings
+from ..jobspec import JobSpec
+from ..store import JOB_STATUSES, Store, as_utc, candidate_dict
+from ..store.tables import Job, Team
+from ..submit import SpecError, resolve_config
+from .deps import current_team, get_settings, get_store
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+class JobOut(BaseModel):
+    id: int
+    status: str
+    phase: str
+    progress: float
+    priority: int
+    candidates_evaluated: int
+    best: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, j: Job) -> "JobOut":
+        return cls(id=j.id, status=j.status, phase=j.phase, progress=j.progress, priority=j.priority,
+                   candidates_evaluated=j.candidates_evaluated, best=j.best, summary=j.summary, error=j.error,
+                   attempts=j.attempts, cancel_requested=j.cancel_requested, created_at=as_utc(j.created_at),
+                   started_at=as_utc(j.started_at), finished_at=as_utc(j.finished_at),
+                   heartbeat_at=as_utc(j.heartbeat_at), spec=j.spec)
+
+
+class JobDetail(JobOut):
+    traceback: str | None = None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    size: int
+    sha256: str
+    url: str
+
+
+def _job(store: Store, team: Team, job_id: int) -> Job:
+    job = store.get_job(job_id, team.id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return job
+
+
+@router.post("", status_code=201, response_model=JobOut, summary="Submit a compression job")
+async def submit_job(spec: JobSpec, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store),
+                     settings: Settings = Depends(get_settings)) -> JobOut:
+    try:
+        config = await run_in_threadpool(resolve_config, spec, team.id, store, settings)
+    except SpecError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    job = store.create_job(team.id, spec.model_dump(mode="json"), config, spec.priority)
+    request.app.state.wake_scheduler()
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobPage, summary="The team's jobs, newest first")
+def list_jobs(status_: str | None = Query(None, alias="status", description=f"one of {', '.join(JOB_STATUSES)}"),
+              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+              team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobPage:
+    if status_ is not None and status_ not in JOB_STATUSES:
+        raise HTTPException(422, f"status must be one of {', '.join(JOB_STATUSES)}")
+    items, total = store.list_jobs(team.id, status_, limit, offset)
+    return JobPage(items=[JobOut.of(j) for j in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobDetail, summary="One job: status, phase, progress, best so far, error")
+def get_job(job_id: int, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobDetail:
+    job = _job(store, team, job_id)
+    return JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback)
+
+
+@router.get("/{job_id}/candidates", summary="Evaluated candidates with seq > after")
+def list_candidates(job_id: int, after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
+                    team: Team = Depends(current_team), store: Store = Depends(get_store)) -> list[dict[str, Any]]:
+    _job(store, team, job_id)
+    return [{"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)} for c in store.list_candidates(job_id, after, limit)]
+
+
+@router.get("/{job_id}/events", summary="Job events with seq > after")
+def list_events(job_id: int, after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
+                team: Team = Depends(current_team), store: Store = Depends(get_store)) -> list[dict[str, Any]]:
+    _job(store, team, job_id)
+    return [{"id": e.seq, "kind": e.kind, "message": e.message, "data": e.data, "created_at": as_utc(e.created_at)}
+            for e in store.list_events(job_id, after, limit)]
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Stop a queued or running job")
+def cancel_job(job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobOut:
+    job = store.request_cancel(job_id, team.id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    request.app.state.wake_scheduler()
+    return JobOut.of(store.get_job(job_id, team.id))
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], summary="Output files of a finished job")
+def list_artifacts(job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> list[ArtifactOut]:
+    _job(store, team, job_id)
+    return [ArtifactOut(name=a.name, size=a.size, sha256=a.sha256,
+                        url=str(request.url_for("download_artifact", job_id=job_id, name=a.name)))
+            for a in store.list_artifacts(job_id)]
+
+
+@router.get("/{job_id}/artifacts/{name:path}", summary="Download one artifact", response_class=FileResponse)
+def download_artifact(job_id: int, name: str, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> FileResponse:
+    _job(store, team, job_id)
+    match = next((a for a in store.list_artifacts(job_id) if a.name == name), None)
+    if match is None or not Path(match.path).is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"artifact {name!r} of job {job_id} not found")
+    return FileResponse(match.path, filename=Path(name).name, media_type="application/octet-stream")

@@ -1,0 +1,122 @@
+"""`/v1/models`: upload trained weights for a zoo architecture (safetensors or a weights-only
+`.pt` state dict; bounded size; SHA-256 stored). A file is accepted only if it loads, without
+unpickling, into the named zoo model built with the given arguments."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from pruning.errors import PruningError
+from pruning.export import load_weights
+from pruning.models import build_model
+
+from ..config import Settings
+from ..store import Store, as_utc
+from ..store.tables import Model, Team
+from .deps import current_team, get_settings, get_store
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+SUFFIXES = (".safetensors", ".pt", ".pth")
+CHUNK = 1 << 20
+
+
+class ModelOut(BaseModel):
+    id: int
+    zoo: str
+    args: dict[str, Any]
+    filename: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: Model) -> "ModelOut":
+        return cls(id=m.id, zoo=m.zoo, args=m.args, filename=m.filename, size=m.size, sha256=m.sha256, created_at=as_utc(m.created_at))
+
+
+def _parse_args(text: str) -> dict[str, Any]:
+    try:
+        args = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"args: not valid JSON ({exc.msg})") from exc
+    if not isinstance(args, dict):
+        raise HTTPException(422, "args: must be a JSON object of zoo model arguments")
+    return args
+
+
+def _validate(zoo: str, args: dict[str, Any], path: Path) -> None:
+    try:
+        load_weights(build_model(zoo, **args), path)
+    except (PruningError, TypeError, ValueError) as exc:
+        msg = str(exc).replace(str(path), "the uploaded file")
+        raise HTTPException(422, f"file: {msg}") from exc
+
+
+async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: int) -> tuple[Path, int, str]:
+    """Copy the upload to a temp file, stopping at `limit` bytes (413)."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=suffix)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"file: larger than the {limit:,} byte limit")
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp), size, digest.hexdigest()
+
+
+@router.post("", status_code=201, response_model=ModelOut, summary="Upload trained weights for a zoo model")
+async def upload_model(request: Request, zoo: str = Form(..., description="zoo architecture, e.g. convnet"),
+                       args: str = Form("{}", description="JSON object of the zoo model's arguments"),
+                       file: UploadFile = File(..., description="safetensors or weights-only .pt state dict"),
+                       team: Team = Depends(current_team), store: Store = Depends(get_store),
+                       settings: Settings = Depends(get_settings)) -> ModelOut:
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > settings.max_upload_bytes + CHUNK:
+        raise HTTPException(413, f"file: larger than the {settings.max_upload_bytes:,} byte limit")
+    name = Path(file.filename or "").name
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise HTTPException(422, f"file: must be {', '.join(SUFFIXES)}, got {name or 'no name'!r}")
+    parsed = _parse_args(args)
+    team_dir = settings.data_dir / "uploads" / str(team.id)
+    tmp, size, sha = await _save_bounded(file, team_dir, suffix, settings.max_upload_bytes)
+    try:
+        if size == 0:
+            raise HTTPException(422, "file: is empty")
+        await run_in_threadpool(_validate, zoo, parsed, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    final = team_dir / f"{sha}{'.safetensors' if suffix == '.safetensors' else '.pt'}"
+    os.replace(tmp, final)
+    m = store.add_model(team.id, zoo=zoo, args=parsed, filename=name, path=str(final), size=size, sha256=sha)
+    return ModelOut.of(m)
+
+
+@router.get("", response_model=list[ModelOut], summary="The team's uploaded models")
+def list_models(team: Team = Depends(current_team), store: Store = Depends(get_store)) -> list[ModelOut]:
+    return [ModelOut.of(m) for m in store.list_models(team.id)]
+
+
+@router.get("/{model_id}", response_model=ModelOut, summary="One uploaded model")
+def get_model(model_id: int, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> ModelOut:
+    m = store.get_model(team.id, model_id)
+    if m is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {model_id} not found")
+    return ModelOut.of(m)

@@ -1,0 +1,135 @@
+"""A small Python client for the REST API (httpx), used by the CLI and the tests. The server
+URL and token come from the arguments or `SECATEURS_URL` / `SECATEURS_TOKEN`. API errors
+raise `ApiError` carrying the server's one-line message."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from .cli.common import CliError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class ApiError(CliError):
+    """An HTTP error from the service: `status` and the server's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status, self.message = status, message
+
+
+class Client:
+    """Calls the Secateurs API as one team."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0) -> None:
+        self.url = (url or os.environ.get("SECATEURS_URL") or DEFAULT_URL).rstrip("/")
+        self.token = token if token is not None else os.environ.get("SECATEURS_TOKEN")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach the Secateurs API at {self.url}: {exc}") from exc
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except (ValueError, AttributeError):
+                detail = r.text
+            raise ApiError(r.status_code, detail if isinstance(detail, str) else json.dumps(detail))
+        return r
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz").json()
+
+    def upload_model(self, path: str | Path, zoo: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Upload a safetensors / weights-only .pt file for a zoo architecture."""
+        p = Path(path)
+        if not p.is_file():
+            raise CliError(f"{p} does not exist")
+        with open(p, "rb") as f:
+            return self._call("POST", "/v1/models", data={"zoo": zoo, "args": json.dumps(args or {})},
+                              files={"file": (p.name, f, "application/octet-stream")}).json()
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a job spec; returns the job (with its `id`)."""
+        return self._call("POST", "/v1/jobs", json=spec).json()
+
+    def jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
+        return self._call("GET", "/v1/jobs", params=params).json()
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}").json()
+
+    def candidates(self, job_id: int, after: int = 0) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/jobs/{job_id}/candidates", params={"after": after}).json()
+
+    def events(self, job_id: int, after: int = 0) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/jobs/{job_id}/events", params={"after": after}).json()
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
+    def artifacts(self, job_id: int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/jobs/{job_id}/artifacts").json()
+
+    def download(self, job_id: int, out_dir: str | Path) -> list[Path]:
+        """Download every artifact into `out_dir`, checking each SHA-256."""
+        out = Path(out_dir)
+        paths = []
+        for a in self.artifacts(job_id):
+            dest = out / a["name"]
+            if out.resolve() not in dest.resolve().parents:
+                raise CliError(f"refusing artifact name {a['name']!r} outside {out}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            h = hashlib.sha256()
+            with self.http.stream("GET", a["url"]) as r, open(dest, "wb") as f:
+                if r.status_code >= 400:
+                    raise ApiError(r.status_code, f"cannot download {a['name']}")
+                for chunk in r.iter_bytes():
+                    h.update(chunk)
+                    f.write(chunk)
+            if h.hexdigest() != a["sha256"]:
+                raise CliError(f"checksum mismatch for {a['name']}")
+            paths.append(dest)
+        return paths
+
+    def follow(self, job_id: int, poll: float = 1.0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Yield the job each poll until it reaches a final status."""
+        t0 = time.monotonic()
+        while True:
+            job = self.job(job_id)
+            yield job
+            if job["status"] in FINAL:
+                return
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                raise CliError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def wait(self, job_id: int, poll: float = 1.0, timeout: float | None = None) -> dict[str, Any]:
+        """Poll until the job is final; returns it."""
+        job: dict[str, Any] = {}
+        for job in self.follow(job_id, poll, timeout):
+            pass
+        return job

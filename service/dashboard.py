@@ -1,0 +1,50 @@
+"""The web dashboard: one static page at `/` plus its JS, CSS and the bundled charting library
+under `/static/`. The page talks to the `/v1` API from the browser with the user's team token,
+so this router holds no logic and no data of its own."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# Everything the page loads comes from this origin (no CDN); Chart.js sets inline styles.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+def index() -> FileResponse:
+    """The dashboard's single page; the JS routes between views with the URL fragment."""
+    return FileResponse(
+        STATIC_DIR / "index.html",
+        media_type="text/html",
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/dashboard/choices.json")
+def choices() -> dict[str, Any]:
+    """Names the submit form offers that `/v1` has no endpoint for (data sets, criteria, target
+    kinds), read from the registries so the form never lists something the API refuses."""
+    from pruning.criteria import CRITERIA
+    from pruning.data import DATASETS
+    from search.target import KINDS
+
+    return {"datasets": list(DATASETS), "criteria": sorted(CRITERIA), "targets": list(KINDS)}
+
+
+@router.get("/static/{path:path}")
+def static_file(path: str) -> FileResponse:
+    """A file under `service/static/`; anything outside it (`..`, absolute paths) is a 404."""
+    target = (STATIC_DIR / path).resolve()
+    if not target.is_relative_to(STATIC_DIR) or not target.is_file():
+        raise HTTPException(status_code=404, detail="not found")
+    return FileResponse(target, headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,128 @@
+"""The scheduler: a thread in the API process that claims queued jobs from the store (atomic,
+priority then age, up to `max_concurrent_jobs` at a time), runs each as a Ray task
+(`service.jobrun.run_job`), requeues jobs whose heartbeat went stale (their process died; the
+next run resumes them), and kills runs that ignore a cancel past the grace period."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunHandle:
+    """A job this scheduler started: its Ray task and lease."""
+
+    job_id: int
+    lease: str
+    ref: Any
+    cancel_seen: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Scheduler:
+    """Claims and runs jobs on Ray; one per API process (several may share a database)."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.runs: dict[int, RunHandle] = {}
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Connect to Ray and start the loop thread."""
+        from workers.cluster import ensure_ray
+
+        ensure_ray(num_cpus=self.settings.ray_num_cpus)
+        self._thread = threading.Thread(target=self._loop, name="secateurs-scheduler", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run a scheduling pass now (after a submit or cancel)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the loop, kill this process's runs (they resume elsewhere or on restart) and
+        leave Ray."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        import ray
+
+        for run in list(self.runs.values()):
+            ray.cancel(run.ref, force=True)
+        from workers.cluster import shutdown_ray
+
+        shutdown_ray()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
+                log.exception("scheduler pass failed")
+            self._wake.wait(self.settings.poll_seconds)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        """One pass: requeue stale jobs, reap finished runs, enforce cancels, claim new jobs."""
+        self.store.requeue_stale(self.settings.stale_after_seconds, self.settings.max_attempts)
+        self._reap()
+        self._enforce_cancels()
+        while len(self.runs) < self.settings.max_concurrent_jobs and not self._stop.is_set():
+            claimed = self.store.claim_next()
+            if claimed is None:
+                break
+            job, lease = claimed
+            self._launch(job.id, lease)
+
+    def _launch(self, job_id: int, lease: str) -> None:
+        import ray
+
+        from .jobrun import run_job
+
+        task = ray.remote(run_job).options(num_cpus=0, max_retries=0, name=f"secateurs-job-{job_id}")
+        ref = task.remote(self.store.url, job_id, lease, self.settings.model_dump(mode="json"))
+        self.runs[job_id] = RunHandle(job_id, lease, ref)
+        log.info("job %s started (lease %s)", job_id, lease)
+
+    def _reap(self) -> None:
+        import ray
+
+        if not self.runs:
+            return
+        done, _ = ray.wait([r.ref for r in self.runs.values()], num_returns=len(self.runs), timeout=0)
+        for ref in done:
+            run = next(r for r in self.runs.values() if r.ref == ref)
+            del self.runs[run.job_id]
+            try:
+                ray.get(ref)
+            except Exception as exc:  # the task died (killed, out of memory, lost node)
+                cancelled = self.store.cancel_requested(run.job_id)
+                status = "cancelled" if cancelled else "failed"
+                msg = None if cancelled else f"the job's worker died: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                self.store.finish_job(run.job_id, run.lease, status, error=msg, traceback=None if cancelled else str(exc))
+
+    def _enforce_cancels(self) -> None:
+        import ray
+
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run.cancel_seen is None:
+                if self.store.cancel_requested(run.job_id):
+                    run.cancel_seen = now
+            elif now - run.cancel_seen > self.settings.cancel_grace_seconds:
+                ray.cancel(run.ref, force=True)
+                self.store.finish_job(run.job_id, run.lease, "cancelled")
+                del self.runs[run.job_id]

@@ -1,0 +1,108 @@
+// The /v1 API as seen from the browser: Bearer token from sessionStorage, one-line errors,
+// and a hook that sends the user back to token entry on 401.
+
+const TOKEN_KEY = "secateurs.token";
+let onUnauthorized = () => {};
+
+export class ApiError extends Error {
+  constructor(status, message, fields) {
+    super(message);
+    this.status = status;
+    this.fields = fields || []; // [{field: "target.flops", message: "..."}] for 422s
+  }
+}
+
+export function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+export function setToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+export function setUnauthorizedHandler(fn) {
+  onUnauthorized = fn;
+}
+
+const fieldOf = (d) => ({
+  field: (d.loc || []).filter((p) => !["body", "query", "path"].includes(p)).join("."),
+  message: String(d.msg || d.message || "invalid").replace(/^Value error, /, ""),
+});
+
+// The API's 422 is {"detail": "field: why; ...", "errors": [{loc, msg}]}; FastAPI's default
+// puts the list in `detail`; other errors are a string. All become one readable line plus
+// per-field messages.
+function describeError(status, body) {
+  const detail = body && (body.detail ?? body.error ?? body.message);
+  if (typeof detail === "string" && Array.isArray(body.errors)) return new ApiError(status, detail, body.errors.map(fieldOf));
+  if (Array.isArray(detail)) {
+    const fields = detail.map(fieldOf);
+    return new ApiError(status, fields.map((f) => (f.field ? `${f.field}: ${f.message}` : f.message)).join("; "), fields);
+  }
+  if (detail && typeof detail === "object") {
+    const msg = detail.message || detail.msg || JSON.stringify(detail);
+    const field = detail.field || (Array.isArray(detail.loc) ? detail.loc.join(".") : "");
+    return new ApiError(status, field ? `${field}: ${msg}` : msg, field ? [{ field, message: msg }] : []);
+  }
+  return new ApiError(status, detail ? String(detail) : `HTTP ${status}`);
+}
+
+export async function request(method, path, body) {
+  const headers = { Accept: "application/json", Authorization: `Bearer ${getToken()}` };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, "the server did not answer (is it running?)");
+  }
+  if (resp.status === 401) {
+    onUnauthorized();
+    throw new ApiError(401, "the token was not accepted");
+  }
+  let data = null;
+  const text = await resp.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { detail: text.slice(0, 300) };
+    }
+  }
+  if (!resp.ok) throw describeError(resp.status, data);
+  return data;
+}
+
+export const get = (path) => request("GET", path);
+export const post = (path, body) => request("POST", path, body);
+
+// A list endpoint may answer a bare list or {items|jobs|candidates|events: [...], ...}.
+export function itemsOf(data, key) {
+  if (Array.isArray(data)) return data;
+  if (!data) return [];
+  return data[key] || data.items || data.results || [];
+}
+
+// Downloads need the token too, so a plain link will not do: fetch, then save the blob.
+export async function download(url, filename) {
+  const resp = await fetch(url, { headers: { Authorization: `Bearer ${getToken()}` } });
+  if (resp.status === 401) {
+    onUnauthorized();
+    throw new ApiError(401, "the token was not accepted");
+  }
+  if (!resp.ok) throw new ApiError(resp.status, `download failed: HTTP ${resp.status}`);
+  const blob = await resp.blob();
+  const href = URL.createObjectURL(blob);
+  const a = document.createElement("a");
+  a.href = href;
+  a.download = filename;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10000);
+}

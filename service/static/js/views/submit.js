@@ -1,0 +1,213 @@
+// The submit form: builds the JSON job spec of POST /v1/jobs and shows the API's own
+// validation messages (422) next to the fields they name, so the form and the API never disagree.
+
+import { ApiError, get, post } from "../api.js";
+import { el } from "../util.js";
+
+const FALLBACK = {
+  models: ["convnet", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"],
+  datasets: ["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic"],
+  strategies: ["uniform", "sensitivity", "global", "eagleeye", "netadapt", "optuna", "amc", "metapruning", "autoslim"],
+  criteria: ["l1", "l2"],
+  evaluators: ["adaptive-bn", "plain", "finetune"],
+  targets: ["flops", "params", "memory", "latency"],
+};
+
+function field(label, id, input, help) {
+  return el(
+    "div",
+    { class: "field", "data-field": id },
+    el("label", { for: id }, label),
+    input,
+    help ? el("small", { class: "muted", id: `${id}-help` }, help) : null,
+    el("small", { class: "field-error", id: `${id}-error`, role: "alert" }),
+  );
+}
+
+// Which form field a 422's location (e.g. "target", "strategy.options", "data") belongs to.
+const FIELD_OF = [
+  [/^model\.upload/, "upload"],
+  [/^model/, "zoo"],
+  [/^data\.path/, "data-path"],
+  [/^data\.input_size/, "input-size"],
+  [/^data/, "dataset"],
+  [/^target/, "target-value"],
+  [/^strategy\.options/, "options"],
+  [/^strategy/, "strategy"],
+  [/^criterion/, "criterion"],
+  [/^evaluator/, "evaluator"],
+  [/^finetune/, "finetune-epochs"],
+  [/^train/, "train-epochs"],
+  [/^priority/, "priority"],
+];
+
+function fieldFor(path, message) {
+  for (const [re, id] of FIELD_OF) if (re.test(path)) return id;
+  // String errors from the API name their field in the text ("data.path ... is outside ...").
+  const m = /^(model|data|target|strategy|criterion|evaluator|finetune|train|priority)\b/.exec(message || "");
+  return m ? fieldFor(m[1], "") : null;
+}
+
+export function mountSubmit(root) {
+  const zoo = el("select", { id: "zoo", name: "zoo" });
+  const upload = el("input", { id: "upload", name: "upload", type: "number", min: "1", placeholder: "e.g. 3" });
+  const dataset = el("select", { id: "dataset", name: "dataset" });
+  const dataPath = el("input", { id: "data-path", name: "data-path", type: "text", placeholder: "/data/cifar10" });
+  const inputSize = el("input", { id: "input-size", name: "input-size", type: "number", min: "8", placeholder: "default" });
+  const targetKind = el("select", { id: "target-kind", name: "target-kind" });
+  const targetValue = el("input", { id: "target-value", name: "target-value", type: "text", value: "0.5", required: true, inputmode: "decimal" });
+  const absolute = el("input", { id: "absolute", name: "absolute", type: "checkbox" });
+  const strategy = el("select", { id: "strategy", name: "strategy" });
+  const options = el("textarea", { id: "options", name: "options", rows: "3", spellcheck: "false", placeholder: '{"trials": 20}' });
+  const criterion = el("select", { id: "criterion", name: "criterion" });
+  const evaluator = el("select", { id: "evaluator", name: "evaluator" });
+  const finetuneEpochs = el("input", { id: "finetune-epochs", name: "finetune-epochs", type: "number", min: "0", step: "any", placeholder: "API default" });
+  const trainEpochs = el("input", { id: "train-epochs", name: "train-epochs", type: "number", min: "0", step: "any", placeholder: "API default" });
+  const priority = el("input", { id: "priority", name: "priority", type: "number", min: "-100", max: "100", value: "0" });
+  const summary = el("div", { class: "error-box", id: "submit-error", role: "alert", hidden: true });
+  const submitBtn = el("button", { type: "submit", class: "primary", id: "submit" }, "Submit job");
+
+  const form = el(
+    "form",
+    { class: "card form", id: "submit-form", novalidate: true },
+    el("h1", {}, "New compression job"),
+    el("p", { class: "muted" }, "Fields left at their defaults use the API's documented defaults. Messages below come from the API's own validation."),
+    summary,
+    el(
+      "fieldset",
+      {},
+      el("legend", {}, "Model and data"),
+      field("Zoo model", "zoo", zoo, "trained on the data first unless you give an uploaded model"),
+      field("…or uploaded model id", "upload", upload, "from POST /v1/models; overrides the zoo choice"),
+      field("Data set", "dataset", dataset),
+      field("Data path", "data-path", dataPath, "only for cifar10 / imagefolder, under the allowed roots"),
+      field("Input size (px)", "input-size", inputSize),
+    ),
+    el(
+      "fieldset",
+      {},
+      el("legend", {}, "Target and search"),
+      field("Target resource", "target-kind", targetKind),
+      field("Target value", "target-value", targetValue, "a ratio of the original in (0, 1], e.g. 0.5; or tick absolute: 120k, 2MB, 3ms"),
+      el("div", { class: "field check" }, absolute, el("label", { for: "absolute" }, "absolute value (not a ratio)")),
+      field("Strategy", "strategy", strategy),
+      field("Strategy options (JSON)", "options", options),
+      field("Criterion", "criterion", criterion),
+      field("Evaluator", "evaluator", evaluator),
+    ),
+    el(
+      "fieldset",
+      {},
+      el("legend", {}, "Training"),
+      field("Fine-tune epochs", "finetune-epochs", finetuneEpochs),
+      field("Pre-train epochs (zoo model)", "train-epochs", trainEpochs),
+      field("Priority", "priority", priority, "higher runs first"),
+    ),
+    el("div", { class: "actions" }, submitBtn, el("a", { href: "#/jobs", class: "button" }, "Back to jobs")),
+  );
+  root.append(form);
+
+  function fill(choices) {
+    // `withDefault`: a first "API default" choice that leaves the field out of the spec.
+    const set = (s, values, value, withDefault = false) => {
+      const opts = values.map((v) => el("option", { value: v }, v));
+      if (withDefault) opts.unshift(el("option", { value: "" }, "API default"));
+      const current = s.value;
+      s.replaceChildren(...opts);
+      const keep = current && values.includes(current) ? current : value;
+      s.value = keep && values.includes(keep) ? keep : withDefault ? "" : values[0];
+    };
+    set(zoo, choices.models, "convnet");
+    set(dataset, choices.datasets, "digits");
+    set(targetKind, choices.targets, "flops");
+    set(strategy, choices.strategies, "uniform");
+    set(criterion, choices.criteria, "", true);
+    set(evaluator, choices.evaluators, "", true);
+  }
+  fill(FALLBACK);
+  // Choices from the API itself (/v1/zoo, /v1/strategies, /v1/evaluators) and, for what /v1
+  // does not list, from the dashboard's own registry read-out.
+  const fetchJson = (url) => fetch(url).then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  Promise.all([get("/v1/zoo").catch(() => null), get("/v1/strategies").catch(() => null), get("/v1/evaluators").catch(() => null), fetchJson("/dashboard/choices.json")]).then(
+    ([models, strategies, evaluators, local]) => {
+      fill({ ...FALLBACK, ...(local || {}), ...(models ? { models } : {}), ...(strategies ? { strategies } : {}), ...(evaluators ? { evaluators } : {}) });
+    },
+  );
+
+  function clearErrors() {
+    summary.hidden = true;
+    for (const n of form.querySelectorAll(".field-error")) n.textContent = "";
+    for (const n of form.querySelectorAll("[aria-invalid]")) n.removeAttribute("aria-invalid");
+  }
+
+  function showErrors(message, fields) {
+    summary.replaceChildren(el("strong", {}, "The job was not accepted: "), message);
+    summary.hidden = false;
+    const list = fields.length ? fields : [{ field: "", message }];
+    let first = null;
+    for (const f of list) {
+      const id = fieldFor(f.field, f.message);
+      if (!id) continue;
+      const box = form.querySelector(`#${id}-error`);
+      const input = form.querySelector(`#${id}`);
+      if (box) box.textContent = box.textContent ? `${box.textContent}; ${f.message}` : f.message;
+      if (input) {
+        input.setAttribute("aria-invalid", "true");
+        first = first || input;
+      }
+    }
+    (first || summary).focus?.();
+  }
+
+  function targetOf() {
+    const kind = targetKind.value;
+    const raw = targetValue.value.trim();
+    const num = Number(raw);
+    const numeric = raw !== "" && Number.isFinite(num);
+    if (absolute.checked) return numeric ? { kind, value: num, absolute: true } : `${kind}=${raw}`;
+    return { [kind]: numeric ? num : raw };
+  }
+
+  function specOf() {
+    let opts = {};
+    if (options.value.trim()) {
+      try {
+        opts = JSON.parse(options.value);
+      } catch (err) {
+        throw new ApiError(0, `strategy.options: not valid JSON (${err.message})`, [{ field: "strategy.options", message: "not valid JSON" }]);
+      }
+    }
+    const spec = {
+      model: upload.value ? { upload: Number(upload.value) } : { zoo: zoo.value },
+      data: { name: dataset.value },
+      target: targetOf(),
+      strategy: { name: strategy.value, options: opts },
+      priority: Number(priority.value || 0),
+    };
+    if (criterion.value) spec.criterion = criterion.value;
+    if (evaluator.value) spec.evaluator = { name: evaluator.value };
+    if (dataPath.value.trim()) spec.data.path = dataPath.value.trim();
+    if (inputSize.value) spec.data.input_size = Number(inputSize.value);
+    if (finetuneEpochs.value !== "") spec.finetune = { epochs: Number(finetuneEpochs.value) };
+    if (trainEpochs.value !== "") spec.train = { epochs: Number(trainEpochs.value) };
+    return spec;
+  }
+
+  form.addEventListener("submit", async (evt) => {
+    evt.preventDefault();
+    clearErrors();
+    submitBtn.disabled = true;
+    submitBtn.textContent = "Submitting…";
+    try {
+      const job = await post("/v1/jobs", specOf());
+      location.hash = `#/jobs/${job.id}`;
+    } catch (err) {
+      if (err.status !== 401) showErrors(err.message, err.fields || []);
+    } finally {
+      submitBtn.disabled = false;
+      submitBtn.textContent = "Submit job";
+    }
+  });
+  zoo.focus();
+  return () => {};
+}

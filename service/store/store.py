@@ -1,0 +1,337 @@
+"""The job store: every read and write the API, the scheduler and the job runners make, in
+short transactions. Writes on SQLite run under `BEGIN IMMEDIATE` (one writer at a time); on
+PostgreSQL the queue claim uses `FOR UPDATE SKIP LOCKED` so concurrent schedulers never
+take the same job. A run holds its job through a lease token (`claimed_by`): writes from a
+run whose lease was lost (requeued after a missed heartbeat) are refused."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from .engine import make_engine, migrate
+from .tables import (FINAL_STATUSES, Artifact, Candidate, Checkpoint, Event, Job, Model, Team, Token, utcnow)
+
+TOKEN_PREFIX = "sct_"
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token (SHA-256 hex; tokens are random, so no salt is needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    return dt.replace(tzinfo=timezone.utc)
+
+
+class LeaseLost(RuntimeError):
+    """The job is no longer held by this run (requeued, cancelled or finished elsewhere)."""
+
+
+class Store:
+    """Data access over one SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(self.engine.execution_options(immediate=True), expire_on_commit=False)
+
+    def migrate(self) -> None:
+        """Bring the schema up to date (Alembic)."""
+        migrate(self.engine)
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session."""
+        with self._reader() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction, committed on exit."""
+        with self._writer() as s, s.begin():
+            yield s
+
+    # teams and tokens
+    def create_token(self, team: str) -> str:
+        """Make a token for `team` (creating the team); returns the plaintext, stored only hashed."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.write() as s:
+            t = s.scalar(select(Team).where(Team.name == team))
+            if t is None:
+                t = Team(name=team)
+                s.add(t)
+                s.flush()
+            s.add(Token(team_id=t.id, token_hash=hash_token(token), prefix=token[:12]))
+        return token
+
+    def revoke_token(self, token: str) -> bool:
+        """Revoke a token given in full; True if it existed and was live."""
+        with self.write() as s:
+            row = s.scalar(select(Token).where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None)))
+            if row is None:
+                return False
+            row.revoked_at = utcnow()
+            return True
+
+    def team_for_token(self, token: str) -> Team | None:
+        """The team a live token belongs to, or None."""
+        with self.read() as s:
+            return s.scalar(select(Team).join(Token, Token.team_id == Team.id)
+                            .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None)))
+
+    # models
+    def add_model(self, team_id: int, **fields: Any) -> Model:
+        """Record an uploaded weights file."""
+        with self.write() as s:
+            m = Model(team_id=team_id, **fields)
+            s.add(m)
+        return m
+
+    def get_model(self, team_id: int, model_id: int) -> Model | None:
+        """A team's model by id (None for another team's)."""
+        with self.read() as s:
+            return s.scalar(select(Model).where(Model.id == model_id, Model.team_id == team_id))
+
+    def list_models(self, team_id: int) -> list[Model]:
+        """A team's uploaded models, newest first."""
+        with self.read() as s:
+            return list(s.scalars(select(Model).where(Model.team_id == team_id).order_by(Model.id.desc())))
+
+    # jobs
+    def create_job(self, team_id: int, spec: dict[str, Any], config: dict[str, Any], priority: int = 0) -> Job:
+        """Queue a job."""
+        with self.write() as s:
+            job = Job(team_id=team_id, spec=spec, config=config, priority=priority, status="queued", phase="queued")
+            s.add(job)
+            s.flush()
+            self._event(s, job.id, "queued", "job queued")
+        return job
+
+    def get_job(self, job_id: int, team_id: int | None = None) -> Job | None:
+        """A job by id, restricted to `team_id` when given."""
+        with self.read() as s:
+            q = select(Job).where(Job.id == job_id)
+            if team_id is not None:
+                q = q.where(Job.team_id == team_id)
+            return s.scalar(q)
+
+    def list_jobs(self, team_id: int, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+        """A page of a team's jobs (newest first) and the total matching."""
+        with self.read() as s:
+            cond = [Job.team_id == team_id] + ([Job.status == status] if status else [])
+            total = s.scalar(select(func.count()).select_from(Job).where(*cond)) or 0
+            rows = s.scalars(select(Job).where(*cond).order_by(Job.id.desc()).limit(limit).offset(offset))
+            return list(rows), int(total)
+
+    def request_cancel(self, job_id: int, team_id: int) -> Job | None:
+        """Cancel a job: a queued one at once, a running one by flagging it for its runner."""
+        with self.write() as s:
+            job = s.scalar(self._lock(select(Job).where(Job.id == job_id, Job.team_id == team_id)))
+            if job is None:
+                return None
+            if job.status == "queued":
+                job.status, job.phase, job.finished_at = "cancelled", "cancelled", utcnow()
+                self._event(s, job.id, "cancelled", "cancelled before it started")
+            elif job.status == "running" and not job.cancel_requested:
+                job.cancel_requested = True
+                self._event(s, job.id, "cancel", "cancel requested")
+        return job
+
+    def _lock(self, q):
+        return q.with_for_update() if self.is_postgres else q
+
+    def claim_next(self) -> tuple[Job, str] | None:
+        """Atomically take the highest-priority, oldest queued job; returns it with the run's
+        lease token, or None if the queue is empty."""
+        lease = uuid.uuid4().hex
+        now = utcnow()
+        with self.write() as s:
+            pick = select(Job.id).where(Job.status == "queued").order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
+            if self.is_postgres:
+                job_id = s.scalar(pick.with_for_update(skip_locked=True))
+                if job_id is None:
+                    return None
+                s.execute(update(Job).where(Job.id == job_id).values(status="running", claimed_by=lease, started_at=func.coalesce(Job.started_at, now),
+                                                                    heartbeat_at=now, attempts=Job.attempts + 1, phase="starting"))
+            else:
+                job_id = s.scalar(update(Job).where(Job.id == pick.scalar_subquery(), Job.status == "queued")
+                                  .values(status="running", claimed_by=lease, started_at=func.coalesce(Job.started_at, now),
+                                          heartbeat_at=now, attempts=Job.attempts + 1, phase="starting").returning(Job.id))
+                if job_id is None:
+                    return None
+            job = s.get(Job, job_id)
+            self._event(s, job_id, "started", f"run {job.attempts} started", {"attempt": job.attempts})
+        return job, lease
+
+    def _held(self, s: Session, job_id: int, lease: str) -> Job:
+        job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
+        if job is None or job.status != "running" or job.claimed_by != lease:
+            raise LeaseLost(f"job {job_id} is no longer held by this run")
+        return job
+
+    def heartbeat(self, job_id: int, lease: str) -> bool:
+        """Mark the run alive; returns True if a cancel was requested. Raises LeaseLost."""
+        with self.write() as s:
+            job = self._held(s, job_id, lease)
+            job.heartbeat_at = utcnow()
+            return bool(job.cancel_requested)
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """True if the job was asked to stop (or is no longer running)."""
+        with self.read() as s:
+            row = s.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).first()
+            return row is None or row.status != "running" or bool(row.cancel_requested)
+
+    def add_candidate(self, job_id: int, lease: str, result: dict[str, Any]) -> int | None:
+        """Store an evaluated candidate with the next sequence number; None if this proposal is
+        already stored (a resumed run replaying it)."""
+        with self.write() as s:
+            job = self._held(s, job_id, lease)
+            pid = int(result["proposal_id"])
+            if s.scalar(select(Candidate.seq).where(Candidate.job_id == job_id, Candidate.proposal_id == pid)) is not None:
+                return None
+            seq = job.candidates_evaluated + 1
+            s.add(Candidate(job_id=job_id, seq=seq, proposal_id=pid, phase=str(result.get("phase", "search")),
+                            policy=result.get("policy", {}), score=float(result["score"]), flops=int(result.get("flops") or 0),
+                            params=int(result.get("params") or 0), memory_bytes=int(result.get("memory_bytes") or 0),
+                            latency_ms=result.get("latency_ms"), wall_seconds=float(result.get("wall_seconds") or 0.0),
+                            meta=result.get("meta") or {}))
+            job.candidates_evaluated = seq
+            return seq
+
+    def stored_results(self, job_id: int) -> list[dict[str, Any]]:
+        """Every stored candidate of a job as a result dict (for resuming without re-evaluating)."""
+        with self.read() as s:
+            rows = s.scalars(select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.seq))
+            return [candidate_dict(c) for c in rows]
+
+    def update_progress(self, job_id: int, lease: str, phase: str | None = None, progress: float | None = None,
+                        best: dict[str, Any] | None = None) -> None:
+        """Record where a running job stands."""
+        with self.write() as s:
+            job = self._held(s, job_id, lease)
+            if phase is not None:
+                job.phase = phase[:128]
+            if progress is not None:
+                job.progress = max(job.progress, min(1.0, float(progress)))  # monotone, also across a resume
+            if best is not None:
+                job.best = best
+
+    def add_event(self, job_id: int, kind: str, message: str = "", data: dict[str, Any] | None = None) -> int:
+        """Append an event to a job's log; returns its sequence number."""
+        with self.write() as s:
+            s.scalar(self._lock(select(Job.id).where(Job.id == job_id)))
+            return self._event(s, job_id, kind, message, data)
+
+    @staticmethod
+    def _event(s: Session, job_id: int, kind: str, message: str = "", data: dict[str, Any] | None = None) -> int:
+        seq = (s.scalar(select(func.max(Event.seq)).where(Event.job_id == job_id)) or 0) + 1
+        s.add(Event(job_id=job_id, seq=seq, kind=kind[:32], message=message, data=data or {}))
+        return seq
+
+    def save_checkpoint(self, job_id: int, lease: str, state: bytes) -> None:
+        """Keep the strategy's latest state for a resume."""
+        with self.write() as s:
+            self._held(s, job_id, lease)
+            row = s.get(Checkpoint, job_id)
+            if row is None:
+                s.add(Checkpoint(job_id=job_id, state=state))
+            else:
+                row.state, row.updated_at = state, utcnow()
+
+    def load_checkpoint(self, job_id: int) -> bytes | None:
+        """The saved strategy state, if any."""
+        with self.read() as s:
+            row = s.get(Checkpoint, job_id)
+            return bytes(row.state) if row is not None else None
+
+    def finish_job(self, job_id: int, lease: str | None, status: str, summary: dict[str, Any] | None = None,
+                   error: str | None = None, traceback: str | None = None, artifacts: list[dict[str, Any]] | None = None) -> bool:
+        """Move a running job to a final status (only from the run holding it when `lease` is
+        given); returns False if the job was not ours to finish."""
+        assert status in FINAL_STATUSES
+        with self.write() as s:
+            job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
+            if job is None or job.status in FINAL_STATUSES or (lease is not None and job.claimed_by != lease):
+                return False
+            job.status, job.finished_at, job.phase = status, utcnow(), status
+            if status == "succeeded":
+                job.progress = 1.0
+            job.summary, job.error, job.traceback = summary, error, traceback
+            for a in artifacts or []:
+                s.add(Artifact(job_id=job_id, **a))
+            msg = {"succeeded": "job succeeded", "cancelled": "job cancelled"}.get(status, f"job failed: {error}")
+            self._event(s, job_id, status, msg)
+            return True
+
+    def requeue_stale(self, stale_after: float, max_attempts: int) -> list[int]:
+        """Requeue running jobs whose heartbeat is older than `stale_after` seconds (their run
+        died); fail those that already used `max_attempts` runs. Returns the ids touched."""
+        cutoff = utcnow() - timedelta(seconds=stale_after)
+        touched = []
+        with self.write() as s:
+            q = select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)
+            q = q.with_for_update(skip_locked=True) if self.is_postgres else q
+            for job in s.scalars(q):
+                touched.append(job.id)
+                if job.cancel_requested:
+                    job.status, job.phase, job.finished_at, job.claimed_by = "cancelled", "cancelled", utcnow(), None
+                    self._event(s, job.id, "cancelled", "job cancelled (its run had stopped)")
+                elif job.attempts >= max_attempts:
+                    job.status, job.phase, job.finished_at, job.claimed_by = "failed", "failed", utcnow(), None
+                    job.error = f"the job's worker stopped responding {job.attempts} times; giving up"
+                    self._event(s, job.id, "failed", job.error)
+                else:
+                    job.status, job.phase, job.claimed_by = "queued", "queued (resume)", None
+                    self._event(s, job.id, "requeued", "worker stopped responding; job requeued to resume")
+        return touched
+
+    def list_candidates(self, job_id: int, after: int = 0, limit: int = 500) -> list[Candidate]:
+        """Candidates with seq > after, in order."""
+        with self.read() as s:
+            return list(s.scalars(select(Candidate).where(Candidate.job_id == job_id, Candidate.seq > after)
+                                  .order_by(Candidate.seq).limit(limit)))
+
+    def list_events(self, job_id: int, after: int = 0, limit: int = 500) -> list[Event]:
+        """Events with seq > after, in order."""
+        with self.read() as s:
+            return list(s.scalars(select(Event).where(Event.job_id == job_id, Event.seq > after).order_by(Event.seq).limit(limit)))
+
+    def list_artifacts(self, job_id: int) -> list[Artifact]:
+        """A job's output files."""
+        with self.read() as s:
+            return list(s.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per status (all teams), for /metrics."""
+        with self.read() as s:
+            return {st: int(n) for st, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
+
+    def candidate_totals(self) -> tuple[int, float]:
+        """Candidates evaluated and evaluation seconds summed over all jobs, for /metrics."""
+        with self.read() as s:
+            n, secs = s.execute(select(func.count(Candidate.id), func.coalesce(func.sum(Candidate.wall_seconds), 0.0))).one()
+            return int(n), float(secs)
+
+
+def candidate_dict(c: Candidate) -> dict[str, Any]:
+    """A stored candidate in the shape of `search.base.Result.as_dict()` plus its `seq`."""
+    return {"seq": c.seq, "proposal_id": c.proposal_id, "policy": c.policy, "score": c.score, "flops": c.flops,
+            "params": c.params, "memory_bytes": c.memory_bytes, "latency_ms": c.latency_ms, "phase": c.phase,
+            "wall_seconds": c.wall_seconds, "meta": c.meta}

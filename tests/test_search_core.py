@@ -1,0 +1,143 @@
+"""The search core: targets, the space's bounds and resource accounting, evaluators (adaptive
+BN), the runner's record/Pareto front/resume, and the registry."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pruning import build_model, prune
+from pruning.data import calibration_batches
+from pruning.measure import count_flops, count_params, peak_memory_bytes
+from pruning.train import TrainConfig, train
+from search.base import Proposal, Result, SearchError
+from search.evaluators import EvalContext, make_evaluator
+from search.registry import list_strategies, make_strategy
+from search.runner import pareto_front, run_search
+from search.space import SearchSpace
+from search.target import Target
+
+SHAPE = (1, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """resnet20 trained for 2 epochs on digits at 16 px."""
+    model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
+    train(model, digits.train, TrainConfig(epochs=2, lr=0.05, seed=0), device="cpu")
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def calib(digits):
+    return calibration_batches(digits.train, 4, 64, seed=0)
+
+
+def test_target_parse_ratios_and_absolutes() -> None:
+    assert Target.parse("flops=0.5") == Target("flops", 0.5, False)
+    assert Target.parse("flops=50%") == Target("flops", 0.5, False)
+    assert Target.parse("params=120000") == Target("params", 120000.0, True)
+    assert Target.parse("params=120k") == Target("params", 120000.0, True)
+    assert Target.parse("latency=3ms") == Target("latency", 3.0, True)
+    assert Target.parse("latency=0.6") == Target("latency", 0.6, False)
+    assert Target.parse("memory=2MB").value == 2 * 1024 ** 2
+    assert Target.from_value({"flops": 0.3}) == Target("flops", 0.3)
+    assert Target.parse("params=100").budget(1e6) == 100
+    assert Target.parse("flops=0.25").budget(1000) == 250
+    for bad in ["flops", "speed=0.5", "flops=-1", "flops=abc", "flops=150%", "flops=0"]:
+        with pytest.raises(SearchError):
+            Target.parse(bad)
+
+
+def test_space_bounds_stem_pins_and_counts() -> None:
+    model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
+    space = SearchSpace(model, SHAPE, "flops=0.5", pinned={"layer3.0.conv1": 0.25}, min_channels=4)
+    stem = next(g.key for g in space.groups if g.is_stem)
+    assert stem not in space.keys and "layer3.0.conv1" not in space.keys
+    kept = space.kept({k: 0.99 for k in space.keys})
+    for g in space.groups:
+        if g.key == stem:
+            assert kept[g.key] == g.channels
+        elif g.key == "layer3.0.conv1":
+            assert kept[g.key] == 48
+        else:
+            assert kept[g.key] >= max(4, round(g.channels * 0.1))
+    policy = {k: 0.4 for k in space.keys}
+    cut = prune(model, space.kept(policy), "l1", input_shape=SHAPE)
+    res = space.resources(policy)
+    assert res["flops"] == count_flops(cut, SHAPE)
+    assert res["params"] == count_params(cut)
+    assert res["memory_bytes"] == peak_memory_bytes(cut, SHAPE)
+    assert space.feasible(space.smallest_policy())
+    assert space.original["flops"] == count_flops(model, SHAPE)
+    assert space.budget == pytest.approx(0.5 * count_flops(model, SHAPE))
+
+
+def test_infeasible_target_fails_at_construction() -> None:
+    model = build_model("convnet", num_classes=10, in_channels=1, input_size=16)
+    with pytest.raises(SearchError, match="infeasible"):
+        SearchSpace(model, SHAPE, "flops=0.01")
+    with pytest.raises(SearchError, match="infeasible"):
+        SearchSpace(model, SHAPE, "params=1000")
+    with pytest.raises(SearchError, match="do not exist"):
+        SearchSpace(model, SHAPE, "flops=0.5", pinned=["nope"])
+
+
+def test_adaptive_bn_changes_running_stats_and_improves_score(trained, digits, calib) -> None:
+    space = SearchSpace(trained, SHAPE, "flops=0.4", calibration=calib)
+    ctx = EvalContext(trained, digits, SHAPE, calibration=calib, space=space)
+    policy = {k: 0.6 for k in space.keys}
+    plain, adaptive = make_evaluator("plain", ctx), make_evaluator("adaptive-bn", ctx)
+    cut_plain = plain.cut(policy)
+    cut_adapt = adaptive.cut(policy)
+    before = cut_adapt.bn1.running_mean.clone()
+    torch.testing.assert_close(before, cut_plain.bn1.running_mean)
+    s_plain = plain.score(cut_plain, policy, "t")
+    s_adapt = adaptive.score(cut_adapt, policy, "t")
+    assert not torch.allclose(before, cut_adapt.bn1.running_mean)
+    assert s_adapt > s_plain
+    # the context's full model is untouched by evaluation
+    assert trained.bn1.running_mean.shape[0] == 16
+
+
+def test_runner_records_pareto_and_resumes_without_reevaluating(trained, digits, calib) -> None:
+    space = SearchSpace(trained, SHAPE, "flops=0.5", calibration=calib)
+    ctx = EvalContext(trained, digits, SHAPE, calibration=calib, space=space, val_batches=1)
+    ev = make_evaluator("adaptive-bn", ctx)
+    calls: list[int] = []
+
+    def executor(props: list[Proposal]) -> list[Result]:
+        calls.extend(p.id for p in props)
+        return [ev.evaluate(p.policy, p.phase, p.id, p.meta) for p in props]
+
+    opts = {"n_samples": 5, "top_k": 0}
+    full = run_search(make_strategy("eagleeye", space, seed=3, **opts), ev, executor=executor)
+    assert len(full.results) == 5 and full.best.score == max(r.score for r in full.results)
+    assert all(r.flops <= space.budget for r in full.results)
+    assert full.pareto == pareto_front(full.results, "flops")
+    for a in full.pareto:
+        assert not any(b.flops <= a.flops and b.score > a.score for b in full.results)
+    # stop after 2 candidates, keep the checkpoint, then resume on a fresh strategy
+    calls.clear()
+    saved: list[dict] = []
+    first = run_search(make_strategy("eagleeye", space, seed=3, **opts), ev, executor=executor,
+                       should_stop=lambda: len(calls) >= 2, checkpoint=saved.append)
+    assert first.stopped and len(first.results) == 2
+    resumed = make_strategy("eagleeye", space, seed=3, **opts)
+    resumed.load_state_dict(saved[-1])
+    calls.clear()
+    second = run_search(resumed, ev, executor=executor, previous=first.results)
+    assert calls == [2, 3, 4]
+    assert [r.policy for r in second.results] == [r.policy for r in full.results]
+    assert second.best.policy == full.best.policy
+
+
+def test_registry_lists_every_strategy_and_fails_only_when_asked() -> None:
+    names = list_strategies()
+    for n in ["uniform", "sensitivity", "global", "eagleeye", "netadapt", "optuna", "amc", "metapruning", "autoslim"]:
+        assert n in names
+    model = build_model("convnet", num_classes=10, in_channels=1, input_size=16)
+    space = SearchSpace(model, SHAPE, "flops=0.5")
+    with pytest.raises(SearchError, match="unknown strategy"):
+        make_strategy("nope", space)
+    with pytest.raises(SearchError, match="bad option"):
+        make_strategy("uniform", space, bogus=1)

@@ -1,0 +1,152 @@
+"""End to end against the real server (subprocess, local Ray with 2 CPUs): upload a convnet
+trained on digits, submit, follow, download, rebuild the pruned model and check its FLOPs
+meet the target and its accuracy is the one the job reported; cancel a running job; a job
+that fails shows its error; SIGKILL the server mid-job (PostgreSQL store), restart it, and
+the job resumes and completes with candidate ids that have no gaps or duplicates."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.client import Client
+from test_service_support import ServerProcess, pg_schema_url, train_digits_convnet
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "convnet.safetensors"
+    return path, train_digits_convnet(path, epochs=1.0)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sqlite-server")
+    (root / "datasets").mkdir()
+    srv = ServerProcess(root / "data", SECATEURS_ALLOWED_DATA_ROOTS=str(root / "datasets"))
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
+
+
+def _token(srv: ServerProcess, team: str) -> str:
+    out = srv.cli("token", "create", "--team", team)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip().splitlines()[-1]
+    assert token.startswith("sct_") and " " not in token
+    return token
+
+
+def _wait(client: Client, job_id: int, cond, timeout: float = 240, poll: float = 0.2) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if cond(job):
+            return job
+        time.sleep(poll)
+    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {client.job(job_id)}")
+
+
+def test_upload_submit_fetch_rebuild(server, weights, tmp_path):
+    from pruning.data import load_dataset
+    from pruning.export import load_model
+    from pruning.measure import count_flops
+    from pruning.models import build_model
+    from pruning.train import evaluate
+
+    path, args = weights
+    client = Client(server.url, _token(server, "vision"))
+    model = client.upload_model(path, "convnet", args)
+    job = client.submit({"model": {"upload": model["id"]}, "data": {"name": "digits"}, "target": {"flops": 0.5},
+                         "strategy": {"name": "uniform"}, "finetune": {"epochs": 1, "lr": 0.01}})
+    done = client.wait(job["id"], poll=0.5, timeout=300)
+    assert done["status"] == "succeeded", done
+    summary = done["summary"]
+    cands = client.candidates(job["id"])
+    assert [c["id"] for c in cands] == list(range(1, len(cands) + 1)) and done["candidates_evaluated"] == len(cands) >= 1
+    kinds = [e["kind"] for e in client.events(job["id"])]
+    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "succeeded"
+
+    arts = {a["name"]: a for a in client.artifacts(job["id"])}
+    assert {"model.safetensors", "arch.json", "model.onnx", "report.json", "pareto.png", "channels.png"} <= set(arts)
+    assert all(a["url"].startswith(server.url) and len(a["sha256"]) == 64 for a in arts.values())
+    out = tmp_path / "fetched"
+    client.download(job["id"], out)
+    pruned = load_model(out)
+    original_flops = count_flops(build_model("convnet", **args), (1, 16, 16))
+    assert count_flops(pruned, (1, 16, 16)) <= 0.5 * original_flops
+    assert count_flops(pruned, (1, 16, 16)) == summary["flops_after"]
+    test = load_dataset("digits", input_size=16, seed=0).test
+    assert evaluate(pruned, test) == pytest.approx(summary["accuracy_after"], abs=1e-9)
+
+    fetched = server.cli("fetch", str(job["id"]), "--out", str(tmp_path / "cli"), "--token", client.token)
+    assert fetched.returncode == 0 and (tmp_path / "cli" / "arch.json").exists()
+    metrics = client.http.get("/metrics").text
+    assert 'secateurs_jobs{status="succeeded"} 1.0' in metrics
+
+
+def test_cancel_stops_a_running_job_within_seconds(server, weights):
+    path, args = weights
+    client = Client(server.url, _token(server, "cancel-team"))
+    model = client.upload_model(path, "convnet", args)
+    job = client.submit({"model": {"upload": model["id"]}, "data": {"name": "digits"}, "target": {"flops": 0.5},
+                         "strategy": {"name": "eagleeye", "options": {"n_samples": 500, "top_k": 1}},
+                         "finetune": {"epochs": 0}})
+    _wait(client, job["id"], lambda j: j["candidates_evaluated"] >= 2)
+    t0 = time.monotonic()
+    client.cancel(job["id"])
+    done = _wait(client, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=30)
+    assert done["status"] == "cancelled" and time.monotonic() - t0 < 10
+    n = done["candidates_evaluated"]
+    time.sleep(1.5)
+    assert client.job(job["id"])["candidates_evaluated"] == n < 500
+
+
+def test_failed_job_reports_a_clear_error(server, tmp_path):
+    folder = server.data_dir.parent / "datasets" / "empty"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+    client = Client(server.url, _token(server, "fail-team"))
+    job = client.submit({"model": {"zoo": "convnet"}, "data": {"name": "imagefolder", "path": str(folder)},
+                         "target": {"flops": 0.5}, "strategy": {"name": "uniform"}})
+    done = _wait(client, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=120)
+    assert done["status"] == "failed" and "no images" in done["error"] and "\n" not in done["error"]
+    assert "Traceback" in done["traceback"]
+    status = server.cli("status", str(job["id"]), "--token", client.token)
+    assert "no images" in status.stdout
+
+
+def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
+    path, args = weights
+    for url in pg_schema_url():
+        first = ServerProcess(tmp_path / "data", url)
+        try:
+            first.start()
+            token = _token(first, "vision")
+            client = Client(first.url, token)
+            model = client.upload_model(path, "convnet", args)
+            spec = {"model": {"upload": model["id"]}, "data": {"name": "digits"}, "target": {"flops": 0.5},
+                    "strategy": {"name": "eagleeye", "options": {"n_samples": 16, "top_k": 1, "finetune_steps": 5}},
+                    "evaluator": {"name": "finetune", "options": {"steps": 8}}, "finetune": {"epochs": 0.2}}
+            job = client.submit(spec)
+            _wait(client, job["id"], lambda j: j["candidates_evaluated"] >= 3)
+            first.kill()
+        finally:
+            first.kill()
+        second = ServerProcess(tmp_path / "data", url)
+        try:
+            second.start()
+            client = Client(second.url, token)
+            done = _wait(client, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=300)
+            assert done["status"] == "succeeded", done
+            assert done["attempts"] == 2
+            cands = client.candidates(job["id"])
+            assert [c["id"] for c in cands] == list(range(1, 18))
+            assert sorted(c["proposal_id"] for c in cands) == list(range(17))
+            kinds = [e["kind"] for e in client.events(job["id"])]
+            assert "requeued" in kinds and "resumed" in kinds and kinds[-1] == "succeeded"
+        finally:
+            second.stop()

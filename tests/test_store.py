@@ -1,0 +1,154 @@
+"""The job store on SQLite and PostgreSQL: migrations, tokens, the queue claim and its
+order, leases, candidates without gaps or duplicates, stale-job requeue, cancel."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from service.store import LeaseLost, Store, hash_token
+from service.store.tables import Job, Token
+from test_service_support import db_url, store  # noqa: F401 - fixtures
+
+
+def _result(pid: int, score: float = 0.5) -> dict:
+    return {"proposal_id": pid, "policy": {"conv1": 0.25}, "score": score, "flops": 1000 + pid, "params": 10,
+            "memory_bytes": 20, "latency_ms": None, "phase": "search", "wall_seconds": 0.1, "meta": {}}
+
+
+def test_migrations_create_schema_and_are_idempotent(store):
+    store.migrate()
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"teams", "tokens", "models", "jobs", "candidates", "events", "artifacts", "checkpoints", "alembic_version"} <= tables
+    with store.read() as s:
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_tokens_are_stored_hashed_and_revocable(store):
+    token = store.create_token("vision")
+    assert store.team_for_token(token).name == "vision"
+    with store.read() as s:
+        rows = list(s.scalars(select(Token)))
+    assert len(rows) == 1 and rows[0].token_hash == hash_token(token) and token not in rows[0].token_hash
+    assert store.team_for_token(token + "x") is None
+    assert store.revoke_token(token) is True
+    assert store.team_for_token(token) is None
+    assert store.revoke_token(token) is False
+
+
+def test_claim_order_is_priority_then_age(store):
+    team = store.team_for_token(store.create_token("a")).id
+    low = store.create_job(team, {}, {}, priority=0)
+    high = store.create_job(team, {}, {}, priority=5)
+    low2 = store.create_job(team, {}, {}, priority=0)
+    order = [store.claim_next()[0].id for _ in range(3)]
+    assert order == [high.id, low.id, low2.id]
+    assert store.claim_next() is None
+    job = store.get_job(high.id)
+    assert job.status == "running" and job.attempts == 1 and job.started_at is not None
+
+
+def test_candidates_get_contiguous_ids_and_replays_are_dropped(store):
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    _, lease = store.claim_next()
+    seqs = [store.add_candidate(job.id, lease, _result(pid)) for pid in (0, 1, 2)]
+    assert seqs == [1, 2, 3]
+    assert store.add_candidate(job.id, lease, _result(1)) is None
+    assert [c.seq for c in store.list_candidates(job.id)] == [1, 2, 3]
+    assert [c.seq for c in store.list_candidates(job.id, after=2)] == [3]
+    assert store.get_job(job.id).candidates_evaluated == 3
+
+
+def test_lost_lease_refuses_writes_and_stale_jobs_are_requeued(store):
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    _, lease = store.claim_next()
+    store.add_candidate(job.id, lease, _result(0))
+    time.sleep(0.3)
+    assert store.requeue_stale(stale_after=0.1, max_attempts=3) == [job.id]
+    assert store.get_job(job.id).status == "queued"
+    with pytest.raises(LeaseLost):
+        store.heartbeat(job.id, lease)
+    with pytest.raises(LeaseLost):
+        store.add_candidate(job.id, lease, _result(1))
+    claimed, lease2 = store.claim_next()
+    assert claimed.id == job.id and claimed.attempts == 2 and lease2 != lease
+    assert store.add_candidate(job.id, lease2, _result(0)) is None
+    assert store.add_candidate(job.id, lease2, _result(1)) == 2
+    assert store.finish_job(job.id, lease, "succeeded") is False
+    assert store.finish_job(job.id, lease2, "succeeded", summary={"ok": 1}) is True
+    assert store.get_job(job.id).status == "succeeded"
+
+
+def test_requeue_gives_up_after_max_attempts(store):
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    store.claim_next()
+    time.sleep(0.2)
+    store.requeue_stale(stale_after=0.1, max_attempts=1)
+    failed = store.get_job(job.id)
+    assert failed.status == "failed" and "stopped responding" in failed.error
+
+
+def test_cancel_queued_at_once_running_by_flag(store):
+    team = store.team_for_token(store.create_token("a")).id
+    queued = store.create_job(team, {}, {})
+    assert store.request_cancel(queued.id, team).status == "cancelled"
+    running = store.create_job(team, {}, {})
+    _, lease = store.claim_next()
+    assert store.heartbeat(running.id, lease) is False
+    store.request_cancel(running.id, team)
+    assert store.heartbeat(running.id, lease) is True
+    assert store.request_cancel(running.id, team + 1) is None
+    kinds = [e.kind for e in store.list_events(running.id)]
+    assert kinds == ["queued", "started", "cancel"]
+
+
+def test_checkpoint_round_trip_and_team_scoping(store):
+    a = store.team_for_token(store.create_token("a")).id
+    b = store.team_for_token(store.create_token("b")).id
+    job = store.create_job(a, {"x": 1}, {"x": 1})
+    _, lease = store.claim_next()
+    store.save_checkpoint(job.id, lease, b"one")
+    store.save_checkpoint(job.id, lease, b"two")
+    assert store.load_checkpoint(job.id) == b"two"
+    assert store.get_job(job.id, a) is not None and store.get_job(job.id, b) is None
+    assert store.list_jobs(b) == ([], 0)
+    items, total = store.list_jobs(a, status="running")
+    assert total == 1 and items[0].id == job.id
+
+
+def test_concurrent_claims_never_hand_one_job_to_two_claimers(db_url):
+    """Six schedulers, each with its own engine, drain one queue at once: every job is claimed
+    exactly once (SKIP LOCKED on PostgreSQL, the single-writer UPDATE on SQLite)."""
+    import threading
+
+    first = Store(db_url)
+    first.migrate()
+    team = first.team_for_token(first.create_token("a")).id
+    ids = {first.create_job(team, {}, {}, priority=i % 3).id for i in range(30)}
+    claimed: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(6)
+
+    def drain() -> None:
+        s = Store(db_url)
+        barrier.wait()
+        try:
+            while (got := s.claim_next()) is not None:
+                with lock:
+                    claimed.append(got[0].id)
+        finally:
+            s.dispose()
+
+    threads = [threading.Thread(target=drain) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(claimed) == sorted(ids)
+    with first.read() as s:
+        assert s.scalar(select(Job).where(Job.status != "running")) is None
+    first.dispose()

@@ -1,0 +1,38 @@
+"""Connecting to Ray: an existing cluster when `RAY_ADDRESS` is set, otherwise a local one
+started in this process (small and without the dashboard, so it fits a laptop or CI)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
+    """Initialise Ray once per process; returns the cluster's resources."""
+    import signal
+    import threading
+
+    import ray
+
+    if not ray.is_initialized():
+        # ray.init installs a SIGTERM handler that exits at once; keep the caller's (uvicorn's
+        # graceful shutdown) when called from the main thread.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+        ray.init(**kwargs)
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return ray.cluster_resources()
+
+
+def shutdown_ray() -> None:
+    """Disconnect (and stop a local cluster this process started)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
