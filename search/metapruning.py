@@ -60,6 +60,7 @@ class PruningNet(nn.Module):
             p.requires_grad_(False)
         self.groups = list(groups)
         self.channels = torch.tensor([g.channels for g in groups], dtype=torch.float32)
+        self.group_index = {g.key: i for i, g in enumerate(groups)}
         out_of = {m: g.key for g in groups for m in g.members}
         in_of = {c: g.key for g in groups for c in g.consumers}
         self.layer_names: list[str] = []
@@ -127,8 +128,11 @@ class PruningNet(nn.Module):
             out_mask = self._channel_mask(g_out, kept, w.shape[0]).to(code.device)
             shape = [-1] + [1] * (w.dim() - 1)
             w = w * out_mask.view(shape)
-            if not depthwise and g_in is not None and isinstance(m, nn.Conv2d):
-                w = w * self._channel_mask(g_in, kept, w.shape[1]).to(code.device).view(1, -1, *([1] * (w.dim() - 2)))
+            if not depthwise and g_in is not None:
+                channels = int(self.channels[self.group_index[g_in]])
+                in_mask = self._channel_mask(g_in, kept, channels).to(code.device)
+                in_mask = in_mask.repeat_interleave(w.shape[1] // channels)  # a flatten repeats each channel
+                w = w * in_mask.view(1, -1, *([1] * (w.dim() - 2)))
             params[name + ".weight"] = w
             if safe in self.biases:
                 params[name + ".bias"] = self.biases[safe] * out_mask
@@ -221,9 +225,9 @@ class PruningNetEvaluator(Evaluator):
                      "step": self.step}
             torch.save(state, path.with_suffix(".tmp"))
             path.with_suffix(".tmp").replace(path)
-            for old in path.parent.glob(f"{self.fingerprint()}-*.pt"):
-                if int(old.stem.rpartition("-")[2]) < self.step - 1 and old != path:
-                    old.unlink(missing_ok=True)
+            saved = sorted(path.parent.glob(f"{self.fingerprint()}-*.pt"), key=lambda p: int(p.stem.rpartition("-")[2]))
+            for old in saved[:-2]:  # keep the last two chunks: a resume may restart the last one
+                old.unlink(missing_ok=True)
         except OSError:
             pass
 

@@ -137,20 +137,20 @@ def test_reconstruction_lowers_output_error(trained_resnet, digits) -> None:
     assert evaluate(rebuilt, digits.val) > evaluate(plain, digits.val)
 
 
-def _search(model, digits, evaluator: str, target: str = "flops=0.5", **options):
-    calib = calibration_batches(digits.train, 2, 64, seed=0)
+def _search(model, digits, ev_name: str, target: str = "flops=0.5", **options):
+    calib = calibration_batches(digits.train, 1, 64, seed=0)
     space = SearchSpace(model, SHAPE, target, calibration=calib)
     ctx = EvalContext(model, digits, SHAPE, calibration=calib, space=space, val_batches=1)
-    return space, make_evaluator(evaluator, ctx), make_strategy("amc", space, seed=0, **options)
+    return space, make_evaluator(ev_name, ctx), make_strategy("amc", space, seed=0, **options)
 
 
 def test_amc_search_meets_budget_every_episode(trained_resnet, digits) -> None:
-    space, ev, strategy = _search(trained_resnet, digits, "reconstruct", episodes=5, warmup=3)
+    space, ev, strategy = _search(trained_resnet, digits, "reconstruct", episodes=4, warmup=2)
     events = []
-    outcome = run_search(strategy, ev, batch_size=3, on_event=events.append)
-    assert len(outcome.results) == 5 and strategy.done
+    outcome = run_search(strategy, ev, batch_size=2, on_event=events.append)
+    assert len(outcome.results) == 4 and strategy.done
     assert all(r.flops <= space.budget for r in outcome.results)
-    assert [r.meta["warmup"] for r in outcome.results] == [True, True, True, False, False]
+    assert [r.meta["warmup"] for r in outcome.results] == [True, True, False, False]
     assert outcome.best is not None and outcome.best.score == max(r.score for r in outcome.results)
     assert "reward" in strategy.progress() and "noise" in events[-1]["phase"]
 

@@ -9,21 +9,14 @@ from pruning import DependencyGraph, build_model, prune
 from pruning.criteria import CRITERIA, get_criterion, slimming_penalty
 from pruning.cut import global_policy
 from pruning.data import calibration_batches
-from pruning.errors import PruningError
+from pruning.errors import PruningError, UnsupportedModelError
 from pruning.measure import count_flops, count_params
 
 SHAPE = (1, 16, 16)
 ZOO = ["convnet", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"]
 NEW = ["fpgm", "slimming", "apoz", "activation-mean", "activation-std", "hrank"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: far faster than two on a shared, busy CI machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Tiny(nn.Module):
@@ -185,3 +178,16 @@ def test_every_criterion_prunes_every_zoo_model(name: str, criterion: str, calib
 
 def test_registry_lists_every_survey_criterion() -> None:
     assert {"l1", "l2", *NEW} <= set(CRITERIA)
+
+
+def test_a_model_the_graph_cannot_follow_is_a_clear_error() -> None:
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) * mask
+
+    with pytest.raises(UnsupportedModelError, match="cannot trace"):
+        prune(TwoInputs(), 0.5, "fpgm", input_shape=SHAPE)

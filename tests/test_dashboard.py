@@ -56,7 +56,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
            "SECATEURS_RAY_NUM_CPUS": "2", "SECATEURS_MAX_CONCURRENT_JOBS": "2", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     env.pop("SECATEURS_DATABASE_URL", None)
-    cli = [sys.executable, "-m", "service.cli"]
+    cli = [str(Path(sys.executable).with_name("secateurs"))]  # the console script `pip install -e .` made
     made = subprocess.run([*cli, "token", "create", "--team", "vision"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=True)
     token = made.stdout.strip().splitlines()[-1]
@@ -118,10 +118,12 @@ def _sign_in(page, base: str, token: str) -> None:
     page.wait_for_selector("#jobs-table")
 
 
-def _shot(page, tmp_path: Path, name: str) -> Path:
-    """A viewport screenshot into the test's temp dir (and SECATEURS_SCREENSHOT_DIR if set)."""
+def _shot(page, tmp_path: Path, name: str, height: int = VIEWPORT["height"]) -> Path:
+    """A screenshot of the top `height` pixels of the page into the test's temp dir (and
+    SECATEURS_SCREENSHOT_DIR if set)."""
     out = tmp_path / f"dashboard-{name}.png"
-    page.screenshot(path=str(out))
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.screenshot(path=str(out), full_page=True, clip={"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height})
     assert out.stat().st_size > 10_000
     extra = os.environ.get("SECATEURS_SCREENSHOT_DIR")
     if extra:
@@ -188,8 +190,7 @@ def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, t
     saved = tmp_path / "model.safetensors"
     info.value.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == artifacts["model.safetensors"]["sha256"]
-    page.evaluate("() => window.scrollTo(0, 0)")
-    _shot(page, tmp_path, "done")
+    _shot(page, tmp_path, "done", height=1300)
 
 
 def test_submit_form_shows_api_errors_and_cancel_stops_a_job(server, page):
@@ -230,107 +231,156 @@ def test_submit_form_shows_api_errors_and_cancel_stops_a_job(server, page):
     assert page.locator("#cancel").is_hidden()
 
 
-def _standin_api(n: int, layers: int = 20):
-    """A tiny stand-in for `/v1` (one running job with `n` candidates over `layers` layers) that
-    serves the real dashboard router: render cost depends on the browser, not on the server."""
+N_CANDIDATES = 5000
+N_EPISODES = 40
+
+
+def _candidate(rng, i: int, keys: list[str], phase: str = "search", meta: dict | None = None) -> dict:
+    policy = {k: round(rng.uniform(0.0, 0.9), 3) for k in keys}
+    keep = 1.0 - sum(policy.values()) / len(keys)
+    return {"id": i, "seq": i, "proposal_id": i - 1, "policy": policy, "phase": phase, "meta": meta or {},
+            "score": max(0.05, 0.95 - 0.6 * (1 - keep) ** 2 - rng.uniform(0, 0.15)),
+            "flops": int(4e7 * keep ** 2), "params": int(1e6 * keep ** 2), "memory_bytes": 0,
+            "latency_ms": None, "wall_seconds": 0.1}
+
+
+def _standin_api(hits: dict[str, int]):
+    """A tiny stand-in for `/v1` serving the real dashboard router, for what a short real job
+    cannot show: job 1 runs with 5,000 candidates of 20 layers, job 2 failed, job 3 is an AMC
+    search. `hits` counts requests per path."""
     import random
 
-    from fastapi import FastAPI, Header, HTTPException
+    from fastapi import FastAPI, Header, HTTPException, Request
 
     from service.dashboard import router
 
     rng = random.Random(0)
-    keys = [f"features.{3 * i}" for i in range(layers)]
-    cands = []
-    for i in range(1, n + 1):
-        policy = {k: round(rng.uniform(0.0, 0.9), 3) for k in keys}
-        keep = 1.0 - sum(policy.values()) / layers
-        cands.append({"id": i, "seq": i, "proposal_id": i - 1, "policy": policy, "phase": "search", "meta": {},
-                      "score": max(0.05, 0.95 - 0.6 * (1 - keep) ** 2 - rng.uniform(0, 0.15)),
-                      "flops": int(4e7 * keep ** 2), "params": int(1e6 * keep ** 2), "memory_bytes": 0,
-                      "latency_ms": None, "wall_seconds": 0.1})
-    job = {"id": 1, "status": "running", "phase": "search: stand-in", "progress": 0.5, "priority": 0,
-           "candidates_evaluated": n, "best": None, "summary": None, "error": None, "attempts": 1,
-           "cancel_requested": False, "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z",
-           "finished_at": None, "heartbeat_at": None,
-           "spec": {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "strategy": {"name": "optuna"},
-                    "target": {"kind": "flops", "value": 0.5, "absolute": False}}}
+    keys = [f"features.{3 * i}" for i in range(20)]
+    spec = {"model": {"zoo": "convnet"}, "data": {"name": "digits"},
+            "target": {"kind": "flops", "value": 0.5, "absolute": False}}
+    base = {"priority": 0, "best": None, "summary": None, "error": None, "traceback": None, "attempts": 1,
+            "cancel_requested": False, "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z",
+            "finished_at": None, "heartbeat_at": None}
+    jobs = {
+        1: ({**base, "id": 1, "status": "running", "phase": "search: stand-in", "progress": 0.5,
+             "candidates_evaluated": N_CANDIDATES, "spec": {**spec, "strategy": {"name": "optuna"}}},
+            [_candidate(rng, i, keys) for i in range(1, N_CANDIDATES + 1)]),
+        2: ({**base, "id": 2, "status": "failed", "phase": "search", "progress": 0.1, "candidates_evaluated": 0,
+             "finished_at": "2026-01-01T00:01:00Z", "spec": {**spec, "strategy": {"name": "netadapt"}},
+             "error": "SearchError: netadapt option 'steps' must be positive\nraised while building the strategy",
+             "traceback": "Traceback (most recent call last):\n  File \"search/registry.py\", line 50\nSearchError"}, []),
+        3: ({**base, "id": 3, "status": "running", "phase": f"AMC episode {N_EPISODES}/100", "progress": 0.4,
+             "candidates_evaluated": N_EPISODES, "spec": {**spec, "strategy": {"name": "amc", "options": {"episodes": 100}}}},
+            [_candidate(rng, i, keys[:4], "episode", {"episode": i - 1, "warmup": i <= 10}) for i in range(1, N_EPISODES + 1)]),
+    }
     events = [{"id": 1, "kind": "phase", "message": "phase: search", "created_at": "2026-01-01T00:00:00Z",
                "data": {"phase": "search", "budget": 2e7}}]
     app = FastAPI()
     app.include_router(router)
 
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        hits[request.url.path] = hits.get(request.url.path, 0) + 1
+        return await call_next(request)
+
     def auth(authorization: str) -> None:
-        if authorization != "Bearer perf":
+        if authorization != "Bearer standin":
             raise HTTPException(401, "bad token")
 
     @app.get("/v1/me")
     def me(authorization: str = Header("")):
         auth(authorization)
-        return {"team": "perf", "id": 1}
+        return {"team": "standin", "id": 1}
 
     @app.get("/v1/jobs")
-    def jobs(authorization: str = Header("")):
+    def list_jobs(authorization: str = Header("")):
         auth(authorization)
-        return {"items": [job], "total": 1, "limit": 50, "offset": 0}
+        return {"items": [j for j, _ in jobs.values()], "total": len(jobs), "limit": 50, "offset": 0}
 
-    @app.get("/v1/jobs/1")
-    def one(authorization: str = Header("")):
+    @app.get("/v1/jobs/{job_id}")
+    def one(job_id: int, authorization: str = Header("")):
         auth(authorization)
-        return job
+        return jobs[job_id][0]
 
-    @app.get("/v1/jobs/1/candidates")
-    def candidates(after: int = 0, limit: int = 500, authorization: str = Header("")):
+    @app.get("/v1/jobs/{job_id}/candidates")
+    def candidates(job_id: int, after: int = 0, limit: int = 500, authorization: str = Header("")):
         auth(authorization)
-        return cands[after:after + limit]
+        return jobs[job_id][1][after:after + limit]
 
-    @app.get("/v1/jobs/1/events")
-    def job_events(after: int = 0, authorization: str = Header("")):
+    @app.get("/v1/jobs/{job_id}/events")
+    def job_events(job_id: int, after: int = 0, authorization: str = Header("")):
         auth(authorization)
         return events[after:]
 
     return app
 
 
-def test_five_thousand_candidates_render_without_freezing(page):
+@pytest.fixture(scope="module")
+def standin() -> Iterator[tuple[str, dict[str, int]]]:
     import uvicorn
 
-    n = 5000
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(_standin_api(n), host="127.0.0.1", port=port, log_level="warning"))
+    hits: dict[str, int] = {}
+    srv = uvicorn.Server(uvicorn.Config(_standin_api(hits), host="127.0.0.1", port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    try:
-        base = f"http://127.0.0.1:{port}"
-        while not srv.started:
-            time.sleep(0.05)
-        page.goto(base + "/")
-        page.fill("#token", "perf")
-        page.click("form button[type=submit]")
-        page.wait_for_selector("#jobs-table")
-        # Long tasks (>50 ms on the main thread) are what a user feels as a freeze.
-        page.evaluate("""() => { window.__longTasks = [];
-            new PerformanceObserver((l) => l.getEntries().forEach((e) => window.__longTasks.push(e.duration)))
-              .observe({ type: "longtask", buffered: true }); }""")
-        t0 = time.perf_counter()
-        page.click('tr[data-job-id="1"] a')
-        page.wait_for_function(f"() => window.__secateurs && window.__secateurs.points === {n}", timeout=60_000)
-        load_s = time.perf_counter() - t0
-        render_ms = page.evaluate("() => window.__secateurs.lastRenderMs")
-        longest = page.evaluate("() => Math.max(0, ...window.__longTasks)")
-        # Hovering a point still answers: the Inspect panel shows that candidate's layers.
-        box = page.locator("#scatter").bounding_box()
-        t1 = time.perf_counter()
-        for dx in range(10, 90, 4):
-            page.mouse.move(box["x"] + box["width"] * dx / 100, box["y"] + box["height"] * 0.5)
-            if "hovered" in page.inner_text("#inspect"):
-                break
-        hover_s = time.perf_counter() - t1
-        assert "hovered" in page.inner_text("#inspect")
-        assert page.locator("#inspect li").count() == 20
-        print(f"\n{n} candidates: page load to all drawn {load_s:.2f} s, scatter update {render_ms:.0f} ms, "
-              f"longest main-thread task {longest:.0f} ms, hover sweep {hover_s:.2f} s")
-        assert render_ms < 2000 and longest < 3000
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{srv.config.port}", hits
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_five_thousand_candidates_render_without_freezing(standin, page):
+    base, _ = standin
+    _sign_in(page, base, "standin")
+    # Long tasks (>50 ms on the main thread) are what a user feels as a freeze.
+    page.evaluate("""() => { window.__longTasks = [];
+        new PerformanceObserver((l) => l.getEntries().forEach((e) => window.__longTasks.push(e.duration)))
+          .observe({ type: "longtask", buffered: true }); }""")
+    t0 = time.perf_counter()
+    page.click('tr[data-job-id="1"] a')
+    page.wait_for_function(f"() => window.__secateurs && window.__secateurs.points === {N_CANDIDATES}", timeout=60_000)
+    load_s = time.perf_counter() - t0
+    render_ms = page.evaluate("() => window.__secateurs.lastRenderMs")
+    longest = page.evaluate("() => Math.max(0, ...window.__longTasks)")
+    # Hovering a point still answers: the Inspect panel shows that candidate's 20 layers.
+    page.locator("#scatter").scroll_into_view_if_needed()
+    where = page.evaluate(f"() => window.__secateurs.pixelOf({N_CANDIDATES - 1})")
+    t1 = time.perf_counter()
+    page.mouse.move(where["x"], where["y"])
+    page.wait_for_function("() => document.querySelector('#inspect').innerText.includes('hovered')", timeout=5_000)
+    hover_s = time.perf_counter() - t1
+    assert page.locator("#inspect li").count() == 20
+    print(f"\n{N_CANDIDATES} candidates: page load to all drawn {load_s:.2f} s, scatter update {render_ms:.0f} ms, "
+          f"longest main-thread task {longest:.0f} ms, hover to per-layer rates {hover_s * 1000:.0f} ms")
+    assert render_ms < 2000 and longest < 3000
+
+
+def test_failed_job_amc_rewards_and_polling_pauses_on_a_hidden_tab(standin, page):
+    base, hits = standin
+    _sign_in(page, base, "standin")
+    page.goto(base + "/#/jobs/2")
+    page.wait_for_selector("#job-error:not([hidden])")
+    error = page.locator("#job-error")
+    assert "netadapt option 'steps' must be positive" in error.inner_text()
+    page.click("#job-error summary")
+    assert "Traceback" in error.locator("pre").inner_text()
+    assert page.locator("#cancel").is_hidden()
+
+    page.goto(base + "/#/jobs/3")
+    page.wait_for_selector("#reward-card:not([hidden])")
+    assert page.evaluate("() => window.__secateurs.rewardPoints") == N_EPISODES
+
+    # Hidden tab: no requests; shown again: polling resumes at once.
+    set_hidden = """(h) => { Object.defineProperty(document, "hidden", { value: h, configurable: true });
+                              document.dispatchEvent(new Event("visibilitychange")); }"""
+    page.evaluate(set_hidden, True)
+    time.sleep(0.5)  # a request already in flight may land
+    before = hits.get("/v1/jobs/3", 0)
+    time.sleep(4)
+    assert hits.get("/v1/jobs/3", 0) == before
+    page.evaluate(set_hidden, False)
+    deadline = time.monotonic() + 3
+    while hits.get("/v1/jobs/3", 0) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hits.get("/v1/jobs/3", 0) > before

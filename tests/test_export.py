@@ -13,6 +13,8 @@ from pruning.export import export_onnx, export_torchscript, load_model, load_wei
 
 SHAPE = (1, 16, 16)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module", params=["resnet20", "mobilenetv2"])
 def pruned(request):

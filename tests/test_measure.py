@@ -9,6 +9,8 @@ from pruning import build_model, prune
 from pruning.bn import recalibrate_bn
 from pruning.measure import count_flops, count_params, measure_latency, model_stats, peak_memory_bytes
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_conv_flops_are_hand_computed_macs() -> None:
     conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)

@@ -15,14 +15,7 @@ from pruning.unstructured import (MaskKeeper, apply_masks, han_prune, lottery_ti
 
 FAST = TrainConfig(epochs=1, max_steps=4, batch_size=32, lr=0.05)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: far faster than two on a shared, busy CI machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _convnet(seed: int = 0) -> torch.nn.Module:

@@ -7,7 +7,8 @@ from typing import Any
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
-    """Initialise Ray once per process; returns the cluster's resources."""
+    """Initialise Ray once per process (`address` or RAY_ADDRESS: an existing cluster; unset or
+    "local": start one here with `num_cpus`); returns the cluster's resources."""
     import signal
     import threading
 
@@ -20,10 +21,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> dict[
         previous = signal.getsignal(signal.SIGTERM) if main else None
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
-        if address:
+        if address and address != "local":
             kwargs["address"] = address
         else:
-            kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+            kwargs.update(address="local", include_dashboard=False, num_cpus=num_cpus)  # never join a stray `ray start`
         ray.init(**kwargs)
         if main and previous is not None:
             signal.signal(signal.SIGTERM, previous)

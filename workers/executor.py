@@ -6,6 +6,7 @@ raises candidates per second. The returned callable is a `search.runner` executo
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, Callable
 
 import cloudpickle
@@ -57,8 +58,11 @@ class EvalWorker:
         self.pool = EvaluatorPool(make_evaluator(p["evaluator"], ctx, **p["evaluator_options"]))
 
     def evaluate(self, proposals: list[Proposal]) -> list[Result]:
-        """Evaluate proposals in turn."""
-        return [self.pool.evaluate(p) for p in proposals]
+        """Evaluate proposals in turn (each result names the worker process in `meta`)."""
+        results = [self.pool.evaluate(p) for p in proposals]
+        for r in results:
+            r.meta["worker_pid"] = os.getpid()
+        return results
 
     def ready(self) -> bool:
         return True

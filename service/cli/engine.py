@@ -117,14 +117,14 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.finetune_epochs < 0:
         raise CliError("--finetune-epochs must be >= 0")
     device = get_device(args.device)
+    model, data, zoo_args = load_model_and_data(args)
+    model = model.to(device).eval()
     stages = 5 + args.finetune_epochs
     with progress_bar(stages, f"prune {args.model}", unit="step") as bar:
         def stage(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
 
-        model, data, zoo_args = load_model_and_data(args)
-        model = model.to(device).eval()
         shape = (data.in_channels, data.input_size, data.input_size)
         stage("loaded")
         before = _measure(model, data, shape, args.latency_batch_size)

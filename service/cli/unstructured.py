@@ -9,6 +9,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from pruning.data import DataSplits
 from pruning.export import save_model
 from pruning.measure import count_params
 from pruning.models import build_model
@@ -29,8 +30,7 @@ def _progress(bar: Any) -> Any:
     return step
 
 
-def _run(args: argparse.Namespace, bar: Any) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
-    model, data, zoo_args = load_model_and_data(args, warn_random=args.method != "lottery")
+def _run(args: argparse.Namespace, model: Any, data: DataSplits, zoo_args: dict[str, Any], bar: Any) -> tuple[dict[str, Any], Any]:
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     out: dict[str, Any] = {}
     if args.method == "lottery":
@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace, bar: Any) -> tuple[Any, dict[str, Any], Any, 
         masks = res.masks
         out["rounds"] = [{"round": r.round, "sparsity": r.sparsity, "accuracy": r.accuracy} for r in res.history]
     out["accuracy_after"] = evaluate(model, data.test)
-    return model, out, masks, zoo_args
+    return out, masks
 
 
 def _cmd_unstructured(args: argparse.Namespace) -> int:
@@ -71,8 +71,9 @@ def _cmd_unstructured(args: argparse.Namespace) -> int:
         raise CliError(f"--sparsity {args.sparsity} is outside (0, 1)")
     if args.rounds < 1:
         raise CliError("--rounds must be at least 1")
+    model, data, zoo_args = load_model_and_data(args, warn_random=args.method != "lottery")
     with progress_bar(1.0, f"{args.method} {args.model}", unit="run") as bar:
-        model, out, masks, zoo_args = _run(args, bar)
+        out, masks = _run(args, model, data, zoo_args, bar)
     sp = sparsity(model)
     params = count_params(model)
     result = {

@@ -68,8 +68,10 @@ export function scatterChart(canvas, { xLabel, yLabel, describe, onInspect }) {
         legend: { position: "bottom", labels: { usePointStyle: true } },
         tooltip: { callbacks: { label: (ctx) => describe(ctx.raw) } },
       },
-      onHover: (_evt, elements) => {
-        if (elements.length) onInspect(elements[0].element.$context.raw);
+      onHover: (_evt, elements, chart) => {
+        if (!elements.length) return;
+        const { datasetIndex, index } = elements[0];
+        onInspect(chart.data.datasets[datasetIndex].data[index]);
       },
     },
     plugins: [targetLinePlugin],

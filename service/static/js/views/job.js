@@ -150,6 +150,12 @@ export function mountJob(root, jobId) {
   };
   const scatter = scatterChart(scatterCanvas, { xLabel: resourceLabel(kind()), yLabel: "score", describe, onInspect: (p) => showInspect(p.c, "hovered") });
   const policy = policyChart(policyCanvas);
+  // Where candidate `i` is drawn, in page pixels (lets the browser tests hover a real point).
+  stats.pixelOf = (i) => {
+    const { x, y } = scatter.getDatasetMeta(0).data[i].getProps(["x", "y"]);
+    const r = scatterCanvas.getBoundingClientRect();
+    return { x: r.left + x, y: r.top + y };
+  };
   let reward = null;
   let sens = null;
   let channels = null;
@@ -159,7 +165,7 @@ export function mountJob(root, jobId) {
     state.inspectedWhy = why;
     const chosen = isChosen(c);
     inspect.replaceChildren(
-      el("h3", {}, `Candidate #${c.proposal_id ?? c.seq ?? c.id}`, chosen ? el("span", { class: "badge status-succeeded" }, "chosen") : null, el("span", { class: "muted small" }, ` ${why}`)),
+      el("h3", {}, `Candidate #${idOf(c)}`, chosen ? el("span", { class: "badge status-succeeded" }, finished() ? "chosen" : "best so far") : null, why !== "default" ? el("span", { class: "muted small" }, why) : null),
       el(
         "dl",
         { class: "facts compact" },
@@ -175,6 +181,7 @@ export function mountJob(root, jobId) {
   }
 
   const idOf = (c) => c.proposal_id ?? c.seq ?? c.id;
+  const finished = () => Boolean(state.job && state.job.summary);
 
   // The chosen policy: for a finished job the candidate the summary reports (same search
   // score, within the budget); while running, the best candidate so far within the budget.
@@ -206,16 +213,22 @@ export function mountJob(root, jobId) {
     for (const c of cands) for (const key of Object.keys(c.policy || {})) if (!layerSeen.has(key)) (layerSeen.add(key), layerKeys.push(key));
   }
 
+  let scatterKey = "";
+
+  // Adds new candidates and redraws; skipped when nothing it shows has changed.
   function redrawScatter(newOnes) {
     const t0 = performance.now();
     const ds = scatter.data.datasets;
     const k = kind();
+    const chosen = chosenCandidate();
+    const key = JSON.stringify([ds[0].data.length + newOnes.length, chosen && idOf(chosen), budgetOf(state.job, state.events), Boolean(state.job.summary)]);
+    if (key === scatterKey) return;
+    scatterKey = key;
     for (const c of newOnes) {
       const x = resourceOf(c, k);
       if (x !== null && c.score !== null && c.score !== undefined) ds[0].data.push({ x, y: Number(c.score), c });
     }
     ds[1].data = paretoFront(ds[0].data);
-    const chosen = chosenCandidate();
     const cx = chosen ? resourceOf(chosen, k) : null;
     ds[2].data = chosen && cx !== null ? [{ x: cx, y: Number(chosen.score), c: chosen }] : [];
     ds[2].label = state.job && state.job.summary ? "chosen policy" : "best so far within the target";
@@ -258,7 +271,7 @@ export function mountJob(root, jobId) {
       return;
     }
     policy.update("none");
-    if ((!state.inspected || state.inspectedWhy === "chosen policy") && chosen && chosen.policy) showInspect(chosen, "chosen policy");
+    if ((!state.inspected || state.inspectedWhy === "default") && chosen && chosen.policy) showInspect(chosen, "default");
   }
 
   // AMC: reward per episode, recomputed from each episode's candidate as the strategy does.
@@ -275,6 +288,7 @@ export function mountJob(root, jobId) {
     rewardCard.hidden = false;
     if (!reward) reward = lineChart(rewardCanvas, { xLabel: "episode", yLabel: `reward (${rewardKind})` });
     const byX = (a, b) => a.x - b.x;
+    stats.rewardPoints = warm.length + agent.length;
     setLines(reward, [{ label: "warm-up (random actions)", points: warm.sort(byX) }, { label: "agent", points: agent.sort(byX) }].filter((s) => s.points.length));
   }
 
@@ -336,11 +350,12 @@ export function mountJob(root, jobId) {
       // Straight-line extrapolation of progress so far; too early to say below 3 %.
       eta = job.progress >= 0.03 && job.progress < 1 ? `~${fmtDuration((elapsed * (1 - job.progress)) / job.progress)}` : "estimating…";
     }
+    const bestWithin = chosenCandidate();
     const items = [
       ["Elapsed", fmtDuration(elapsed)],
       ["ETA", eta],
       ["Candidates", String(job.candidates ?? state.candidates.length)],
-      done && s.accuracy_after !== undefined ? ["Final accuracy", fmtScore(s.accuracy_after)] : ["Best score so far", fmtScore(job.bestScore)],
+      done && s.accuracy_after !== undefined ? ["Final accuracy", fmtScore(s.accuracy_after)] : ["Best within target", fmtScore(bestWithin ? Number(bestWithin.score) : null)],
     ];
     facts.replaceChildren(...items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-fact": k.toLowerCase() }, v)]));
 
@@ -391,39 +406,40 @@ export function mountJob(root, jobId) {
     }
     if (state.artifacts && state.artifacts.length) {
       const status = el("p", { class: "muted small", role: "status" });
+      const fetchOne = async (a) => {
+        status.textContent = `Downloading ${a.name}…`;
+        try {
+          await download(sameOrigin(a.url) || `${base}/artifacts/${encodeURIComponent(a.name)}`, a.name.split("/").pop());
+          status.textContent = `Downloaded ${a.name}.`;
+        } catch (err) {
+          status.textContent = err.message;
+        }
+      };
       parts.push(
-        el("h3", {}, "Artifacts"),
         el(
-          "ul",
-          { class: "artifacts", id: "artifacts" },
-          state.artifacts.map((a) =>
+          "div",
+          { class: "artifacts-box" },
+          el("h3", {}, "Artifacts"),
+          el(
+            "table",
+            { class: "artifacts", id: "artifacts" },
+            el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "file"), el("th", { scope: "col", class: "num" }, "size"), el("th", { scope: "col" }, "sha256"))),
             el(
-              "li",
+              "tbody",
               {},
-              el(
-                "button",
-                {
-                  type: "button",
-                  class: "link",
-                  "data-artifact": a.name,
-                  onclick: async () => {
-                    status.textContent = `Downloading ${a.name}…`;
-                    try {
-                      await download(sameOrigin(a.url) || `${base}/artifacts/${encodeURIComponent(a.name)}`, a.name.split("/").pop());
-                      status.textContent = `Downloaded ${a.name}.`;
-                    } catch (err) {
-                      status.textContent = err.message;
-                    }
-                  },
-                },
-                `⤓ ${a.name}`,
+              state.artifacts.map((a) =>
+                el(
+                  "tr",
+                  {},
+                  el("td", {}, el("button", { type: "button", class: "link", "data-artifact": a.name, onclick: () => fetchOne(a) }, `⤓ ${a.name}`)),
+                  el("td", { class: "num" }, fmtBytes(a.size)),
+                  el("td", {}, a.sha256 ? el("code", { class: "sha", title: a.sha256 }, `${a.sha256.slice(0, 12)}…`) : "—"),
+                ),
               ),
-              el("span", { class: "muted small" }, ` ${fmtBytes(a.size)}`),
-              a.sha256 ? el("code", { class: "sha", title: `sha256 ${a.sha256}` }, a.sha256.slice(0, 12)) : null,
             ),
           ),
+          status,
         ),
-        status,
       );
     }
     resultsBody.replaceChildren(...parts);
@@ -456,12 +472,14 @@ export function mountJob(root, jobId) {
       loadError.hidden = false;
       return err.status !== 404;
     }
+    if (!alive) return false;
     const wasFinal = state.job && FINAL.has(state.job.status);
     state.job = normJob(raw);
     const cands = await drain("candidates", state.candAfter, "candidates");
     state.candAfter = cands.cursor;
     state.candidates.push(...cands.items);
     const evs = await drain("events", state.evAfter, "events");
+    if (!alive) return false; // the user left this page while the requests were in flight
     state.evAfter = evs.cursor;
     state.events.push(...evs.items);
     if (!channels) channels = channelsOf(state.job);
@@ -479,6 +497,7 @@ export function mountJob(root, jobId) {
     if (final && state.job.status === "succeeded" && state.artifacts === null) {
       try {
         state.artifacts = itemsOf(await get(`${base}/artifacts`), "artifacts");
+        if (!alive) return false;
       } catch (err) {
         state.artifacts = [];
       }
@@ -534,11 +553,13 @@ export function mountJob(root, jobId) {
     }
   });
 
+  let alive = true;
   const poller = new Poller(tick, POLL_MS).start();
   const clock = setInterval(() => {
     if (state.job && state.job.status === "running" && !document.hidden) renderHead();
   }, 1000);
   return () => {
+    alive = false;
     poller.stop();
     clearInterval(clock);
     scatter.destroy();

@@ -1,0 +1,87 @@
+// A finished job's result: the before/after table from its summary and its artifacts, each
+// downloaded through the page (with the token) and listed with size and sha256.
+
+import { download } from "../api.js";
+import { el, fmtBytes, fmtCount, fmtMs, fmtScore } from "../util.js";
+
+// Artifact URLs are absolute; keep only the path so the download stays on this origin (the
+// page's CSP allows no other, and behind a proxy the API may not know its public host).
+function sameOrigin(url) {
+  if (!url) return null;
+  const u = new URL(url, location.href);
+  return u.pathname + u.search;
+}
+
+function change(before, after, isScore) {
+  if (before === null || before === undefined || after === null || after === undefined) return "—";
+  if (isScore) return `${after - before >= 0 ? "+" : ""}${((after - before) * 100).toFixed(2)} pts`;
+  return before ? `×${(after / before).toFixed(3)}` : "—";
+}
+
+function beforeAfterTable(s, artifacts) {
+  const sizeOf = (name) => (artifacts || []).find((a) => a.name === name);
+  // Weights file sizes: the trained model the job started from, and the pruned one.
+  const sizeBefore = s.size_bytes_before ?? (sizeOf("base_model.safetensors") || {}).size ?? null;
+  const sizeAfter = s.size_bytes_after ?? (sizeOf("model.safetensors") || {}).size ?? null;
+  const rows = [
+    ["Accuracy", s.accuracy_before, s.accuracy_after, fmtScore, true],
+    ["FLOPs (MACs)", s.flops_before, s.flops_after, fmtCount, false],
+    ["Parameters", s.params_before, s.params_after, fmtCount, false],
+    ["Latency (batch 1)", s.latency_ms_before, s.latency_ms_after, fmtMs, false],
+    ["Weights size", sizeBefore, sizeAfter, fmtBytes, false],
+  ];
+  return el(
+    "table",
+    { class: "before-after", id: "before-after" },
+    el("thead", {}, el("tr", {}, ["", "before", "after", "change"].map((h) => el("th", { scope: "col" }, h)))),
+    el(
+      "tbody",
+      {},
+      rows.map(([label, b, a, fmt, isScore]) =>
+        el("tr", {}, el("th", { scope: "row" }, label), el("td", { class: "num" }, fmt(b ?? null)), el("td", { class: "num" }, fmt(a ?? null)), el("td", { class: "num" }, change(b, a, isScore))),
+      ),
+    ),
+  );
+}
+
+function artifactsTable(artifacts, jobBase) {
+  const status = el("p", { class: "muted small", role: "status" });
+  const fetchOne = async (a) => {
+    status.textContent = `Downloading ${a.name}…`;
+    try {
+      await download(sameOrigin(a.url) || `${jobBase}/artifacts/${encodeURIComponent(a.name)}`, a.name.split("/").pop());
+      status.textContent = `Downloaded ${a.name}.`;
+    } catch (err) {
+      status.textContent = err.message;
+    }
+  };
+  const row = (a) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, el("button", { type: "button", class: "link", "data-artifact": a.name, onclick: () => fetchOne(a) }, `⤓ ${a.name}`)),
+      el("td", { class: "num" }, fmtBytes(a.size)),
+      el("td", {}, a.sha256 ? el("code", { class: "sha", title: a.sha256 }, `${a.sha256.slice(0, 12)}…`) : "—"),
+    );
+  return el(
+    "div",
+    { class: "artifacts-box" },
+    el("h3", {}, "Artifacts"),
+    el(
+      "table",
+      { class: "artifacts", id: "artifacts" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "file"), el("th", { scope: "col", class: "num" }, "size"), el("th", { scope: "col" }, "sha256"))),
+      el("tbody", {}, artifacts.map(row)),
+    ),
+    status,
+  );
+}
+
+// Fills `container` with what is known; returns false when there is nothing to show yet.
+export function renderResults(container, summary, artifacts, jobBase) {
+  const parts = [];
+  if (summary) parts.push(beforeAfterTable(summary, artifacts));
+  if (artifacts && artifacts.length) parts.push(artifactsTable(artifacts, jobBase));
+  container.replaceChildren(...parts);
+  return parts.length > 0;
+}

@@ -1,0 +1,63 @@
+"""The dashboard's router on its own (no browser): the page, its static files, nothing outside
+`service/static/`, no third-party origin in the page, and the form's choices from the registries."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service.dashboard import STATIC_DIR, router
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    app = FastAPI()
+    app.include_router(router)
+    return TestClient(app)
+
+
+def test_index_is_served_with_a_same_origin_policy(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "connect-src 'self'" in csp
+    # Every script and stylesheet the page loads is a local /static path (works offline).
+    refs = re.findall(r'(?:src|href)="([^"#]+)"', r.text)
+    assert refs and all(ref.startswith("/static/") or ref.startswith("/docs") for ref in refs), refs
+    for ref in refs:
+        if ref.startswith("/static/"):
+            assert client.get(ref).status_code == 200, ref
+
+
+def test_every_module_import_resolves_to_a_served_file(client):
+    for js in STATIC_DIR.rglob("*.js"):
+        if "vendor" in js.parts:
+            continue
+        for target in re.findall(r'from "(\.{1,2}/[^"]+)"', js.read_text()):
+            path = (js.parent / target).resolve().relative_to(STATIC_DIR)
+            assert client.get(f"/static/{path.as_posix()}").status_code == 200, (js.name, target)
+
+
+def test_static_files_outside_the_folder_are_404(client):
+    assert client.get("/static/../dashboard.py").status_code == 404
+    assert client.get("/static/%2e%2e/dashboard.py").status_code == 404
+    assert client.get("/static/%2e%2e%2f%2e%2e/pyproject.toml").status_code == 404
+    assert client.get("/static/nope.js").status_code == 404
+    assert client.get("/static/js").status_code == 404  # a folder, not a file
+
+
+def test_bundled_chart_library_ships_with_its_licence(client):
+    lib = client.get("/static/vendor/chart.umd.min.js")
+    assert lib.status_code == 200 and "Chart.js" in lib.text[:400]
+    assert "MIT" in (STATIC_DIR / "vendor" / "chart.js.LICENSE.md").read_text()
+
+
+def test_form_choices_come_from_the_registries(client):
+    from pruning.criteria import CRITERIA
+    from pruning.data import DATASETS
+    from search.target import KINDS
+
+    got = client.get("/dashboard/choices.json").json()
+    assert got == {"datasets": list(DATASETS), "criteria": sorted(CRITERIA), "targets": list(KINDS)}
