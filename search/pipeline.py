@@ -28,7 +28,7 @@ from pruning.models import build_model
 from pruning.train import TrainConfig, evaluate, seed_everything, train
 
 from .base import Result, SearchError
-from .config import PipelineConfig
+from .config import PipelineConfig, TrainSection
 from .evaluators import EvalContext, make_evaluator
 from .registry import make_strategy, strategy_class
 from .report import write_candidates, write_channels_plot, write_pareto_plot
@@ -80,6 +80,22 @@ def read_checkpoint(resume: Any) -> dict[str, Any] | None:
 def _model_args(cfg: PipelineConfig, data: DataSplits) -> dict[str, Any]:
     return {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size,
             **cfg.model.args}
+
+
+def finetune_policy(model: torch.nn.Module, space: SearchSpace, policy: Mapping[str, float], data: DataSplits,
+                    calibration: Any, settings: TrainSection, seed: int, device: torch.device | str,
+                    progress: Callable[[float, dict], None] | None = None) -> tuple[torch.nn.Module, float, float]:
+    """Cut `model` for a policy, recalibrate BN, fine-tune (distilling from `model` when
+    `kd_alpha` > 0); returns (pruned model, test accuracy before and after the fine-tune)."""
+    pruned = space.cut(policy, model=model)
+    recalibrate_bn(pruned, calibration)
+    acc_pruned = evaluate(pruned, data.test)
+    if settings.epochs > 0:
+        fcfg = TrainConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, seed=seed,
+                           kd_alpha=settings.kd_alpha)
+        teacher = copy.deepcopy(model) if settings.kd_alpha > 0 else None
+        train(pruned, data.train, fcfg, teacher=teacher, device=device, progress=progress)
+    return pruned, acc_pruned, evaluate(pruned, data.test)
 
 
 def run_pipeline(config: Mapping[str, Any] | PipelineConfig, out_dir: str | Path, hooks: Any = None,
@@ -166,16 +182,9 @@ def run_pipeline(config: Mapping[str, Any] | PipelineConfig, out_dir: str | Path
         strategy.write_artifacts(out)
 
     event("phase", phase="finetune")
-    pruned = space.cut(best.policy, cfg.criterion, calib, model=model)
-    recalibrate_bn(pruned, calib)
-    acc_pruned = evaluate(pruned, data.test)
-    if cfg.finetune.epochs > 0:
-        fcfg = TrainConfig(epochs=cfg.finetune.epochs, lr=cfg.finetune.lr, batch_size=cfg.finetune.batch_size,
-                           seed=cfg.seed, kd_alpha=cfg.finetune.kd_alpha)
-        teacher = copy.deepcopy(model) if cfg.finetune.kd_alpha > 0 else None
-        train(pruned, data.train, fcfg, teacher=teacher, device=device,
-              progress=lambda f, info: event("finetune", fraction=f, **info))
-    acc_after = evaluate(pruned, data.test)
+    pruned, acc_pruned, acc_after = finetune_policy(
+        model, space, best.policy, data, calib, cfg.finetune, cfg.seed, device,
+        progress=lambda f, info: event("finetune", fraction=f, **info))
     after = model_stats(pruned, input_shape)
 
     event("phase", phase="export")

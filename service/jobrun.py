@@ -119,6 +119,15 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in d.items()}
 
 
+def public_summary(summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The summary without server paths: files named as their artifacts."""
+    out = {k: v for k, v in summary.items() if k != "out_dir"}
+    files = summary.get("files") or {}
+    out["files"] = {k: Path(v).relative_to(out_dir).as_posix() if Path(v).is_relative_to(out_dir) else Path(v).name
+                    for k, v in files.items()}
+    return out
+
+
 def resume_state(store: Store, job_id: int) -> dict[str, Any] | None:
     """The saved strategy state with every stored candidate as its results (stored candidates
     may run ahead of the last checkpoint; the runner reuses them instead of re-evaluating)."""
@@ -151,9 +160,9 @@ def run_job(db_url: str, job_id: int, lease: str, settings: dict[str, Any]) -> s
         if hooks.lost.is_set():
             return "lost"
         if summary.get("status") == "stopped":
-            store.finish_job(job_id, lease, "cancelled", summary=summary)
+            store.finish_job(job_id, lease, "cancelled", summary=public_summary(summary, out_dir))
             return "cancelled"
-        store.finish_job(job_id, lease, "succeeded", summary=summary, artifacts=collect_artifacts(out_dir))
+        store.finish_job(job_id, lease, "succeeded", summary=public_summary(summary, out_dir), artifacts=collect_artifacts(out_dir))
         return "succeeded"
     except LeaseLost:
         return "lost"

@@ -52,8 +52,8 @@ class Scheduler:
         self._wake.set()
 
     def stop(self) -> None:
-        """Stop the loop, kill this process's runs (they resume elsewhere or on restart) and
-        leave Ray."""
+        """Stop the loop, kill this process's runs and put their jobs back in the queue (they
+        resume on the next claim, here after a restart or on another server) and leave Ray."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -62,6 +62,7 @@ class Scheduler:
 
         for run in list(self.runs.values()):
             ray.cancel(run.ref, force=True)
+            self.store.release(run.job_id, run.lease, "server stopped; job requeued to resume")
         from workers.cluster import shutdown_ray
 
         shutdown_ray()

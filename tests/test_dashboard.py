@@ -137,7 +137,7 @@ def _points(page) -> int:
 
 def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, tmp_path):
     spec = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-            "strategy": {"name": "sensitivity", "options": {"rates": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}},
+            "strategy": {"name": "sensitivity", "options": {"rates": [r / 20 for r in range(1, 19)]}},
             "train": {"epochs": 1}, "finetune": {"epochs": 1}}
     job_id = server.http.post("/v1/jobs", json=spec).json()["id"]
 
@@ -158,7 +158,7 @@ def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, t
         n = _points(page)
         if status == "running" and n > 0:
             seen_running.append(n)
-            if shot_running is None and n >= 12:
+            if shot_running is None and n >= 30:
                 shot_running = _shot(page, tmp_path, "running")
         if status in ("succeeded", "failed", "cancelled"):
             break
@@ -229,6 +229,13 @@ def test_submit_form_shows_api_errors_and_cancel_stops_a_job(server, page):
     assert job["status"] == "cancelled"
     assert job["candidates_evaluated"] < 3 * 99 + 2  # stopped before the analysis finished
     assert page.locator("#cancel").is_hidden()
+
+    # The list's status filter shows the cancelled job and only cancelled jobs.
+    page.click("nav a[data-nav=jobs]")
+    page.select_option("#status-filter", "cancelled")
+    page.wait_for_function(f"() => !!document.querySelector('tr[data-job-id=\"{job_id}\"]')"
+                           " && [...document.querySelectorAll('#jobs-table tbody tr')]"
+                           ".every((r) => r.innerText.includes('cancelled'))", timeout=10_000)
 
 
 N_CANDIDATES = 5000

@@ -20,7 +20,7 @@ SHAPE = (1, 16, 16)
 OPTIONS = {
     "uniform": {},
     "global": {},
-    "sensitivity": {"rates": [0.3, 0.6, 0.9]},
+    "sensitivity": {"rates": [0.5, 0.9]},
     "eagleeye": {"n_samples": 5, "top_k": 2, "finetune_steps": 3},
     "netadapt": {"iterations": 2},
     "optuna": {"n_trials": 6, "n_startup_trials": 3},
@@ -30,17 +30,24 @@ EVAL_OPTIONS = {"finetune": {"steps": 3}}
 
 @pytest.fixture(scope="module")
 def setup(digits):
-    """A resnet20 trained for 2 epochs, calibration batches and an evaluation context factory."""
+    """A resnet20 trained for 1 epoch and calibration batches."""
     model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
-    train(model, digits.train, TrainConfig(epochs=2, lr=0.05, seed=0), device="cpu")
+    train(model, digits.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
     model.eval()
     calib = calibration_batches(digits.train, 2, 64, seed=0)
     return model, calib
 
 
-def _search(model, digits, calib, name: str, target: str = "flops=0.5", seed: int = 0, **run_kw):
-    space = SearchSpace(model, SHAPE, target, calibration=calib)
-    ctx = EvalContext(model, digits, SHAPE, calibration=calib, space=space, val_batches=2, seed=seed)
+SPACES: dict[tuple, SearchSpace] = {}
+
+
+def _search(model, digits, calib, name: str, target: str = "flops=0.5", seed: int = 0):
+    """A fresh strategy and evaluator; the space (stateless but for its resource cache) is shared."""
+    key = (id(model), target)
+    if key not in SPACES:
+        SPACES[key] = SearchSpace(model, SHAPE, target, calibration=calib)
+    space = SPACES[key]
+    ctx = EvalContext(model, digits, SHAPE, calibration=calib, space=space, val_batches=1, seed=seed)
     ev_name = strategy_class(name).default_evaluator
     ev = make_evaluator(ev_name, ctx, **EVAL_OPTIONS.get(ev_name, {}))
     strategy = make_strategy(name, space, seed=seed, **OPTIONS[name])
@@ -105,14 +112,14 @@ def test_same_seed_same_search_other_seed_differs(setup, digits) -> None:
     assert runs[0] != runs[2]
 
 
-@pytest.mark.parametrize("name", ["uniform", "eagleeye", "netadapt"])
+@pytest.mark.parametrize("name", ["uniform", "eagleeye"])
 def test_mobilenetv2_target_met(digits, name: str) -> None:
     model = build_model("mobilenetv2", num_classes=10, in_channels=1, input_size=16).eval()
     calib = calibration_batches(digits.train, 1, 32, seed=0)
     space = SearchSpace(model, SHAPE, "flops=0.5", calibration=calib)
     ctx = EvalContext(model, digits, SHAPE, calibration=calib, space=space, val_batches=1)
     ev = make_evaluator("adaptive-bn", ctx)
-    opts = {"eagleeye": {"n_samples": 2, "top_k": 0}, "netadapt": {"iterations": 1}}.get(name, {})
+    opts = {"eagleeye": {"n_samples": 2, "top_k": 0}}.get(name, {})
     best = run_search(make_strategy(name, space, **opts), ev).best
     assert best.flops <= space.budget
     assert best.flops >= 0.9 * space.budget

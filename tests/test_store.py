@@ -152,3 +152,16 @@ def test_concurrent_claims_never_hand_one_job_to_two_claimers(db_url):
     with first.read() as s:
         assert s.scalar(select(Job).where(Job.status != "running")) is None
     first.dispose()
+
+
+def test_release_requeues_at_once_or_cancels_if_asked(store):
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    _, lease = store.claim_next()
+    assert store.release(job.id, "not-the-lease", "x") is False
+    assert store.release(job.id, lease, "server stopped") is True
+    assert store.get_job(job.id).status == "queued" and store.list_events(job.id)[-1].kind == "requeued"
+    _, lease2 = store.claim_next()
+    store.request_cancel(job.id, team)
+    assert store.release(job.id, lease2, "server stopped") is True
+    assert store.get_job(job.id).status == "cancelled"

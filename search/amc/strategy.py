@@ -11,6 +11,8 @@ at once; after warm-up each episode waits for the previous one's reward.
 instead (see `search.amc.rllib_agent`)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -164,6 +166,33 @@ class AMCStrategy(SpaceStrategy):
             phase += f", reward {last:.4f}, best {self.best_reward:.4f}, noise {self.agent.delta:.3f}"
         return {"fraction": self.told / self.episodes, "phase": phase, "episode": self.told, "reward": last,
                 "best_reward": self.best_reward, "noise": self.agent.delta if self.told > self.warmup else None}
+
+    # ---- artefacts ------------------------------------------------------------------------
+    def write_artifacts(self, out_dir: str | Path) -> dict[str, str]:
+        """`amc_rewards.json` (reward and noise per episode) and `amc_rewards.png`: reward per
+        episode with the best so far, the warm-up shaded."""
+        out = Path(out_dir)
+        noise = [r.meta.get("noise") for r in self.history]
+        (out / "amc_rewards.json").write_text(json.dumps(
+            {"warmup": self.warmup, "rewards": self.rewards, "noise": noise, "best_reward": self.best_reward}, indent=1))
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        best = [max(self.rewards[: i + 1]) for i in range(len(self.rewards))]
+        ax.plot(self.rewards, lw=1, label="episode reward")
+        ax.plot(best, lw=1, label="best so far")
+        ax.axvspan(-0.5, self.warmup - 0.5, color="grey", alpha=0.15, label="random warm-up")
+        ax.set_xlabel("episode")
+        ax.set_ylabel(f"reward ({self.reward_kind})")
+        ax.set_title(f"AMC ({self.agent_name})")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "amc_rewards.png", dpi=100)
+        plt.close(fig)
+        return {"amc_rewards_json": str(out / "amc_rewards.json"), "amc_rewards_plot": str(out / "amc_rewards.png")}
 
     # ---- state ----------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:

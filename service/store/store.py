@@ -280,6 +280,22 @@ class Store:
             self._event(s, job_id, status, msg)
             return True
 
+    def release(self, job_id: int, lease: str, reason: str) -> bool:
+        """Put a job this run holds back in the queue at once (its server is stopping); the
+        next claim resumes it."""
+        with self.write() as s:
+            job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
+            if job is None or job.status != "running" or job.claimed_by != lease:
+                return False
+            if job.cancel_requested:
+                job.status, job.phase, job.finished_at = "cancelled", "cancelled", utcnow()
+                self._event(s, job_id, "cancelled", "job cancelled")
+            else:
+                job.status, job.phase = "queued", "queued (resume)"
+                self._event(s, job_id, "requeued", reason)
+            job.claimed_by = None
+            return True
+
     def requeue_stale(self, stale_after: float, max_attempts: int) -> list[int]:
         """Requeue running jobs whose heartbeat is older than `stale_after` seconds (their run
         died); fail those that already used `max_attempts` runs. Returns the ids touched."""

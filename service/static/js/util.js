@@ -1,5 +1,5 @@
-// Small helpers shared by the views: DOM building, number/time formatting, and a poller that
-// sleeps while the tab is hidden.
+// Small helpers shared by the views: DOM building and two widgets, number/time formatting,
+// and a poller that sleeps while the tab is hidden.
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -15,6 +15,21 @@ export function el(tag, attrs = {}, ...children) {
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
+}
+
+// A job status as a coloured pill.
+export function statusBadge(status) {
+  return el("span", { class: `badge status-${status}` }, status);
+}
+
+// An accessible progress bar for a fraction in [0, 1].
+export function progressBar(fraction, label) {
+  const pct = Math.round(fraction * 100);
+  return el(
+    "div",
+    { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct), "aria-label": label || "progress" },
+    el("div", { class: "progress-fill", style: `width:${pct}%` }),
+  );
 }
 
 export function fmtCount(n) {

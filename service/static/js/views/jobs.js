@@ -3,22 +3,9 @@
 
 import { get, itemsOf } from "../api.js";
 import { describeTarget, normJob, STATUSES } from "../model.js";
-import { Poller, ago, el, fmtScore } from "../util.js";
+import { Poller, ago, el, fmtScore, progressBar, statusBadge } from "../util.js";
 
 const PAGE = 50;
-
-export function statusBadge(status) {
-  return el("span", { class: `badge status-${status}` }, status);
-}
-
-export function progressBar(fraction, label) {
-  const pct = Math.round(fraction * 100);
-  return el(
-    "div",
-    { class: "progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct), "aria-label": label || "progress" },
-    el("div", { class: "progress-fill", style: `width:${pct}%` }),
-  );
-}
 
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;

@@ -1,0 +1,235 @@
+"""AMC and MetaPruning against uniform on ResNet-20 / digits (16 px) at 50% FLOPs, over seeds.
+
+Run by hand:  .venv/bin/python bench/amc.py [--seeds 0 1 2] [--episodes 60] [--warmup 15]
+              [--rllib ppo] [--train-epochs 10] [--finetune-epochs 2] [--json out.json] [--plot rewards.png]
+
+Per seed s: train ResNet-20 (seed s); the uniform baseline is the bisected uniform rate at the
+target. AMC (DDPG, `reconstruct` evaluator, no fine-tune per candidate) and, with `--rllib`,
+the RLlib agent on the same environment and episode budget, each pick a policy; MetaPruning
+trains its PruningNet and runs its evolutionary search. Reported on the test split:
+- before fine-tuning: uniform vs AMC, both after least-squares reconstruction;
+- after the same fine-tune (L1 cut, adaptive BN, `--finetune-epochs` of SGD, as the pipeline
+  does): uniform vs AMC vs MetaPruning;
+- AMC's mean reward over the warm-up episodes vs the last 20% of episodes;
+- MetaPruning: Spearman rank correlation between PruningNet-weight accuracy and accuracy
+  after fine-tuning for `--rank-encodings` random feasible encodings, and the evolution's best
+  PruningNet score vs the best of as many random feasible encodings (the correlation on the
+  first seed only, it costs a fine-tune per encoding).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pruning import build_model  # noqa: E402
+from pruning.bn import recalibrate_bn  # noqa: E402
+from pruning.data import calibration_batches, load_dataset  # noqa: E402
+from pruning.train import TrainConfig, evaluate, train  # noqa: E402
+from search.amc.reconstruct import prune_and_reconstruct  # noqa: E402
+from search.evaluators import EvalContext, make_evaluator  # noqa: E402
+from search.metapruning import random_kept  # noqa: E402
+from search.registry import make_strategy  # noqa: E402
+from search.runner import run_search  # noqa: E402
+from search.space import SearchSpace  # noqa: E402
+
+SHAPE = (1, 16, 16)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(xs: list[float]) -> list[float]:
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        r = [0.0] * len(xs)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2.0
+            i = j + 1
+        return r
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else 0.0
+
+
+def finetuned(model, space, policy, data, calib, epochs: float, seed: int) -> float:
+    """Test accuracy after the pipeline's final step: L1 cut, adaptive BN, fine-tune."""
+    pruned = space.cut(policy, "l1", calib, model=model)
+    recalibrate_bn(pruned, calib)
+    train(pruned, data.train, TrainConfig(epochs=epochs, lr=0.01, seed=seed), device="cpu")
+    return evaluate(pruned, data.test)
+
+
+def reconstructed(model, space, policy, data, calib, seed: int) -> float:
+    """Test accuracy after least-squares reconstruction, no fine-tune."""
+    pruned, _ = prune_and_reconstruct(model, space.kept(policy), "l1", SHAPE, calib, seed=seed)
+    return evaluate(pruned, data.test)
+
+
+def run_amc(space, ctx, seed: int, episodes: int, warmup: int, agent: str) -> tuple[dict, list[float]]:
+    """One AMC search; its best policy and the reward of every episode."""
+    strategy = make_strategy("amc", space, seed=seed, episodes=episodes, warmup=warmup, agent=agent)
+    t0 = time.perf_counter()
+    try:
+        outcome = run_search(strategy, make_evaluator("reconstruct", ctx))
+    finally:
+        strategy.close()
+    return {"policy": outcome.best.policy, "val": outcome.best.score, "seconds": time.perf_counter() - t0,
+            "flops_ratio": space.fraction(outcome.best.policy)}, list(strategy.rewards)
+
+
+def bench_seed(seed: int, args: argparse.Namespace) -> dict:
+    """Every number of the table for one seed."""
+    data = load_dataset("digits", input_size=16, seed=0)
+    torch.manual_seed(seed)
+    model = build_model("resnet20", num_classes=10, in_channels=1)
+    train(model, data.train, TrainConfig(epochs=args.train_epochs, lr=0.05, seed=seed), device="cpu")
+    model.eval()
+    calib = calibration_batches(data.train, 4, 64, seed=seed)
+    space = SearchSpace(model, SHAPE, "flops=0.5", calibration=calib)
+    ctx = EvalContext(model, data, SHAPE, calibration=calib, space=space, seed=seed)
+    out: dict = {"seed": seed, "base_test": evaluate(model, data.test)}
+
+    uniform = make_strategy("uniform", space, seed=seed).policy
+    out["uniform"] = {"flops_ratio": space.fraction(uniform),
+                      "reconstructed": reconstructed(model, space, uniform, data, calib, seed),
+                      "finetuned": finetuned(model, space, uniform, data, calib, args.finetune_epochs, seed)}
+
+    amc, rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, "ddpg")
+    tail = rewards[-max(1, len(rewards) // 5):]
+    amc.update(reconstructed=reconstructed(model, space, amc["policy"], data, calib, seed),
+               finetuned=finetuned(model, space, amc["policy"], data, calib, args.finetune_epochs, seed),
+               warmup_reward=statistics.mean(rewards[: args.warmup]), last20_reward=statistics.mean(tail),
+               rewards=rewards)
+    out["amc"] = amc
+    if args.rllib:
+        rl, rl_rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, f"rllib-{args.rllib}")
+        rl.update(reconstructed=reconstructed(model, space, rl["policy"], data, calib, seed),
+                  last20_reward=statistics.mean(rl_rewards[-max(1, len(rl_rewards) // 5):]), rewards=rl_rewards)
+        out["rllib"] = rl
+
+    if args.metapruning:
+        ev = make_evaluator("pruningnet", ctx, cache=False)
+        mp = make_strategy("metapruning", space, seed=seed, train_steps=args.pruningnet_steps,
+                           population=args.population, generations=args.generations, topk=args.topk)
+        t0 = time.perf_counter()
+        outcome = run_search(mp, ev)
+        best = outcome.best
+        evo = [r for r in outcome.results if r.phase == "evolution"]
+        gen = torch.Generator().manual_seed(seed + 1000)
+        random_scores = []
+        while len(random_scores) < len(evo):
+            kept = random_kept(space, gen)
+            if mp.feasible(kept):
+                policy = {k: space.rate_for_kept(k, kept[k]) for k in space.keys}
+                random_scores.append(ev.evaluate(policy, "random", meta={"pruningnet_steps": mp.trained}).score)
+        rank_net, rank_ft = [], []
+        for _ in range(args.rank_encodings if seed == args.seeds[0] else 0):
+            kept = mp._random()
+            policy = {k: space.rate_for_kept(k, kept[k]) for k in space.keys}
+            rank_net.append(ev.evaluate(policy, "random", meta={"pruningnet_steps": mp.trained}).score)
+            rank_ft.append(finetuned(model, space, policy, data, calib, args.finetune_epochs, seed))
+        out["metapruning"] = {
+            "policy": best.policy, "val": best.score, "flops_ratio": space.fraction(best.policy),
+            "seconds": time.perf_counter() - t0,
+            "finetuned": finetuned(model, space, best.policy, data, calib, args.finetune_epochs, seed),
+            "evolution_best": max(r.score for r in evo), "random_best": max(random_scores),
+            "candidates": len(evo), "spearman": spearman(rank_net, rank_ft) if rank_net else None,
+        }
+    return out
+
+
+def plot_rewards(results: list[dict], path: Path, warmup: int) -> None:
+    """Reward per episode (DDPG, and RLlib if run) for every seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for r in results:
+        ax.plot(r["amc"]["rewards"], lw=1, label=f"DDPG seed {r['seed']}")
+        if "rllib" in r:
+            ax.plot(r["rllib"]["rewards"], lw=1, ls="--", label=f"RLlib seed {r['seed']}")
+    ax.axvline(warmup - 0.5, color="grey", ls=":", label="end of warm-up")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("reward (-error after reconstruction)")
+    ax.set_title("AMC on ResNet-20 / digits, FLOPs <= 50%")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def table(results: list[dict]) -> str:
+    """The Markdown table of the results (mean over seeds, then each seed)."""
+    def mean(key: str, sub: str) -> str:
+        vals = [r[key][sub] for r in results if key in r and r[key].get(sub) is not None]
+        return f"{statistics.mean(vals):.4f}" if vals else "-"
+
+    rows = ["| method | FLOPs ratio | test acc. after LS reconstruction | test acc. after fine-tune |",
+            "|---|---|---|---|"]
+    for key, label in (("uniform", "uniform (L1)"), ("amc", "AMC, DDPG"), ("rllib", "AMC, RLlib"),
+                       ("metapruning", "MetaPruning")):
+        if any(key in r for r in results):
+            rows.append(f"| {label} | {mean(key, 'flops_ratio')} | {mean(key, 'reconstructed')} | {mean(key, 'finetuned')} |")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    """Run the benchmark, print the table, write JSON and the reward plot if asked."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--episodes", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=15)
+    ap.add_argument("--rllib", choices=["ppo", "sac"], default=None)
+    ap.add_argument("--no-metapruning", dest="metapruning", action="store_false")
+    ap.add_argument("--pruningnet-steps", type=int, default=400)
+    ap.add_argument("--population", type=int, default=16)
+    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--topk", type=int, default=5)
+    ap.add_argument("--rank-encodings", type=int, default=20)
+    ap.add_argument("--train-epochs", type=float, default=10)
+    ap.add_argument("--finetune-epochs", type=float, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--replot", type=Path, default=None, help="print the table and plot from an earlier --json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = json.loads(args.replot.read_text()) if args.replot else []
+    for seed in [] if args.replot else args.seeds:
+        results.append(bench_seed(seed, args))
+        print(json.dumps({k: v for k, v in results[-1].items()}, default=str)[:2000], file=sys.stderr, flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1, default=str))
+    print(table(results))
+    for r in results:
+        line = (f"seed {r['seed']}: base {r['base_test']:.4f}; AMC reward warm-up {r['amc']['warmup_reward']:.4f} "
+                f"-> last 20% {r['amc']['last20_reward']:.4f}")
+        if "rllib" in r:
+            line += f"; RLlib last 20% {r['rllib']['last20_reward']:.4f}"
+        if "metapruning" in r:
+            m = r["metapruning"]
+            line += (f"; MetaPruning evolution best {m['evolution_best']:.4f} vs random best {m['random_best']:.4f} "
+                     f"({m['candidates']} each), Spearman {m['spearman']}")
+        print(line)
+    if args.plot:
+        plot_rewards(results, args.plot, args.warmup)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The real `secateurs serve` as a subprocess on a free port, with a temporary data dir and a
+small local Ray: used by the end-to-end tests and `bench/load.py`."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = "import sys; from service.cli import main; sys.exit(main())"
+
+
+class ServerProcess:
+    """`secateurs serve` as a real subprocess on a free port, in its own session so the local
+    Ray it starts can be killed with it; `kill()` is a SIGKILL of the whole group."""
+
+    def __init__(self, data_dir: Path, database_url: str | None = None, **env: str) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.env = {**os.environ, "SECATEURS_DATA_DIR": str(data_dir), "SECATEURS_RAY_NUM_CPUS": "2",
+                    "SECATEURS_EVAL_WORKERS": "2", "SECATEURS_HEARTBEAT_SECONDS": "1", "SECATEURS_STALE_AFTER_SECONDS": "4",
+                    "SECATEURS_POLL_SECONDS": "0.5", "SECATEURS_CANCEL_GRACE_SECONDS": "3", "RAY_ADDRESS": "",
+                    **env}
+        if database_url:
+            self.env["SECATEURS_DATABASE_URL"] = database_url
+        self.proc = None
+        self.log = data_dir.parent / f"server-{self.port}.log"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Run a `secateurs` command with this server's environment."""
+        return subprocess.run([sys.executable, "-c", CLI, *args], env={**self.env, "SECATEURS_URL": self.url},
+                              capture_output=True, text=True, timeout=300)
+
+    def start(self, timeout: float = 120) -> "ServerProcess":
+        import httpx
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
+                                     env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.kill()
+        raise RuntimeError(f"server did not answer in {timeout} s: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the server and everything in its session (its local Ray included)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        self._reap_group()
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), then make sure nothing of the session is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
