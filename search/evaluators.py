@@ -80,7 +80,7 @@ class Evaluator:
     def resources(self, model: nn.Module, policy: Mapping[str, float]) -> dict[str, Any]:
         """FLOPs, params, memory and (table) latency of a cut model."""
         if self.context.space is not None:
-            return self.context.space.resources(policy)
+            return self.context.space.resources(policy, model)
         shape = self.context.input_shape
         return {"flops": count_flops(model, shape), "params": count_params(model),
                 "memory_bytes": peak_memory_bytes(model, shape), "latency_ms": None}

@@ -123,18 +123,18 @@ class SearchSpace:
         return prune(model if model is not None else self.model, kept, crit, input_shape=self.input_shape,
                      calibration=calib if get_criterion(crit).needs_data else None, round_to=1)
 
-    def resources(self, policy: Mapping[str, float]) -> dict[str, float]:
+    def resources(self, policy: Mapping[str, float], cut: nn.Module | None = None) -> dict[str, float]:
         """`flops`, `params`, `memory_bytes` and `latency_ms` (lookup table; None without one)
-        of the network a policy gives, counted on the cut model."""
-        return self.count(self.kept(policy))
+        of the network a policy gives, counted on the cut model (`cut`, if already made)."""
+        return self.count(self.kept(policy), cut)
 
-    def count(self, kept: Mapping[str, int]) -> dict[str, float]:
+    def count(self, kept: Mapping[str, int], cut: nn.Module | None = None) -> dict[str, float]:
         """Resources of the network with `kept` channels per group (cached)."""
         key = tuple(int(kept[g.key]) for g in self.groups)
         if key not in self._cache:
-            if all(kept[g.key] == g.channels for g in self.groups):
+            if cut is None and all(kept[g.key] == g.channels for g in self.groups):
                 cut = self.model
-            else:
+            elif cut is None:
                 cut = prune(self.model, dict(kept), "l1", input_shape=self.input_shape)
             res: dict[str, Any] = {
                 "flops": count_flops(cut, self.input_shape), "params": count_params(cut),

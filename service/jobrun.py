@@ -85,10 +85,10 @@ class JobHooks:
             self._phase = str(ev.get("phase", ""))
             start = PHASE_SPANS.get(self._phase, (None, None))[0]
             self.store.update_progress(self.job_id, self.lease, phase=self._phase, progress=start)
-            self.store.add_event(self.job_id, "phase", f"phase: {self._phase}", _jsonable(ev))
+            self.store.add_event(self.job_id, "phase", f"phase: {self._phase}", dict(ev))
             return
         if kind == "stopped":
-            self.store.add_event(self.job_id, "stopped", "search stopped", _jsonable(ev))
+            self.store.add_event(self.job_id, "stopped", "search stopped", dict(ev))
             return
         now = time.monotonic()
         fraction = float(ev.get("fraction", 0.0) or 0.0)
@@ -113,10 +113,6 @@ class JobHooks:
 
         self.executor = RayExecutor(evaluator, self.evaluator_options, self.settings.eval_workers)
         return self.executor
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in d.items()}
 
 
 def public_summary(summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:

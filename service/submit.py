@@ -78,5 +78,6 @@ def check_feasible(config: dict[str, Any], path: str | None = None) -> None:
         SearchSpace(net, (c, size, size), config["target"], criterion=config["criterion"], **space_opts)
     except (SearchError, PruningError) as exc:
         raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc
-    except TypeError as exc:
-        raise SpecError(f"model.args: {exc}") from exc
+    except (TypeError, RuntimeError) as exc:
+        raise SpecError(f"model.args: cannot build {config['model']['zoo']} with these arguments: "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc

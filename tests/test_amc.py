@@ -3,6 +3,8 @@ the strategy through the core's `run_search` (budget met, episode count, exact r
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,7 +146,7 @@ def _search(model, digits, ev_name: str, target: str = "flops=0.5", **options):
     return space, make_evaluator(ev_name, ctx), make_strategy("amc", space, seed=0, **options)
 
 
-def test_amc_search_meets_budget_every_episode(trained_resnet, digits) -> None:
+def test_amc_search_meets_budget_every_episode(trained_resnet, digits, tmp_path) -> None:
     space, ev, strategy = _search(trained_resnet, digits, "reconstruct", episodes=4, warmup=2)
     events = []
     outcome = run_search(strategy, ev, batch_size=2, on_event=events.append)
@@ -153,6 +155,9 @@ def test_amc_search_meets_budget_every_episode(trained_resnet, digits) -> None:
     assert [r.meta["warmup"] for r in outcome.results] == [True, True, False, False]
     assert outcome.best is not None and outcome.best.score == max(r.score for r in outcome.results)
     assert "reward" in strategy.progress() and "noise" in events[-1]["phase"]
+    files = strategy.write_artifacts(tmp_path)
+    assert json.loads((tmp_path / "amc_rewards.json").read_text())["rewards"] == strategy.rewards
+    assert Path(files["amc_rewards_plot"]).stat().st_size > 0
 
 
 def test_amc_resumes_exactly(trained_convnet, digits) -> None:

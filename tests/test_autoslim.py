@@ -63,12 +63,13 @@ def test_greedy_keeps_the_least_harmful_step_and_meets_the_target(digits, supern
     for it in steps[:-1]:
         trials = [r for r in greedy if r.meta["iteration"] == it]
         assert 1 <= len(trials) == len({r.meta["group"] for r in trials}) <= len(space.keys)
-        chosen = max(trials, key=lambda r: r.score)
+        chosen = max(trials, key=lambda r: (r.score, -r.flops))  # ties: the smaller network
         for nxt in (r for r in greedy if r.meta["iteration"] == it + 1):
             diff = [k for k in chosen.meta["kept"] if nxt.meta["kept"][k] != chosen.meta["kept"][k]]
             assert diff == [nxt.meta["group"]]
     flops = [r.flops for r in outcome.results if r.phase == "start"] + \
-            [max((r for r in greedy if r.meta["iteration"] == it), key=lambda r: r.score).flops for it in steps]
+            [max((r for r in greedy if r.meta["iteration"] == it), key=lambda r: (r.score, -r.flops)).flops
+             for it in steps]
     assert flops == sorted(flops, reverse=True)
 
 

@@ -327,7 +327,8 @@ def standin() -> Iterator[tuple[str, dict[str, int]]]:
     import uvicorn
 
     hits: dict[str, int] = {}
-    srv = uvicorn.Server(uvicorn.Config(_standin_api(hits), host="127.0.0.1", port=_free_port(), log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(_standin_api(hits), host="127.0.0.1", port=_free_port(), log_level="warning",
+                                       timeout_graceful_shutdown=1))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:

@@ -141,3 +141,21 @@ def test_registry_lists_every_strategy_and_fails_only_when_asked() -> None:
         make_strategy("nope", space)
     with pytest.raises(SearchError, match="bad option"):
         make_strategy("uniform", space, bogus=1)
+
+
+def test_latency_target_uses_a_cached_lookup_table(tmp_path, monkeypatch, digits) -> None:
+    monkeypatch.setenv("SECATEURS_CACHE_DIR", str(tmp_path))
+    model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
+    space = SearchSpace(model, SHAPE, "latency=0.95")
+    tables = list((tmp_path / "latency").glob("*.json"))
+    assert len(tables) == 1
+    assert space.original["latency_ms"] > 0
+    small, big = space.resources({k: 0.8 for k in space.keys}), space.resources({k: 0.1 for k in space.keys})
+    assert small["latency_ms"] < big["latency_ms"] < space.original["latency_ms"]
+    stamp = tables[0].stat().st_mtime_ns
+    again = SearchSpace(model, SHAPE, "latency=0.95")  # same device and architecture: read from disk
+    assert tables[0].stat().st_mtime_ns == stamp
+    assert again.original["latency_ms"] == space.original["latency_ms"]
+    best = run_search(make_strategy("uniform", again), make_evaluator(
+        "plain", EvalContext(model, digits, SHAPE, space=again, val_batches=1))).best
+    assert best.latency_ms <= again.budget

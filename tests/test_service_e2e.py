@@ -2,7 +2,8 @@
 trained on digits, submit, follow, download, rebuild the pruned model and check its FLOPs
 meet the target and its accuracy is the one the job reported; cancel a running job; a job
 that fails shows its error; SIGKILL the server mid-job (PostgreSQL store), restart it, and
-the job resumes and completes with candidate ids that have no gaps or duplicates."""
+the job resumes (on exactly one of two servers sharing the database) and completes with
+candidate ids that have no gaps or duplicates."""
 from __future__ import annotations
 
 import time
@@ -10,7 +11,8 @@ import time
 import pytest
 
 from service.client import Client
-from test_service_support import ServerProcess, pg_schema_url, train_digits_convnet
+from service.devserver import ServerProcess
+from test_service_support import pg_schema_url, train_digits_convnet
 
 pytestmark = pytest.mark.slow
 
@@ -110,9 +112,15 @@ def test_failed_job_reports_a_clear_error(server, tmp_path):
     for cls in ("a", "b"):
         (folder / cls).mkdir(parents=True)
     client = Client(server.url, _token(server, "fail-team"))
-    job = client.submit({"model": {"zoo": "convnet"}, "data": {"name": "imagefolder", "path": str(folder)},
-                         "target": {"flops": 0.5}, "strategy": {"name": "uniform"}})
-    done = _wait(client, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=120)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"model: {{zoo: convnet}}\ndata: {{name: imagefolder, path: {folder}}}\n"
+                    "target: {flops: 0.5}\nstrategy: {name: uniform}\n")
+    submitted = server.cli("submit", str(spec), "--token", client.token)
+    assert submitted.returncode == 0, submitted.stderr
+    job = {"id": int(submitted.stdout.strip().splitlines()[-1])}
+    watched = server.cli("watch", str(job["id"]), "--token", client.token, "--poll", "0.5")
+    assert watched.returncode == 1 and "no images" in watched.stderr
+    done = client.job(job["id"])
     assert done["status"] == "failed" and "no images" in done["error"] and "\n" not in done["error"]
     assert "Traceback" in done["traceback"]
     status = server.cli("status", str(job["id"]), "--token", client.token)
@@ -137,9 +145,11 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             assert running["status"] == "running" and running["candidates_evaluated"] < 11
         finally:
             first.kill()
-        second = ServerProcess(tmp_path / "data", url)
+        # two servers now share the database: exactly one of them resumes the job
+        second, third = ServerProcess(tmp_path / "data", url), ServerProcess(tmp_path / "data", url)
         try:
             second.start()
+            third.start()
             client = Client(second.url, token)
             done = _wait(client, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=300)
             assert done["status"] == "succeeded", done
@@ -148,6 +158,8 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             assert [c["id"] for c in cands] == list(range(1, 12))
             assert sorted(c["proposal_id"] for c in cands) == list(range(11))
             kinds = [e["kind"] for e in client.events(job["id"])]
-            assert "requeued" in kinds and "resumed" in kinds and kinds[-1] == "succeeded"
+            assert kinds.count("started") == 2 and kinds.count("requeued") == 1 and kinds.count("resumed") == 1
+            assert kinds[-1] == "succeeded"
         finally:
             second.stop()
+            third.stop()

@@ -1,13 +1,11 @@
 """Helpers for the service tests (no tests here): a migrated store on a temporary SQLite file
-or in a fresh PostgreSQL schema, the real server as a subprocess, a briefly trained model."""
+or in a fresh PostgreSQL schema, and a briefly trained model."""
 from __future__ import annotations
 
 import uuid
 from typing import Iterator
 
 import pytest
-
-from service.devserver import ServerProcess  # noqa: F401 - re-exported for the tests
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

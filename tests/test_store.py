@@ -165,3 +165,17 @@ def test_release_requeues_at_once_or_cancels_if_asked(store):
     store.request_cancel(job.id, team)
     assert store.release(job.id, lease2, "server stopped") is True
     assert store.get_job(job.id).status == "cancelled"
+
+
+def test_json_columns_take_numpy_values_and_non_finite_floats(store):
+    import numpy as np
+
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    _, lease = store.claim_next()
+    r = {**_result(0), "policy": {"conv1": np.float32(0.5)}, "meta": {"n": np.int64(3), "bad": float("nan"), "t": (1, 2)}}
+    store.add_candidate(job.id, lease, r)
+    assert store.finish_job(job.id, lease, "succeeded", summary={"acc": np.float64(0.9), "inf": float("inf")})
+    c = store.list_candidates(job.id)[0]
+    assert c.policy == {"conv1": 0.5} and c.meta == {"n": 3, "bad": None, "t": [1, 2]}
+    assert store.get_job(job.id).summary == {"acc": 0.9, "inf": None}

@@ -77,7 +77,10 @@ class RayExecutor:
 
         ref = ray.put(base_payload(evaluator, evaluator_options))
         actor = ray.remote(EvalWorker).options(num_cpus=cpus_per_worker, max_restarts=0)
-        self.actors = [actor.remote(ref) for _ in range(max(1, n_workers))]
+        # never more actors than the cluster has CPUs for: an actor that cannot be placed
+        # would hold its share of every batch forever
+        fits = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-6)))
+        self.actors = [actor.remote(ref) for _ in range(max(1, min(n_workers, fits)))]
         self._next = 0
 
     def __call__(self, proposals: list[Proposal]) -> list[Result]:

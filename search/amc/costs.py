@@ -83,13 +83,11 @@ class CostModel:
         self.groups = list(groups)
         self.channels = {g.key: g.channels for g in groups}
         self.layers = layer_table(model, input_shape, groups)
-        layer_names = {layer.name for layer in self.layers}
         counted = sum(layer.weight_params + layer.bias_params for layer in self.layers)
         modules = dict(model.named_modules())
         self.bn_params = {g.key: sum(p.numel() for b in g.bns for p in modules[b].parameters()) for g in groups}
         bn_total = sum(self.bn_params.values())
         self.fixed_params = sum(p.numel() for p in model.parameters()) - counted - bn_total
-        self._layer_names = layer_names
         self.full_flops = self.flops({})
         self.full_params = self.params({})
 

@@ -23,6 +23,7 @@ METHODS = ("magnitude", "han", "lottery")
 
 
 def _progress(bar: Any) -> Any:
+    """A `progress` callback that moves a tqdm bar over [0, 1] and shows the latest figures."""
     def step(frac: float, info: dict) -> None:
         bar.n = round(frac, 4)
         bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in info.items()})
@@ -31,6 +32,7 @@ def _progress(bar: Any) -> Any:
 
 
 def _run(args: argparse.Namespace, model: Any, data: DataSplits, zoo_args: dict[str, Any], bar: Any) -> tuple[dict[str, Any], Any]:
+    """Run the chosen method in place on `model`; returns the report figures and the masks."""
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     out: dict[str, Any] = {}
     if args.method == "lottery":

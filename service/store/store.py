@@ -6,6 +6,7 @@ run whose lease was lost (requeued after a missed heartbeat) are refused."""
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import uuid
 from contextlib import contextmanager
@@ -24,6 +25,24 @@ TOKEN_PREFIX = "sct_"
 def hash_token(token: str) -> str:
     """The stored form of a token (SHA-256 hex; tokens are random, so no salt is needed)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe copy for a JSON column: numpy/torch scalars to Python numbers, tuples to
+    lists, NaN and infinities to None (PostgreSQL's JSON rejects them), other objects to str."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return value if not isinstance(value, float) or math.isfinite(value) else None
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        return plain(item())
+    tolist = getattr(value, "tolist", None)
+    return plain(tolist()) if callable(tolist) else str(value)
 
 
 def as_utc(dt: datetime | None) -> datetime | None:
@@ -208,10 +227,10 @@ class Store:
                 return None
             seq = job.candidates_evaluated + 1
             s.add(Candidate(job_id=job_id, seq=seq, proposal_id=pid, phase=str(result.get("phase", "search")),
-                            policy=result.get("policy", {}), score=float(result["score"]), flops=int(result.get("flops") or 0),
+                            policy=plain(result.get("policy", {})), score=float(result["score"]), flops=int(result.get("flops") or 0),
                             params=int(result.get("params") or 0), memory_bytes=int(result.get("memory_bytes") or 0),
                             latency_ms=result.get("latency_ms"), wall_seconds=float(result.get("wall_seconds") or 0.0),
-                            meta=result.get("meta") or {}))
+                            meta=plain(result.get("meta") or {})))
             job.candidates_evaluated = seq
             return seq
 
@@ -231,7 +250,7 @@ class Store:
             if progress is not None:
                 job.progress = max(job.progress, min(1.0, float(progress)))  # monotone, also across a resume
             if best is not None:
-                job.best = best
+                job.best = plain(best)
 
     def add_event(self, job_id: int, kind: str, message: str = "", data: dict[str, Any] | None = None) -> int:
         """Append an event to a job's log; returns its sequence number."""
@@ -242,7 +261,7 @@ class Store:
     @staticmethod
     def _event(s: Session, job_id: int, kind: str, message: str = "", data: dict[str, Any] | None = None) -> int:
         seq = (s.scalar(select(func.max(Event.seq)).where(Event.job_id == job_id)) or 0) + 1
-        s.add(Event(job_id=job_id, seq=seq, kind=kind[:32], message=message, data=data or {}))
+        s.add(Event(job_id=job_id, seq=seq, kind=kind[:32], message=message, data=plain(data or {})))
         return seq
 
     def save_checkpoint(self, job_id: int, lease: str, state: bytes) -> None:
@@ -273,7 +292,7 @@ class Store:
             job.status, job.finished_at, job.phase = status, utcnow(), status
             if status == "succeeded":
                 job.progress = 1.0
-            job.summary, job.error, job.traceback = summary, error, traceback
+            job.summary, job.error, job.traceback = plain(summary), error, traceback
             for a in artifacts or []:
                 s.add(Artifact(job_id=job_id, **a))
             msg = {"succeeded": "job succeeded", "cancelled": "job cancelled"}.get(status, f"job failed: {error}")

@@ -34,16 +34,11 @@ const fieldOf = (d) => ({
 // puts the list in `detail`; other errors are a string. All become one readable line plus
 // per-field messages.
 function describeError(status, body) {
-  const detail = body && (body.detail ?? body.error ?? body.message);
+  const detail = body && body.detail;
   if (typeof detail === "string" && Array.isArray(body.errors)) return new ApiError(status, detail, body.errors.map(fieldOf));
   if (Array.isArray(detail)) {
     const fields = detail.map(fieldOf);
     return new ApiError(status, fields.map((f) => (f.field ? `${f.field}: ${f.message}` : f.message)).join("; "), fields);
-  }
-  if (detail && typeof detail === "object") {
-    const msg = detail.message || detail.msg || JSON.stringify(detail);
-    const field = detail.field || (Array.isArray(detail.loc) ? detail.loc.join(".") : "");
-    return new ApiError(status, field ? `${field}: ${msg}` : msg, field ? [{ field, message: msg }] : []);
   }
   return new ApiError(status, detail ? String(detail) : `HTTP ${status}`);
 }
@@ -81,11 +76,10 @@ export async function request(method, path, body) {
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body);
 
-// A list endpoint may answer a bare list or {items|jobs|candidates|events: [...], ...}.
-export function itemsOf(data, key) {
+// A list endpoint answers a bare list (candidates, events, artifacts) or a page {items, total}.
+export function itemsOf(data) {
   if (Array.isArray(data)) return data;
-  if (!data) return [];
-  return data[key] || data.items || data.results || [];
+  return (data && data.items) || [];
 }
 
 // Downloads need the token too, so a plain link will not do: fetch, then save the blob.

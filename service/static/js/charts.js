@@ -30,8 +30,10 @@ const targetLinePlugin = {
     ctx.setLineDash([]);
     ctx.fillStyle = "#dc2626";
     ctx.font = "12px " + Chart.defaults.font.family;
-    ctx.textAlign = x > chartArea.right - 60 ? "right" : "left";
-    ctx.fillText(opts.label || "target", x + (ctx.textAlign === "left" ? 4 : -4), chartArea.top + 12);
+    const label = opts.label || "target";
+    // Left of the line when the label would run past the plot's right edge.
+    ctx.textAlign = x + 4 + ctx.measureText(label).width > chartArea.right ? "right" : "left";
+    ctx.fillText(label, x + (ctx.textAlign === "left" ? 4 : -4), chartArea.top + 12);
     ctx.restore();
   },
 };

@@ -112,11 +112,11 @@ export function mountJob(root, jobId) {
   }
 
   // Everything after `after`, a page at a time (a job may have thousands of candidates).
-  async function drain(path, after, key) {
+  async function drain(path, after) {
     const out = [];
     let cursor = after;
     for (let page = 0; page < 20; page++) {
-      const items = itemsOf(await get(`${base}/${path}?after=${cursor}&limit=${PAGE}`), key);
+      const items = itemsOf(await get(`${base}/${path}?after=${cursor}&limit=${PAGE}`));
       out.push(...items);
       if (items.length) cursor = Math.max(cursor, ...items.map(cursorOf));
       if (items.length < PAGE) break;
@@ -138,8 +138,8 @@ export function mountJob(root, jobId) {
     }
     const wasFinal = state.job !== null && FINAL.has(state.job.status);
     const job = normJob(raw);
-    const cands = await drain("candidates", state.candAfter, "candidates");
-    const evs = await drain("events", state.evAfter, "events");
+    const cands = await drain("candidates", state.candAfter);
+    const evs = await drain("events", state.evAfter);
     if (!alive) return false; // the user left this page while the requests were in flight
     state.job = job;
     state.candAfter = cands.cursor;
@@ -152,7 +152,7 @@ export function mountJob(root, jobId) {
     const final = FINAL.has(job.status);
     if (final && job.status === "succeeded" && state.artifacts === null) {
       try {
-        state.artifacts = itemsOf(await get(`${base}/artifacts`), "artifacts");
+        state.artifacts = itemsOf(await get(`${base}/artifacts`));
       } catch {
         state.artifacts = [];
       }

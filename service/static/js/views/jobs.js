@@ -95,7 +95,7 @@ export function mountJobs(root) {
       error.hidden = false;
       return true;
     }
-    const jobs = itemsOf(data, "jobs").map(normJob);
+    const jobs = itemsOf(data).map(normJob);
     const seen = new Set();
     let before = null;
     // Walk the API's order from the bottom, inserting/moving rows only where needed.

@@ -64,7 +64,7 @@ export function mountSubmit(root) {
   const finetuneEpochs = el("input", { id: "finetune-epochs", name: "finetune-epochs", type: "number", min: "0", step: "any", placeholder: "API default" });
   const trainEpochs = el("input", { id: "train-epochs", name: "train-epochs", type: "number", min: "0", step: "any", placeholder: "API default" });
   const priority = el("input", { id: "priority", name: "priority", type: "number", min: "-100", max: "100", value: "0" });
-  const summary = el("div", { class: "error-box", id: "submit-error", role: "alert", hidden: true });
+  const summary = el("div", { class: "error-box", id: "submit-error", role: "alert", tabindex: "-1", hidden: true });
   const submitBtn = el("button", { type: "submit", class: "primary", id: "submit" }, "Submit job");
 
   const form = el(
@@ -99,8 +99,8 @@ export function mountSubmit(root) {
       "fieldset",
       {},
       el("legend", {}, "Training"),
-      field("Fine-tune epochs", "finetune-epochs", finetuneEpochs),
-      field("Pre-train epochs (zoo model)", "train-epochs", trainEpochs),
+      field("Fine-tune epochs", "finetune-epochs", finetuneEpochs, "blank keeps all the API's fine-tune defaults; a value sends {epochs} alone"),
+      field("Pre-train epochs (zoo model)", "train-epochs", trainEpochs, "blank keeps the API's training defaults"),
       field("Priority", "priority", priority, "higher runs first"),
     ),
     el("div", { class: "actions" }, submitBtn, el("a", { href: "#/jobs", class: "button" }, "Back to jobs")),
@@ -156,7 +156,7 @@ export function mountSubmit(root) {
         first = first || input;
       }
     }
-    (first || summary).focus?.();
+    (first || summary).focus();
   }
 
   function targetOf() {

@@ -1,0 +1,6 @@
+"""`python -m service.cli` runs the `secateurs` command line."""
+import sys
+
+from . import main
+
+sys.exit(main())
