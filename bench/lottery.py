@@ -1,12 +1,13 @@
 """Lottery Ticket on the convnet / digits: dense vs rewound ticket vs random reinit, over seeds.
 
 Run by hand:  .venv/bin/python bench/lottery.py [--sparsity 0.8] [--rounds 4] [--epochs 8] [--seeds 0 1 2]
+              [--data fashion-mnist --subset 3000]
 
 For each seed: build the convnet (seed s), run `pruning.unstructured.lottery_ticket`
 (iterative magnitude pruning, per-layer masks, survivors rewound to their initial values,
 `--rewind-step` for late rewinding), and train the final mask from a fresh initialisation
 (seed s + 100) as the control. Every training run uses the same schedule (SGD + cosine,
-`--epochs` per round). Accuracies are on the digits test split; prints mean and std.
+`--epochs` per round). Accuracies are on the data set's test split; prints mean and std.
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ from pruning.unstructured import lottery_ticket, sparsity  # noqa: E402
 def run_seed(seed: int, args: argparse.Namespace, data) -> dict:
     """Dense, ticket and reinit accuracies of one seed."""
     torch.manual_seed(seed)
-    model = build_model("convnet", num_classes=10, in_channels=1, input_size=16)
+    shape = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
+    model = build_model("convnet", **shape)
     torch.manual_seed(seed + 100)
-    control = build_model("convnet", num_classes=10, in_channels=1, input_size=16)
+    control = build_model("convnet", **shape)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=64, seed=seed)
     res = lottery_ticket(model, data.train, args.sparsity, args.rounds, cfg, args.scope, args.rewind_step,
                          control, data.test)
@@ -58,13 +60,17 @@ def main() -> int:
     ap.add_argument("--rewind-step", type=int, default=0)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--subset", type=int, default=None, help="seeded subset of the training split")
+    ap.add_argument("--input-size", type=int, default=16)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_dataset("digits", input_size=16, seed=0)
+    data = load_dataset(args.data, input_size=args.input_size, seed=0, subset=args.subset)
     t0 = time.time()
     rows = [run_seed(s, args, data) for s in args.seeds]
-    print(f"convnet on digits (16x16, test split of {len(data.test)} images), {args.sparsity:.0%} sparsity in "
+    print(f"convnet on {args.data} ({data.input_size}x{data.input_size}, {len(data.train)} training images, "
+          f"test split of {len(data.test)} images), {args.sparsity:.0%} sparsity in "
           f"{args.rounds} rounds ({args.scope} masks), {args.epochs:g} epochs per training, rewind step {args.rewind_step}, "
           f"seeds {args.seeds}, {time.time() - t0:.0f} s\n")
     print("| network | test accuracy % (mean ± std) | per seed |")

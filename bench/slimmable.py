@@ -61,25 +61,27 @@ def uniform_width_for(net, shape, budget: float) -> float:
 
 
 def run_seed(a: argparse.Namespace, seed: int, widths: list[float]) -> dict[str, Any]:
-    data = load_dataset(a.data, input_size=a.input_size, seed=0)
+    data = load_dataset(a.data, input_size=a.input_size, seed=0, subset=a.subset)
     shape = (data.in_channels, data.input_size, data.input_size)
     zargs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
     calib = calibration_batches(data.train, 8, 64, seed)
     tcfg = TrainConfig(epochs=a.epochs, lr=a.lr, seed=seed)
     out: dict[str, Any] = {"seed": seed}
-
-    log(f"seed {seed}: switchable-BN slimmable {a.model}")
-    torch.manual_seed(seed)
-    net = make_slimmable(build_model(a.model, **zargs), shape, widths, zoo=a.model, zoo_args=zargs)
-    train_slimmable(net, data.train, SlimTrainConfig(epochs=a.epochs, lr=a.lr, seed=seed), device="cpu")
-    out["slimmable"] = {str(w): evaluate_config(net, data.test, w) for w in widths}
-    out["alone"] = {}
-    for w in widths:
-        log(f"seed {seed}: width {w} alone")
+    if a.only_autoslim:
+        out.update(slimmable={}, alone={})
+    else:
+        log(f"seed {seed}: switchable-BN slimmable {a.model}")
         torch.manual_seed(seed)
-        m = build_model(a.model, width=w, **zargs)
-        train(m, data.train, tcfg, device="cpu")
-        out["alone"][str(w)] = evaluate(m, data.test)
+        net = make_slimmable(build_model(a.model, **zargs), shape, widths, zoo=a.model, zoo_args=zargs)
+        train_slimmable(net, data.train, SlimTrainConfig(epochs=a.epochs, lr=a.lr, seed=seed), device="cpu")
+        out["slimmable"] = {str(w): evaluate_config(net, data.test, w) for w in widths}
+        out["alone"] = {}
+        for w in widths:
+            log(f"seed {seed}: width {w} alone")
+            torch.manual_seed(seed)
+            m = build_model(a.model, width=w, **zargs)
+            train(m, data.train, tcfg, device="cpu")
+            out["alone"][str(w)] = evaluate(m, data.test)
 
     log(f"seed {seed}: universally slimmable {a.model}")
     torch.manual_seed(seed)
@@ -140,7 +142,7 @@ def mean_std(xs: list[float]) -> str:
 def tables(runs: list[dict[str, Any]], widths: list[float], a: argparse.Namespace) -> str:
     lines = [f"Model `{a.model}` on `{a.data}`, {a.epochs:g} epochs, seeds {a.seeds} (test accuracy %, mean ± std).", ""]
     lines += ["| width | slimmable (switchable BN, trained once) | trained alone | difference |", "|---|---|---|---|"]
-    for w in widths:
+    for w in widths if not a.only_autoslim else []:
         s = [r["slimmable"][str(w)] for r in runs]
         al = [r["alone"][str(w)] for r in runs]
         lines.append(f"| {w:g} | {mean_std(s)} | {mean_std(al)} | {100 * (statistics.mean(s) - statistics.mean(al)):+.2f} |")
@@ -174,6 +176,8 @@ def main() -> None:
     p.add_argument("--model", default="convnet")
     p.add_argument("--data", default="digits")
     p.add_argument("--input-size", type=int, default=16)
+    p.add_argument("--subset", type=int, help="training images kept (fashion-mnist, cifar10)")
+    p.add_argument("--only-autoslim", action="store_true", help="skip table 1 (switchable BN vs. alone)")
     p.add_argument("--widths", default="0.25,0.5,0.75,1.0")
     p.add_argument("--epochs", type=float, default=6)
     p.add_argument("--lr", type=float, default=0.05)

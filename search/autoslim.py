@@ -218,6 +218,8 @@ class AutoSlimStrategy(SpaceStrategy):
         self.iteration = int(state["iteration"])
         self.started, self.finished = bool(state["started"]), bool(state["finished"])
         self.queue = [Proposal(**d) for d in state["queue"]]
+        queued = {p.id for p in self.queue}  # numbered (hence outstanding) but never asked: not reissued
+        self._reissue = [p for p in self._reissue if p.id not in queued]
         self.step_results = [result_from_state(d) for d in state["step_results"]]
         self.trajectory = [result_from_state(d) for d in state["trajectory"]]
         self._final = None if state["final"] is None else result_from_state(state["final"])

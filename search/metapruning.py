@@ -158,6 +158,7 @@ class GeneratedNetwork(nn.Module):
         self.masks = dict(net._masks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the generated network (BN in this module's train/eval mode)."""
         self.net._masks = self.masks
         self.net.template.train(self.training)
         return functional_call(self.net.template, self.params, (x,), strict=False)
@@ -392,6 +393,7 @@ class MetaPruningStrategy(SpaceStrategy):
 
     # ---- ask/tell -----------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Proposal]:
+        """One training chunk at a time, then the current generation's encodings."""
         again = self._reissued(n)
         if again:
             return again
@@ -413,6 +415,7 @@ class MetaPruningStrategy(SpaceStrategy):
         return out
 
     def tell(self, results: list[Result]) -> None:
+        """Count trained steps; record each encoding's score for selection."""
         for r in self._accept(results):
             if r.phase == "train":
                 self.trained = max(self.trained, int(r.meta.get("train_to", self.trained)))

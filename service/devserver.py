@@ -25,7 +25,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = {**os.environ, "SECATEURS_DATA_DIR": str(data_dir), "SECATEURS_RAY_NUM_CPUS": "2",
-                    "SECATEURS_EVAL_WORKERS": "2", "SECATEURS_HEARTBEAT_SECONDS": "1", "SECATEURS_STALE_AFTER_SECONDS": "4",
+                    "SECATEURS_EVAL_WORKERS": "2", "SECATEURS_HEARTBEAT_SECONDS": "1", "SECATEURS_STALE_AFTER_SECONDS": "10",
                     "SECATEURS_POLL_SECONDS": "0.5", "SECATEURS_CANCEL_GRACE_SECONDS": "3", "RAY_ADDRESS": "",
                     **env}
         if database_url:

@@ -139,8 +139,6 @@ def resume_state(store: Store, job_id: int) -> dict[str, Any] | None:
 
 def run_job(db_url: str, job_id: int, lease: str, settings: dict[str, Any]) -> str:
     """Run (or resume) one job to a final status; returns that status."""
-    from search.pipeline import run_pipeline
-
     cfg = Settings(**settings)
     store = Store(db_url)
     job = store.get_job(job_id)
@@ -149,6 +147,8 @@ def run_job(db_url: str, job_id: int, lease: str, settings: dict[str, Any]) -> s
     beat.start()
     out_dir = cfg.data_dir / "jobs" / str(job_id)
     try:
+        from search.pipeline import run_pipeline  # heavy imports only once the heartbeat runs
+
         resume = resume_state(store, job_id)
         if resume is not None:
             store.add_event(job_id, "resumed", f"resuming from a checkpoint with {len(resume['results'])} stored candidates")

@@ -10,8 +10,9 @@ import torch
 
 from pruning import build_model
 from pruning.data import calibration_batches
-from pruning.export import load_weights
-from pruning.slimmable import SlimTrainConfig, evaluate_config, load_supernet, make_slimmable, save_supernet, train_slimmable
+from pruning.export import load_model, load_weights
+from pruning.slimmable import (SlimTrainConfig, calibrate_bn, evaluate_config, load_supernet, make_slimmable,
+                               save_supernet, train_slimmable)
 from search.autoslim import AutoSlimStrategy
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
@@ -144,6 +145,14 @@ def test_cli_train_then_search_autoslim(digits, tmp_path, capsys) -> None:
         evaluate_config(net, digits.test, summary["kept_channels"], calib))
     full_calib = calibration_batches(digits.train, 8, 64, 0)  # what `slimmable train` calibrated with
     assert summary["accuracy_before"] == pytest.approx(evaluate_config(net, digits.test, 1.0, full_calib))
+    rc = main(["slimmable", "export", "--supernet", str(sn), "--width", "0.5", "--out", str(tmp_path / "w05"), "--json"])
+    assert rc == 0
+    capsys.readouterr()
+    x = digits.test.tensors[0][:8]
+    net.set_width(0.5)
+    calibrate_bn(net, full_calib)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "w05")(x), net(x), atol=1e-5, rtol=1e-4)
     rc = main(["search", "--model", "resnet20", "--strategy", "autoslim", "--option", f"supernet={sn}",
                "--target", "flops=0.5", "--out", str(tmp_path / "bad")])
     assert rc == 2

@@ -34,7 +34,7 @@ def setup(digits):
     model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
     train(model, digits.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
     model.eval()
-    calib = calibration_batches(digits.train, 2, 64, seed=0)
+    calib = calibration_batches(digits.train, 1, 64, seed=0)
     return model, calib
 
 
@@ -47,7 +47,7 @@ def _search(model, digits, calib, name: str, target: str = "flops=0.5", seed: in
     if key not in SPACES:
         SPACES[key] = SearchSpace(model, SHAPE, target, calibration=calib)
     space = SPACES[key]
-    ctx = EvalContext(model, digits, SHAPE, calibration=calib, space=space, val_batches=1, seed=seed)
+    ctx = EvalContext(model, digits, SHAPE, calibration=calib, space=space, val_batches=1, batch_size=128, seed=seed)
     ev_name = strategy_class(name).default_evaluator
     ev = make_evaluator(ev_name, ctx, **EVAL_OPTIONS.get(ev_name, {}))
     strategy = make_strategy(name, space, seed=seed, **OPTIONS[name])

@@ -152,7 +152,7 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             third.start()
             client = Client(second.url, token)
             done = _wait(client, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=300)
-            assert done["status"] == "succeeded", done
+            assert done["status"] == "succeeded", (done["error"], done["traceback"], client.events(job["id"]))
             assert done["attempts"] == 2
             cands = client.candidates(job["id"])
             assert [c["id"] for c in cands] == list(range(1, 12))

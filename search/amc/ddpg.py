@@ -72,11 +72,13 @@ class ReplayBuffer:
         return self.states[idx], self.actions[idx], self.rewards[idx], self.next_states[idx], self.dones[idx]
 
     def state_dict(self) -> dict[str, Any]:
+        """The stored transitions (only the filled part) and the write position."""
         return {"states": self.states[: self.size].clone(), "actions": self.actions[: self.size].clone(),
                 "rewards": self.rewards[: self.size].clone(), "next_states": self.next_states[: self.size].clone(),
                 "dones": self.dones[: self.size].clone(), "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
         n = len(state["rewards"])
         self.states[:n], self.actions[:n], self.rewards[:n] = state["states"], state["actions"], state["rewards"]
         self.next_states[:n], self.dones[:n] = state["next_states"], state["dones"]
@@ -178,6 +180,7 @@ class DDPG:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
         for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt"):
             getattr(self, name).load_state_dict(state[name])
         self.buffer.load_state_dict(state["buffer"])

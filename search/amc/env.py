@@ -136,6 +136,7 @@ class PruningEnv(gym.Env):
         return min(hi, self.space.rate_for_kept(key, low)), hi
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode at the first searchable group."""
         super().reset(seed=seed)
         self.t = 0
         self.rates: dict[str, float] = {}
@@ -148,6 +149,8 @@ class PruningEnv(gym.Env):
         return float(min(hi, max(lo, float(action))))
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Clamp the action into this group's rate, move to the next group; the last step
+        returns the reward (see the module doc) and the policy in `info`."""
         raw = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         rate = self.clamp(raw)
         key = self.keys[self.t]

@@ -27,6 +27,7 @@ class ReconstructEvaluator(Evaluator):
         self.last_fits: list = []
 
     def cut(self, policy: Mapping[str, float]) -> nn.Module:
+        """The cut copy with every layer that reads a cut group re-solved by least squares."""
         ctx = self.context
         if not ctx.calibration:
             raise SearchError("the reconstruct evaluator needs calibration batches from the training split")
@@ -36,6 +37,7 @@ class ReconstructEvaluator(Evaluator):
         return model
 
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        """Validation accuracy (after adaptive BN if asked)."""
         if self.adaptive_bn:
             recalibrate_bn(model, self.context.calibration)
         return self.validate(model)

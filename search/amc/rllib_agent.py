@@ -36,6 +36,7 @@ class _Bridge:
         self.closed = threading.Event()
 
     def evaluate(self, policy: dict[str, float]) -> float:
+        """The reward of an episode's policy, from the strategy's `tell` (0 once closed)."""
         if self.closed.is_set():
             return 0.0
         self.policies.put(policy)

@@ -112,6 +112,7 @@ class AMCStrategy(SpaceStrategy):
         return self.rllib
 
     def ask(self, n: int = 1) -> list[Proposal]:
+        """Up to `n` episodes during warm-up, then one at a time."""
         again = self._reissued(n)
         if again:
             return again
@@ -124,6 +125,7 @@ class AMCStrategy(SpaceStrategy):
         return out
 
     def tell(self, results: list[Result]) -> None:
+        """Reward each told episode's transitions and, after warm-up, update the agent."""
         for r in self._accept(results):
             resource = getattr(r, self.space.target.resource_key) or 0.0
             reward = reward_value(self.reward_kind, r.score, float(resource))

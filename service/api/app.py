@@ -3,7 +3,6 @@ migrations applied at start, validation errors as one readable line (plus the de
 from __future__ import annotations
 
 import importlib
-import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,8 +13,6 @@ from fastapi.responses import JSONResponse
 from ..config import Settings, get_settings
 from ..store import Store
 from . import health, jobs, meta, models
-
-log = logging.getLogger(__name__)
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -67,9 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "follow its candidates, download the pruned model.")
     app.state.settings, app.state.store = settings, store
     app.state.wake_scheduler = lambda: None
-    from .health import metrics_registry
-
-    app.state.metrics = metrics_registry(store)
+    app.state.metrics = health.metrics_registry(store)
     app.add_exception_handler(RequestValidationError, validation_error)
     for r in (health.router, meta.router, models.router, jobs.router):
         app.include_router(r)
