@@ -55,6 +55,7 @@ class DependencyGraph:
         self.model = model
         self.example_inputs = example_inputs
         names = {m: n for n, m in model.named_modules()}
+        self._names = names
         order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         modules = dict(model.named_modules())
         ignored_modules = [modules[n] for n in (ignored or []) if n in modules]
@@ -102,14 +103,13 @@ class DependencyGraph:
     def following_bn(self, member: str) -> str | None:
         """The BatchNorm that directly consumes a member layer's output, if any (where
         data-dependent criteria read activations: after BN, before the ReLU)."""
-        module = dict(self.model.named_modules()).get(member)
+        module = next((m for m, n in self._names.items() if n == member), None)
         node = self.dg.module2node.get(module) if module is not None else None
         if node is None:
             return None
-        names = {m: n for n, m in self.model.named_modules()}
         for out in node.outputs:
-            if isinstance(out.module, nn.modules.batchnorm._BatchNorm) and out.module in names:
-                return names[out.module]
+            if isinstance(out.module, nn.modules.batchnorm._BatchNorm) and out.module in self._names:
+                return self._names[out.module]
         return None
 
     def prune_group(self, key: str, idxs: list[int]) -> None:

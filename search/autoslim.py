@@ -8,9 +8,10 @@ calibration (`shared-weights` evaluator), and the change that loses the least ac
 kept. Steps repeat until the target (FLOPs, params, memory or latency) is met. Every trial
 is a candidate, so the whole trajectory is recorded.
 
-Simplification: the paper removes a fixed fraction per step and stops at the first
-configuration under the budget; we also trim the last step of the chosen group to the
-fewest channels that still meet the budget, so the result lands close to the target.
+Addition to the paper, which stops at the first configuration under the budget: the last
+step of the chosen group is trimmed to the fewest channels that still meet the budget, then
+single channels are added back greedily (each round scores every group that can take one
+more channel within the budget and keeps the best), so the result lands just under the target.
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ class AutoSlimStrategy(SpaceStrategy):
         self.floor = {k: max(lowest[k], width_channels(groups[k], min_w)) for k in space.keys}
         self.step_size = {k: max(1, int(round(step * groups[k])) if step < 1 else int(step)) for k in space.keys}
         self.kept = {k: width_channels(groups[k], max_w) for k in space.keys}
+        self.ceiling = dict(self.kept)
         self.iteration = 0
         self.queue: list[Proposal] = []
         self.step_results: list[Result] = []
@@ -129,18 +131,42 @@ class AutoSlimStrategy(SpaceStrategy):
                 return trial
         return kept
 
+    def _fills(self) -> list[Proposal]:
+        """One more channel for each group that can take it within the budget."""
+        out = []
+        for k in self.space.keys:
+            trial = {**self.kept, k: self.kept[k] + 1}
+            if self.kept[k] < self.ceiling[k] and self.space.feasible(self._policy(trial)):
+                out.append(self._proposal(trial, "fill", group=k))
+        return out
+
+    def _fill_from(self, result: Result) -> None:
+        """`result` meets the budget: it is the answer unless channels can be added back."""
+        self.kept = {k: int(v) for k, v in result.meta["kept"].items()}
+        self._final = result
+        self.queue = self._fills()
+        if not self.queue:
+            self._finish(result)
+
     def _advance(self) -> None:
         """All trials of a step are told: keep the best and queue the next step (or finish)."""
         key = self.space.target.resource_key
-        chosen = max(self.step_results, key=lambda r: (r.score, -float(getattr(r, key) or 0.0)))
+        filling = self.step_results[0].phase == "fill"
+        sign = 1.0 if filling else -1.0  # ties: the smaller network when removing, the larger when adding
+        chosen = max(self.step_results, key=lambda r: (r.score, sign * float(getattr(r, key) or 0.0)))
         self.step_results = []
         self.iteration += 1
+        if filling:
+            self.trajectory.append(chosen)
+            self._fill_from(chosen)
+            return
         if self.space.feasible(chosen.policy):
             trimmed = self._trimmed(chosen)
             if trimmed != chosen.meta["kept"]:
                 self.queue = [self._proposal(trimmed, "final", group=chosen.meta.get("group"))]
                 return
-            self._finish(chosen)
+            self.trajectory.append(chosen)
+            self._fill_from(chosen)
             return
         self.kept = {k: int(v) for k, v in chosen.meta["kept"].items()}
         self.trajectory.append(chosen)
@@ -151,7 +177,6 @@ class AutoSlimStrategy(SpaceStrategy):
 
     def _finish(self, result: Result) -> None:
         self.kept = {k: int(v) for k, v in result.meta["kept"].items()}
-        self.trajectory.append(result)
         self._final = result
         self.finished = True
 
@@ -170,7 +195,8 @@ class AutoSlimStrategy(SpaceStrategy):
     def tell(self, results: list[Result]) -> None:
         for r in self._accept(results):
             if r.phase == "final":
-                self._finish(r)
+                self.trajectory.append(r)
+                self._fill_from(r)
             elif r.phase == "start":
                 self.trajectory.append(r)
                 if self.space.feasible(r.policy):

@@ -136,7 +136,10 @@ class JobSpec(_Spec):
     seed: int = Field(0, ge=0)
     priority: int = Field(0, ge=-100, le=100, description="higher runs first; ties by age")
 
-    _check_target = field_validator("target", mode="before")(classmethod(lambda cls, v: _target(v)))
+    @field_validator("target", mode="before")
+    @classmethod
+    def _valid_target(cls, v: Any) -> dict[str, Any]:
+        return _target(v)
 
     @field_validator("strategy")
     @classmethod

@@ -51,7 +51,7 @@ def test_greedy_keeps_the_least_harmful_step_and_meets_the_target(digits, supern
     best = outcome.best
     assert strategy.done and best is not None
     frac = space.fraction(best.policy)
-    assert 0.49 <= frac <= 0.5  # meets the target, within 1 % of it
+    assert 0.495 <= frac <= 0.5  # meets the target, within 1 % of it
     # every candidate was scored with the shared weights: re-scoring one gives the same number
     net = load_supernet(supernet_dir)
     calib = calibration_batches(digits.train, 4, 64, 0)
@@ -138,7 +138,7 @@ def test_cli_train_then_search_autoslim(digits, tmp_path, capsys) -> None:
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["strategy"] == "autoslim" and summary["evaluator"] == "shared-weights"
-    assert 0.49 * summary["flops_before"] <= summary["flops_after"] <= 0.5 * summary["flops_before"]
+    assert 0.495 * summary["flops_before"] <= summary["flops_after"] <= 0.5 * summary["flops_before"]
     net = load_supernet(sn)
     calib = calibration_batches(digits.train, 4, 64, 0)
     assert summary["accuracy_pruned"] == pytest.approx(

@@ -73,7 +73,7 @@ def test_slimming_cuts_a_zero_gamma_first_and_penalty_is_l1_on_gammas() -> None:
 
     penalty = slimming_penalty(1e-3)
     loss = penalty(model)
-    assert float(loss.detach()) == pytest.approx(1e-3 * float(model.bn.weight.abs().sum()))
+    assert float(loss.detach()) == pytest.approx(1e-3 * float(model.bn.weight.detach().abs().sum()))
     loss.backward()
     torch.testing.assert_close(model.bn.weight.grad, 1e-3 * torch.sign(model.bn.weight.detach()))
 

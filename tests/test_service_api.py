@@ -155,6 +155,8 @@ def test_upload_checks_size_format_and_fit_and_stores_sha256(api):
     for file, form, code, words in cases:
         r = client.post("/v1/models", data=form, files={"file": file}, headers=a)
         assert r.status_code == code and words in r.json()["detail"], (file[0], r.text)
+    r = client.post("/v1/models", data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)}, headers=a)
+    assert r.status_code == 422 and "file" in r.json()["detail"]
     assert _counts(store, settings) == (0, 0, 0)
     pickled = io.BytesIO()
     torch.save({"evil": object()}, pickled)

@@ -6,6 +6,7 @@ the job resumes (on exactly one of two servers sharing the database) and complet
 candidate ids that have no gaps or duplicates."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -105,6 +106,8 @@ def test_cancel_stops_a_running_job_within_seconds(server, weights):
     n = done["candidates_evaluated"]
     time.sleep(1.5)
     assert client.job(job["id"])["candidates_evaluated"] == n < 500
+    listed = server.cli("jobs", "--status", "cancelled", "--json", "--token", client.token)
+    assert [j["id"] for j in json.loads(listed.stdout.strip().splitlines()[-1])["items"]] == [job["id"]]
 
 
 def test_failed_job_reports_a_clear_error(server, tmp_path):
@@ -157,6 +160,7 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             cands = client.candidates(job["id"])
             assert [c["id"] for c in cands] == list(range(1, 12))
             assert sorted(c["proposal_id"] for c in cands) == list(range(11))
+            assert all(c["meta"].get("worker_pid") for c in cands)  # evaluated on the Ray actors
             kinds = [e["kind"] for e in client.events(job["id"])]
             assert kinds.count("started") == 2 and kinds.count("requeued") == 1 and kinds.count("resumed") == 1
             assert kinds[-1] == "succeeded"

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..bn import recalibrate_bn
 from ..criteria import Criterion, register_criterion
-from ..cut import example_input, prune
+from ..cut import example_input, kept_channels, prune
 from ..errors import PruningError
 from ..graph import ChannelGroup, DependencyGraph
 from .layers import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, plain_copy
@@ -174,8 +174,6 @@ class SlimmableNet(nn.Module):
 
     def policy_to_config(self, policy: Mapping[str, float | int]) -> Config:
         """Kept counts of a policy (rates or counts), as `pruning.cut.kept_channels` computes them."""
-        from ..cut import kept_channels
-
         return {k: kept_channels(c, policy.get(k, 0.0)) for k, c in self.group_channels.items()}
 
     # -- plain models ----------------------------------------------------------------------------
