@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def run_backend(backend: str, pollers: int, seconds: float) -> dict:
         return stats
     finally:
         srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
         if schema:
             import psycopg
 

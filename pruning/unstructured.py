@@ -215,7 +215,9 @@ def lottery_ticket(model: nn.Module, train_data: Dataset, target: float, rounds:
     model and accuracy are in `extra`. `model` ends as the trained ticket; the untrained
     ticket itself (final mask applied to the rewound weights) is `extra["ticket_state"]`.
 
-    BN and biases are never masked (as in the paper); `history[0]` is the dense network."""
+    BN and biases are never masked (as in the paper); `history[0]` is the dense network.
+    Simplification: the classifier is pruned at the same rate as the rest (the paper uses
+    half the rate for the output layer)."""
     cfg = train_config or TrainConfig(epochs=10)
     amounts = round_amounts(target, rounds)
     init_state = copy.deepcopy(model.state_dict())

@@ -51,7 +51,7 @@ class JobHooks:
         self.executor: Any = None
         self._phase = ""
         self._last_progress = 0.0
-        self._best: float | None = None
+        self.best_score: float | None = None
 
     def heartbeat_loop(self) -> None:
         """Beat until stopped; flag a cancel or a lost lease."""
@@ -74,8 +74,8 @@ class JobHooks:
     def on_result(self, result: Any) -> None:
         d = asdict(result)
         self.store.add_candidate(self.job_id, self.lease, d)
-        if self._best is None or d["score"] > self._best:
-            self._best = d["score"]
+        if self.best_score is None or d["score"] > self.best_score:
+            self.best_score = d["score"]
             self.store.update_progress(self.job_id, self.lease, best={k: d[k] for k in (
                 "proposal_id", "score", "flops", "params", "memory_bytes", "latency_ms", "phase")})
 
@@ -143,6 +143,7 @@ def run_job(db_url: str, job_id: int, lease: str, settings: dict[str, Any]) -> s
     store = Store(db_url)
     job = store.get_job(job_id)
     hooks = JobHooks(store, job_id, lease, cfg, (job.config.get("evaluator") or {}).get("options") or {})
+    hooks.best_score = (job.best or {}).get("score")  # a resumed run keeps the best so far
     beat = threading.Thread(target=hooks.heartbeat_loop, name=f"heartbeat-{job_id}", daemon=True)
     beat.start()
     out_dir = cfg.data_dir / "jobs" / str(job_id)

@@ -144,11 +144,35 @@ class JobSpec(_Spec):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: NamedSpec) -> NamedSpec:
-        from search.registry import list_strategies
+        from search.registry import list_strategies, strategy_class
 
         names = list_strategies()
         if v.name not in names:
             raise ValueError(f"unknown strategy {v.name!r}; choose one of: {', '.join(names)}")
+        try:
+            _check_options(strategy_class(v.name), v.options, f"strategy {v.name!r}", skip=("space", "seed"))
+        except SearchError as exc:
+            raise ValueError(str(exc)) from exc
+        return v
+
+    @field_validator("evaluator")
+    @classmethod
+    def _known_evaluator(cls, v: EvaluatorSpec) -> EvaluatorSpec:
+        if v.name is None:
+            return v
+        import importlib
+
+        from search import evaluators
+
+        if v.name not in evaluators.list_evaluators():
+            raise ValueError(f"unknown evaluator {v.name!r}; choose one of: {', '.join(evaluators.list_evaluators())}")
+        if v.name not in evaluators.EVALUATORS:
+            try:
+                importlib.import_module(evaluators.LAZY_EVALUATORS[v.name])
+            except ImportError as exc:
+                raise ValueError(f"evaluator {v.name!r} is not available: {exc}") from exc
+        if v.name in evaluators.EVALUATORS:
+            _check_options(evaluators.EVALUATORS[v.name], v.options, f"evaluator {v.name!r}", skip=("context",))
         return v
 
     @field_validator("criterion")
@@ -159,6 +183,19 @@ class JobSpec(_Spec):
         if v not in CRITERIA:
             raise ValueError(f"unknown criterion {v!r}; choose one of: {', '.join(sorted(CRITERIA))}")
         return v
+
+
+def _check_options(factory: Any, options: dict[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
+    """Refuse option names the factory's constructor does not take (unless it takes **kwargs)."""
+    import inspect
+
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - (set(params) - set(skip)))
+    if unknown:
+        known = sorted(k for k in params if k not in skip and k not in ("self", "context"))
+        raise ValueError(f"{what} takes no option(s) {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}")
 
 
 def check_data_path(path: str, roots: list[Path]) -> Path:

@@ -19,6 +19,10 @@ from .store import Store
 # (in_channels, num_classes) of the sets whose shape is known without reading them
 KNOWN_SHAPES = {"digits": (1, 10), "fashion-mnist": (1, 10), "cifar10": (3, 10), "synthetic": (3, 10)}
 SPACE_KEYS = ("min_channels", "max_rate", "prune_stem", "pinned", "round_to")
+# Strategy/evaluator options that name files the job reads: checked like data paths.
+PATH_OPTIONS = ("supernet",)
+# Options that would make a job write where the user says (e.g. Optuna's storage URL): CLI only.
+REFUSED_OPTIONS = ("storage",)
 
 
 class SpecError(ValueError):
@@ -48,6 +52,17 @@ def resolve_config(spec: JobSpec, team_id: int, store: Store, settings: Settings
         config["model"] = {"zoo": up.zoo, "args": {**up.args, **model["args"]}, "weights": up.path}
     else:
         config["model"] = {"zoo": model["zoo"], "args": model["args"], "weights": None}
+    for section in ("strategy", "evaluator"):
+        options = config[section]["options"]
+        for key in REFUSED_OPTIONS:
+            if key in options:
+                raise SpecError(f"{section}.options.{key}: not accepted by the service (use the CLI for it)")
+        for key in PATH_OPTIONS:
+            if options.get(key) is not None:
+                try:
+                    options[key] = str(check_data_path(str(options[key]), settings.allowed_data_roots))
+                except ValueError as exc:
+                    raise SpecError(f"{section}.options.{key}: {exc}") from exc
     path = data.pop("path", None)
     if path:
         try:

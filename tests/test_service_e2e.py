@@ -161,6 +161,7 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             assert [c["id"] for c in cands] == list(range(1, 12))
             assert sorted(c["proposal_id"] for c in cands) == list(range(11))
             assert all(c["meta"].get("worker_pid") for c in cands)  # evaluated on the Ray actors
+            assert done["best"]["score"] == max(c["score"] for c in cands)
             kinds = [e["kind"] for e in client.events(job["id"])]
             assert kinds.count("started") == 2 and kinds.count("requeued") == 1 and kinds.count("resumed") == 1
             assert kinds[-1] == "succeeded"
