@@ -99,9 +99,13 @@ class SensitivityStrategy(SpaceStrategy):
         return self.space.clip({k: self._rate_at(k, eps) for k in self.space.keys})
 
     def allocate(self) -> dict[str, float]:
-        """The smallest tolerated drop ε whose policy fits the target, and that policy."""
+        """The smallest tolerated drop ε whose policy fits the target; then, since layers whose
+        drop is flat jump to the end of their plateau, every rate is scaled back by one factor
+        (bisected) so the network uses the budget instead of falling short of it."""
         top = max(self.drops(k)[1][-1] for k in self.space.keys) + 1.0
         self.epsilon, policy = bisect_scalar(self.space, self.policy_for, 0.0, top, iters=60)
+        _, policy = bisect_scalar(self.space, lambda t: self.space.clip({k: t * r for k, r in policy.items()}),
+                                  0.0, 1.0)
         return policy
 
     # ---- state ----------------------------------------------------------------------------
