@@ -54,7 +54,7 @@ FULL = {
 QUICK = {
     "sensitivity": {"rates": [0.2, 0.4, 0.6, 0.8]},
     "eagleeye": {"n_samples": 12, "top_k": 2, "finetune_steps": 20},
-    "netadapt": {"iterations": 3},
+    "netadapt": {"iterations": 2},
     "optuna": {"n_trials": 10, "n_startup_trials": 5},
 }
 EVAL_OPTIONS = {"full": {"finetune": {"steps": 50}}, "quick": {"finetune": {"steps": 10}}}
@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     options = QUICK if args.quick else FULL
     names = args.strategies or list_strategies()
     ft = TrainSection(epochs=args.finetune_epochs, lr=0.01)
+    corr = correlation(model, data, shape, calibration_batches(data.train, 4, 64, seed=0), "flops=0.5",
+                       args.corr_samples, EVAL_OPTIONS[mode]["finetune"]["steps"] * 5, 0)
+    print(json.dumps({"correlation": corr}), file=sys.stderr)
     rows: list[dict[str, Any]] = []
     for red in args.reductions:
         target = f"flops={1 - red:.4g}"
@@ -179,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
                          "flops_fraction": count_flops(tp_model, shape) / space.original["flops"],
                          "search_seconds": seconds, "candidates": 14})
             print(json.dumps(rows[-1]), file=sys.stderr)
-    corr = correlation(model, data, shape, calibration_batches(data.train, 4, 64, seed=0), "flops=0.5",
-                       args.corr_samples, EVAL_OPTIONS[mode]["finetune"]["steps"] * 5, 0)
     table = render(rows, base_acc, args, corr)
     (out / "results.json").write_text(json.dumps({"rows": rows, "correlation": corr, "base_accuracy": base_acc}, indent=1))
     (out / "results.md").write_text(table)
