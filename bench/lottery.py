@@ -1,6 +1,6 @@
 """Lottery Ticket on the convnet / digits: dense vs rewound ticket vs random reinit, over seeds.
 
-Run by hand:  .venv/bin/python bench/lottery.py [--sparsity 0.8] [--rounds 4] [--epochs 8] [--seeds 0 1 2]
+Run by hand:  .venv/bin/python bench/lottery.py [--sparsity 0.8] [--rounds 4] [--epochs 8] [--lr 0.01] [--seeds 0 1 2]
               [--data fashion-mnist --subset 3000]
 
 For each seed: build the convnet (seed s), run `pruning.unstructured.lottery_ticket`
@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--sparsity", type=float, default=0.8)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--epochs", type=float, default=8)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--scope", choices=["layer", "global"], default="layer")
     ap.add_argument("--rewind-step", type=int, default=0)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])

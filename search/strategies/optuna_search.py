@@ -1,7 +1,8 @@
 """Optuna (Akiba et al., "Optuna: A Next-generation Hyperparameter Optimization Framework",
 KDD 2019): per-group rates as a study in ask/tell mode, TPE (Bergstra et al. 2011) by default
 or any Optuna sampler by name, with the target as a constraint through Optuna's constrained
-sampling (`constraints_func`: `resource / budget - 1 <= 0`). Policies that break the target are
+sampling (`trial.set_constraint` on Optuna 5, `constraints_func` before it:
+`resource / budget - 1 <= 0`). Policies that break the target are
 told at once with score 0 and their constraint value, without being evaluated, so the sampler
 learns where the feasible region is. The study may live in a SQL database (`storage` URL,
 e.g. the service's), otherwise in memory.
@@ -23,6 +24,7 @@ from .common import SpaceStrategy
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "nsgaii": "NSGAIISampler",
             "qmc": "QMCSampler", "gp": "GPSampler"}
 CONSTRAINT_KEY = "constraint"
+NATIVE_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5
 
 
 def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
@@ -61,11 +63,18 @@ class OptunaStrategy(SpaceStrategy):
         cls = getattr(optuna.samplers, SAMPLERS[self.sampler_name])
         params = inspect.signature(cls.__init__).parameters
         kwargs: dict[str, Any] = {"seed": self.seed * 100003 + number}
-        if "constraints_func" in params:
+        if "constraints_func" in params and not NATIVE_CONSTRAINTS:
             kwargs["constraints_func"] = _constraint
         if "n_startup_trials" in params:
             kwargs["n_startup_trials"] = self.n_startup_trials
         return cls(**kwargs)
+
+    @staticmethod
+    def _constrain(trial: optuna.trial.Trial, value: float) -> None:
+        """Record the budget constraint where the sampler reads it."""
+        trial.set_user_attr(CONSTRAINT_KEY, [value])
+        if NATIVE_CONSTRAINTS:
+            trial.set_constraint("budget", value)
 
     def _new_trial(self, params: dict[str, float] | None = None) -> optuna.trial.Trial:
         self.study.sampler = self._sampler(self.asks)
@@ -80,7 +89,7 @@ class OptunaStrategy(SpaceStrategy):
             self.asks += 1
             policy = {**self.fixed, **{k: float(v) for k, v in trial.params.items()}}
             c = self.space.resource(policy) / self.space.budget - 1.0
-            trial.set_user_attr(CONSTRAINT_KEY, [c])
+            self._constrain(trial, c)
             if c > 0:
                 self.study.tell(trial, 0.0)
                 self.trials.append({"params": policy, "value": 0.0, "constraint": c})
@@ -124,9 +133,10 @@ class OptunaStrategy(SpaceStrategy):
                 self.study.add_trial(optuna.trial.create_trial(
                     params=params, distributions=self.distributions, value=float(t["value"]),
                     user_attrs={CONSTRAINT_KEY: [float(t["constraint"])]},
-                    system_attrs={"constraints": [float(t["constraint"])]}))
+                    **({"constraints": {"budget": float(t["constraint"])}} if NATIVE_CONSTRAINTS
+                       else {"system_attrs": {"constraints": [float(t["constraint"])]}})))
         self.trial_of = {}
         for p in self._reissue:
             trial = self._new_trial({k: v for k, v in p.policy.items() if k in self.distributions})
-            trial.set_user_attr(CONSTRAINT_KEY, [float(p.meta.get("constraint", 0.0))])
+            self._constrain(trial, float(p.meta.get("constraint", 0.0)))
             self.trial_of[p.id] = trial.number

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
 
 from .common import CliError, emit_json, parse_kv, progress_bar
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the search job and print its summary."""
     from search.pipeline import run_pipeline
 
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     config = build_config(args)
     bar = progress_bar(1.0, f"search {args.strategy}")
 
