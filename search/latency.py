@@ -124,7 +124,7 @@ class LatencyTable:
             full_sum += table[-1][-1]
         total = measure_latency(model, input_shape, repeats=max(repeats, 20))
         model.train(was_training)
-        return cls(layers, total - full_sum, name)
+        return cls(layers, max(0.0, total - full_sum), name)  # noise can make the difference negative
 
     def predict(self, graph: DependencyGraph, kept: Mapping[str, int]) -> float:
         """Predicted latency (ms) of the network with `kept` channels per group."""

@@ -21,9 +21,9 @@ SHAPE = (1, 16, 16)
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    """resnet20 trained for 1 epoch on digits at 16 px."""
+    """resnet20 trained for 2 epochs on digits at 16 px."""
     model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
-    train(model, digits.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
+    train(model, digits.train, TrainConfig(epochs=2, lr=0.05, seed=0), device="cpu")
     return model.eval()
 
 
