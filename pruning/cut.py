@@ -59,7 +59,8 @@ def example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     return torch.zeros(1, *input_shape[-3:], device=device)
 
 
-def _group_scores(model: nn.Module, graph: DependencyGraph, criterion: Criterion) -> dict[str, torch.Tensor]:
+def group_scores(model: nn.Module, graph: DependencyGraph, criterion: Criterion) -> dict[str, torch.Tensor]:
+    """The criterion's per-channel scores of every group, on the CPU."""
     return {g.key: criterion.scores(model, graph, g).detach().cpu() for g in graph.groups}
 
 
@@ -71,8 +72,8 @@ def global_policy(model: nn.Module, input_shape: Sequence[int], rate: float, cri
     for Network Slimming, as in its paper)."""
     graph = DependencyGraph(model, example_input(model, input_shape))
     crit = get_criterion(criterion)
-    _prepare(crit, model, graph, calibration)
-    scores = {k: crit.normalise(s) for k, s in _group_scores(model, graph, crit).items()}
+    prepare_criterion(crit, model, graph, calibration)
+    scores = {k: crit.normalise(s) for k, s in group_scores(model, graph, crit).items()}
     return global_threshold_policy(scores, rate)
 
 
@@ -90,8 +91,9 @@ def global_threshold_policy(scores: Mapping[str, torch.Tensor], rate: float) -> 
     return {k: max(1, scores[k].numel() - int(cut[i])) for i, k in enumerate(keys)}
 
 
-def _prepare(crit: Criterion, model: nn.Module, graph: DependencyGraph,
-             calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+def prepare_criterion(crit: Criterion, model: nn.Module, graph: DependencyGraph,
+                      calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+    """Let a criterion collect its statistics (in eval mode); data-dependent ones need batches."""
     if crit.needs_data and not calibration:
         raise PruningError(f"criterion {crit.name!r} needs calibration batches from the training data")
     was_training = model.training
@@ -114,8 +116,8 @@ def prune(model: nn.Module, policy: Policy | float, criterion: str | Criterion =
     graph = DependencyGraph(target, example_input(target, input_shape))
     keep = resolve_policy(graph, policy, round_to)
     crit = get_criterion(criterion)
-    _prepare(crit, target, graph, calibration)
-    scores = _group_scores(target, graph, crit)
+    prepare_criterion(crit, target, graph, calibration)
+    scores = group_scores(target, graph, crit)
     for g in graph.groups:
         n_cut = g.channels - keep[g.key]
         if n_cut > 0:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pruning.cut import kept_channels, prune
-from pruning.criteria import get_criterion, normalise
+from pruning.criteria import get_criterion
 from pruning.graph import ChannelGroup, DependencyGraph
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 
@@ -159,15 +159,15 @@ class SearchSpace:
 
     # ---- helpers for strategies -----------------------------------------------------------
     def channel_scores(self) -> dict[str, torch.Tensor]:
-        """Per-group channel importances by the space's criterion, normalised to mean 1 so one
-        threshold compares groups (for the global strategy)."""
+        """Per-group channel importances by the space's criterion, normalised by the criterion
+        so one threshold compares groups (for the global strategy)."""
         if self._scores is None:
             crit = get_criterion(self.criterion)
             was_training = self.model.training
             self.model.eval()
             crit.prepare(self.model, self.graph, self.calibration if crit.needs_data else None)
             self.model.train(was_training)
-            self._scores = {g.key: normalise(crit.scores(self.model, self.graph, g).detach().cpu().float())
+            self._scores = {g.key: crit.normalise(crit.scores(self.model, self.graph, g).detach().cpu().float())
                             for g in self.groups}
         return self._scores
 

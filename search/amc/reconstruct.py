@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pruning.cut import Policy, _group_scores, _prepare, example_input, resolve_policy
+from pruning.cut import Policy, group_scores, prepare_criterion, example_input, resolve_policy
 from pruning.criteria import Criterion, get_criterion
 from pruning.graph import ChannelGroup, DependencyGraph
 
@@ -41,8 +41,8 @@ def cut_with_indices(model: nn.Module, policy: Policy, criterion: str | Criterio
     graph = DependencyGraph(target, example_input(target, input_shape))
     keep = resolve_policy(graph, policy, round_to)
     crit = get_criterion(criterion)
-    _prepare(crit, target, graph, calibration)
-    scores = _group_scores(target, graph, crit)
+    prepare_criterion(crit, target, graph, calibration)
+    scores = group_scores(target, graph, crit)
     kept: dict[str, list[int]] = {}
     for g in graph.groups:
         order = torch.argsort(scores[g.key], stable=True)
