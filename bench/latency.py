@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -22,24 +25,56 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pruning import build_model, list_models, prune  # noqa: E402
+from pruning.export import export_onnx  # noqa: E402
 from pruning.measure import count_flops, count_params, measure_latency  # noqa: E402
 
 SHAPE = (3, 32, 32)
 
 
-def bench_model(name: str, rate: float, batch_size: int, rounds: int, repeats: int) -> dict:
-    """FLOPs, params and interleaved latency medians of one model, dense and pruned."""
+def onnx_timer(model: torch.nn.Module, threads: int):
+    """Export to ONNX (checked against PyTorch) and return a function timing onnxruntime's
+    median forward in ms, so the exported model is measured the way it would be served."""
+    import onnxruntime as ort
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_onnx(model, path, SHAPE, atol=1e-2)  # untrained logits are large: 1e-2 is float32 noise here
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def timed(batch_size: int, warmup: int, repeats: int) -> float:
+        x = torch.randn(batch_size, *SHAPE).numpy()
+        runs = []
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            sess.run(None, {"input": x})
+            if i >= warmup:
+                runs.append((time.perf_counter() - t0) * 1000.0)
+        return float(statistics.median(runs))
+
+    return timed
+
+
+def bench_model(name: str, rate: float, batch_size: int, rounds: int, repeats: int, runtime: str = "torch",
+                threads: int = 1) -> dict:
+    """FLOPs, params and interleaved latency medians of one model, dense and pruned, in eager
+    PyTorch or (runtime="onnx") in onnxruntime."""
     torch.manual_seed(0)
     dense = build_model(name, num_classes=10, in_channels=3, input_size=32).eval()
     pruned = prune(dense, rate, "l1", input_shape=SHAPE).eval()
+    if runtime == "onnx":
+        timers = {"dense": onnx_timer(dense, threads), "pruned": onnx_timer(pruned, threads)}
+    else:
+        timers = {key: (lambda b, w, r, m=m: measure_latency(m, SHAPE, batch_size=b, warmup=w, repeats=r))
+                  for key, m in (("dense", dense), ("pruned", pruned))}
     times: dict[str, list[float]] = {"dense": [], "pruned": []}
     for _ in range(rounds):
-        for key, model in (("dense", dense), ("pruned", pruned)):
-            times[key].append(measure_latency(model, SHAPE, batch_size=batch_size, warmup=3, repeats=repeats))
+        for key in ("dense", "pruned"):
+            times[key].append(timers[key](batch_size, 3, repeats))
     f0, f1 = count_flops(dense, SHAPE), count_flops(pruned, SHAPE)
     l0, l1 = min(times["dense"]), min(times["pruned"])
     flops_cut, latency_cut = 1 - f1 / f0, 1 - l1 / l0
-    return {"model": name, "batch_size": batch_size, "flops_before": f0, "flops_after": f1, "params_before": count_params(dense),
+    return {"model": name, "runtime": runtime, "batch_size": batch_size, "flops_before": f0, "flops_after": f1, "params_before": count_params(dense),
             "params_after": count_params(pruned), "latency_ms_before": l0, "latency_ms_after": l1,
             "flops_ratio": f1 / f0, "latency_ratio": l1 / l0, "efficiency": latency_cut / flops_cut}
 
@@ -53,11 +88,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--runtime", choices=["torch", "onnx"], default="torch", help="eager PyTorch or onnxruntime")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [bench_model(m, args.rate, b, args.rounds, args.repeats) for m in args.models for b in args.batch_sizes]
-    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
+    rows = [bench_model(m, args.rate, b, args.rounds, args.repeats, args.runtime, args.threads) for m in args.models for b in args.batch_sizes]
+    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, runtime {args.runtime}, {args.threads} thread(s), "
           f"input 3x32x32, {args.rate:.0%} of channels cut per group (L1), best of {args.rounds} interleaved rounds "
           f"of the median of {args.repeats} runs\n")
     print("| model | batch | MACs dense | MACs pruned | FLOPs ratio | latency dense (ms) | latency pruned (ms) | latency ratio | latency cut / FLOPs cut |")
