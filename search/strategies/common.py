@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..base import Proposal, Result, SearchError, Strategy
-from ..space import SearchSpace
+from ..space import SearchSpace, bisect_scalar
 
 
 def result_to_state(r: Result) -> dict[str, Any]:
@@ -95,3 +95,49 @@ class SpaceStrategy(Strategy):
         self.outstanding = {int(d["id"]): Proposal(**d) for d in state.get("outstanding", [])}
         self._reissue = list(self.outstanding.values())
         self._load_extra(state.get("extra", {}))
+
+
+class OneShotStrategy(SpaceStrategy):
+    """A strategy that bisects one scalar `r` (subclasses map it to a policy in `_policy`) to
+    the smallest value whose network fits the budget, then evaluates that single policy."""
+
+    phase: str = ""
+
+    def __init__(self, space: SearchSpace, seed: int = 0, upper: float = 0.999) -> None:
+        super().__init__(space, seed)
+        self.rate, self.policy = bisect_scalar(space, self._policy, 0.0, upper)
+        self.asked = False
+
+    def _policy(self, rate: float) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        """The phase text for progress displays."""
+        return f"{self.phase} at {self.rate:.3f}"
+
+    def ask(self, n: int = 1) -> list[Proposal]:
+        again = self._reissued(n)
+        if again or self.asked:
+            return again
+        self.asked = True
+        return [self._propose(self.policy, self.phase, rate=self.rate)]
+
+    def tell(self, results: list[Result]) -> None:
+        self._accept(results)
+
+    @property
+    def done(self) -> bool:
+        return self.asked and not self.outstanding
+
+    @property
+    def best(self) -> Result | None:
+        return self._best_of(self.history)
+
+    def progress(self) -> dict[str, Any]:
+        return {"fraction": 1.0 if self.done else 0.0, "phase": self._describe()}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"asked": self.asked}
+
+    def _load_extra(self, state: dict[str, Any]) -> None:
+        self.asked = bool(state["asked"])
