@@ -47,6 +47,23 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
 
 
+def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfig, device: str | torch.device | None):
+    """Seed, move the model to its device in train mode, and build the shuffled loader, step
+    count and SGD + cosine schedule every training loop here shares. Returns
+    `(device, loader, steps_per_epoch, total_steps, optimizer, scheduler)`."""
+    seed_everything(cfg.seed)
+    dev = get_device(device) if not isinstance(device, torch.device) else device
+    model.to(dev).train()
+    loader = data if isinstance(data, DataLoader) else make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    steps_per_epoch = max(1, len(loader))
+    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return dev, loader, steps_per_epoch, total, opt, sched
+
+
 def train(model: nn.Module, data: Dataset | DataLoader, config: TrainConfig | None = None,
           teacher: nn.Module | None = None, extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
           after_step: Callable[[nn.Module], None] | None = None, progress: ProgressFn | None = None,
@@ -58,18 +75,9 @@ def train(model: nn.Module, data: Dataset | DataLoader, config: TrainConfig | No
     (e.g. Network Slimming's L1 on BN gammas); `after_step(model)` runs after each step (e.g.
     re-applying unstructured masks)."""
     cfg = config or TrainConfig()
-    seed_everything(cfg.seed)
-    dev = get_device(device) if not isinstance(device, torch.device) else device
-    model.to(dev).train()
+    dev, loader, steps_per_epoch, total, opt, sched = training_setup(model, data, cfg, device)
     if teacher is not None:
         teacher.to(dev).eval()
-    loader = data if isinstance(data, DataLoader) else make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    steps_per_epoch = max(1, len(loader))
-    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     step = 0
     while step < total:
         for x, y in loader:

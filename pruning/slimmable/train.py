@@ -16,9 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import make_loader
-from ..device import get_device
-from ..train import ProgressFn, TrainConfig, evaluate, seed_everything
+from ..train import ProgressFn, TrainConfig, evaluate, training_setup
 from .network import Config, SlimmableNet, calibrate_bn
 
 
@@ -79,17 +77,8 @@ def train_slimmable(model: SlimmableNet, data: Dataset | DataLoader, config: Sli
     """Train all widths of `model` at once (SGD, cosine schedule, as `pruning.train.train`);
     one optimiser step per batch after the gradients of every width have accumulated."""
     cfg = config or SlimTrainConfig()
-    seed_everything(cfg.seed)
+    dev, loader, steps_per_epoch, total, opt, sched = training_setup(model, data, cfg, device)
     rng = random.Random(cfg.seed)
-    dev = get_device(device) if not isinstance(device, torch.device) else device
-    model.to(dev).train()
-    loader = data if isinstance(data, DataLoader) else make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    steps_per_epoch = max(1, len(loader))
-    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     distill = model.universal and cfg.inplace_distillation
     step = 0
     while step < total:
