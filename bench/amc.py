@@ -107,13 +107,14 @@ def bench_seed(seed: int, args: argparse.Namespace) -> dict:
                       "reconstructed": reconstructed(model, space, uniform, data, calib, seed),
                       "finetuned": finetuned(model, space, uniform, data, calib, args.finetune_epochs, seed)}
 
-    amc, rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, "ddpg")
-    tail = rewards[-max(1, len(rewards) // 5):]
-    amc.update(reconstructed=reconstructed(model, space, amc["policy"], data, calib, seed),
-               finetuned=finetuned(model, space, amc["policy"], data, calib, args.finetune_epochs, seed),
-               warmup_reward=statistics.mean(rewards[: args.warmup]), last20_reward=statistics.mean(tail),
-               rewards=rewards)
-    out["amc"] = amc
+    if args.amc:
+        amc, rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, "ddpg")
+        tail = rewards[-max(1, len(rewards) // 5):]
+        amc.update(reconstructed=reconstructed(model, space, amc["policy"], data, calib, seed),
+                   finetuned=finetuned(model, space, amc["policy"], data, calib, args.finetune_epochs, seed),
+                   warmup_reward=statistics.mean(rewards[: args.warmup]), last20_reward=statistics.mean(tail),
+                   rewards=rewards)
+        out["amc"] = amc
     if args.rllib:
         rl, rl_rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, f"rllib-{args.rllib}")
         rl.update(reconstructed=reconstructed(model, space, rl["policy"], data, calib, seed),
@@ -160,7 +161,8 @@ def plot_rewards(results: list[dict], path: Path, warmup: int, target: str) -> N
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for r in results:
-        ax.plot(r["amc"]["rewards"], lw=1, label=f"DDPG seed {r['seed']}")
+        if "amc" in r:
+            ax.plot(r["amc"]["rewards"], lw=1, label=f"DDPG seed {r['seed']}")
         if "rllib" in r:
             ax.plot(r["rllib"]["rewards"], lw=1, ls="--", label=f"RLlib seed {r['seed']}")
     ax.axvline(warmup - 0.5, color="grey", ls=":", label="end of warm-up")
@@ -197,6 +199,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--rllib", choices=["ppo", "sac"], default=None)
     ap.add_argument("--no-metapruning", dest="metapruning", action="store_false")
+    ap.add_argument("--no-amc", dest="amc", action="store_false", help="skip the DDPG agent (MetaPruning only)")
     ap.add_argument("--pruningnet-steps", type=int, default=400)
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=6)
@@ -218,8 +221,9 @@ def main() -> int:
             args.json.write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
     for r in results:
-        line = (f"seed {r['seed']}: base {r['base_test']:.4f}; AMC reward warm-up {r['amc']['warmup_reward']:.4f} "
-                f"-> last 20% {r['amc']['last20_reward']:.4f}")
+        line = f"seed {r['seed']}: base {r['base_test']:.4f}"
+        if "amc" in r:
+            line += f"; AMC reward warm-up {r['amc']['warmup_reward']:.4f} -> last 20% {r['amc']['last20_reward']:.4f}"
         if "rllib" in r:
             line += f"; RLlib last 20% {r['rllib']['last20_reward']:.4f}"
         if "metapruning" in r:

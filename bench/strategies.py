@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--subset", type=int, default=None, help="training images kept (default: all)")
+    ap.add_argument("--input-size", type=int, default=None, help="resize images to this side (default: the data set's own)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--weights", help="trained weights; default: train and cache in --out")
     ap.add_argument("--train-epochs", type=float, default=10)
@@ -127,14 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/bench-strategies")
     args = ap.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = get_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(args.data, subset=args.subset, seed=0)
+    data = load_dataset(args.data, input_size=args.input_size, subset=args.subset, seed=0)
     shape = (data.in_channels, data.input_size, data.input_size)
     model = build_model(args.model, num_classes=data.num_classes, in_channels=data.in_channels,
                         input_size=data.input_size).to(device)
-    weights = Path(args.weights) if args.weights else out / f"{args.model}-{args.data.split(':')[0]}-base.safetensors"
+    weights = Path(args.weights) if args.weights else out / f"{args.model}-{args.data.split(':')[0]}-{data.input_size}px-base.safetensors"
     if weights.exists():
         load_weights(model, weights)
     else:
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace, corr: dict[str, float]) -> str:
     """The Markdown table: one row per (reduction, method), mean ± std over seeds."""
-    lines = [f"Unpruned {args.model} on {args.data}: test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} "
+    lines = [f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} "
              f"epochs for every method; seeds {args.seeds}.", "",
              "| FLOPs cut | method | accuracy (mean ± std) | FLOPs kept | search s | candidates/s |",
              "|---|---|---|---|---|---|"]

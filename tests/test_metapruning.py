@@ -14,6 +14,7 @@ from pruning.bn import recalibrate_bn
 from pruning.criteria import Criterion
 from pruning.cut import prune
 from pruning.data import calibration_batches
+from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
 from search.metapruning import GeneratedNetwork, PruningNet, random_kept
 from search.registry import make_strategy
@@ -86,6 +87,9 @@ def test_evolution_meets_target_and_resumes_exactly(digits) -> None:
     assert phases == ["train", "train"] + ["evolution"] * 8
     evo = [r for r in reference.results if r.phase == "evolution"]
     assert all(space.feasible(r.policy) and r.flops <= space.budget for r in evo)
+    # the band: every encoding uses at least 90% of the budget (random draws alone mostly do not)
+    assert strategy.floor == pytest.approx(0.9 * space.budget)
+    assert all(strategy.costs.resource(r.meta["encoding"]) >= strategy.floor for r in evo)
     assert reference.best in evo and reference.best.score == max(r.score for r in evo)
     assert len({tuple(sorted(r.meta["encoding"].items())) for r in evo}) == len(evo)
 
@@ -100,3 +104,14 @@ def test_evolution_meets_target_and_resumes_exactly(digits) -> None:
         resumed = run_search(second, ev2, previous=partial.results).results
         assert [r.policy for r in resumed] == [r.policy for r in reference.results]
         assert [r.score for r in resumed] == [r.score for r in reference.results]
+
+
+def test_budget_band_is_optional_and_checked(digits) -> None:
+    torch.manual_seed(0)
+    model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
+    space, _, paper = _setup(model, digits, min_fraction=0.0)
+    assert paper.floor == 0.0
+    draws = [paper.costs.resource(paper._random()) for _ in range(30)]
+    assert min(draws) < 0.9 * space.budget  # the paper's rule alone lets most draws fall far under
+    with pytest.raises(SearchError, match="min_fraction"):
+        make_strategy("metapruning", space, seed=0, min_fraction=1.5)
