@@ -48,13 +48,13 @@ from search.space import SearchSpace  # noqa: E402
 FULL = {
     "sensitivity": {},
     "eagleeye": {"n_samples": 50, "top_k": 3, "finetune_steps": 100},
-    "netadapt": {"iterations": 5},
+    "netadapt": {},  # the default schedule: steps the median group can give alone
     "optuna": {"n_trials": 30},
 }
 QUICK = {
     "sensitivity": {"rates": [0.2, 0.4, 0.6, 0.8]},
     "eagleeye": {"n_samples": 12, "top_k": 2, "finetune_steps": 20},
-    "netadapt": {"iterations": 5},  # fewer steps force one layer to give 25%+ of the FLOPs at once
+    "netadapt": {},
     "optuna": {"n_trials": 10, "n_startup_trials": 5},
 }
 EVAL_OPTIONS = {"full": {"finetune": {"steps": 50}}, "quick": {"finetune": {"steps": 10}}}
@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--strategies", nargs="+", default=None, help="default: every registered strategy")
     ap.add_argument("--quick", action="store_true", help="small candidate counts")
+    ap.add_argument("--option", action="append", default=[], metavar="STRATEGY.KEY=VALUE",
+                    help="override a strategy option (value parsed as JSON), e.g. eagleeye.n_samples=200")
     ap.add_argument("--val-batches", type=int, default=None)
-    ap.add_argument("--corr-samples", type=int, default=30)
+    ap.add_argument("--corr-samples", type=int, default=30, help="0 skips EagleEye's correlation check")
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip Torch-Pruning's global pruning")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/bench-strategies")
     args = ap.parse_args(argv)
@@ -149,12 +152,25 @@ def main(argv: list[str] | None = None) -> int:
     model.to(device).eval()
     base_acc = evaluate(model, data.test)
     mode = "quick" if args.quick else "full"
-    options = QUICK if args.quick else FULL
+    options = copy.deepcopy(QUICK if args.quick else FULL)
+    overridden: dict[str, list[str]] = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        name, dot, opt = key.partition(".")
+        if not sep or not dot:
+            ap.error(f"--option wants STRATEGY.KEY=VALUE, got {item!r}")
+        try:
+            options.setdefault(name, {})[opt] = json.loads(value)
+        except json.JSONDecodeError:
+            options.setdefault(name, {})[opt] = value
+        overridden.setdefault(name, []).append(f"{opt}={value}")
     names = args.strategies or list_strategies()
     ft = TrainSection(epochs=args.finetune_epochs, lr=0.01)
-    corr = correlation(model, data, shape, calibration_batches(data.train, 4, 64, seed=0), "flops=0.5",
-                       args.corr_samples, EVAL_OPTIONS[mode]["finetune"]["steps"] * 5, 0)
-    print(json.dumps({"correlation": corr}), file=sys.stderr)
+    corr = None
+    if args.corr_samples > 0:
+        corr = correlation(model, data, shape, calibration_batches(data.train, 4, 64, seed=0), "flops=0.5",
+                           args.corr_samples, EVAL_OPTIONS[mode]["finetune"]["steps"] * 5, 0)
+        print(json.dumps({"correlation": corr}), file=sys.stderr)
     rows: list[dict[str, Any]] = []
     for red in args.reductions:
         target = f"flops={1 - red:.4g}"
@@ -170,13 +186,16 @@ def main(argv: list[str] | None = None) -> int:
                     strategy = make_strategy(name, space, seed=seed, **options.get(name, {}))
                     outcome = run_search(strategy, ev)
                     _, _, acc = finetune_policy(model, space, outcome.best.policy, data, calib, ft, seed, device)
-                    rows.append({"reduction": red, "seed": seed, "method": name, "accuracy": acc,
+                    label = f"{name} ({', '.join(overridden[name])})" if name in overridden else name
+                    rows.append({"reduction": red, "seed": seed, "method": label, "accuracy": acc,
                                  "flops_fraction": outcome.best.flops / space.original["flops"],
                                  "search_seconds": outcome.seconds, "candidates": len(outcome.results)})
                 except (SearchError, ImportError, NotImplementedError) as exc:
                     print(f"skipping {name}: {exc}", file=sys.stderr)
                     continue
                 print(json.dumps(rows[-1]), file=sys.stderr)
+            if not args.baseline:
+                continue
             t0 = time.perf_counter()
             tp_model = torch_pruning_global(model, shape, space.budget, 0.9)
             seconds = time.perf_counter() - t0
@@ -193,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace, corr: dict[str, float]) -> str:
+def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace, corr: dict[str, float] | None) -> str:
     """The Markdown table: one row per (reduction, method), mean ± std over seeds."""
     lines = [f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} "
              f"epochs for every method; seeds {args.seeds}.", "",
@@ -209,6 +228,8 @@ def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace
         cps = statistics.mean(r["candidates"] / max(1e-9, r["search_seconds"]) for r in rs)
         frac = statistics.mean(r["flops_fraction"] for r in rs)
         lines.append(f"| {red:.0%} | {method} | {statistics.mean(accs):.4f} ± {std:.4f} | {frac:.3f} | {secs:.1f} | {cps:.2f} |")
+    if corr is None:
+        return "\n".join(lines) + "\n"
     lines += ["", f"EagleEye's claim ({corr['samples']} random sub-nets at 50% FLOPs, fine-tuned {corr['finetune_steps']} "
                   f"steps): Spearman ρ with fine-tuned accuracy = {corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
                   f"{corr['rho_plain']:.3f} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "

@@ -123,3 +123,19 @@ def test_mobilenetv2_target_met(digits, name: str) -> None:
     best = run_search(make_strategy(name, space, **opts), ev).best
     assert best.flops <= space.budget
     assert best.flops >= 0.9 * space.budget
+
+
+def test_netadapt_default_schedule_lets_every_layer_propose() -> None:
+    """With 5 fixed iterations a 70% cut asks each step for more than one ordinary group can
+    give, so only the residual stage groups propose; the default schedule is small enough
+    that every group makes a proposal in the first round."""
+    model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16).eval()
+    space = SearchSpace(model, SHAPE, "flops=0.3")
+    fixed = make_strategy("netadapt", space, seed=0, iterations=5)
+    auto = make_strategy("netadapt", space, seed=0)
+    assert len(fixed.ask(100)) < len(space.keys) // 2
+    first = auto.ask(100)
+    assert auto.iterations > 5 and len(first) == len(space.keys)
+    assert all(p.meta["kept"] > auto.min_kept[p.meta["layer"]] for p in first)  # none forced to its bound
+    with pytest.raises(Exception, match="step_share"):
+        make_strategy("netadapt", space, seed=0, step_share=0)

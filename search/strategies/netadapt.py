@@ -10,6 +10,7 @@ from there (the job's evaluator, `finetune` by default), instead of from the pre
 iteration's fine-tuned weights; proposals stay independent and a search resumes exactly."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..base import Proposal, Result, SearchError
@@ -19,20 +20,29 @@ from .common import SpaceStrategy
 
 class NetAdaptStrategy(SpaceStrategy):
     """Iteration i targets `resource(current) - step_i` (never below the budget), with
-    `step_0 = (original - budget) / iterations` shrinking by `decay` each iteration."""
+    `step_0 = (original - budget) / iterations` shrinking by `decay` each iteration.
+
+    `iterations=None` (the default) sizes the schedule as the paper does, in small steps: each
+    step is at most `step_share` (0.5) of what the median channel group can give when cut to
+    its bound, so most layers can meet a step alone. A fixed small count (e.g. 5 at a 70% cut)
+    makes each step larger than any one ordinary group's share, and only the residual stage
+    groups can meet it: measured in the README, that collapses accuracy."""
 
     name = "netadapt"
     default_evaluator = "finetune"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, iterations: int = 5, decay: float = 1.0,
-                 max_iterations: int = 100) -> None:
+    def __init__(self, space: SearchSpace, seed: int = 0, iterations: int | None = None, decay: float = 1.0,
+                 max_iterations: int = 100, step_share: float = 0.5) -> None:
         super().__init__(space, seed)
-        if int(iterations) < 1 or not 0 < float(decay) <= 1.0:
+        if (iterations is not None and int(iterations) < 1) or not 0 < float(decay) <= 1.0:
             raise SearchError("netadapt needs iterations >= 1 and 0 < decay <= 1")
-        self.iterations, self.decay, self.max_iterations = int(iterations), float(decay), int(max_iterations)
+        if not 0 < float(step_share) <= 1.0:
+            raise SearchError(f"netadapt step_share must be in (0, 1], got {step_share}")
+        self.decay, self.max_iterations = float(decay), int(max_iterations)
         self.current = {k: space.by_key[k].channels for k in space.keys}
         self.min_kept = {k: space.kept(space.smallest_policy())[k] for k in space.keys}
         self.initial = float(space.resource({})) - space.budget
+        self.iterations = int(iterations) if iterations is not None else self._auto_iterations(float(step_share))
         self.step0 = self.initial / self.iterations
         self.iteration = 0
         self.round: list[Result] = []
@@ -41,6 +51,16 @@ class NetAdaptStrategy(SpaceStrategy):
 
     def _policy(self, kept: dict[str, int]) -> dict[str, float]:
         return {k: self.space.rate_for_kept(k, n) for k, n in kept.items()}
+
+    def _auto_iterations(self, step_share: float) -> int:
+        """Steps small enough that the median group alone can give one (see the class doc)."""
+        full = self._resource(self.current)
+        gains = sorted(full - self._resource({**self.current, k: self.min_kept[k]}) for k in self.space.keys)
+        gains = [g for g in gains if g > 0]
+        if self.initial <= 0 or not gains:
+            return 1
+        step = step_share * gains[len(gains) // 2]
+        return max(1, min(self.max_iterations, math.ceil(self.initial / step)))
 
     def _resource(self, kept: dict[str, int]) -> float:
         return self.space.resource(self._policy(kept))
