@@ -26,9 +26,8 @@ budget (paper: population 50, 20 generations, top-50, 25 mutations and 25 crosso
 Addition to the paper, whose only constraint is the upper bound: encodings must also use at
 least `min_fraction` (default 0.9) of the budget. Per-group uniform draws mostly land far under
 a budget, and since PruningNet scores saturate, nothing pushes the search back up: without the
-band the winners used 37-43% of the FLOPs at a 50% target (bench/amc.py, digits) and lost
-accuracy after fine-tuning. Such bands are how one-shot searches over channel counts
-usually sample under a FLOPs target. `min_fraction=0` restores the paper's rule."""
+band the winners used 37-44% of the FLOPs at a 50% target (bench/amc.py, digits) and lost
+accuracy after fine-tuning. `min_fraction=0` restores the paper's rule."""
 from __future__ import annotations
 
 import copy
