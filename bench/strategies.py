@@ -44,6 +44,7 @@ from search.pipeline import finetune_policy  # noqa: E402
 from search.registry import list_strategies, make_strategy, strategy_class  # noqa: E402
 from search.runner import run_search  # noqa: E402
 from search.space import SearchSpace  # noqa: E402
+from service.cli.common import CliError, parse_kv, parse_value  # noqa: E402
 
 FULL = {
     "sensitivity": {},
@@ -155,14 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     options = copy.deepcopy(QUICK if args.quick else FULL)
     overridden: dict[str, list[str]] = {}
     for item in args.option:
-        key, sep, value = item.partition("=")
-        name, dot, opt = key.partition(".")
-        if not sep or not dot:
-            ap.error(f"--option wants STRATEGY.KEY=VALUE, got {item!r}")
         try:
-            options.setdefault(name, {})[opt] = json.loads(value)
-        except json.JSONDecodeError:
-            options.setdefault(name, {})[opt] = value
+            key, value = parse_kv(item)
+        except CliError as exc:
+            ap.error(str(exc))
+        name, dot, opt = key.partition(".")
+        if not dot:
+            ap.error(f"--option wants STRATEGY.KEY=VALUE, got {item!r}")
+        options.setdefault(name, {})[opt] = parse_value(value)
         overridden.setdefault(name, []).append(f"{opt}={value}")
     names = args.strategies or list_strategies()
     ft = TrainSection(epochs=args.finetune_epochs, lr=0.01)

@@ -48,6 +48,14 @@ def progress_bar(total: float, desc: str, unit: str = "it"):
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
+def parse_value(text: str) -> Any:
+    """An option value: JSON when it parses (numbers, true/false, lists), the string otherwise."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def parse_kv(text: str) -> tuple[str, str]:
     """`key=value` → (key, value), with a clear error otherwise."""
     key, sep, value = text.partition("=")

@@ -3,20 +3,11 @@ export it, locally (the same `search.pipeline.run_pipeline` the service's worker
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from typing import Any
 
-from .common import CliError, emit_json, parse_kv, progress_bar
-
-
-def _value(text: str) -> Any:
-    """An option value: JSON when it parses (numbers, true/false, lists), the string otherwise."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+from .common import CliError, emit_json, parse_kv, parse_value, progress_bar
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,8 +62,8 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "model": {"zoo": args.model, "weights": args.weights},
         "data": {"name": args.data, "input_size": args.input_size, "subset": args.subset},
         "target": args.target,
-        "strategy": {"name": args.strategy, "options": {k: _value(v) for k, v in map(parse_kv, args.option)}},
-        "evaluator": {"name": args.evaluator, "options": {k: _value(v) for k, v in map(parse_kv, args.evaluator_option)}},
+        "strategy": {"name": args.strategy, "options": {k: parse_value(v) for k, v in map(parse_kv, args.option)}},
+        "evaluator": {"name": args.evaluator, "options": {k: parse_value(v) for k, v in map(parse_kv, args.evaluator_option)}},
         "criterion": args.criterion,
         "train": {"epochs": args.train_epochs},
         "finetune": {"epochs": args.finetune_epochs, "lr": args.finetune_lr},
