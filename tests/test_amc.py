@@ -185,3 +185,34 @@ def test_rllib_agent_runs_the_same_env(trained_convnet, digits) -> None:
         strategy.close()
     assert len(outcome.results) == 3
     assert all(r.flops <= space.budget for r in outcome.results)
+
+
+def _module_weights(strategy) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(np.array(v)) for k, v in strategy.rllib.algo.get_module().get_state().items()}
+
+
+def test_rllib_agent_resumes_from_learned_weights(trained_convnet, digits) -> None:
+    """A stopped RLlib search restarts from the learner's trained weights, not a fresh agent."""
+    opts = dict(episodes=5, agent="rllib-ppo", evaluator="plain", rllib_options={"episodes_per_iteration": 1})
+    _, ev, first = _search(trained_convnet, digits, "plain", **opts)
+    try:
+        initial = _module_weights(first) if first._rllib() else None
+        partial = run_search(first, ev, max_candidates=3)
+        buf = io.BytesIO()
+        torch.save(first.state_dict(), buf)
+    finally:
+        first.close()
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    saved = state["extra"]["rllib"]["learner"]["rl_module"]["default_policy"]
+    assert any(not torch.equal(saved[k], initial[k]) for k in initial)  # PPO trained on 3 episodes
+
+    space, ev, second = _search(trained_convnet, digits, "plain", **opts)
+    second.load_state_dict(state)
+    try:
+        restored = _module_weights(second) if second._rllib() else None
+        assert restored and all(torch.equal(restored[k], saved[k]) for k in restored)  # the acting (inference) module
+        resumed = run_search(second, ev, previous=partial.results)
+    finally:
+        second.close()
+    assert len(resumed.results) == 5 and second.told == 5
+    assert all(r.flops <= space.budget for r in resumed.results)

@@ -8,14 +8,20 @@ with the environment in-process (`num_env_runners=0`); at an episode's last step
 environment hands the policy to `next_policy()` (the strategy's `ask`) and blocks until
 `give_reward()` (the strategy's `tell`) returns the reward.
 
-Simplification: the RLlib learner's weights are not in the strategy's state; a resumed search
-keeps its history and episode count but the RLlib agent starts learning afresh."""
+Resume: `snapshot()` takes the learner's RLModule weights and optimiser state (as torch tensors,
+so the strategy's state stays `weights_only`-loadable) while the training thread is parked at an
+episode's last step, and a new driver starts from them. Not kept: SAC's replay buffer, the
+episodes PPO has sampled since its last update, and RLlib's sampling RNG, so a resumed RLlib
+search carries on from the learned policy but does not repeat the exact episodes.""" 
 from __future__ import annotations
 
 import itertools
 import queue
 import threading
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..base import SearchError
 from ..space import SearchSpace
@@ -41,6 +47,30 @@ class _Bridge:
             return 0.0
         self.policies.put(policy)
         return float(self.rewards.get())
+
+
+def _to_torch(obj: Any) -> Any:
+    """RLlib state (nested dicts of numpy arrays and plain values) with every array a tensor."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, dict):
+        return {k: _to_torch(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_torch(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _to_numpy(obj: Any) -> Any:
+    """The inverse of `_to_torch`: tensors back to the numpy arrays RLlib's `set_state` takes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_numpy(v) for v in obj)
+    return obj
 
 
 def make_env(config: dict[str, Any]) -> PruningEnv:
@@ -73,7 +103,7 @@ class RLlibDriver:
     """An RLlib algorithm training on a background thread, fed rewards through ask/tell."""
 
     def __init__(self, space: SearchSpace, algo: str, reward: str, seed: int = 0,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None, state: dict[str, Any] | None = None) -> None:
         try:
             import ray
             from ray.tune.registry import register_env
@@ -90,6 +120,11 @@ class RLlibDriver:
         cfg = _config(algo, len(space.keys), seed, dict(options or {}))
         cfg = cfg.environment(ENV_NAME, env_config={"bridge": self.bridge_id})
         self.algo = cfg.build_algo()
+        if state:
+            from ray.rllib.core import COMPONENT_LEARNER_GROUP
+
+            self.algo.set_state({COMPONENT_LEARNER_GROUP: _to_numpy(state)})
+        self.prefetched: dict[str, float] | None = None
         self.error: BaseException | None = None
         self.iterations = 0
         self.thread = threading.Thread(target=self._loop, name="amc-rllib", daemon=True)
@@ -106,6 +141,9 @@ class RLlibDriver:
 
     def next_policy(self, timeout: float = 3600.0) -> dict[str, float]:
         """The policy of the next episode RLlib plays (blocks until it reaches the last step)."""
+        if self.prefetched is not None:
+            policy, self.prefetched = self.prefetched, None
+            return policy
         try:
             policy = self.bridge.policies.get(timeout=timeout)
         except queue.Empty as exc:
@@ -113,6 +151,18 @@ class RLlibDriver:
         if policy is None:
             raise SearchError(f"the RLlib agent stopped: {self.error}")
         return policy
+
+    def snapshot(self, awaiting_reward: bool) -> dict[str, Any]:
+        """The learner's module weights and optimiser state, taken while the training thread is
+        parked: at the episode awaiting its reward, or else at the next episode's last step
+        (whose policy `next_policy` then returns)."""
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE
+
+        if not awaiting_reward and self.prefetched is None:
+            self.prefetched = self.next_policy()
+        state = self.algo.learner_group.get_state(
+            components=[f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", f"{COMPONENT_LEARNER}/optimizer"])
+        return _to_torch(state)
 
     def give_reward(self, reward: float) -> None:
         """The reward of the episode last returned by `next_policy`."""

@@ -63,6 +63,7 @@ class AMCStrategy(SpaceStrategy):
         self.agent = DDPG(self.env.observation_space.shape[0], 1, cfg, seed=self.seed)
         self.rllib = None
         self.rllib_options = dict(rllib_options or {})
+        self.rllib_state: dict[str, Any] | None = None
         self.started = 0
         self.told = 0
         self.pending: dict[int, dict[str, torch.Tensor]] = {}
@@ -108,7 +109,7 @@ class AMCStrategy(SpaceStrategy):
             from .rllib_agent import RLlibDriver
 
             self.rllib = RLlibDriver(self.space, self.agent_name.removeprefix("rllib-"), self.reward_kind,
-                                     seed=self.seed, options=self.rllib_options)
+                                     seed=self.seed, options=self.rllib_options, state=self.rllib_state)
         return self.rllib
 
     def ask(self, n: int = 1) -> list[Proposal]:
@@ -203,7 +204,15 @@ class AMCStrategy(SpaceStrategy):
             "pending": {str(k): v for k, v in self.pending.items()}, "rewards": list(self.rewards),
             "best_reward": self.best_reward,
             "best_id": None if self.best_result is None else self.best_result.proposal_id,
+            "rllib": self._rllib_snapshot(),
         }
+
+    def _rllib_snapshot(self) -> dict[str, Any] | None:
+        """The RLlib learner's state (None for DDPG or before RLlib started); once the search is
+        done, the last snapshot taken."""
+        if self.rllib is not None and not self.done and self.rllib.error is None:
+            self.rllib_state = self.rllib.snapshot(awaiting_reward=bool(self.outstanding))
+        return self.rllib_state
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -212,8 +221,9 @@ class AMCStrategy(SpaceStrategy):
         self.rewards = [float(x) for x in state["rewards"]]
         self.best_reward = state["best_reward"]
         self.best_result = next((r for r in self.history if r.proposal_id == state["best_id"]), None)
+        self.rllib_state = state.get("rllib")
         if self.agent_name != "ddpg":
-            # RLlib's learner is not in our state: it starts afresh, the episode count carries on.
+            # RLlib restarts from the learner's saved weights; unanswered episodes are played anew.
             self._reissue = []
             self.outstanding = {}
             self.started = self.told
