@@ -14,7 +14,15 @@ trains its PruningNet and runs its evolutionary search. Reported on the test spl
 - MetaPruning: Spearman rank correlation between PruningNet-weight accuracy and accuracy
   after fine-tuning for `--rank-encodings` random feasible encodings, and the evolution's best
   PruningNet score vs the best of as many random feasible encodings (the correlation on the
-  first seed only, it costs a fine-tune per encoding).
+  first seed only, it costs a fine-tune per encoding);
+- with `--proxy-check N`: N random policies that use 94-100% of the budget (uniform plus
+  per-group noise), each scored by AMC's reward proxy (validation accuracy after least-squares
+  reconstruction) and fine-tuned: the Spearman correlation between the two says whether any
+  proxy-guided search can pick a better policy than uniform at this budget, and uniform's rank
+  among them says how much room there is.
+Every "after fine-tune" figure is the mean over `--finetune-seeds` fine-tunes of the policy
+(one image of the 359-image test split is 0.28 points; one fine-tune's seed moves a policy by
+about that much).
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -52,12 +61,48 @@ def spearman(a: list[float], b: list[float]) -> float:
     return 0.0 if math.isnan(rho) else rho
 
 
-def finetuned(model, space, policy, data, calib, epochs: float, seed: int) -> float:
-    """Test accuracy after the pipeline's final step: L1 cut, adaptive BN, fine-tune."""
-    pruned = space.cut(policy, "l1", calib, model=model)
-    recalibrate_bn(pruned, calib)
-    train(pruned, data.train, TrainConfig(epochs=epochs, lr=0.01, seed=seed), device="cpu")
-    return evaluate(pruned, data.test)
+def finetuned(model, space, policy, data, calib, epochs: float, seed: int, repeats: int = 1) -> float:
+    """Test accuracy after the pipeline's final step (L1 cut, adaptive BN, fine-tune), the mean
+    over `repeats` fine-tunes with seeds seed, seed + 100, ..."""
+    accs = []
+    for i in range(repeats):
+        pruned = space.cut(policy, "l1", calib, model=model)
+        recalibrate_bn(pruned, calib)
+        train(pruned, data.train, TrainConfig(epochs=epochs, lr=0.01, seed=seed + 100 * i), device="cpu")
+        accs.append(evaluate(pruned, data.test))
+    return statistics.mean(accs)
+
+
+def near_budget_policies(space, n: int, seed: int, sigma: float = 0.15, least: float = 0.94) -> list[dict]:
+    """`n` random policies that use between `least` and all of the budget: a shared rate plus
+    per-group normal noise (std `sigma`), the shared rate bisected onto the budget."""
+    rng = np.random.default_rng(seed + 7)
+    out: list[dict] = []
+    while len(out) < n:
+        noise = rng.normal(0.0, sigma, len(space.keys))
+
+        def policy(u: float) -> dict:
+            return {k: float(np.clip(u + noise[i], 0.0, space.bounds[k][1])) for i, k in enumerate(space.keys)}
+
+        lo, hi = 0.0, 1.0
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if space.resource(policy(mid)) > space.budget else (lo, mid)
+        if space.resource(policy(hi)) >= least * space.budget:
+            out.append(policy(hi))
+    return out
+
+
+def proxy_check(model, space, ctx, data, calib, args, seed: int, uniform_ft: float) -> dict:
+    """Rank correlation of AMC's proxy with accuracy after fine-tune over near-budget policies,
+    and where uniform's fine-tuned accuracy ranks among them."""
+    ev = make_evaluator("reconstruct", ctx)
+    proxy, ft = [], []
+    for policy in near_budget_policies(space, args.proxy_check, seed):
+        proxy.append(ev.evaluate(policy, "proxy-check").score)
+        ft.append(finetuned(model, space, policy, data, calib, args.finetune_epochs, seed, args.finetune_seeds))
+    return {"spearman": spearman(proxy, ft), "uniform_rank": 1 + sum(a > uniform_ft for a in ft),
+            "policies": len(ft), "finetuned_max": max(ft), "finetuned_median": statistics.median(ft)}
 
 
 def reconstructed(model, space, policy, data, calib, seed: int) -> float:
@@ -93,13 +138,17 @@ def bench_seed(seed: int, args: argparse.Namespace) -> dict:
     uniform = make_strategy("uniform", space, seed=seed).policy
     out["uniform"] = {"flops_ratio": space.fraction(uniform),
                       "reconstructed": reconstructed(model, space, uniform, data, calib, seed),
-                      "finetuned": finetuned(model, space, uniform, data, calib, args.finetune_epochs, seed)}
+                      "finetuned": finetuned(model, space, uniform, data, calib, args.finetune_epochs, seed,
+                                            args.finetune_seeds)}
 
+    if args.proxy_check:
+        out["proxy_check"] = proxy_check(model, space, ctx, data, calib, args, seed, out["uniform"]["finetuned"])
     if args.amc:
         amc, rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, "ddpg")
         tail = rewards[-max(1, len(rewards) // 5):]
         amc.update(reconstructed=reconstructed(model, space, amc["policy"], data, calib, seed),
-                   finetuned=finetuned(model, space, amc["policy"], data, calib, args.finetune_epochs, seed),
+                   finetuned=finetuned(model, space, amc["policy"], data, calib, args.finetune_epochs, seed,
+                                            args.finetune_seeds),
                    warmup_reward=statistics.mean(rewards[: args.warmup]), last20_reward=statistics.mean(tail),
                    rewards=rewards)
         out["amc"] = amc
@@ -129,11 +178,12 @@ def bench_seed(seed: int, args: argparse.Namespace) -> dict:
             kept = mp._random()
             policy = {k: space.rate_for_kept(k, kept[k]) for k in space.keys}
             rank_net.append(ev.evaluate(policy, "random", meta={"pruningnet_steps": mp.trained}).score)
-            rank_ft.append(finetuned(model, space, policy, data, calib, args.finetune_epochs, seed))
+            rank_ft.append(finetuned(model, space, policy, data, calib, args.finetune_epochs, seed, args.finetune_seeds))
         out["metapruning"] = {
             "policy": best.policy, "val": best.score, "flops_ratio": space.fraction(best.policy),
             "seconds": time.perf_counter() - t0,
-            "finetuned": finetuned(model, space, best.policy, data, calib, args.finetune_epochs, seed),
+            "finetuned": finetuned(model, space, best.policy, data, calib, args.finetune_epochs, seed,
+                                   args.finetune_seeds),
             "evolution_best": max(r.score for r in evo), "random_best": max(random_scores),
             "candidates": len(evo), "spearman": spearman(rank_net, rank_ft) if rank_net else None,
         }
@@ -195,6 +245,8 @@ def main() -> int:
     ap.add_argument("--rank-encodings", type=int, default=20, help="encodings fine-tuned for the rank correlation (first seed)")
     ap.add_argument("--train-epochs", type=float, default=10)
     ap.add_argument("--finetune-epochs", type=float, default=2)
+    ap.add_argument("--finetune-seeds", type=int, default=1, help="fine-tunes averaged per policy")
+    ap.add_argument("--proxy-check", type=int, default=0, help="near-budget random policies for the proxy rank check")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
@@ -218,6 +270,11 @@ def main() -> int:
             m = r["metapruning"]
             line += (f"; MetaPruning evolution best {m['evolution_best']:.4f} vs random best {m['random_best']:.4f} "
                      f"({m['candidates']} each), Spearman {m['spearman']}")
+        if "proxy_check" in r:
+            c = r["proxy_check"]
+            line += (f"; proxy check over {c['policies']} near-budget policies: Spearman {c['spearman']:.2f}, "
+                     f"uniform ranks {c['uniform_rank']} (fine-tuned max {c['finetuned_max']:.4f}, "
+                     f"median {c['finetuned_median']:.4f})")
         print(line)
     if args.plot:
         plot_rewards(results, args.plot, args.warmup, args.target)
