@@ -215,16 +215,20 @@ def plot_rewards(results: list[dict], path: Path, warmup: int, target: str) -> N
 
 def table(results: list[dict]) -> str:
     """The Markdown table of the results (mean over seeds, then each seed)."""
-    def mean(key: str, sub: str) -> str:
+    def mean(key: str, sub: str, per_seed: bool = False) -> str:
         vals = [r[key][sub] for r in results if key in r and r[key].get(sub) is not None]
-        return f"{statistics.mean(vals):.4f}" if vals else "-"
+        if not vals:
+            return "-"
+        seeds = f" ({' / '.join(f'{v:.4f}' for v in vals)})" if per_seed and len(vals) > 1 else ""
+        return f"{statistics.mean(vals):.4f}{seeds}"
 
-    rows = ["| method | FLOPs ratio | test acc. after LS reconstruction | test acc. after fine-tune |",
+    rows = ["| method | FLOPs ratio | test acc. after LS reconstruction | test acc. after fine-tune (per seed) |",
             "|---|---|---|---|"]
     for key, label in (("uniform", "uniform (L1)"), ("amc", "AMC, DDPG"), ("rllib", "AMC, RLlib"),
                        ("metapruning", "MetaPruning")):
         if any(key in r for r in results):
-            rows.append(f"| {label} | {mean(key, 'flops_ratio')} | {mean(key, 'reconstructed')} | {mean(key, 'finetuned')} |")
+            rows.append(f"| {label} | {mean(key, 'flops_ratio')} | {mean(key, 'reconstructed')} | "
+                        f"{mean(key, 'finetuned', per_seed=True)} |")
     return "\n".join(rows)
 
 
