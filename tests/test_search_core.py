@@ -144,7 +144,12 @@ def test_registry_lists_every_strategy_and_fails_only_when_asked() -> None:
 
 
 def test_latency_target_uses_a_cached_lookup_table(tmp_path, monkeypatch, digits) -> None:
+    """The table is measured once, cached, read back and used for predictions. Timings are a
+    deterministic stand-in (ms proportional to MACs), so a loaded machine cannot flip the
+    order of the predictions; real timings are bench/latency.py's job."""
     monkeypatch.setenv("SECATEURS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("search.latency.measure_latency",
+                        lambda model, shape, **_: count_flops(model, shape) * 1e-6 + 0.01)
     model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
     space = SearchSpace(model, SHAPE, "latency=0.95")
     tables = list((tmp_path / "latency").glob("*.json"))
