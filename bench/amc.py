@@ -148,7 +148,7 @@ def bench_seed(seed: int, args: argparse.Namespace) -> dict:
         tail = rewards[-max(1, len(rewards) // 5):]
         amc.update(reconstructed=reconstructed(model, space, amc["policy"], data, calib, seed),
                    finetuned=finetuned(model, space, amc["policy"], data, calib, args.finetune_epochs, seed,
-                                            args.finetune_seeds),
+                                       args.finetune_seeds),
                    warmup_reward=statistics.mean(rewards[: args.warmup]), last20_reward=statistics.mean(tail),
                    rewards=rewards)
         out["amc"] = amc

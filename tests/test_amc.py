@@ -191,9 +191,11 @@ def _module_weights(strategy) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(np.array(v)) for k, v in strategy.rllib.algo.get_module().get_state().items()}
 
 
-def test_rllib_agent_resumes_from_learned_weights(trained_convnet, digits) -> None:
+@pytest.mark.parametrize("agent,rllib_options", [("rllib-ppo", {"episodes_per_iteration": 1}),
+                                                  ("rllib-sac", {"warmup": 1, "batch_size": 8})])
+def test_rllib_agent_resumes_from_learned_weights(trained_convnet, digits, agent, rllib_options) -> None:
     """A stopped RLlib search restarts from the learner's trained weights, not a fresh agent."""
-    opts = dict(episodes=5, agent="rllib-ppo", evaluator="plain", rllib_options={"episodes_per_iteration": 1})
+    opts = dict(episodes=5, agent=agent, evaluator="plain", rllib_options=rllib_options)
     _, ev, first = _search(trained_convnet, digits, "plain", **opts)
     try:
         initial = _module_weights(first) if first._rllib() else None

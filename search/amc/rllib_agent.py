@@ -12,7 +12,7 @@ Resume: `snapshot()` takes the learner's RLModule weights and optimiser state (a
 so the strategy's state stays `weights_only`-loadable) while the training thread is parked at an
 episode's last step, and a new driver starts from them. Not kept: SAC's replay buffer, the
 episodes PPO has sampled since its last update, and RLlib's sampling RNG, so a resumed RLlib
-search carries on from the learned policy but does not repeat the exact episodes.""" 
+search carries on from the learned policy but does not repeat the exact episodes."""
 from __future__ import annotations
 
 import itertools
