@@ -48,7 +48,7 @@ from search.evaluators import EvalContext, make_evaluator  # noqa: E402
 from search.metapruning import random_kept  # noqa: E402
 from search.registry import make_strategy  # noqa: E402
 from search.runner import run_search  # noqa: E402
-from search.space import SearchSpace  # noqa: E402
+from search.space import SearchSpace, bisect_scalar  # noqa: E402
 
 SHAPE = (1, 16, 16)
 
@@ -84,12 +84,9 @@ def near_budget_policies(space, n: int, seed: int, sigma: float = 0.15, least: f
         def policy(u: float) -> dict:
             return {k: float(np.clip(u + noise[i], 0.0, space.bounds[k][1])) for i, k in enumerate(space.keys)}
 
-        lo, hi = 0.0, 1.0
-        for _ in range(30):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if space.resource(policy(mid)) > space.budget else (lo, mid)
-        if space.resource(policy(hi)) >= least * space.budget:
-            out.append(policy(hi))
+        _, candidate = bisect_scalar(space, policy, 0.0, 1.0)
+        if space.resource(candidate) >= least * space.budget:
+            out.append(candidate)
     return out
 
 
