@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .engine import make_engine, migrate
-from .tables import (FINAL_STATUSES, Artifact, Candidate, Checkpoint, Event, Job, Model, Team, Token, utcnow)
+from .status import JobStatus
+from .tables import Artifact, Candidate, Checkpoint, Event, Job, Model, Team, Token, utcnow
 
 TOKEN_PREFIX = "sct_"
 
@@ -136,7 +137,7 @@ class Store:
     def create_job(self, team_id: int, spec: dict[str, Any], config: dict[str, Any], priority: int = 0) -> Job:
         """Queue a job."""
         with self.write() as s:
-            job = Job(team_id=team_id, spec=spec, config=config, priority=priority, status="queued", phase="queued")
+            job = Job(team_id=team_id, spec=spec, config=config, priority=priority, status=JobStatus.QUEUED, phase="queued")
             s.add(job)
             s.flush()
             self._event(s, job.id, "queued", "job queued")
@@ -150,7 +151,7 @@ class Store:
                 q = q.where(Job.team_id == team_id)
             return s.scalar(q)
 
-    def list_jobs(self, team_id: int, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+    def list_jobs(self, team_id: int, status: JobStatus | str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
         """A page of a team's jobs (newest first) and the total matching."""
         with self.read() as s:
             cond = [Job.team_id == team_id] + ([Job.status == status] if status else [])
@@ -164,10 +165,9 @@ class Store:
             job = s.scalar(self._lock(select(Job).where(Job.id == job_id, Job.team_id == team_id)))
             if job is None:
                 return None
-            if job.status == "queued":
-                job.status, job.phase, job.finished_at = "cancelled", "cancelled", utcnow()
-                self._event(s, job.id, "cancelled", "cancelled before it started")
-            elif job.status == "running" and not job.cancel_requested:
+            if job.status is JobStatus.QUEUED:
+                self._move(s, job, JobStatus.CANCELLED, "cancelled before it started")
+            elif job.status is JobStatus.RUNNING and not job.cancel_requested:
                 job.cancel_requested = True
                 self._event(s, job.id, "cancel", "cancel requested")
         return job
@@ -175,32 +175,29 @@ class Store:
     def _lock(self, q):
         return q.with_for_update() if self.is_postgres else q
 
+    def _move(self, s: Session, job: Job, to: JobStatus, message: str, kind: str | None = None,
+              data: dict[str, Any] | None = None, **fields: Any) -> None:
+        """`job.move(to, **fields)` (the transition table's check) and its event, `kind`
+        defaulting to the new status."""
+        job.move(to, **fields)
+        self._event(s, job.id, kind or to.value, message, data)
+
     def claim_next(self) -> tuple[Job, str] | None:
         """Atomically take the highest-priority, oldest queued job; returns it with the run's
         lease token, or None if the queue is empty."""
         lease = uuid.uuid4().hex
-        now = utcnow()
-        with self.write() as s:
-            pick = select(Job.id).where(Job.status == "queued").order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
-            if self.is_postgres:
-                job_id = s.scalar(pick.with_for_update(skip_locked=True))
-                if job_id is None:
-                    return None
-                s.execute(update(Job).where(Job.id == job_id).values(status="running", claimed_by=lease, started_at=func.coalesce(Job.started_at, now),
-                                                                    heartbeat_at=now, attempts=Job.attempts + 1, phase="starting"))
-            else:
-                job_id = s.scalar(update(Job).where(Job.id == pick.scalar_subquery(), Job.status == "queued")
-                                  .values(status="running", claimed_by=lease, started_at=func.coalesce(Job.started_at, now),
-                                          heartbeat_at=now, attempts=Job.attempts + 1, phase="starting").returning(Job.id))
-                if job_id is None:
-                    return None
-            job = s.get(Job, job_id)
-            self._event(s, job_id, "started", f"run {job.attempts} started", {"attempt": job.attempts})
+        with self.write() as s:  # SQLite: BEGIN IMMEDIATE, so no other writer runs between pick and move
+            pick = select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
+            job = s.scalar(pick.with_for_update(skip_locked=True) if self.is_postgres else pick)
+            if job is None:
+                return None
+            job.move(JobStatus.RUNNING, lease=lease)
+            self._event(s, job.id, "started", f"run {job.attempts} started", {"attempt": job.attempts})
         return job, lease
 
     def _held(self, s: Session, job_id: int, lease: str) -> Job:
         job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
-        if job is None or job.status != "running" or job.claimed_by != lease:
+        if job is None or job.status is not JobStatus.RUNNING or job.claimed_by != lease:
             raise LeaseLost(f"job {job_id} is no longer held by this run")
         return job
 
@@ -215,7 +212,7 @@ class Store:
         """True if the job was asked to stop (or is no longer running)."""
         with self.read() as s:
             row = s.execute(select(Job.status, Job.cancel_requested).where(Job.id == job_id)).first()
-            return row is None or row.status != "running" or bool(row.cancel_requested)
+            return row is None or row.status is not JobStatus.RUNNING or bool(row.cancel_requested)
 
     def add_candidate(self, job_id: int, lease: str, result: dict[str, Any]) -> int | None:
         """Store an evaluated candidate with the next sequence number; None if this proposal is
@@ -280,23 +277,24 @@ class Store:
             row = s.get(Checkpoint, job_id)
             return bytes(row.state) if row is not None else None
 
-    def finish_job(self, job_id: int, lease: str | None, status: str, summary: dict[str, Any] | None = None,
+    def finish_job(self, job_id: int, lease: str | None, status: JobStatus | str, summary: dict[str, Any] | None = None,
                    error: str | None = None, traceback: str | None = None, artifacts: list[dict[str, Any]] | None = None) -> bool:
         """Move a running job to a final status (only from the run holding it when `lease` is
-        given); returns False if the job was not ours to finish."""
-        assert status in FINAL_STATUSES
+        given); returns False if the job was not ours to finish (gone, already final, or held
+        by another lease). A status that is not final raises ValueError; a move the table
+        forbids (a queued job to succeeded, with no lease) raises IllegalTransition."""
+        status = JobStatus(status)
+        if not status.final:
+            raise ValueError(f"job {job_id}: finish_job takes a final status, not {status}")
         with self.write() as s:
             job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
-            if job is None or job.status in FINAL_STATUSES or (lease is not None and job.claimed_by != lease):
+            if job is None or job.status.final or (lease is not None and job.claimed_by != lease):
                 return False
-            job.status, job.finished_at, job.phase = status, utcnow(), status
-            if status == "succeeded":
-                job.progress = 1.0
+            msg = {JobStatus.SUCCEEDED: "job succeeded", JobStatus.CANCELLED: "job cancelled"}.get(status, f"job failed: {error}")
+            self._move(s, job, status, msg)
             job.summary, job.error, job.traceback = plain(summary), error, traceback
             for a in artifacts or []:
                 s.add(Artifact(job_id=job_id, **a))
-            msg = {"succeeded": "job succeeded", "cancelled": "job cancelled"}.get(status, f"job failed: {error}")
-            self._event(s, job_id, status, msg)
             return True
 
     def release(self, job_id: int, lease: str, reason: str) -> bool:
@@ -304,15 +302,12 @@ class Store:
         next claim resumes it."""
         with self.write() as s:
             job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
-            if job is None or job.status != "running" or job.claimed_by != lease:
+            if job is None or job.status is not JobStatus.RUNNING or job.claimed_by != lease:
                 return False
             if job.cancel_requested:
-                job.status, job.phase, job.finished_at = "cancelled", "cancelled", utcnow()
-                self._event(s, job_id, "cancelled", "job cancelled")
+                self._move(s, job, JobStatus.CANCELLED, "job cancelled")
             else:
-                job.status, job.phase = "queued", "queued (resume)"
-                self._event(s, job_id, "requeued", reason)
-            job.claimed_by = None
+                self._move(s, job, JobStatus.QUEUED, reason, kind="requeued")
             return True
 
     def requeue_stale(self, stale_after: float, max_attempts: int) -> list[int]:
@@ -321,20 +316,17 @@ class Store:
         cutoff = utcnow() - timedelta(seconds=stale_after)
         touched = []
         with self.write() as s:
-            q = select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)
+            q = select(Job).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
             q = q.with_for_update(skip_locked=True) if self.is_postgres else q
             for job in s.scalars(q):
                 touched.append(job.id)
                 if job.cancel_requested:
-                    job.status, job.phase, job.finished_at, job.claimed_by = "cancelled", "cancelled", utcnow(), None
-                    self._event(s, job.id, "cancelled", "job cancelled (its run had stopped)")
+                    self._move(s, job, JobStatus.CANCELLED, "job cancelled (its run had stopped)")
                 elif job.attempts >= max_attempts:
-                    job.status, job.phase, job.finished_at, job.claimed_by = "failed", "failed", utcnow(), None
                     job.error = f"the job's worker stopped responding {job.attempts} times; giving up"
-                    self._event(s, job.id, "failed", job.error)
+                    self._move(s, job, JobStatus.FAILED, job.error)
                 else:
-                    job.status, job.phase, job.claimed_by = "queued", "queued (resume)", None
-                    self._event(s, job.id, "requeued", "worker stopped responding; job requeued to resume")
+                    self._move(s, job, JobStatus.QUEUED, "worker stopped responding; job requeued to resume", kind="requeued")
         return touched
 
     def list_candidates(self, job_id: int, after: int = 0, limit: int = 500) -> list[Candidate]:
@@ -356,7 +348,7 @@ class Store:
     def job_counts(self) -> dict[str, int]:
         """Jobs per status (all teams), for /metrics."""
         with self.read() as s:
-            return {st: int(n) for st, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
+            return {st.value: int(n) for st, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
 
     def candidate_totals(self) -> tuple[int, float]:
         """Candidates evaluated and evaluation seconds summed over all jobs, for /metrics."""

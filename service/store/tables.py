@@ -8,14 +8,31 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+from .status import FINAL, JobStatus, check_move
+
+JOB_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus)
+FINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus if s in FINAL)
 
 
 def utcnow() -> datetime:
     """Timezone-aware now, the one clock every row uses."""
     return datetime.now(timezone.utc)
+
+
+class StatusColumn(TypeDecorator):
+    """A job status in a VARCHAR(16) column (the schema is unchanged): `JobStatus` in, the
+    enum back out; a string that is no status is refused before it reaches the database."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else JobStatus(value).value
+
+    def process_result_value(self, value: Any, dialect: Any) -> JobStatus | None:
+        return None if value is None else JobStatus(value)
 
 
 class Base(DeclarativeBase):
@@ -58,7 +75,7 @@ class Job(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column()
     config: Mapped[dict[str, Any]] = mapped_column()
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[JobStatus] = mapped_column(StatusColumn(), default=JobStatus.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     phase: Mapped[str] = mapped_column(String(128), default="")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -76,6 +93,36 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     __table_args__ = (Index("ix_jobs_queue", "status", "priority", "created_at"),)
+
+    def move(self, to: JobStatus | str, *, lease: str | None = None, phase: str | None = None,
+             now: datetime | None = None) -> JobStatus:
+        """The one way a job changes status: checks `status → to` against the transition table
+        (`IllegalTransition` if it is not allowed) and sets what goes with it. To running:
+        the run's `lease` (required), started_at (first run only), heartbeat_at, attempts + 1.
+        Back to queued: no lease. To a final status: finished_at, no lease, and progress 1.0 on
+        success. `phase` defaults to "starting", "queued (resume)" or the status. Returns the
+        status the job had."""
+        before = JobStatus(self.status)
+        to = check_move(self.id, before, to)
+        now = now or utcnow()
+        if to is JobStatus.RUNNING:
+            if not lease:
+                raise ValueError(f"job {self.id}: a move to running needs the run's lease")
+            self.claimed_by, self.heartbeat_at = lease, now
+            self.started_at = self.started_at or now
+            self.attempts = (self.attempts or 0) + 1
+            default_phase = "starting"
+        elif to is JobStatus.QUEUED:
+            self.claimed_by = None
+            default_phase = "queued (resume)"
+        else:
+            self.claimed_by, self.finished_at = None, now
+            if to is JobStatus.SUCCEEDED:
+                self.progress = 1.0
+            default_phase = to.value
+        self.status = to
+        self.phase = (phase or default_phase)[:128]
+        return before
 
 
 class Candidate(Base):
