@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from ..config import Settings
 from ..jobspec import JobSpec
-from ..store import JOB_STATUSES, Store, as_utc, candidate_dict
+from ..store import JobStatus, Store, as_utc, candidate_dict
 from ..store.tables import Job, Team
 from ..submit import SpecError, resolve_config
 from .deps import current_team, get_settings, get_store
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 class JobOut(BaseModel):
     id: int
-    status: str
+    status: JobStatus
     phase: str
     progress: float
     priority: int
@@ -86,11 +86,9 @@ async def submit_job(spec: JobSpec, request: Request, team: Team = Depends(curre
 
 
 @router.get("", response_model=JobPage, summary="The team's jobs, newest first")
-def list_jobs(status_: str | None = Query(None, alias="status", description=f"one of {', '.join(JOB_STATUSES)}"),
+def list_jobs(status_: JobStatus | None = Query(None, alias="status", description="only jobs with this status"),
               limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
               team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobPage:
-    if status_ is not None and status_ not in JOB_STATUSES:
-        raise HTTPException(422, f"status must be one of {', '.join(JOB_STATUSES)}")
     items, total = store.list_jobs(team.id, status_, limit, offset)
     return JobPage(items=[JobOut.of(j) for j in items], total=total, limit=limit, offset=offset)
 

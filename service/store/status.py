@@ -5,15 +5,16 @@
 
 succeeded, failed and cancelled are final. `Job.move` (service/store/tables.py) is the one
 place that changes a job's status: it checks the move with `check_move` and sets the fields
-that go with it. The values are the strings stored in the database and shown by the API."""
+that go with it. The values are the strings stored in the database and shown by the API;
+`JobStatus` is a `StrEnum`, so a member compares, hashes, formats and serialises as its string."""
 from __future__ import annotations
 
 from enum import StrEnum
 
 
 class JobStatus(StrEnum):
-    """Where a job stands. A `StrEnum`: each member is its stored string ("queued", ...), so it
-    compares, hashes, formats and serialises as that string."""
+    """A job's status: queued, running, then succeeded, failed or cancelled (final). A running
+    job may go back to queued when its run stopped (it resumes on the next claim)."""
 
     QUEUED = "queued"
     RUNNING = "running"
