@@ -4,17 +4,36 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test bench clean
+.PHONY: install lock system-deps run test bench clean
 
-$(STAMP): pyproject.toml
+TORCH := torch==2.13.0
+
+$(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	# CPU torch first, on its own, so nothing that depends on torch pulls a CUDA build.
-	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet $(TORCH)
+	# Then the exact versions requirements.lock pins (dev extra included; torch is left out of it),
+	# the project itself without resolving again, and a check that the lock covers pyproject.toml.
+	$(VENV)/bin/pip install --quiet -r requirements.lock
+	$(VENV)/bin/pip install --quiet --no-deps -e .
+	$(VENV)/bin/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml (run it after changing a dependency; existing
+# pins are kept unless LOCK_ARGS=--upgrade). torch is constrained to $(TORCH) but left out of the
+# lock; a CUDA resolution (nvidia-* packages, where the CPU wheel is not on disk) is refused.
+lock: $(VENV)/bin/pip-compile
+	echo "$(TORCH)" | CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra dev --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --unsafe-package torch --unsafe-package pip --unsafe-package setuptools \
+	  -c /dev/stdin $(LOCK_ARGS) -o requirements.lock pyproject.toml
+	! grep -q '^nvidia-' requirements.lock || { echo "requirements.lock took a CUDA torch's packages" >&2; exit 1; }
+
+$(VENV)/bin/pip-compile:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet 'pip-tools>=7.6,<8'
 
 system-deps:
 	bash scripts/system-deps.sh
