@@ -1,51 +1,35 @@
-"""Helpers for the service tests (no tests here): a migrated store on a temporary SQLite file
-or in a fresh PostgreSQL schema, and a briefly trained model."""
+"""Helpers for the service tests (no tests here; the `db_url`, `pg_url` and `store` fixtures
+are in conftest.py): a fresh PostgreSQL schema per use, and a briefly trained model."""
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Iterator
 
 import pytest
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG_URL = os.environ.get("SECATEURS_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+"""The PostgreSQL database the tests use (each in its own schema); SECATEURS_TEST_DATABASE_URL overrides it."""
 
 
 def pg_schema_url() -> Iterator[str]:
     """A URL whose search_path is a new, empty schema; the schema is dropped on exit."""
     import psycopg
+    from sqlalchemy.engine import make_url
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = PG_URL.replace("postgresql+psycopg", "postgresql")
+    dsn = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {dsn} is not reachable (start it, e.g. with .ci/run): {exc}")
+        pytest.fail(f"PostgreSQL at {make_url(dsn)!r} is not reachable (start it, e.g. with .ci/run, or point "
+                    f"SECATEURS_TEST_DATABASE_URL at one): {exc}")
     conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
     finally:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         conn.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path) -> Iterator[str]:
-    """A database URL for each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        yield from pg_schema_url()
-
-
-@pytest.fixture
-def store(db_url):
-    """A migrated Store on each backend."""
-    from service.store import Store
-
-    s = Store(db_url)
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def train_digits_convnet(path, epochs: float = 1.0):

@@ -1,15 +1,22 @@
 """The job store on SQLite and PostgreSQL: migrations, tokens, the queue claim and its
-order, leases, candidates without gaps or duplicates, stale-job requeue, cancel."""
+order, leases, candidates without gaps or duplicates, stale-job requeue, cancel; and the job
+status transition table (every legal move, every illegal one refused)."""
 from __future__ import annotations
 
+import ast
+import itertools
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import StatementError
 
-from service.store import LeaseLost, Store, hash_token
-from service.store.tables import Job, Token
-from test_service_support import db_url, store  # noqa: F401 - fixtures
+from service.store import TRANSITIONS, IllegalTransition, JobStatus, LeaseLost, Store, hash_token
+from service.store.tables import FINAL_STATUSES, JOB_STATUSES, Job, Token
+
+LEGAL = [(a, b) for a, nxt in TRANSITIONS.items() for b in sorted(nxt)]
+ILLEGAL = [(a, b) for a, b in itertools.product(JobStatus, JobStatus) if b not in TRANSITIONS[a]]
 
 
 def _result(pid: int, score: float = 0.5) -> dict:
@@ -179,3 +186,93 @@ def test_json_columns_take_numpy_values_and_non_finite_floats(store):
     c = store.list_candidates(job.id)[0]
     assert c.policy == {"conv1": 0.5} and c.meta == {"n": 3, "bad": None, "t": [1, 2]}
     assert store.get_job(job.id).summary == {"acc": 0.9, "inf": None}
+
+
+def test_transition_table_is_the_documented_one():
+    Q, R, S, F, C = JobStatus
+    assert TRANSITIONS == {Q: {R, C}, R: {S, F, C, Q}, S: set(), F: set(), C: set()}
+    assert [s.final for s in JobStatus] == [False, False, True, True, True]
+    assert JOB_STATUSES == ("queued", "running", "succeeded", "failed", "cancelled") and FINAL_STATUSES == ("succeeded", "failed", "cancelled")
+    assert JobStatus("queued") is Q and f"{Q}" == "queued" and {"queued": 1}[Q] == 1
+
+
+@pytest.mark.parametrize("before,after", LEGAL, ids=[f"{a}-{b}" for a, b in LEGAL])
+def test_every_legal_move_applies_its_fields(before, after):
+    job = Job(id=7, status=before, phase="x", attempts=1, progress=0.5, claimed_by="old" if before == "running" else None)
+    assert job.move(after, lease="new") is before
+    assert job.status is after
+    if after is JobStatus.RUNNING:
+        assert (job.claimed_by, job.attempts, job.phase) == ("new", 2, "starting")
+        assert job.started_at is not None and job.heartbeat_at is not None and job.finished_at is None
+    elif after is JobStatus.QUEUED:
+        assert (job.claimed_by, job.phase, job.finished_at) == (None, "queued (resume)", None)
+    else:
+        assert job.claimed_by is None and job.finished_at is not None and job.phase == after.value
+        assert job.progress == (1.0 if after is JobStatus.SUCCEEDED else 0.5)
+
+
+@pytest.mark.parametrize("before,after", ILLEGAL, ids=[f"{a}-{b}" for a, b in ILLEGAL])
+def test_every_illegal_move_is_refused_and_changes_nothing(before, after):
+    job = Job(id=7, status=before, phase="x", claimed_by="lease")
+    with pytest.raises(IllegalTransition, match=f"^job 7: cannot go from {before} to {after}$"):
+        job.move(after, lease="new")
+    assert (job.status, job.phase, job.claimed_by, job.finished_at) == (before, "x", "lease", None)
+
+
+def test_move_needs_a_lease_to_run_and_a_real_status():
+    with pytest.raises(ValueError, match="needs the run's lease"):
+        Job(id=1, status=JobStatus.QUEUED).move(JobStatus.RUNNING)
+    with pytest.raises(ValueError, match="'done' is not a valid JobStatus"):
+        Job(id=1, status=JobStatus.RUNNING).move("done")
+    assert isinstance(IllegalTransition(1, "a", "b"), ValueError)
+
+
+@pytest.mark.parametrize("final", ["succeeded", "failed", "cancelled"])
+def test_finish_job_moves_a_running_job_once(store, final):
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    _, lease = store.claim_next()
+    assert store.finish_job(job.id, lease, final, error="e" if final == "failed" else None) is True
+    done = store.get_job(job.id)
+    assert done.status is JobStatus(final) and done.phase == final and done.finished_at is not None and done.claimed_by is None
+    assert store.list_events(job.id)[-1].kind == final
+    # a final job is not ours to finish again: False, not an error, and nothing changes
+    for again in FINAL_STATUSES:
+        assert store.finish_job(job.id, lease, again) is False
+        assert store.finish_job(job.id, None, again) is False
+    assert store.get_job(job.id).status is JobStatus(final)
+    assert store.finish_job(job.id + 100, lease, final) is False  # no such job
+
+
+def test_finish_job_refuses_a_non_final_status_and_an_illegal_move(store):
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    with pytest.raises(ValueError, match=f"job {job.id}: finish_job takes a final status, not running"):
+        store.finish_job(job.id, None, JobStatus.RUNNING)
+    with pytest.raises(IllegalTransition, match=f"job {job.id}: cannot go from queued to succeeded"):
+        store.finish_job(job.id, None, "succeeded")  # a queued job never ran: it cannot succeed
+    assert store.get_job(job.id).status is JobStatus.QUEUED
+    assert store.finish_job(job.id, None, "cancelled") is True  # queued → cancelled is legal
+
+
+def test_stored_status_is_the_enum_and_unknown_strings_are_refused(store):
+    team = store.team_for_token(store.create_token("a")).id
+    job = store.create_job(team, {}, {})
+    with store.read() as s:
+        assert s.execute(text("SELECT status FROM jobs")).scalar() == "queued"  # the stored string is unchanged
+    assert store.get_job(job.id).status is JobStatus.QUEUED
+    assert store.list_jobs(team, status=JobStatus.QUEUED)[1] == 1 and store.list_jobs(team, status="queued")[1] == 1
+    assert store.job_counts() == {"queued": 1}
+    with pytest.raises(StatementError, match="'done' is not a valid JobStatus"):
+        store.list_jobs(team, status="done")
+
+
+def test_no_assert_checks_a_status_in_the_service():
+    """Status checks raise real errors (asserts vanish under `python -O`)."""
+    root = Path(__file__).resolve().parents[1] / "service"
+    found = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Assert) and "status" in ast.unparse(node.test).lower():
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert not found, found
