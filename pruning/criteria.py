@@ -13,6 +13,7 @@ from torch import nn
 
 from .errors import PruningError
 from .graph import ChannelGroup, DependencyGraph
+from .registry import Registry
 
 
 def filters(module: nn.Module) -> torch.Tensor:
@@ -45,6 +46,14 @@ class Criterion:
         return normalise(scores)
 
 
+CRITERIA: Registry[Callable[[], Criterion]] = Registry("criterion", sort=True)
+"""Criteria by name; each built-in is registered where it is defined, below."""
+
+register_criterion = CRITERIA.register
+"""Make a criterion available by name: `@register_criterion("name")` on a class, or `register_criterion("name", factory)`."""
+
+
+@register_criterion("l1")
 class L1Norm(Criterion):
     """L1 norm of each filter (Li et al., "Pruning Filters for Efficient ConvNets", 2016)."""
 
@@ -54,6 +63,7 @@ class L1Norm(Criterion):
         return filters(module).abs().sum(1)
 
 
+@register_criterion("l2")
 class L2Norm(Criterion):
     """L2 norm of each filter (Li et al. 2016 compare it with L1; the two barely differ)."""
 
@@ -63,6 +73,7 @@ class L2Norm(Criterion):
         return filters(module).norm(p=2, dim=1)
 
 
+@register_criterion("fpgm")
 class FPGM(Criterion):
     """Filter Pruning via Geometric Median (He et al., CVPR 2019): a filter close to the
     geometric median of its layer is redundant, since the others can stand in for it. As in
@@ -76,6 +87,7 @@ class FPGM(Criterion):
         return torch.cdist(w, w, p=2).sum(1)
 
 
+@register_criterion("slimming")
 class BNScale(Criterion):
     """Network Slimming (Liu et al., ICCV 2017): |gamma| of the BatchNorm scaling each channel,
     averaged over the group's BNs; train with `slimming_penalty` to make gammas sparse.
@@ -183,6 +195,7 @@ def _add(acc: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
     acc[key] = acc[key] + value if key in acc else value
 
 
+@register_criterion("apoz")
 class APoZ(ActivationCriterion):
     """Network Trimming (Hu et al. 2016): the Average Percentage of Zeros of a channel's
     activations after BN and ReLU; importance is 1 - APoZ, so an always-zero channel scores 0."""
@@ -197,6 +210,7 @@ class APoZ(ActivationCriterion):
         return (1.0 - acc["zeros"] / acc["count"]).float()
 
 
+@register_criterion("activation-mean")
 class ActivationMean(ActivationCriterion):
     """Mean activation of a channel after BN+ReLU over calibration data (Molchanov et al. 2016,
     their "mean activation" baseline): channels that barely fire contribute little."""
@@ -211,6 +225,7 @@ class ActivationMean(ActivationCriterion):
         return (acc["sum"] / acc["count"]).float()
 
 
+@register_criterion("activation-std")
 class ActivationStd(ActivationMean):
     """Standard deviation of a channel's activations after BN+ReLU over calibration data
     (Molchanov et al. 2016, their "activation std" baseline): a channel whose output hardly
@@ -228,6 +243,7 @@ class ActivationStd(ActivationMean):
         return var.sqrt().float()
 
 
+@register_criterion("hrank")
 class HRank(ActivationCriterion):
     """HRank (Lin et al., CVPR 2020): the average rank of a channel's feature maps (each an
     H x W matrix) over calibration images; low-rank maps carry less information. Ranks are
@@ -262,24 +278,22 @@ class HRank(ActivationCriterion):
         return (acc["rank"] / acc["count"]).float()
 
 
-CRITERIA: dict[str, Callable[[], Criterion]] = {
-    "l1": L1Norm, "l2": L2Norm, "fpgm": FPGM, "slimming": BNScale, "apoz": APoZ,
-    "activation-mean": ActivationMean, "activation-std": ActivationStd, "hrank": HRank,
-}
+@register_criterion("first-k")
+class FirstK(Criterion):
+    """Index order: channel i scores higher than channel j > i, so a cut keeps the first k
+    channels, which is what a slimmable network's width k runs (`pruning.slimmable`)."""
 
+    name = "first-k"
 
-def register_criterion(name: str, factory: Callable[[], Criterion]) -> None:
-    """Make a criterion available by name."""
-    CRITERIA[name] = factory
+    def scores(self, model: nn.Module, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
+        return torch.arange(group.channels, 0, -1, dtype=torch.float32)
 
 
 def get_criterion(name: str | Criterion) -> Criterion:
     """A criterion instance by name (or the instance itself)."""
     if isinstance(name, Criterion):
         return name
-    if name not in CRITERIA:
-        raise PruningError(f"unknown criterion {name!r}; choose one of: {', '.join(sorted(CRITERIA))}")
-    return CRITERIA[name]()
+    return CRITERIA.get(name)()
 
 
 def normalise(scores: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from pruning.slimmable import FirstK, SlimmableNet, calibrate_bn, load_supernet,
 
 from .base import Proposal, Result, SearchError
 from .evaluators import EvalContext, Evaluator, register_evaluator
+from .registry import register_strategy
 from .space import SearchSpace
 from .strategies.common import SpaceStrategy, result_from_state, result_to_state
 
@@ -46,6 +47,7 @@ def _resolve(supernet: str | Path | None) -> Path:
     return Path(supernet)
 
 
+@register_strategy("autoslim")
 class AutoSlimStrategy(SpaceStrategy):
     """Greedy slimming with shared weights (see module doc). `supernet` is the folder (or JSON)
     `secateurs slimmable train --universal` wrote; `step` is the fraction of each group's
@@ -251,6 +253,7 @@ class AutoSlimStrategy(SpaceStrategy):
         self._final = None if state["final"] is None else result_from_state(state["final"])
 
 
+@register_evaluator(EVALUATOR)
 class SharedWeightsEvaluator(Evaluator):
     """AutoSlim's evaluator: run the supernet at the policy's channel configuration (no copy,
     no cut), calibrate its BN statistics on training batches (US-Nets), score on validation.
@@ -306,6 +309,3 @@ class SharedWeightsEvaluator(Evaluator):
         if self.context.space is not None:
             return self.context.space.resources(policy)
         return super().resources(self.net.export(self.config(policy)), policy)
-
-
-register_evaluator(EVALUATOR, SharedWeightsEvaluator)

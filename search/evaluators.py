@@ -8,7 +8,8 @@ split:
 - `finetune`: NetAdapt's short-term fine-tune (Yang et al. 2018): `steps` SGD iterations on
   the training split, then validate.
 Other modules add theirs (AMC's `reconstruct`, MetaPruning's `pruningnet`, AutoSlim's
-`shared-weights`) with `register_evaluator`."""
+`shared-weights`) with `@register_evaluator("name")`; `import search` imports them all, so
+`EVALUATORS` is complete once the package is imported."""
 from __future__ import annotations
 
 import time
@@ -23,6 +24,7 @@ from pruning.cut import prune
 from pruning.criteria import get_criterion
 from pruning.data import DataSplits
 from pruning.measure import count_flops, count_params, peak_memory_bytes
+from pruning.registry import Registry
 from pruning.train import TrainConfig, evaluate, train
 
 from .base import Proposal, Result, SearchError
@@ -99,6 +101,14 @@ class Evaluator:
                       meta={**(meta or {}), "evaluator": self.name})
 
 
+EVALUATORS: Registry[Callable[..., Evaluator]] = Registry("evaluator", error=SearchError, sort=True)
+"""Evaluator classes by name (each built as `cls(context, **options)`)."""
+
+register_evaluator = EVALUATORS.register
+"""Make an evaluator available by name: `@register_evaluator("name")` on an `Evaluator` subclass."""
+
+
+@register_evaluator("plain")
 class PlainEvaluator(Evaluator):
     """Validation accuracy of the cut model as it is."""
 
@@ -108,6 +118,7 @@ class PlainEvaluator(Evaluator):
         return self.validate(model)
 
 
+@register_evaluator("adaptive-bn")
 class AdaptiveBNEvaluator(Evaluator):
     """EagleEye's adaptive BN (Li et al. 2020): re-estimate BN statistics of the cut model on
     calibration batches from the training split (`pruning.bn.recalibrate_bn`), then validate."""
@@ -121,6 +132,7 @@ class AdaptiveBNEvaluator(Evaluator):
         return self.validate(model)
 
 
+@register_evaluator("finetune")
 class FinetuneEvaluator(Evaluator):
     """NetAdapt's short-term fine-tune (Yang et al. 2018): `steps` SGD iterations on the
     training split at learning rate `lr`, then validation accuracy."""
@@ -149,38 +161,21 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-EVALUATORS: dict[str, Callable[..., Evaluator]] = {
-    "plain": PlainEvaluator, "adaptive-bn": AdaptiveBNEvaluator, "finetune": FinetuneEvaluator,
-}
-# Evaluators other modules register lazily, imported only when asked for.
-LAZY_EVALUATORS: dict[str, str] = {
-    "reconstruct": "search.amc", "pruningnet": "search.metapruning", "shared-weights": "search.autoslim",
-}
-
-
-def register_evaluator(name: str, factory: Callable[..., Evaluator]) -> None:
-    """Make an evaluator available by name (`factory(context, **options)`)."""
-    EVALUATORS[name] = factory
-
-
 def list_evaluators() -> list[str]:
-    """Names of every evaluator, registered or loadable."""
-    return sorted(set(EVALUATORS) | set(LAZY_EVALUATORS))
+    """Names of every evaluator, sorted."""
+    return EVALUATORS.names()
+
+
+def evaluator_class(name: str) -> Callable[..., Evaluator]:
+    """The class (factory) behind an evaluator name; an unknown name is a SearchError."""
+    return EVALUATORS.get(name)
 
 
 def make_evaluator(name: str, context: EvalContext, **options: Any) -> Evaluator:
     """An evaluator by name, built on `context` with its options."""
-    if name not in EVALUATORS and name in LAZY_EVALUATORS:
-        import importlib
-
-        try:
-            importlib.import_module(LAZY_EVALUATORS[name])
-        except ImportError as exc:
-            raise SearchError(f"evaluator {name!r} is not available: {exc}") from exc
-    if name not in EVALUATORS:
-        raise SearchError(f"unknown evaluator {name!r}; choose one of: {', '.join(list_evaluators())}")
+    cls = evaluator_class(name)
     try:
-        return EVALUATORS[name](context, **options)
+        return cls(context, **options)
     except TypeError as exc:
         raise SearchError(f"bad option for evaluator {name!r}: {exc}") from exc
 

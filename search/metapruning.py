@@ -49,6 +49,7 @@ from .amc.env import SpaceCosts
 from .base import Proposal, Result, SearchError
 from .evaluators import EvalContext, Evaluator, register_evaluator
 from .latency import cache_dir
+from .registry import register_strategy
 from .space import SearchSpace
 from .strategies.common import SpaceStrategy
 
@@ -180,6 +181,7 @@ def random_kept(space: SearchSpace, generator: torch.Generator) -> dict[str, int
     return kept
 
 
+@register_evaluator(EVALUATOR)
 class PruningNetEvaluator(Evaluator):
     """Trains a PruningNet on the context's training split (phase "train" proposals with
     `meta["train_to"]`) and scores encodings with generated weights after BN recalibration.
@@ -315,6 +317,7 @@ class PruningNetEvaluator(Evaluator):
                       meta={**meta, "evaluator": self.name, "pruningnet_steps": self.step})
 
 
+@register_strategy("metapruning")
 class MetaPruningStrategy(SpaceStrategy):
     """PruningNet training in chunks (phase "train"), then evolutionary search (phase
     "evolution") over kept-channel encodings that meet the target.
@@ -479,6 +482,3 @@ class MetaPruningStrategy(SpaceStrategy):
         self.trained, self.generation = int(state["trained"]), int(state["generation"])
         self.queue = [{k: int(v) for k, v in d.items()} for d in state["queue"]]
         self.scored = [(float(d["score"]), {k: int(v) for k, v in d["kept"].items()}, int(d["id"])) for d in state["scored"]]
-
-
-register_evaluator(EVALUATOR, PruningNetEvaluator)

@@ -1,40 +1,29 @@
-"""Strategies by name. Each entry is "module:Class", imported only when asked for, so a
-strategy whose module is missing or broken fails only when someone picks it."""
+"""Strategies by name. Each strategy class registers itself where it is defined
+(`@register_strategy("name")`); `import search` imports every strategy module, so the
+registry is complete once the package is imported."""
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from pruning.registry import Registry
 
 from .base import SearchError, Strategy
 
-STRATEGIES: dict[str, str] = {
-    "uniform": "search.strategies.uniform:UniformStrategy",
-    "sensitivity": "search.strategies.sensitivity:SensitivityStrategy",
-    "global": "search.strategies.global_threshold:GlobalThresholdStrategy",
-    "eagleeye": "search.strategies.eagleeye:EagleEyeStrategy",
-    "netadapt": "search.strategies.netadapt:NetAdaptStrategy",
-    "optuna": "search.strategies.optuna_search:OptunaStrategy",
-    "amc": "search.amc:AMCStrategy",
-    "metapruning": "search.metapruning:MetaPruningStrategy",
-    "autoslim": "search.autoslim:AutoSlimStrategy",
-}
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", error=SearchError)
+"""Strategy classes by name, in registration order (the order `search/__init__` imports them)."""
+
+register_strategy = STRATEGIES.register
+"""Make a strategy available by name: `@register_strategy("name")` on a `Strategy` subclass."""
 
 
 def list_strategies() -> list[str]:
     """Every strategy name, in registry order."""
-    return list(STRATEGIES)
+    return STRATEGIES.names()
 
 
 def strategy_class(name: str) -> type[Strategy]:
-    """The class behind a strategy name (imports its module)."""
-    if name not in STRATEGIES:
-        raise SearchError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    module_name, _, cls_name = STRATEGIES[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise SearchError(f"strategy {name!r} is not available: {exc}") from exc
+    """The class behind a strategy name; an unknown name is a SearchError."""
+    return STRATEGIES.get(name)
 
 
 def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strategy:

@@ -160,19 +160,11 @@ class JobSpec(_Spec):
     def _known_evaluator(cls, v: EvaluatorSpec) -> EvaluatorSpec:
         if v.name is None:
             return v
-        import importlib
-
         from search import evaluators
 
         if v.name not in evaluators.list_evaluators():
             raise ValueError(f"unknown evaluator {v.name!r}; choose one of: {', '.join(evaluators.list_evaluators())}")
-        if v.name not in evaluators.EVALUATORS:
-            try:
-                importlib.import_module(evaluators.LAZY_EVALUATORS[v.name])
-            except ImportError as exc:
-                raise ValueError(f"evaluator {v.name!r} is not available: {exc}") from exc
-        if v.name in evaluators.EVALUATORS:
-            _check_options(evaluators.EVALUATORS[v.name], v.options, f"evaluator {v.name!r}", skip=("context",))
+        _check_options(evaluators.evaluator_class(v.name), v.options, f"evaluator {v.name!r}", skip=("context",))
         return v
 
     @field_validator("criterion")

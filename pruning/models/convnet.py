@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .zoo import register_model
+
 
 class ConvNet(nn.Module):
     """conv(32)-conv(64)-pool-conv(64)-pool -> flatten -> fc(128) -> fc(classes)."""
@@ -28,6 +30,7 @@ class ConvNet(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+@register_model("convnet")
 def convnet(num_classes: int = 10, in_channels: int = 1, input_size: int = 16, width: float = 1.0) -> ConvNet:
     """The small test network; `input_size` fixes the flatten width."""
     return ConvNet(num_classes, in_channels, input_size, width)

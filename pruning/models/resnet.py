@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .zoo import register_model
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs with BN and a residual add."""
@@ -63,11 +65,13 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+@register_model("resnet20")
 def resnet20(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> CifarResNet:
     """ResNet-20 (n=3), 0.27M parameters at width 1."""
     return CifarResNet(20, num_classes, in_channels, width)
 
 
+@register_model("resnet56")
 def resnet56(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> CifarResNet:
     """ResNet-56 (n=9), 0.85M parameters at width 1."""
     return CifarResNet(56, num_classes, in_channels, width)

@@ -17,27 +17,14 @@ import torch
 from torch import nn
 
 from ..bn import recalibrate_bn
-from ..criteria import Criterion, register_criterion
+from ..criteria import FirstK  # re-exported: the criterion a slimmable export cuts by
 from ..cut import example_input, kept_channels, prune
 from ..errors import PruningError
-from ..graph import ChannelGroup, DependencyGraph
+from ..graph import DependencyGraph
 from .layers import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d, plain_copy
 
 Config = dict[str, int]
 """Kept channels per channel group (by group key)."""
-
-
-class FirstK(Criterion):
-    """Index order: channel i scores higher than channel j > i, so a cut keeps the first k
-    channels, which is what a slimmable network's width k runs."""
-
-    name = "first-k"
-
-    def scores(self, model: nn.Module, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
-        return torch.arange(group.channels, 0, -1, dtype=torch.float32)
-
-
-register_criterion(FirstK.name, FirstK)
 
 
 def width_channels(channels: int, width: float) -> int:

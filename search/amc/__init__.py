@@ -1,12 +1,12 @@
 """AMC: AutoML for Model Compression (He et al., ECCV 2018). A DDPG agent learns per-layer
 pruning rates on a Gymnasium environment over the search space; candidates are scored after
 least-squares weight reconstruction instead of fine-tuning. Importing this package registers
-the `reconstruct` evaluator and the `secateurs/AMCPruning-v0` Gymnasium environment."""
+the `amc` strategy, the `reconstruct` evaluator and the `secateurs/AMCPruning-v0` Gymnasium
+environment; the RLlib agents (`search.amc.rllib_agent`, which needs Ray) load only when chosen."""
 from __future__ import annotations
 
 import gymnasium as gym
 
-from ..evaluators import register_evaluator
 from .ddpg import DDPG, DDPGConfig
 from .env import PruningEnv, reward_value
 from .evaluator import ReconstructEvaluator
@@ -15,7 +15,6 @@ from .strategy import AMCStrategy
 
 ENV_ID = "secateurs/AMCPruning-v0"
 
-register_evaluator("reconstruct", ReconstructEvaluator)
 if ENV_ID not in gym.registry:
     gym.register(ENV_ID, entry_point="search.amc.env:PruningEnv")
 

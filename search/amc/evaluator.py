@@ -10,10 +10,11 @@ from torch import nn
 from pruning.bn import recalibrate_bn
 
 from ..base import SearchError
-from ..evaluators import EvalContext, Evaluator
+from ..evaluators import EvalContext, Evaluator, register_evaluator
 from .reconstruct import prune_and_reconstruct
 
 
+@register_evaluator("reconstruct")
 class ReconstructEvaluator(Evaluator):
     """Least-squares weight reconstruction (AMC), optionally followed by adaptive BN."""
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..base import Proposal, Result, SearchError
+from ..registry import register_strategy
 from ..space import SearchSpace
 from ..strategies.common import SpaceStrategy
 from .ddpg import DDPG, DDPGConfig
@@ -26,6 +27,7 @@ from .env import REWARDS, PruningEnv, reward_value
 AGENTS = ("ddpg", "rllib-sac", "rllib-ppo")
 
 
+@register_strategy("amc")
 class AMCStrategy(SpaceStrategy):
     """Learn per-group rates with a DDPG agent over AMC's layer-by-layer environment.
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..base import Proposal, Result
+from ..registry import register_strategy
 from ..space import SearchSpace, bisect_scalar
 from .common import SpaceStrategy
 
 
+@register_strategy("eagleeye")
 class EagleEyeStrategy(SpaceStrategy):
     """Phase "sample": `n_samples` random feasible policies scored by the job's evaluator
     (adaptive BN by default); phase "finetune": the best `top_k` fine-tuned for

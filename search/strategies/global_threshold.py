@@ -6,12 +6,14 @@ global pruning does. The threshold (as the fraction of all channels under it) is
 until the target is met."""
 from __future__ import annotations
 
+from ..registry import register_strategy
 from pruning.cut import global_threshold_policy
 
 from ..space import SearchSpace
 from .common import OneShotStrategy
 
 
+@register_strategy("global")
 class GlobalThresholdStrategy(OneShotStrategy):
     """Bisect the global cut fraction r: channels of the searchable groups whose normalised
     score falls in the lowest r of all are cut (each group clipped to its bounds); evaluate

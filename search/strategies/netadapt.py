@@ -14,10 +14,12 @@ import math
 from typing import Any
 
 from ..base import Proposal, Result, SearchError
+from ..registry import register_strategy
 from ..space import SearchSpace
 from .common import SpaceStrategy
 
 
+@register_strategy("netadapt")
 class NetAdaptStrategy(SpaceStrategy):
     """Iteration i targets `resource(current) - step_i` (never below the budget), with
     `step_0 = (original - budget) / iterations` shrinking by `decay` each iteration.

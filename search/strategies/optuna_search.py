@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 
 from ..base import Proposal, Result, SearchError
+from ..registry import register_strategy
 from ..space import SearchSpace
 from .common import SpaceStrategy
 
@@ -31,6 +32,7 @@ def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
     return list(trial.user_attrs.get(CONSTRAINT_KEY, [0.0]))
 
 
+@register_strategy("optuna")
 class OptunaStrategy(SpaceStrategy):
     """`n_trials` evaluated candidates (infeasible ones are not evaluated and do not count,
     up to `max_asks` in all); `sampler` is a name from SAMPLERS; `step` discretises rates."""

@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 
 from ..base import Proposal, Result
+from ..registry import register_strategy
 from ..space import SearchSpace, bisect_scalar
 from .common import SpaceStrategy
 
 DEFAULT_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+@register_strategy("sensitivity")
 class SensitivityStrategy(SpaceStrategy):
     """Phase "analyse": the unpruned model plus each searchable group alone at each of
     `rates` (clipped to its bounds); phase "allocate": one policy from the drop table."""

@@ -3,10 +3,12 @@ target (found by bisection on the rate). The baseline every other strategy must 
 the L1 criterion it is Li et al. 2016's "prune the same fraction of each layer"."""
 from __future__ import annotations
 
+from ..registry import register_strategy
 from ..space import SearchSpace
 from .common import OneShotStrategy
 
 
+@register_strategy("uniform")
 class UniformStrategy(OneShotStrategy):
     """Bisect one rate r (the same for all searchable groups, each clipped to its bounds) to
     the smallest r whose network fits the budget, then evaluate that single policy."""

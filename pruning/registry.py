@@ -1,0 +1,88 @@
+"""Name → object registries (timm-style decorators) for models, criteria, strategies and evaluators.
+
+    MODELS = Registry[Callable[..., nn.Module]]("model", sort=True)
+
+    @MODELS.register("resnet20")
+    def resnet20(...): ...
+
+    MODELS.register("mine", my_factory)   # plain call, same effect
+    MODELS.get("resnet20")                # or MODELS["resnet20"]; unknown name: a one-line error
+
+Entries are added when the defining module is imported; each package imports its defining
+modules from its `__init__`, so a registry is complete once its package is imported.
+"""
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar, overload
+
+from .errors import PruningError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Objects of one kind by unique name.
+
+    `kind` names the kind in messages ("unknown model 'x'; choose one of: ..."); `error` is the
+    exception type raised for an unknown or duplicate name; `sort` lists names sorted instead of
+    in registration order."""
+
+    def __init__(self, kind: str, *, error: type[Exception] = PruningError, sort: bool = False) -> None:
+        self.kind = kind
+        self.error = error
+        self.sort = sort
+        self._entries: dict[str, T] = {}
+
+    @overload
+    def register(self, name: str | None = None) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str | None, obj: T) -> T: ...
+
+    def register(self, name: str | None = None, obj: T | None = None):
+        """Register under `name`: `@reg.register("x")` as a decorator, or `reg.register("x", obj)`.
+
+        Without a name, the object's `name` attribute (strategies, criteria, evaluators) or its
+        `__name__` is used. A name already taken is an error, as is a name that disagrees with
+        the object's own non-empty `name` attribute."""
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{self.kind} registry: register() takes a name; use @register() or @register('name')")
+
+        def add(obj: T) -> T:
+            own = getattr(obj, "name", None)
+            key = name if name is not None else (own if isinstance(own, str) and own else getattr(obj, "__name__", None))
+            if not key:
+                raise self.error(f"cannot register {obj!r} as a {self.kind}: no name given")
+            if isinstance(own, str) and own and own != key:
+                raise self.error(f"cannot register {self.kind} {key!r}: the object is named {own!r}")
+            if key in self._entries:
+                raise self.error(f"{self.kind} {key!r} is already registered ({self._entries[key]!r})")
+            self._entries[key] = obj
+            return obj
+
+        return add if obj is None else add(obj)
+
+    def get(self, name: str) -> T:
+        """The entry registered under `name`; an unknown name is an error listing the choices."""
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise self.error(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}") from None
+
+    __getitem__ = get
+
+    def names(self) -> list[str]:
+        """Registered names (sorted, or in registration order)."""
+        return sorted(self._entries) if self.sort else list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
