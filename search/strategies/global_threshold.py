@@ -6,9 +6,9 @@ global pruning does. The threshold (as the fraction of all channels under it) is
 until the target is met."""
 from __future__ import annotations
 
-from ..registry import register_strategy
 from pruning.cut import global_threshold_policy
 
+from ..registry import register_strategy
 from ..space import SearchSpace
 from .common import OneShotStrategy
 
