@@ -1,8 +1,14 @@
 """Training, fine-tuning and evaluation: SGD with a cosine schedule by default, optional
-knowledge distillation from the unpruned model, seeded, on CUDA when present."""
+knowledge distillation from the unpruned model, seeded, on CUDA when present.
+
+`train` runs a fixed number of epochs or steps; `finetune` is the final fine-tune of a pruned
+network: validated, early-stopped, best checkpoint kept, within a step budget
+(docs/finetune.md)."""
 from __future__ import annotations
 
+import math
 import random
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -47,6 +53,24 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
 
 
+def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+    """The SGD (Nesterov momentum, weight decay) every training loop here uses."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
+def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None = None,
+              kd_alpha: float = 0.0, kd_temperature: float = 4.0) -> torch.Tensor:
+    """Cross-entropy of `model` on a batch, blended with distillation from `teacher` with
+    weight `kd_alpha` when both are given."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    if teacher is not None and kd_alpha > 0:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        loss = (1 - kd_alpha) * loss + kd_alpha * distillation_loss(logits, t_logits, kd_temperature)
+    return loss
+
+
 def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfig, device: str | torch.device | None):
     """Seed, move the model to its device in train mode, and build the shuffled loader, step
     count and SGD + cosine schedule every training loop here shares. Returns
@@ -59,7 +83,7 @@ def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfi
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    opt = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return dev, loader, steps_per_epoch, total, opt, sched
 
@@ -82,12 +106,7 @@ def train(model: nn.Module, data: Dataset | DataLoader, config: TrainConfig | No
     while step < total:
         for x, y in loader:
             x, y = x.to(dev), y.to(dev)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if teacher is not None and cfg.kd_alpha > 0:
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * distillation_loss(logits, t_logits, cfg.kd_temperature)
+            loss = task_loss(model, x, y, teacher, cfg.kd_alpha, cfg.kd_temperature)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True)
@@ -119,3 +138,175 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256
         correct += int((pred == y.to(dev)).sum())
         total += len(y)
     return correct / max(1, total)
+
+
+SCHEDULES = ("plateau", "cosine")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of the final fine-tune of a pruned network (`finetune`); docs/finetune.md.
+
+    Default (`epochs=None`): train until validation accuracy stops improving, at most
+    `max_steps` optimizer steps. Validate every `eval_every` steps (None: one epoch, clamped
+    to [20, 200] steps); stop after `patience` validations without an improvement of more
+    than `min_delta`. `schedule="plateau"` multiplies the learning rate by `decay_factor`
+    after `max(1, patience // 2)` validations without improvement (so it decays twice
+    before it stops at the default patience 5); `"cosine"` anneals it over `max_steps`.
+
+    Explicit length (`epochs` set): exactly `ceil(epochs * steps_per_epoch)` steps with a
+    cosine schedule over them, no early stop; `max_steps` and `patience` do not apply.
+
+    In both modes the weights given count as the first checkpoint (validated before the first
+    step) and the best-by-validation weights are the ones returned (`keep_best=False`: the
+    last weights instead). `val_batches` caps each validation (None: the whole split)."""
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    max_steps: int = 3000
+    epochs: Optional[float] = None
+    schedule: str = "plateau"
+    patience: int = 5
+    eval_every: Optional[int] = None
+    min_delta: float = 0.0
+    decay_factor: float = 0.1
+    keep_best: bool = True
+    val_batches: Optional[int] = None
+    seed: int = 0
+    kd_alpha: float = 0.0
+    kd_temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"fine-tune schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.epochs is None and int(self.max_steps) < 0:
+            raise ValueError(f"fine-tune max_steps must be >= 0, got {self.max_steps}")
+        if self.epochs is not None and self.epochs < 0:
+            raise ValueError(f"fine-tune epochs must be >= 0, got {self.epochs}")
+        if int(self.patience) < 1:
+            raise ValueError(f"fine-tune patience must be >= 1, got {self.patience}")
+        if self.eval_every is not None and int(self.eval_every) < 1:
+            raise ValueError(f"fine-tune eval_every must be >= 1, got {self.eval_every}")
+
+
+@dataclass
+class FinetuneOutcome:
+    """What a `finetune` run did: optimizer `steps` run, validation accuracy of the weights
+    given (`start_val`) and of the weights returned (`best_val`, reached at `best_step`; 0 =
+    the weights given), whether patience ended it before its budget (`stopped_early`), and
+    `history`: one `(step, val_acc, lr)` per validation, the first at step 0."""
+
+    steps: int
+    best_val: float
+    start_val: float
+    best_step: int
+    stopped_early: bool
+    budget: int
+    eval_every: int
+    history: list[tuple[int, float, float]]
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        """Plain figures for a report (the history as lists)."""
+        return {"steps": self.steps, "best_val": self.best_val, "start_val": self.start_val,
+                "best_step": self.best_step, "stopped_early": self.stopped_early, "budget": self.budget,
+                "eval_every": self.eval_every, "seconds": self.seconds, "history": [list(h) for h in self.history]}
+
+
+def default_eval_every(steps_per_epoch: int) -> int:
+    """Steps between validations when not set: one epoch, clamped to [20, 200]."""
+    return max(20, min(200, int(steps_per_epoch)))
+
+
+def _batches(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def finetune(model: nn.Module, data, config: FinetuneConfig | None = None, teacher: nn.Module | None = None,
+             device: str | torch.device | None = "auto", progress: ProgressFn | None = None) -> FinetuneOutcome:
+    """Fine-tune `model` in place on `data.train`, validating on `data.val` (a
+    `pruning.data.DataSplits`), and leave the best-by-validation weights in it (see
+    `FinetuneConfig`); the model ends in eval mode. `teacher` distils with weight `kd_alpha`.
+    `progress(fraction, info)` is called after each validation with fraction = steps / budget
+    and once more with 1.0 at the end."""
+    cfg = config or FinetuneConfig()
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    dev = get_device(device) if not isinstance(device, torch.device) else device
+    model.to(dev)
+    if teacher is not None:
+        teacher.to(dev).eval()
+    loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    steps_per_epoch = max(1, len(loader))
+    fixed = cfg.epochs is not None
+    budget = int(math.ceil(cfg.epochs * steps_per_epoch - 1e-9)) if fixed else int(cfg.max_steps)
+    every = int(cfg.eval_every) if cfg.eval_every is not None else default_eval_every(steps_per_epoch)
+    cosine = fixed or cfg.schedule == "cosine"
+    decay_patience = max(1, cfg.patience // 2)
+
+    def validate() -> float:
+        acc = evaluate(model, data.val, max_batches=cfg.val_batches, device=dev)
+        model.train()
+        return acc
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    opt = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    start_val = validate()
+    best_val, best_step, best_state = start_val, 0, snapshot()
+    history: list[tuple[int, float, float]] = [(0, start_val, cfg.lr)]
+    lr = cfg.lr
+    since_best = since_change = 0
+    stopped_early = False
+    step = 0
+    batches = _batches(loader)
+    loss = torch.zeros(())
+    while step < budget:
+        if cosine:
+            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * step / budget))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = next(batches)
+        x, y = x.to(dev), y.to(dev)
+        loss = task_loss(model, x, y, teacher, cfg.kd_alpha, cfg.kd_temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % every and step < budget:
+            continue
+        acc = validate()
+        history.append((step, acc, lr))
+        if acc > best_val + cfg.min_delta:
+            since_best = since_change = 0
+        else:
+            since_best += 1
+            since_change += 1
+        if acc >= best_val:  # ties go to the later, longer-trained weights
+            best_val, best_step, best_state = acc, step, snapshot()
+        if progress is not None:
+            progress(step / max(1, budget), {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
+                                             "val_acc": acc, "best_val": best_val, "lr": lr})
+        if fixed or step >= budget:
+            continue
+        if since_best >= cfg.patience:
+            stopped_early = True
+            break
+        if cfg.schedule == "plateau" and since_change >= decay_patience:
+            lr *= cfg.decay_factor
+            since_change = 0
+    if cfg.keep_best:
+        model.load_state_dict(best_state)
+    else:
+        best_val, best_step = history[-1][1], history[-1][0]
+    model.eval()
+    if progress is not None:
+        progress(1.0, {"step": step, "epoch": step / steps_per_epoch, "val_acc": best_val, "best_val": best_val,
+                       "lr": lr, "done": True})
+    return FinetuneOutcome(steps=step, best_val=best_val, start_val=start_val, best_step=best_step,
+                           stopped_early=stopped_early, budget=budget, eval_every=every, history=history,
+                           seconds=time.perf_counter() - t0)
