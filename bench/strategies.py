@@ -38,9 +38,9 @@ from pruning.measure import count_flops  # noqa: E402
 from pruning.models import build_model  # noqa: E402
 from pruning.train import TrainConfig, evaluate, train  # noqa: E402
 from search.base import SearchError  # noqa: E402
-from search.config import TrainSection  # noqa: E402
+from pruning.train import FinetuneConfig  # noqa: E402
 from search.evaluators import EvalContext, make_evaluator  # noqa: E402
-from search.pipeline import finetune_policy  # noqa: E402
+from workers.pipeline import finetune_policy  # noqa: E402
 from search.registry import list_strategies, make_strategy, strategy_class  # noqa: E402
 from search.runner import run_search  # noqa: E402
 from search.space import SearchSpace  # noqa: E402
@@ -166,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
         options.setdefault(name, {})[opt] = parse_value(value)
         overridden.setdefault(name, []).append(f"{opt}={value}")
     names = args.strategies or list_strategies()
-    ft = TrainSection(epochs=args.finetune_epochs, lr=0.01)
     corr = None
     if args.corr_samples > 0:
         corr = correlation(model, data, shape, calibration_batches(data.train, 4, 64, seed=0), "flops=0.5",
@@ -186,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                     ev = make_evaluator(ev_name, ctx, **EVAL_OPTIONS[mode].get(ev_name, {}))
                     strategy = make_strategy(name, space, seed=seed, **options.get(name, {}))
                     outcome = run_search(strategy, ev)
-                    _, _, acc = finetune_policy(model, space, outcome.best.policy, data, calib, ft, seed, device)
+                    ft = FinetuneConfig(epochs=args.finetune_epochs, lr=0.01, seed=seed)
+                    acc = finetune_policy(model, space, outcome.best.policy, data, calib, ft, device).accuracy_after
                     label = f"{name} ({', '.join(overridden[name])})" if name in overridden else name
                     rows.append({"reduction": red, "seed": seed, "method": label, "accuracy": acc,
                                  "flops_fraction": outcome.best.flops / space.original["flops"],

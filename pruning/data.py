@@ -203,10 +203,13 @@ def _synthetic(input_size: int, seed: int, in_channels: int = 3, num_classes: in
 DEFAULT_SIZES = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "imagefolder": 32, "synthetic": 16}
 
 
-def load_dataset(spec: str, input_size: int | None = None, seed: int = 0, subset: int | None = None) -> DataSplits:
-    """Load a data set by spec: `digits`, `fashion-mnist`, `cifar10:PATH`, `imagefolder:PATH`
-    or `synthetic`. `subset` takes a seeded subset of the training split (for speed)."""
-    name, _, path = spec.partition(":")
+def load_dataset(spec: str, input_size: int | None = None, seed: int = 0, subset: int | None = None,
+                 path: str | Path | None = None) -> DataSplits:
+    """Load a data set by name (`digits`, `fashion-mnist`, `cifar10`, `imagefolder`, `synthetic`)
+    with its folder in `path`; the command line's `cifar10:PATH` form is accepted too. `subset`
+    takes a seeded subset of the training split (for speed)."""
+    name, _, inline = spec.partition(":")
+    path = str(path) if path else inline
     if name not in DATASETS:
         raise PruningError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
     size = input_size or DEFAULT_SIZES[name]

@@ -47,7 +47,7 @@ cat >"$SPEC" <<'JSON'
   "target": {"flops": 0.5},
   "strategy": {"name": "eagleeye", "options": {"n_samples": 16, "top_k": 2, "finetune_steps": 30}},
   "train": {"epochs": 3},
-  "finetune": {"epochs": 2, "lr": 0.01}
+  "finetune": {"max_steps": 600}
 }
 JSON
 echo "== submitting $SPEC"

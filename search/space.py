@@ -153,6 +153,12 @@ class SearchSpace:
         """Whether a policy's network fits the budget."""
         return self.resource(policy) <= self.budget
 
+    def meets(self, result: Any) -> bool:
+        """Whether an evaluated result (anything with the target's resource field, e.g. a
+        `search.base.Result`) fits the budget, read from its own counts (no cut)."""
+        value = getattr(result, self.target.resource_key, None)
+        return value is not None and float(value) <= self.budget * (1 + 1e-9)
+
     def fraction(self, policy: Mapping[str, float]) -> float:
         """The targeted resource as a fraction of the original network's."""
         return self.resource(policy) / max(1e-12, float(self.original[self.target.resource_key]))

@@ -1,7 +1,9 @@
 """The scheduler: a thread in the API process that claims queued jobs from the store (atomic,
 priority then age, up to `max_concurrent_jobs` at a time), runs each as a Ray task
-(`service.jobrun.run_job`), requeues jobs whose heartbeat went stale (their process died; the
-next run resumes them), and kills runs that ignore a cancel past the grace period."""
+(`workers.jobrun.run_job`) with a relay actor for its reports, writes those reports to the
+store and beats the job's heartbeat while the task lives, requeues jobs whose heartbeat went
+stale (their scheduler died; the next run resumes them), and kills runs that ignore a cancel
+past the grace period. Only this process talks to the database."""
 from __future__ import annotations
 
 import logging
@@ -20,13 +22,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunHandle:
-    """A job this scheduler started: its Ray task and lease."""
+    """A job this scheduler started: its Ray task, relay actor and lease."""
 
     job_id: int
     lease: str
     ref: Any
+    relay: Any
     cancel_seen: float | None = None
     started: float = field(default_factory=time.monotonic)
+    beat: float = 0.0
 
 
 class Scheduler:
@@ -61,6 +65,7 @@ class Scheduler:
         import ray
 
         for run in list(self.runs.values()):
+            self._pump(run)
             ray.cancel(run.ref, force=True)
             self.store.release(run.job_id, run.lease, "server stopped; job requeued to resume")
         from workers.cluster import shutdown_ray
@@ -79,6 +84,8 @@ class Scheduler:
     def tick(self) -> None:
         """One pass: requeue stale jobs, reap finished runs, enforce cancels, claim new jobs."""
         self.store.requeue_stale(self.settings.stale_after_seconds, self.settings.max_attempts)
+        for run in list(self.runs.values()):
+            self._pump(run)
         self._reap()
         self._enforce_cancels()
         while len(self.runs) < self.settings.max_concurrent_jobs and not self._stop.is_set():
@@ -91,12 +98,43 @@ class Scheduler:
     def _launch(self, job_id: int, lease: str) -> None:
         import ray
 
-        from .jobrun import run_job
+        from workers.jobrun import run_job
+        from workers.relay import Relay
 
+        from .runs import resume_state
+
+        job = self.store.get_job(job_id)
+        assert job is not None
+        resume = resume_state(self.store, job_id)
+        if resume is not None:
+            self.store.add_event(job_id, "resumed",
+                                 f"resuming from a checkpoint with {len(resume['results'])} stored candidates")
+        relay = ray.remote(Relay).options(num_cpus=0, name=f"secateurs-relay-{job_id}-{lease[:8]}").remote()
         task = ray.remote(run_job).options(num_cpus=0, max_retries=0, name=f"secateurs-job-{job_id}")
-        ref = task.remote(self.store.url, job_id, lease, self.settings.model_dump(mode="json"))
-        self.runs[job_id] = RunHandle(job_id, lease, ref)
+        out_dir = str(self.settings.data_dir / "jobs" / str(job_id))
+        ref = task.remote(job.config, out_dir, relay, resume, self.settings.eval_workers)
+        self.runs[job_id] = RunHandle(job_id, lease, ref, relay, beat=time.monotonic())
         log.info("job %s started (lease %s)", job_id, lease)
+
+    def _pump(self, run: RunHandle) -> bool:
+        """Write what the run reported since the last pass and beat its heartbeat; on a cancel or
+        a lost lease, tell the run to stop. Returns False when the lease was lost."""
+        import ray
+
+        from .runs import apply_messages
+        from .store import LeaseLost
+
+        try:
+            apply_messages(self.store, run.job_id, run.lease, ray.get(run.relay.drain.remote()))
+            if time.monotonic() - run.beat >= self.settings.heartbeat_seconds:
+                run.beat = time.monotonic()
+                if self.store.heartbeat(run.job_id, run.lease):
+                    run.relay.stop.remote()
+        except LeaseLost:
+            run.relay.stop.remote()
+            ray.cancel(run.ref, force=True)
+            return False
+        return True
 
     def _reap(self) -> None:
         import ray
@@ -107,13 +145,21 @@ class Scheduler:
         for ref in done:
             run = next(r for r in self.runs.values() if r.ref == ref)
             del self.runs[run.job_id]
+            held = self._pump(run)  # the run's last reports first, then its outcome
+            ray.kill(run.relay, no_restart=True)
+            if not held:
+                continue
             try:
-                ray.get(ref)
+                outcome = ray.get(ref)
             except Exception as exc:  # the task died (killed, out of memory, lost node)
                 cancelled = self.store.cancel_requested(run.job_id)
-                status = "cancelled" if cancelled else "failed"
-                msg = None if cancelled else f"the job's worker died: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                self.store.finish_job(run.job_id, run.lease, status, error=msg, traceback=None if cancelled else str(exc))
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                outcome = {"status": "cancelled"} if cancelled else {
+                    "status": "failed", "error": f"the job's worker died: {type(exc).__name__}: {first}",
+                    "traceback": str(exc)}
+            self.store.finish_job(run.job_id, run.lease, outcome["status"], summary=outcome.get("summary"),
+                                  error=outcome.get("error"), traceback=outcome.get("traceback"),
+                                  artifacts=outcome.get("artifacts"))
 
     def _enforce_cancels(self) -> None:
         import ray
@@ -123,7 +169,10 @@ class Scheduler:
             if run.cancel_seen is None:
                 if self.store.cancel_requested(run.job_id):
                     run.cancel_seen = now
+                    run.relay.stop.remote()
             elif now - run.cancel_seen > self.settings.cancel_grace_seconds:
                 ray.cancel(run.ref, force=True)
+                self._pump(run)
+                ray.kill(run.relay, no_restart=True)
                 self.store.finish_job(run.job_id, run.lease, "cancelled")
                 del self.runs[run.job_id]

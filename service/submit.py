@@ -1,7 +1,8 @@
-"""From a validated `JobSpec` to the config dict the pipeline runs: resolve an uploaded
-model to its zoo name, arguments and stored weights, check data paths against the allowed
-roots, and refuse an infeasible target up front with `search.space.SearchSpace` (built on
-the untrained architecture: resource counts do not depend on the weights)."""
+"""From a submitted `JobConfig` to the resolved one the pipeline runs: resolve an uploaded
+model to its zoo name, arguments and stored weights, check data and option paths against the
+allowed roots, and refuse an infeasible target up front with `search.space.SearchSpace`
+(built on the untrained architecture: resource counts do not depend on the weights)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,14 +12,13 @@ from pruning.data import DEFAULT_SIZES
 from pruning.errors import PruningError
 from pruning.models import build_model
 from search.base import SearchError
+from workers.config import JobConfig
 
 from .config import Settings
-from .jobspec import JobSpec, check_data_path
 from .store import Store
 
 # (in_channels, num_classes) of the sets whose shape is known without reading them
 KNOWN_SHAPES = {"digits": (1, 10), "fashion-mnist": (1, 10), "cifar10": (3, 10), "synthetic": (3, 10)}
-SPACE_KEYS = ("min_channels", "max_rate", "prune_stem", "pinned", "round_to")
 # Strategy/evaluator options that name files the job reads: checked like data paths.
 PATH_OPTIONS = ("supernet",)
 # Options that would make a job write where the user says (e.g. Optuna's storage URL): CLI only.
@@ -29,31 +29,40 @@ class SpecError(ValueError):
     """A job spec that validates field by field but cannot run (one line for a 422)."""
 
 
-def data_shape(data: dict[str, Any], path: str | None) -> tuple[int, int, int]:
-    """(in_channels, num_classes, input_size) of a data spec, reading only folder names."""
-    size = data.get("input_size") or DEFAULT_SIZES[data["name"]]
-    if data["name"] == "imagefolder":
-        classes = [p for p in Path(path).iterdir() if p.is_dir()]
+def check_data_path(path: str, roots: list[Path]) -> Path:
+    """Resolve a data path and require it to exist under one of the allowed roots."""
+    p = Path(path).expanduser().resolve()
+    if not any(p == r.resolve() or r.resolve() in p.parents for r in roots):
+        allowed = ", ".join(str(r) for r in roots) or "none configured (SECATEURS_ALLOWED_DATA_ROOTS)"
+        raise ValueError(f"data.path {path} is outside the allowed data roots ({allowed})")
+    if not p.exists():
+        raise ValueError(f"data.path {path} does not exist")
+    return p
+
+
+def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
+    """(in_channels, num_classes, input_size) of a job's data, reading only folder names."""
+    size = cfg.data.input_size or DEFAULT_SIZES[cfg.data.name]
+    if cfg.data.name == "imagefolder":
+        assert cfg.data.path is not None
+        classes = [p for p in Path(cfg.data.path).iterdir() if p.is_dir()]
         return 3, len(classes), size
-    c, k = KNOWN_SHAPES[data["name"]]
+    c, k = KNOWN_SHAPES[cfg.data.name]
     return c, k, size
 
 
-def resolve_config(spec: JobSpec, team_id: int, store: Store, settings: Settings) -> dict[str, Any]:
-    """The pipeline config of a job (raises SpecError with the field and the reason)."""
-    from search.config import PipelineConfig
-
-    config = spec.model_dump(mode="json", exclude={"priority"})
-    model, data = config["model"], config["data"]
+def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settings) -> JobConfig:
+    """The job as it will run (raises SpecError with the field and the reason)."""
+    if spec.model.weights is not None:
+        raise SpecError("model.weights: a server path is not accepted; upload the file (POST /v1/models) "
+                        "and give model.upload")
+    cfg = spec.model_copy(deep=True)
     if spec.model.upload is not None:
         up = store.get_model(team_id, spec.model.upload)
         if up is None:
             raise SpecError(f"model.upload: model {spec.model.upload} not found")
-        config["model"] = {"zoo": up.zoo, "args": {**up.args, **model["args"]}, "weights": up.path}
-    else:
-        config["model"] = {"zoo": model["zoo"], "args": model["args"], "weights": None}
-    for section in ("strategy", "evaluator"):
-        options = config[section]["options"]
+        cfg.model = type(spec.model)(zoo=up.zoo, args={**up.args, **spec.model.args}, weights=up.path)
+    for section, options in (("strategy", cfg.strategy.options), ("evaluator", cfg.evaluator.options)):
         for key in REFUSED_OPTIONS:
             if key in options:
                 raise SpecError(f"{section}.options.{key}: not accepted by the service (use the CLI for it)")
@@ -63,36 +72,32 @@ def resolve_config(spec: JobSpec, team_id: int, store: Store, settings: Settings
                     options[key] = str(check_data_path(str(options[key]), settings.allowed_data_roots))
                 except ValueError as exc:
                     raise SpecError(f"{section}.options.{key}: {exc}") from exc
-    path = data.pop("path", None)
-    if path:
+    if cfg.data.path:
         try:
-            path = str(check_data_path(path, settings.allowed_data_roots))
+            cfg.data.path = str(check_data_path(cfg.data.path, settings.allowed_data_roots))
         except ValueError as exc:
             raise SpecError(str(exc)) from exc
-    check_feasible(config, path)
-    if path:
-        data["name"] = f"{data['name']}:{path}"
-    try:
-        return PipelineConfig.from_dict(config).as_dict()
-    except (SearchError, PruningError, TypeError) as exc:
-        raise SpecError(str(exc)) from exc
+    check_feasible(cfg)
+    return cfg
 
 
-def check_feasible(config: dict[str, Any], path: str | None = None) -> None:
+def check_feasible(cfg: JobConfig) -> None:
     """Refuse a target the smallest network the bounds allow cannot meet (latency targets are
     checked by the job itself: measuring the lookup table takes too long for a request)."""
     from search.space import SearchSpace
 
-    c, k, size = data_shape(config["data"], path)
-    args = {"num_classes": k, "in_channels": c, "input_size": size, **config["model"]["args"]}
-    if config["target"]["kind"] == "latency":
+    if cfg.target["kind"] == "latency":
         return
+    c, k, size = data_shape(cfg)
+    args: dict[str, Any] = {"num_classes": k, "in_channels": c, "input_size": size, **cfg.model.args}
+    zoo = cfg.model.zoo or ""
     try:
-        net = build_model(config["model"]["zoo"], **args)
-        space_opts = {key: v for key, v in (config.get("space") or {}).items() if key in SPACE_KEYS}
-        SearchSpace(net, (c, size, size), config["target"], criterion=config["criterion"], **space_opts)
+        net = build_model(zoo, **args)
+        s = cfg.space
+        SearchSpace(net, (c, size, size), cfg.target_spec, criterion=cfg.criterion, min_channels=s.min_channels,
+                    max_rate=s.max_rate, prune_stem=s.prune_stem, pinned=s.pinned, round_to=s.round_to)
     except (SearchError, PruningError) as exc:
         raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc
     except (TypeError, RuntimeError) as exc:
-        raise SpecError(f"model.args: cannot build {config['model']['zoo']} with these arguments: "
-                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"model.args: cannot build {zoo} with these arguments: {first}") from exc

@@ -58,13 +58,13 @@ def test_minimal_body_is_accepted_with_documented_defaults(api):
     assert job["status"] == "queued" and isinstance(job["id"], int)
     spec = job["spec"]
     assert spec["criterion"] == "l1" and spec["seed"] == 0 and spec["priority"] == 0
-    assert spec["train"]["epochs"] > 0 and spec["finetune"]["epochs"] > 0
+    assert spec["train"]["epochs"] > 0 and spec["finetune"]["max_steps"] > 0 and spec["finetune"]["epochs"] is None
     config = store.get_job(job["id"]).config
-    assert config["model"] == {"zoo": "convnet", "weights": None, "args": {}}
+    assert config["model"] == {"zoo": "convnet", "weights": None, "args": {}, "upload": None}
     assert config["target"] == {"kind": "flops", "value": 0.5, "absolute": False}
-    from search.config import PipelineConfig
+    from workers.config import JobConfig
 
-    assert PipelineConfig.from_dict(config).strategy.name == "uniform"
+    assert JobConfig.model_validate(config).strategy.name == "uniform"
 
 
 def test_no_token_or_wrong_token_is_401(api):

@@ -11,8 +11,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from workers.config import JobConfig
+
 from ..config import Settings
-from ..jobspec import JobSpec
 from ..store import JobStatus, Store, as_utc, candidate_dict
 from ..store.tables import Job, Team
 from ..submit import SpecError, resolve_config
@@ -74,13 +75,14 @@ def _job(store: Store, team: Team, job_id: int) -> Job:
 
 
 @router.post("", status_code=201, response_model=JobOut, summary="Submit a compression job")
-async def submit_job(spec: JobSpec, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store),
+async def submit_job(spec: JobConfig, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store),
                      settings: Settings = Depends(get_settings)) -> JobOut:
     try:
         config = await run_in_threadpool(resolve_config, spec, team.id, store, settings)
     except SpecError as exc:
         raise HTTPException(422, str(exc)) from exc
-    job = store.create_job(team.id, spec.model_dump(mode="json"), config, spec.priority)
+    job = store.create_job(team.id, spec.model_dump(mode="json"), config.model_dump(mode="json"),
+                           spec.priority)
     request.app.state.wake_scheduler()
     return JobOut.of(job)
 

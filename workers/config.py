@@ -1,0 +1,272 @@
+"""The job configuration: one pydantic model that the REST body (`POST /v1/jobs`), the CLI's
+flags (`secateurs search`, generated from it in `service.cli.jobflags`), the pipeline
+(`workers.pipeline.run_pipeline`) and the stored job all use. Every default lives here once.
+
+The minimal job is `{"model": {"zoo": "convnet"}, "data": {"name": "digits"},
+"target": {"flops": 0.5}, "strategy": {"name": "uniform"}}`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pruning.data import DATASETS
+from search.base import SearchError
+from search.target import KINDS, Target
+
+# Data sets read from a folder the job names in `data.path`.
+PATH_DATASETS = ("cifar10", "imagefolder")
+
+
+class Section(BaseModel):
+    """A part of the job config; unknown keys are refused (a typo is an error, not a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Section):
+    """The network to prune: a zoo architecture (trained on the data first when no weights are
+    given), or an uploaded model."""
+
+    zoo: str | None = Field(None, description="zoo architecture, e.g. convnet, resnet20 (GET /v1/zoo)")
+    args: dict[str, Any] = Field(
+        default={}, description="zoo arguments (width, ...); num_classes/in_channels come from the data"
+    )
+    upload: int | None = Field(None, ge=1, description="id of a model uploaded with POST /v1/models (service only)")
+    weights: str | None = Field(
+        None,
+        description="trained weights file (.safetensors or weights-only .pt) on this machine (CLI only; "
+        "the service fills it from model.upload); without weights the model is trained first",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.upload is not None and (self.zoo is not None or self.weights is not None):
+            raise ValueError("give either zoo (with optional weights) or upload (an uploaded model's id), not both")
+        if self.upload is None and self.zoo is None:
+            raise ValueError("give zoo (an architecture name) or upload (an uploaded model's id)")
+        if self.zoo is not None:
+            from pruning.models import list_models
+
+            if self.zoo not in list_models():
+                raise ValueError(f"unknown zoo model {self.zoo!r}; choose one of: {', '.join(list_models())}")
+        return self
+
+
+class DataSpec(Section):
+    """A data set: digits, fashion-mnist, synthetic, or cifar10/imagefolder read from `path`."""
+
+    name: Literal["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic"] = Field(
+        ..., description=f"one of {', '.join(DATASETS)}"
+    )
+    path: str | None = Field(
+        None, description="folder for cifar10/imagefolder (the service requires it under SECATEURS_ALLOWED_DATA_ROOTS)"
+    )
+    input_size: int | None = Field(None, ge=8, le=1024, description="resize images to this many pixels (default: the set's)")
+    subset: int | None = Field(None, gt=0, description="use at most this many training images")
+
+    @model_validator(mode="after")
+    def _path_rule(self) -> DataSpec:
+        if self.name in PATH_DATASETS and not self.path:
+            raise ValueError(f"data set {self.name} needs a path")
+        if self.name not in PATH_DATASETS and self.path and self.name != "fashion-mnist":
+            raise ValueError(f"data set {self.name} takes no path")
+        return self
+
+
+class NamedSpec(Section):
+    """A strategy chosen by name, with its options."""
+
+    name: str = Field(..., description="search strategy (GET /v1/strategies)")
+    options: dict[str, Any] = Field(default={}, description="the strategy's keyword options")
+
+
+class EvaluatorSpec(Section):
+    """How candidates are scored: an evaluator name (None: the strategy's default) and options."""
+
+    name: str | None = Field(None, description="evaluator (GET /v1/evaluators); default: the strategy's")
+    options: dict[str, Any] = Field(default={}, description="the evaluator's keyword options")
+
+
+class TrainSpec(Section):
+    """Training of a zoo model given without weights."""
+
+    epochs: float = Field(2.0, ge=0, le=1000, description="epochs (may be fractional)")
+    lr: float = Field(0.05, gt=0, le=10, description="SGD learning rate (cosine schedule)")
+    batch_size: int = Field(64, ge=1, le=4096, description="training batch size")
+
+
+class FinetuneSpec(Section):
+    """The final fine-tune of the chosen network. By default it runs until validation accuracy
+    stops improving (`patience` validations without a gain), within `max_steps`, and keeps the
+    best checkpoint; `epochs` asks for a fixed length instead. It starts from the weights the
+    search's evaluator scored (fine-tuned ones where the evaluator fine-tunes)."""
+
+    epochs: float | None = Field(
+        None, ge=0, le=1000, description="fixed length in epochs, 0 for none (default: until no gain)"
+    )
+    max_steps: int = Field(2000, ge=0, le=1_000_000, description="step budget (0: no fine-tune)")
+    patience: int = Field(5, ge=1, le=1000, description="validations without improvement before stopping")
+    eval_every: int | None = Field(None, ge=1, description="steps between validations (default: from the data size)")
+    schedule: Literal["plateau", "cosine"] = Field("plateau", description="plateau: x0.1 when stuck; cosine over max_steps")
+    lr: float = Field(0.01, gt=0, le=10, description="SGD learning rate")
+    batch_size: int = Field(64, ge=1, le=4096, description="batch size")
+    kd_alpha: float = Field(0.0, ge=0, le=1, description="> 0 distils from the unpruned network with this weight")
+
+
+class SpaceSpec(Section):
+    """Per-group bounds of the search (`search.space.SearchSpace`)."""
+
+    min_channels: int = Field(1, ge=1, description="fewest channels a group keeps")
+    max_rate: float = Field(0.9, ge=0, lt=1, description="largest rate any group may be cut by")
+    prune_stem: bool = Field(False, description="allow cutting the first conv's channels")
+    pinned: dict[str, float] | None = Field(None, description="group -> fixed rate (0: keep it whole)")
+    round_to: int = Field(1, ge=1, description="kept channels rounded to a multiple of this")
+
+    @field_validator("pinned", mode="before")
+    @classmethod
+    def _pins(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return {str(k): 0.0 for k in v}
+        return v
+
+
+class SearchSpec(Section):
+    """Runner settings."""
+
+    batch_size: int = Field(2, ge=1, le=256, description="proposals per ask (fanned out to the evaluation workers)")
+    max_candidates: int | None = Field(None, ge=1, description="stop after this many candidates")
+    val_batches: int | None = Field(None, ge=1, description="validation batches per candidate (default: the whole split)")
+    calibration_batches: int = Field(4, ge=1, le=1000, description="training batches for adaptive BN and data criteria")
+    calibration_batch_size: int = Field(64, ge=1, le=4096, description="size of those batches")
+
+
+def parse_target(value: Any) -> dict[str, Any]:
+    """A target as `{"kind", "value", "absolute"}` from `{"flops": 0.5}` (a ratio in (0, 1]),
+    `"params=120k"`, a `Target` or the dict form itself."""
+    if isinstance(value, dict) and "kind" not in value:
+        keys = [k for k in value if k in KINDS]
+        if len(value) != 1 or len(keys) != 1:
+            raise ValueError(f'needs exactly one of {", ".join(KINDS)}, e.g. {{"flops": 0.5}}')
+        v = value[keys[0]]
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ValueError(f"{keys[0]} must be a number (a ratio) or a string like '120k'")
+        if isinstance(v, (int, float)) and not 0 < v <= 1:
+            raise ValueError(
+                f"{keys[0]} ratio must be in (0, 1], got {v}; for an absolute budget use "
+                f'{{"kind": "{keys[0]}", "value": {v}, "absolute": true}}'
+            )
+    try:
+        return Target.from_value(value).as_dict()
+    except (SearchError, TypeError, KeyError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def check_options(factory: Any, options: dict[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
+    """Refuse option names the factory's constructor does not take (unless it takes **kwargs)."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - (set(params) - set(skip)))
+    if unknown:
+        known = sorted(k for k in params if k not in skip and k not in ("self", "context"))
+        raise ValueError(f"{what} takes no option(s) {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}")
+
+
+class JobConfig(Section):
+    """A compression job. Every field but model, data, target and strategy has a default."""
+
+    model: ModelSpec = Field(..., description="the network: a zoo architecture or an uploaded model")
+    data: DataSpec = Field(..., description="the data set")
+    target: dict[str, Any] = Field(
+        ..., description='{"flops": 0.5} (ratio), "params=120k", or {"kind","value","absolute"}'
+    )
+    strategy: NamedSpec = Field(..., description="search strategy by name (GET /v1/strategies) and its options")
+    criterion: str = Field("l1", description="channel importance criterion")
+    evaluator: EvaluatorSpec = Field(default_factory=EvaluatorSpec, description="how candidates are scored")
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="final fine-tune of the chosen network")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="training of a zoo model given without weights")
+    space: SpaceSpec = Field(default_factory=SpaceSpec, description="search-space bounds")
+    search: SearchSpec = Field(default_factory=SearchSpec, description="runner settings")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the search, training and fine-tune")
+    onnx: bool = Field(True, description="also export model.onnx (checked against PyTorch)")
+    priority: int = Field(
+        0, ge=-100, le=100, description="queue priority: higher runs first, ties by age (service only)"
+    )
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _valid_target(cls, v: Any) -> dict[str, Any]:
+        return parse_target(v)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: NamedSpec) -> NamedSpec:
+        from search.registry import list_strategies, strategy_class
+
+        names = list_strategies()
+        if v.name not in names:
+            raise ValueError(f"unknown strategy {v.name!r}; choose one of: {', '.join(names)}")
+        try:
+            check_options(strategy_class(v.name), v.options, f"strategy {v.name!r}", skip=("space", "seed"))
+        except SearchError as exc:
+            raise ValueError(str(exc)) from exc
+        return v
+
+    @field_validator("evaluator")
+    @classmethod
+    def _known_evaluator(cls, v: EvaluatorSpec) -> EvaluatorSpec:
+        if v.name is None:
+            return v
+        from search.evaluators import evaluator_class, list_evaluators
+
+        if v.name not in list_evaluators():
+            raise ValueError(f"unknown evaluator {v.name!r}; choose one of: {', '.join(list_evaluators())}")
+        try:
+            check_options(evaluator_class(v.name), v.options, f"evaluator {v.name!r}", skip=("context",))
+        except SearchError as exc:
+            raise ValueError(str(exc)) from exc
+        return v
+
+    @field_validator("criterion")
+    @classmethod
+    def _known_criterion(cls, v: str) -> str:
+        from pruning.criteria import CRITERIA
+
+        if v not in CRITERIA:
+            raise ValueError(f"unknown criterion {v!r}; choose one of: {', '.join(CRITERIA.names())}")
+        return v
+
+    @property
+    def target_spec(self) -> Target:
+        """The target as a `search.target.Target`."""
+        return Target.from_value(self.target)
+
+    def dataset_spec(self) -> str:
+        """The `pruning.data.load_dataset` spec string of the data section."""
+        return f"{self.data.name}:{self.data.path}" if self.data.path else self.data.name
+
+
+def defaults_yaml() -> str:
+    """Every job field with its default (required ones marked), one section per line: the block
+    docs/service.md shows (a test keeps the two equal)."""
+    import json
+
+    def fmt(v: Any) -> str:
+        return "null" if v is None else json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+    lines = []
+    for name, info in JobConfig.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            parts = []
+            for sub, sinfo in ann.model_fields.items():
+                value = "REQUIRED" if sinfo.is_required() else fmt(sinfo.get_default(call_default_factory=True))
+                parts.append(f"{sub}: {value}")
+            lines.append(f"{name}: {{{', '.join(parts)}}}")
+        else:
+            value = "REQUIRED" if info.is_required() else fmt(info.get_default(call_default_factory=True))
+            lines.append(f"{name}: {value}")
+    return "\n".join(lines)

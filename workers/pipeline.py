@@ -1,0 +1,283 @@
+"""A whole job, train → search → fine-tune → export, from a `JobConfig`: load the data, build
+or load the model (training it first when no weights are given), search per-layer rates,
+fine-tune the chosen network from the weights its evaluator scored, export it and write the
+report. The CLI (`secateurs search`), notebooks (`prune_job`) and the service's Ray task
+(`workers.jobrun`) all call `run_pipeline`; it reports through a `workers.sink.JobSink` and
+evaluates candidates with the executor it is handed (in this process by default).
+
+Files written to `out_dir`: `model.safetensors` + `arch.json` (rebuild with
+`pruning.export.load_model`), `model.onnx` (checked against PyTorch with onnxruntime),
+`report.json`, `candidates.csv` / `candidates.json`, `pareto.png`, `channels.png`,
+`base_model.safetensors` (the trained original, when the job trained it) and whatever the
+strategy adds (e.g. sensitivity's table and plot)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from pruning.bn import recalibrate_bn
+from pruning.data import DataSplits, calibration_batches, load_dataset
+from pruning.device import get_device
+from pruning.export import export_onnx, load_weights, save_model, save_weights
+from pruning.measure import ModelStats, model_stats
+from pruning.models import build_model
+from pruning.train import FinetuneConfig, FinetuneOutcome, TrainConfig, evaluate, finetune, seed_everything, train
+from search.base import Proposal, Result, SearchError, Strategy
+from search.evaluators import EvalContext, Evaluator, EvaluatorPool, make_evaluator
+from search.registry import make_strategy, strategy_class
+from search.report import write_candidates, write_channels_plot, write_pareto_plot
+from search.runner import Executor, SearchOutcome, run_search
+from search.space import SearchSpace
+
+from .config import FinetuneSpec, JobConfig
+from .sink import JobSink, ResumeState
+
+BASE_WEIGHTS = "base_model.safetensors"
+DATA_SPLIT_SEED = 0  # the train/val/test split is the same for every job seed
+ExecutorFactory = Callable[[Evaluator], Executor]
+
+
+@dataclass
+class Prepared:
+    """The job's inputs once built: data, the trained full model and its search space."""
+
+    data: DataSplits
+    model: nn.Module
+    args: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    space: SearchSpace
+    calibration: list[tuple[torch.Tensor, torch.Tensor]]
+    device: torch.device
+    accuracy_before: float
+    stats_before: ModelStats
+
+
+@dataclass
+class Finetuned:
+    """The returned network and its accuracies: test before / after the final fine-tune and
+    validation after it (comparable with the search score)."""
+
+    model: nn.Module
+    accuracy_pruned: float
+    accuracy_after: float
+    val_after: float
+    outcome: FinetuneOutcome | None
+
+
+def finetune_settings(spec: FinetuneSpec, seed: int) -> FinetuneConfig:
+    """The `pruning.train.FinetuneConfig` of a job's finetune section."""
+    return FinetuneConfig(lr=spec.lr, batch_size=spec.batch_size, max_steps=spec.max_steps, epochs=spec.epochs,
+                          schedule=spec.schedule, patience=spec.patience, eval_every=spec.eval_every,
+                          kd_alpha=spec.kd_alpha, seed=seed)
+
+
+def finetune_model(pruned: nn.Module, teacher: nn.Module | None, data: DataSplits, settings: FinetuneConfig,
+                   device: torch.device | str, progress: Callable[[float, dict], None] | None = None) -> Finetuned:
+    """Fine-tune a cut network in place (distilling from `teacher` when `kd_alpha` > 0) and
+    measure it: test accuracy before and after, validation accuracy after."""
+    acc_pruned = evaluate(pruned, data.test)
+    outcome = None
+    if (settings.epochs > 0) if settings.epochs is not None else settings.max_steps > 0:
+        kd_teacher = copy.deepcopy(teacher) if teacher is not None and settings.kd_alpha > 0 else None
+        outcome = finetune(pruned, data, settings, teacher=kd_teacher, device=device, progress=progress)
+    return Finetuned(pruned, acc_pruned, evaluate(pruned, data.test), evaluate(pruned, data.val), outcome)
+
+
+def finetune_policy(model: nn.Module, space: SearchSpace, policy: Mapping[str, float], data: DataSplits,
+                    calibration: Any, settings: FinetuneConfig, device: torch.device | str,
+                    progress: Callable[[float, dict], None] | None = None) -> Finetuned:
+    """Cut `model` for a policy, recalibrate BN and fine-tune it (the benchmarks' one-call form)."""
+    pruned = space.cut(policy, model=model)
+    recalibrate_bn(pruned, calibration)
+    return finetune_model(pruned, model, data, settings, device, progress)
+
+
+def prepare(cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: torch.device) -> Prepared:
+    """Load the data, build the model, load or train its weights, build the search space."""
+    sink.phase("data")
+    data = load_dataset(cfg.data.name, input_size=cfg.data.input_size, seed=DATA_SPLIT_SEED, subset=cfg.data.subset,
+                        path=cfg.data.path)
+    input_shape = (data.in_channels, data.input_size, data.input_size)
+    args = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size,
+            **cfg.model.args}
+    weights, criterion = cfg.model.weights, cfg.criterion
+    brought = strategy_class(cfg.strategy.name).base_model(cfg.strategy.options, cfg.model.zoo or "", args)
+    if brought is not None:  # a strategy that brings the trained model (AutoSlim: its supernet at full width)
+        weights, criterion = brought
+    if cfg.model.zoo is None:
+        raise SearchError("model.zoo is not set: an uploaded model must be resolved to its architecture first")
+    model = build_model(cfg.model.zoo, **args).to(device)
+    calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
+    space = SearchSpace(model, input_shape, cfg.target_spec, min_channels=cfg.space.min_channels,
+                        max_rate=cfg.space.max_rate, prune_stem=cfg.space.prune_stem, pinned=cfg.space.pinned,
+                        round_to=cfg.space.round_to, criterion=criterion, calibration=calib)
+    base_path = out / BASE_WEIGHTS
+    if weights:
+        load_weights(model, weights)
+    elif resumed and base_path.exists():
+        load_weights(model, base_path)
+    else:
+        sink.phase("train")
+        tcfg = TrainConfig(epochs=cfg.train.epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=cfg.seed)
+        train(model, data.train, tcfg, device=device, progress=lambda f, info: sink.progress("train", f))
+        save_weights(model, base_path)
+    model.to(device).eval()
+    return Prepared(data, model, args, input_shape, space, calib, device, evaluate(model, data.test),
+                    model_stats(model, input_shape))
+
+
+def build_search(cfg: JobConfig, prep: Prepared, resume: ResumeState | None) -> tuple[Strategy, Evaluator]:
+    """The strategy (restored from `resume` when given) and the job's default evaluator."""
+    cls = strategy_class(cfg.strategy.name)
+    ev_name = cfg.evaluator.name or cls.default_evaluator
+    ctx = EvalContext(model=prep.model, data=prep.data, input_shape=prep.input_shape, criterion=prep.space.criterion,
+                      device=prep.device, calibration=prep.calibration, seed=cfg.seed, space=prep.space,
+                      val_batches=cfg.search.val_batches)
+    evaluator = make_evaluator(ev_name, ctx, **cfg.evaluator.options)
+    strategy = make_strategy(cfg.strategy.name, prep.space, seed=cfg.seed, **cfg.strategy.options)
+    if resume is not None:
+        strategy.load_state_dict(resume.strategy, resume.results)
+    return strategy, evaluator
+
+
+def search_events(sink: JobSink) -> Callable[[dict[str, Any]], None]:
+    """The runner's events as sink calls: progress, the strategy's best (the runner reports only
+    one that meets the target), work and stops."""
+    last_best: list[int | None] = [None]
+
+    def on_event(ev: dict[str, Any]) -> None:
+        kind = ev.get("type")
+        if kind == "progress":
+            sink.progress("search", float(ev.get("fraction", 0.0)), str(ev.get("phase") or "") or None)
+            best = ev.get("best")
+            if isinstance(best, Result) and best.proposal_id != last_best[0]:
+                last_best[0] = best.proposal_id
+                sink.best(best)
+        elif kind == "stopped":
+            sink.event("stopped", "search stopped", {k: v for k, v in ev.items() if k != "type"})
+        elif kind == "work":
+            sink.event("work", str(ev.get("phase", "work")), {k: v for k, v in ev.items() if k != "type"})
+
+    return on_event
+
+
+def chosen_model(evaluator: Evaluator, best: Result, prep: Prepared) -> tuple[nn.Module, str]:
+    """The network the search scored for its chosen result, to fine-tune from: the evaluator's
+    own model (fine-tuned, reconstructed or BN-recalibrated, as it scored it) when the
+    evaluator gives a plain cut network, otherwise the cut network with BN recalibrated."""
+    proposal = Proposal(id=best.proposal_id, policy=best.policy, phase=best.phase,
+                        evaluator=best.meta.get("evaluator"),
+                        evaluator_options=dict(best.meta.get("evaluator_options") or {}))
+    scorer = EvaluatorPool(evaluator).for_proposal(proposal)
+    if scorer.gives_cut_model:
+        model, _ = scorer.scored_model(best.policy, best.phase)
+        return model, scorer.name
+    pruned = prep.space.cut(best.policy, model=prep.model)
+    recalibrate_bn(pruned, prep.calibration)
+    return pruned, "adaptive-bn"
+
+
+def export(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutcome, out: Path) -> dict[str, str]:
+    """Write the model (safetensors + arch, ONNX), the candidates and the plots; returns the files."""
+    assert outcome.best is not None
+    files = {k: str(v) for k, v in save_model(tuned.model, out, cfg.model.zoo or "", prep.args).items()}
+    if cfg.onnx:
+        onnx_path = out / "model.onnx"
+        export_onnx(tuned.model, onnx_path, prep.input_shape)
+        files["onnx"] = str(onnx_path)
+        tuned.model.to(prep.device)
+    files.update({k: str(v) for k, v in write_candidates(outcome.results, out).items()})
+    space = prep.space
+    files["pareto_plot"] = str(write_pareto_plot(outcome.results, outcome.pareto, outcome.best, space, out / "pareto.png"))
+    files["channels_plot"] = str(write_channels_plot(space, space.kept(outcome.best.policy), out / "channels.png"))
+    return files
+
+
+def summarize(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutcome, ev_name: str,
+              start: str, files: dict[str, str], out: Path) -> dict[str, Any]:
+    """The job's summary (the API's `summary`, the CLI's `--json`)."""
+    best, space = outcome.best, prep.space
+    assert best is not None
+    after = model_stats(tuned.model, prep.input_shape)
+    before = prep.stats_before
+    ft = tuned.outcome
+    return {
+        "status": "done", "strategy": cfg.strategy.name, "evaluator": ev_name, "criterion": space.criterion,
+        "target": cfg.target_spec.describe(), "budget": space.budget, "model": cfg.model.zoo, "data": cfg.data.name,
+        "policy": space.full_policy(best.policy), "kept_channels": space.kept(best.policy),
+        "original_channels": {g.key: g.channels for g in space.groups},
+        "accuracy_before": prep.accuracy_before, "accuracy_pruned": tuned.accuracy_pruned,
+        "accuracy_after": tuned.accuracy_after, "val_accuracy_after": tuned.val_after,
+        "search_score": best.score, "finetune_start": start,
+        "finetune_steps": ft.steps if ft is not None else 0,
+        "finetune_stopped_early": ft.stopped_early if ft is not None else False,
+        "flops_before": before.flops, "flops_after": after.flops,
+        "params_before": before.params, "params_after": after.params,
+        "memory_bytes_before": before.memory_bytes, "memory_bytes_after": after.memory_bytes,
+        "latency_ms_before": before.latency_ms, "latency_ms_after": after.latency_ms,
+        "latency_ms_predicted": best.latency_ms,
+        "candidates": len(outcome.results), "search_seconds": outcome.seconds,
+        "candidates_per_second": outcome.candidates_per_second,
+        "pareto": [{"proposal_id": r.proposal_id, "score": r.score, outcome.resource: getattr(r, outcome.resource)}
+                   for r in outcome.pareto],
+        "device": str(prep.device), "seed": cfg.seed, "out_dir": str(out), "files": files,
+    }
+
+
+def run_pipeline(config: JobConfig | Mapping[str, Any], out_dir: str | Path, sink: JobSink | None = None,
+                 resume: ResumeState | None = None, executor_factory: ExecutorFactory | None = None,
+                 device: str | torch.device = "auto") -> dict[str, Any]:
+    """Run a whole job (see the module docstring) and return its summary. `resume` continues an
+    interrupted run from its strategy state and stored candidates without re-evaluating them;
+    `executor_factory(evaluator)` gives the candidate executor (e.g. Ray actors)."""
+    cfg = JobConfig.model_validate(config)
+    sink = sink or JobSink()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    prep = prepare(cfg, out, sink, resume is not None, get_device(device))
+    strategy, evaluator = build_search(cfg, prep, resume)
+    sink.phase("search", {"strategy": cfg.strategy.name, "evaluator": evaluator.name, "budget": float(prep.space.budget)})
+    executor = executor_factory(evaluator) if executor_factory is not None else None
+    outcome = run_search(strategy, evaluator, executor=executor, batch_size=cfg.search.batch_size,
+                         on_result=sink.candidate, on_event=search_events(sink),
+                         should_stop=sink.should_stop, checkpoint=sink.checkpoint,
+                         previous=resume.results if resume is not None else None,
+                         max_candidates=cfg.search.max_candidates)
+    if outcome.stopped and not strategy.done:
+        sink.phase("stopped")
+        return {"status": "stopped", "strategy": cfg.strategy.name, "candidates": len(outcome.results),
+                "search_seconds": outcome.seconds, "out_dir": str(out)}
+    best = outcome.best
+    if best is None:
+        raise SearchError(f"strategy {cfg.strategy.name!r} finished without a result")
+    sink.best(best)
+    strategy.write_artifacts(out)
+
+    sink.phase("finetune")
+    start_model, start = chosen_model(evaluator, best, prep)
+    tuned = finetune_model(start_model, prep.model, prep.data, finetune_settings(cfg.finetune, cfg.seed), prep.device,
+                           progress=lambda f, info: sink.progress("finetune", f))
+    if tuned.val_after < best.score - 1e-9:
+        sink.event("warning", f"the returned model's validation accuracy {tuned.val_after:.4f} is below the chosen "
+                   f"candidate's search score {best.score:.4f}",
+                   {"val_accuracy_after": tuned.val_after, "search_score": best.score})
+
+    sink.phase("export")
+    files = export(cfg, prep, tuned, outcome, out)
+    summary = summarize(cfg, prep, tuned, outcome, evaluator.name, start, files, out)
+    if tuned.val_after < best.score - 1e-9:
+        summary["warning"] = (f"validation accuracy after the fine-tune ({tuned.val_after:.4f}) is below the search "
+                              f"score ({best.score:.4f})")
+    report = {**summary, "config": cfg.model_dump(mode="json"), "space": prep.space.describe()}
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    summary["files"]["report"] = str(out / "report.json")
+    sink.phase("done")
+    return summary
