@@ -2,7 +2,6 @@
 migrations applied at start, validation errors as one readable line (plus the details)."""
 from __future__ import annotations
 
-import importlib
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -10,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from .. import dashboard
 from ..config import Settings, get_settings
 from ..store import Store
 from . import health, jobs, meta, models
@@ -66,13 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.wake_scheduler = lambda: None
     app.state.metrics = health.metrics_registry(store)
     app.add_exception_handler(RequestValidationError, validation_error)
-    for r in (health.router, meta.router, models.router, jobs.router):
+    for r in (health.router, meta.router, models.router, jobs.router, dashboard.router):
         app.include_router(r)
-    try:
-        dashboard = importlib.import_module("service.dashboard")
-    except ModuleNotFoundError as exc:
-        if exc.name != "service.dashboard":
-            raise
-    else:
-        app.include_router(dashboard.router)
     return app

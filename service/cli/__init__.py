@@ -9,8 +9,7 @@ from typing import Sequence
 
 from .common import CliError, run_command
 
-# Modules under service.cli that add commands; a module missing here is simply skipped
-# until it lands, so the CLI works while features are built.
+# Modules under service.cli that add commands, in --help order.
 COMMAND_MODULES = ["engine", "unstructured", "search", "slimmable", "server", "jobs"]
 
 
@@ -20,13 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

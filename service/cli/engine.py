@@ -111,6 +111,7 @@ def _summary_lines(r: dict[str, Any]) -> list[str]:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
+    """Cut one rate by a criterion, fine-tune, measure before and after, export."""
     _check_rate(args.rate)
     check_model(args.model)
     criterion = get_criterion(args.criterion)
@@ -119,43 +120,23 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     device = get_device(args.device)
     model, data, zoo_args = load_model_and_data(args)
     model = model.to(device).eval()
-    stages = 5 + args.finetune_epochs
-    with progress_bar(stages, f"prune {args.model}", unit="step") as bar:
+    shape = (data.in_channels, data.input_size, data.input_size)
+    out = Path(args.out)
+    with progress_bar(5 + args.finetune_epochs, f"prune {args.model}", unit="step") as bar:
         def stage(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
 
-        shape = (data.in_channels, data.input_size, data.input_size)
         stage("loaded")
         before = _measure(model, data, shape, args.latency_batch_size)
         stage("measured")
-        calibration = calibration_batches(data.train, args.calibration_batches, args.batch_size, args.seed)
-        if args.global_rank:
-            policy: Any = global_policy(model, shape, args.rate, criterion, calibration)
-        else:
-            policy = args.rate
-        pruned = prune(model, policy, criterion, input_shape=shape, calibration=calibration, round_to=args.round_to)
-        if not args.no_adaptive_bn:
-            recalibrate_bn(pruned, calibration)
+        pruned = _cut(args, model, data, shape, criterion)
         stage("cut")
         if args.finetune_epochs:
-            done = bar.n
-
-            def step(frac: float, info: dict) -> None:
-                bar.n = done + frac * args.finetune_epochs
-                bar.set_postfix_str(f"fine-tune loss {info['loss']:.3f}")
-                bar.refresh()
-
-            cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                              kd_alpha=args.kd_alpha)
-            train(pruned, data.train, cfg, teacher=model if args.kd_alpha > 0 else None, progress=step, device=device)
-            bar.n = done + args.finetune_epochs
+            _finetune(args, pruned, model, data, device, bar)
         after = _measure(pruned, data, shape, args.latency_batch_size)
         stage("measured")
-        out = Path(args.out)
-        save_model(pruned.cpu(), out, args.model, zoo_args)
-        onnx_diff = export_onnx(pruned, out / "model.onnx", shape)
-        export_torchscript(pruned, out / "model.torchscript.pt", shape)
+        onnx_diff = _export(pruned, out, args.model, zoo_args, shape)
         stage("exported")
     result = {
         "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
@@ -172,6 +153,39 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     return 0
+
+
+def _cut(args: argparse.Namespace, model: Any, data: DataSplits, shape: tuple[int, int, int], criterion: Any) -> Any:
+    """The cut copy of `model`: one rate everywhere, or ranked globally; BN recalibrated unless asked not to."""
+    calibration = calibration_batches(data.train, args.calibration_batches, args.batch_size, args.seed)
+    policy: Any = global_policy(model, shape, args.rate, criterion, calibration) if args.global_rank else args.rate
+    pruned = prune(model, policy, criterion, input_shape=shape, calibration=calibration, round_to=args.round_to)
+    if not args.no_adaptive_bn:
+        recalibrate_bn(pruned, calibration)
+    return pruned
+
+
+def _finetune(args: argparse.Namespace, pruned: Any, teacher: Any, data: DataSplits, device: Any, bar: Any) -> None:
+    """`--finetune-epochs` of SGD (distilled from the unpruned model with `--kd-alpha`), on the progress bar."""
+    done = bar.n
+
+    def step(frac: float, info: dict) -> None:
+        bar.n = done + frac * args.finetune_epochs
+        bar.set_postfix_str(f"fine-tune loss {info['loss']:.3f}")
+        bar.refresh()
+
+    cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                      kd_alpha=args.kd_alpha)
+    train(pruned, data.train, cfg, teacher=teacher if args.kd_alpha > 0 else None, progress=step, device=device)
+    bar.n = done + args.finetune_epochs
+
+
+def _export(pruned: Any, out: Path, zoo: str, zoo_args: dict[str, Any], shape: tuple[int, int, int]) -> float:
+    """safetensors + arch.json, ONNX (checked; returns its largest difference) and TorchScript."""
+    save_model(pruned.cpu(), out, zoo, zoo_args)
+    onnx_diff = export_onnx(pruned, out / "model.onnx", shape)
+    export_torchscript(pruned, out / "model.torchscript.pt", shape)
+    return onnx_diff
 
 
 def _measure(model: Any, data: DataSplits, shape: tuple[int, int, int], batch_size: int) -> dict[str, Any]:
