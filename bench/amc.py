@@ -24,6 +24,7 @@ Every "after fine-tune" figure is the mean over `--finetune-seeds` fine-tunes of
 (one image of the 359-image test split is 0.28 points; one fine-tune's seed moves a policy by
 about that much).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,8 +99,13 @@ def proxy_check(model, space, ctx, data, calib, args, seed: int, uniform_ft: flo
     for policy in near_budget_policies(space, args.proxy_check, seed):
         proxy.append(ev.evaluate(policy, "proxy-check").score)
         ft.append(finetuned(model, space, policy, data, calib, args.finetune_epochs, seed, args.finetune_seeds))
-    return {"spearman": spearman(proxy, ft), "uniform_rank": 1 + sum(a > uniform_ft for a in ft),
-            "policies": len(ft), "finetuned_max": max(ft), "finetuned_median": statistics.median(ft)}
+    return {
+        "spearman": spearman(proxy, ft),
+        "uniform_rank": 1 + sum(a > uniform_ft for a in ft),
+        "policies": len(ft),
+        "finetuned_max": max(ft),
+        "finetuned_median": statistics.median(ft),
+    }
 
 
 def reconstructed(model, space, policy, data, calib, seed: int) -> float:
@@ -116,8 +122,12 @@ def run_amc(space, ctx, seed: int, episodes: int, warmup: int, agent: str) -> tu
         outcome = run_search(strategy, make_evaluator("reconstruct", ctx))
     finally:
         strategy.close()
-    return {"policy": outcome.best.policy, "val": outcome.best.score, "seconds": time.perf_counter() - t0,
-            "flops_ratio": space.fraction(outcome.best.policy)}, list(strategy.rewards)
+    return {
+        "policy": outcome.best.policy,
+        "val": outcome.best.score,
+        "seconds": time.perf_counter() - t0,
+        "flops_ratio": space.fraction(outcome.best.policy),
+    }, list(strategy.rewards)
 
 
 def bench_seed(seed: int, args: argparse.Namespace) -> dict:
@@ -133,32 +143,47 @@ def bench_seed(seed: int, args: argparse.Namespace) -> dict:
     out: dict = {"seed": seed, "base_test": evaluate(model, data.test)}
 
     uniform = make_strategy("uniform", space, seed=seed).policy
-    out["uniform"] = {"flops_ratio": space.fraction(uniform),
-                      "reconstructed": reconstructed(model, space, uniform, data, calib, seed),
-                      "finetuned": finetuned(model, space, uniform, data, calib, args.finetune_epochs, seed,
-                                            args.finetune_seeds)}
+    out["uniform"] = {
+        "flops_ratio": space.fraction(uniform),
+        "reconstructed": reconstructed(model, space, uniform, data, calib, seed),
+        "finetuned": finetuned(model, space, uniform, data, calib, args.finetune_epochs, seed, args.finetune_seeds),
+    }
 
     if args.proxy_check:
         out["proxy_check"] = proxy_check(model, space, ctx, data, calib, args, seed, out["uniform"]["finetuned"])
     if args.amc:
         amc, rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, "ddpg")
-        tail = rewards[-max(1, len(rewards) // 5):]
-        amc.update(reconstructed=reconstructed(model, space, amc["policy"], data, calib, seed),
-                   finetuned=finetuned(model, space, amc["policy"], data, calib, args.finetune_epochs, seed,
-                                       args.finetune_seeds),
-                   warmup_reward=statistics.mean(rewards[: args.warmup]), last20_reward=statistics.mean(tail),
-                   rewards=rewards)
+        tail = rewards[-max(1, len(rewards) // 5) :]
+        amc.update(
+            reconstructed=reconstructed(model, space, amc["policy"], data, calib, seed),
+            finetuned=finetuned(
+                model, space, amc["policy"], data, calib, args.finetune_epochs, seed, args.finetune_seeds
+            ),
+            warmup_reward=statistics.mean(rewards[: args.warmup]),
+            last20_reward=statistics.mean(tail),
+            rewards=rewards,
+        )
         out["amc"] = amc
     if args.rllib:
         rl, rl_rewards = run_amc(space, ctx, seed, args.episodes, args.warmup, f"rllib-{args.rllib}")
-        rl.update(reconstructed=reconstructed(model, space, rl["policy"], data, calib, seed),
-                  last20_reward=statistics.mean(rl_rewards[-max(1, len(rl_rewards) // 5):]), rewards=rl_rewards)
+        rl.update(
+            reconstructed=reconstructed(model, space, rl["policy"], data, calib, seed),
+            last20_reward=statistics.mean(rl_rewards[-max(1, len(rl_rewards) // 5) :]),
+            rewards=rl_rewards,
+        )
         out["rllib"] = rl
 
     if args.metapruning:
         ev = make_evaluator("pruningnet", ctx, cache=False)
-        mp = make_strategy("metapruning", space, seed=seed, train_steps=args.pruningnet_steps,
-                           population=args.population, generations=args.generations, topk=args.topk)
+        mp = make_strategy(
+            "metapruning",
+            space,
+            seed=seed,
+            train_steps=args.pruningnet_steps,
+            population=args.population,
+            generations=args.generations,
+            topk=args.topk,
+        )
         t0 = time.perf_counter()
         outcome = run_search(mp, ev)
         best = outcome.best
@@ -175,14 +200,21 @@ def bench_seed(seed: int, args: argparse.Namespace) -> dict:
             kept = mp._random()
             policy = {k: space.rate_for_kept(k, kept[k]) for k in space.keys}
             rank_net.append(ev.evaluate(policy, "random", meta={"pruningnet_steps": mp.trained}).score)
-            rank_ft.append(finetuned(model, space, policy, data, calib, args.finetune_epochs, seed, args.finetune_seeds))
+            rank_ft.append(
+                finetuned(model, space, policy, data, calib, args.finetune_epochs, seed, args.finetune_seeds)
+            )
         out["metapruning"] = {
-            "policy": best.policy, "val": best.score, "flops_ratio": space.fraction(best.policy),
+            "policy": best.policy,
+            "val": best.score,
+            "flops_ratio": space.fraction(best.policy),
             "seconds": time.perf_counter() - t0,
-            "finetuned": finetuned(model, space, best.policy, data, calib, args.finetune_epochs, seed,
-                                   args.finetune_seeds),
-            "evolution_best": max(r.score for r in evo), "random_best": max(random_scores),
-            "candidates": len(evo), "spearman": spearman(rank_net, rank_ft) if rank_net else None,
+            "finetuned": finetuned(
+                model, space, best.policy, data, calib, args.finetune_epochs, seed, args.finetune_seeds
+            ),
+            "evolution_best": max(r.score for r in evo),
+            "random_best": max(random_scores),
+            "candidates": len(evo),
+            "spearman": spearman(rank_net, rank_ft) if rank_net else None,
         }
     return out
 
@@ -212,6 +244,7 @@ def plot_rewards(results: list[dict], path: Path, warmup: int, target: str) -> N
 
 def table(results: list[dict]) -> str:
     """The Markdown table of the results (mean over seeds, then each seed)."""
+
     def mean(key: str, sub: str, per_seed: bool = False) -> str:
         vals = [r[key][sub] for r in results if key in r and r[key].get(sub) is not None]
         if not vals:
@@ -219,13 +252,21 @@ def table(results: list[dict]) -> str:
         seeds = f" ({' / '.join(f'{v:.4f}' for v in vals)})" if per_seed and len(vals) > 1 else ""
         return f"{statistics.mean(vals):.4f}{seeds}"
 
-    rows = ["| method | FLOPs ratio | test acc. after LS reconstruction | test acc. after fine-tune (per seed) |",
-            "|---|---|---|---|"]
-    for key, label in (("uniform", "uniform (L1)"), ("amc", "AMC, DDPG"), ("rllib", "AMC, RLlib"),
-                       ("metapruning", "MetaPruning")):
+    rows = [
+        "| method | FLOPs ratio | test acc. after LS reconstruction | test acc. after fine-tune (per seed) |",
+        "|---|---|---|---|",
+    ]
+    for key, label in (
+        ("uniform", "uniform (L1)"),
+        ("amc", "AMC, DDPG"),
+        ("rllib", "AMC, RLlib"),
+        ("metapruning", "MetaPruning"),
+    ):
         if any(key in r for r in results):
-            rows.append(f"| {label} | {mean(key, 'flops_ratio')} | {mean(key, 'reconstructed')} | "
-                        f"{mean(key, 'finetuned', per_seed=True)} |")
+            rows.append(
+                f"| {label} | {mean(key, 'flops_ratio')} | {mean(key, 'reconstructed')} | "
+                f"{mean(key, 'finetuned', per_seed=True)} |"
+            )
     return "\n".join(rows)
 
 
@@ -243,7 +284,9 @@ def main() -> int:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--topk", type=int, default=5)
-    ap.add_argument("--rank-encodings", type=int, default=20, help="encodings fine-tuned for the rank correlation (first seed)")
+    ap.add_argument(
+        "--rank-encodings", type=int, default=20, help="encodings fine-tuned for the rank correlation (first seed)"
+    )
     ap.add_argument("--train-epochs", type=float, default=10)
     ap.add_argument("--finetune-epochs", type=float, default=2)
     ap.add_argument("--finetune-seeds", type=int, default=1, help="fine-tunes averaged per policy")
@@ -269,13 +312,17 @@ def main() -> int:
             line += f"; RLlib last 20% {r['rllib']['last20_reward']:.4f}"
         if "metapruning" in r:
             m = r["metapruning"]
-            line += (f"; MetaPruning evolution best {m['evolution_best']:.4f} vs random best {m['random_best']:.4f} "
-                     f"({m['candidates']} each), Spearman {m['spearman']}")
+            line += (
+                f"; MetaPruning evolution best {m['evolution_best']:.4f} vs random best {m['random_best']:.4f} "
+                f"({m['candidates']} each), Spearman {m['spearman']}"
+            )
         if "proxy_check" in r:
             c = r["proxy_check"]
-            line += (f"; proxy check over {c['policies']} near-budget policies: Spearman {c['spearman']:.2f}, "
-                     f"uniform ranks {c['uniform_rank']} (fine-tuned max {c['finetuned_max']:.4f}, "
-                     f"median {c['finetuned_median']:.4f})")
+            line += (
+                f"; proxy check over {c['policies']} near-budget policies: Spearman {c['spearman']:.2f}, "
+                f"uniform ranks {c['uniform_rank']} (fine-tuned max {c['finetuned_max']:.4f}, "
+                f"median {c['finetuned_median']:.4f})"
+            )
         print(line)
     if args.plot:
         plot_rewards(results, args.plot, args.warmup, args.target)

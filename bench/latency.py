@@ -9,6 +9,7 @@ fastest round's median is kept: on a shared machine, load from other processes o
 time, and interleaving exposes both networks to it alike. Prints a Markdown table; the last
 column is the latency reduction divided by the FLOPs reduction.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,9 @@ def onnx_timer(model: torch.nn.Module, threads: int):
     return timed
 
 
-def bench_model(name: str, rate: float, batch_size: int, rounds: int, repeats: int, runtime: str = "torch",
-                threads: int = 1) -> dict:
+def bench_model(
+    name: str, rate: float, batch_size: int, rounds: int, repeats: int, runtime: str = "torch", threads: int = 1
+) -> dict:
     """FLOPs, params and interleaved latency medians of one model, dense and pruned, in eager
     PyTorch or (runtime="onnx") in onnxruntime."""
     torch.manual_seed(0)
@@ -65,8 +67,10 @@ def bench_model(name: str, rate: float, batch_size: int, rounds: int, repeats: i
     if runtime == "onnx":
         timers = {"dense": onnx_timer(dense, threads), "pruned": onnx_timer(pruned, threads)}
     else:
-        timers = {key: (lambda b, w, r, m=m: measure_latency(m, SHAPE, batch_size=b, warmup=w, repeats=r))
-                  for key, m in (("dense", dense), ("pruned", pruned))}
+        timers = {
+            key: (lambda b, w, r, m=m: measure_latency(m, SHAPE, batch_size=b, warmup=w, repeats=r))
+            for key, m in (("dense", dense), ("pruned", pruned))
+        }
     times: dict[str, list[float]] = {"dense": [], "pruned": []}
     for _ in range(rounds):
         for key in ("dense", "pruned"):
@@ -74,9 +78,20 @@ def bench_model(name: str, rate: float, batch_size: int, rounds: int, repeats: i
     f0, f1 = count_flops(dense, SHAPE), count_flops(pruned, SHAPE)
     l0, l1 = min(times["dense"]), min(times["pruned"])
     flops_cut, latency_cut = 1 - f1 / f0, 1 - l1 / l0
-    return {"model": name, "runtime": runtime, "batch_size": batch_size, "flops_before": f0, "flops_after": f1, "params_before": count_params(dense),
-            "params_after": count_params(pruned), "latency_ms_before": l0, "latency_ms_after": l1,
-            "flops_ratio": f1 / f0, "latency_ratio": l1 / l0, "efficiency": latency_cut / flops_cut}
+    return {
+        "model": name,
+        "runtime": runtime,
+        "batch_size": batch_size,
+        "flops_before": f0,
+        "flops_after": f1,
+        "params_before": count_params(dense),
+        "params_after": count_params(pruned),
+        "latency_ms_before": l0,
+        "latency_ms_after": l1,
+        "flops_ratio": f1 / f0,
+        "latency_ratio": l1 / l0,
+        "efficiency": latency_cut / flops_cut,
+    }
 
 
 def main() -> int:
@@ -92,15 +107,25 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [bench_model(m, args.rate, b, args.rounds, args.repeats, args.runtime, args.threads) for m in args.models for b in args.batch_sizes]
-    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, runtime {args.runtime}, {args.threads} thread(s), "
-          f"input 3x32x32, {args.rate:.0%} of channels cut per group (L1), best of {args.rounds} interleaved rounds "
-          f"of the median of {args.repeats} runs\n")
-    print("| model | batch | MACs dense | MACs pruned | FLOPs ratio | latency dense (ms) | latency pruned (ms) | latency ratio | latency cut / FLOPs cut |")
+    rows = [
+        bench_model(m, args.rate, b, args.rounds, args.repeats, args.runtime, args.threads)
+        for m in args.models
+        for b in args.batch_sizes
+    ]
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, runtime {args.runtime}, {args.threads} thread(s), "
+        f"input 3x32x32, {args.rate:.0%} of channels cut per group (L1), best of {args.rounds} interleaved rounds "
+        f"of the median of {args.repeats} runs\n"
+    )
+    print(
+        "| model | batch | MACs dense | MACs pruned | FLOPs ratio | latency dense (ms) | latency pruned (ms) | latency ratio | latency cut / FLOPs cut |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {r['batch_size']} | {r['flops_before'] / 1e6:.1f}M | {r['flops_after'] / 1e6:.1f}M | {r['flops_ratio']:.3f} | "
-              f"{r['latency_ms_before']:.2f} | {r['latency_ms_after']:.2f} | {r['latency_ratio']:.3f} | {r['efficiency']:.2f} |")
+        print(
+            f"| {r['model']} | {r['batch_size']} | {r['flops_before'] / 1e6:.1f}M | {r['flops_after'] / 1e6:.1f}M | {r['flops_ratio']:.3f} | "
+            f"{r['latency_ms_before']:.2f} | {r['latency_ms_after']:.2f} | {r['latency_ratio']:.3f} | {r['efficiency']:.2f} |"
+        )
     if args.json:
         print(json.dumps(rows))
     return 0

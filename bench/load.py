@@ -9,6 +9,7 @@ reporting requests/s, p50/p99 latency and errors, on SQLite and on PostgreSQL.
 With --backend, the script starts `secateurs serve` itself (temporary data dir, local Ray),
 submits a long EagleEye job on digits, waits until it is running, then polls; the job keeps
 evaluating candidates (writing to the store) during the whole measurement."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,13 @@ from pathlib import Path
 
 import httpx
 
-LONG_JOB = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-            "strategy": {"name": "eagleeye", "options": {"n_samples": 100000, "top_k": 1}}, "train": {"epochs": 0.5}}
+LONG_JOB = {
+    "model": {"zoo": "convnet"},
+    "data": {"name": "digits"},
+    "target": {"flops": 0.5},
+    "strategy": {"name": "eagleeye", "options": {"n_samples": 100000, "top_k": 1}},
+    "train": {"epochs": 0.5},
+}
 
 
 async def poller(client: httpx.AsyncClient, job_id: int, until: float, lat: list[float], errors: list[str]) -> None:
@@ -51,14 +57,22 @@ async def measure(url: str, token: str, job_id: int, pollers: int, seconds: floa
     lat: list[float] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=pollers, max_keepalive_connections=pollers)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits) as c:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits
+    ) as c:
         start = time.monotonic()
         until = start + seconds
         await asyncio.gather(*(poller(c, job_id, until, lat, errors) for _ in range(pollers)))
         wall = time.monotonic() - start
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
-    return {"requests": len(lat), "rps": len(lat) / wall, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000,
-            "errors": len(errors), "error_kinds": sorted(set(errors))}
+    return {
+        "requests": len(lat),
+        "rps": len(lat) / wall,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors)),
+    }
 
 
 def run_backend(backend: str, pollers: int, seconds: float) -> dict:
@@ -116,13 +130,15 @@ def main() -> int:
             ap.error("--url needs --token and --job")
         rows.append(("server", asyncio.run(measure(args.url, args.token, args.job, args.pollers, args.seconds))))
     else:
-        for backend in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
+        for backend in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
             rows.append((backend, run_backend(backend, args.pollers, args.seconds)))
     print(f"| store | pollers | seconds | requests | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|")
     for name, s in rows:
-        print(f"| {name} | {args.pollers} | {args.seconds:g} | {s['requests']} | {s['rps']:.0f} | {s['p50_ms']:.1f} | "
-              f"{s['p99_ms']:.1f} | {s['errors']}{' ' + ','.join(s['error_kinds']) if s['errors'] else ''} |")
+        print(
+            f"| {name} | {args.pollers} | {args.seconds:g} | {s['requests']} | {s['rps']:.0f} | {s['p50_ms']:.1f} | "
+            f"{s['p99_ms']:.1f} | {s['errors']}{' ' + ','.join(s['error_kinds']) if s['errors'] else ''} |"
+        )
     return 0
 
 

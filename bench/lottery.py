@@ -9,6 +9,7 @@ For each seed: build the convnet (seed s), run `pruning.unstructured.lottery_tic
 (seed s + 100) as the control. Every training run uses the same schedule (SGD + cosine,
 `--epochs` per round). Accuracies are on the data set's test split; prints mean and std.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,17 @@ def run_seed(seed: int, args: argparse.Namespace, data) -> dict:
     torch.manual_seed(seed + 100)
     control = build_model("convnet", **shape)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=64, seed=seed)
-    res = lottery_ticket(model, data.train, args.sparsity, args.rounds, cfg, args.scope, args.rewind_step,
-                         control, data.test)
-    return {"seed": seed, "dense": res.extra["dense_accuracy"], "ticket": res.history[-1].accuracy,
-            "reinit": res.extra["reinit_accuracy"], "sparsity": sparsity(model)["overall"],
-            "rounds": [(r.sparsity, r.accuracy) for r in res.history]}
+    res = lottery_ticket(
+        model, data.train, args.sparsity, args.rounds, cfg, args.scope, args.rewind_step, control, data.test
+    )
+    return {
+        "seed": seed,
+        "dense": res.extra["dense_accuracy"],
+        "ticket": res.history[-1].accuracy,
+        "reinit": res.extra["reinit_accuracy"],
+        "sparsity": sparsity(model)["overall"],
+        "rounds": [(r.sparsity, r.accuracy) for r in res.history],
+    }
 
 
 def _fmt(values: list[float]) -> str:
@@ -69,14 +76,19 @@ def main() -> int:
     data = load_dataset(args.data, input_size=args.input_size, seed=0, subset=args.subset)
     t0 = time.time()
     rows = [run_seed(s, args, data) for s in args.seeds]
-    print(f"convnet on {args.data} ({data.input_size}x{data.input_size}, {len(data.train)} training images, "
-          f"test split of {len(data.test)} images), {args.sparsity:.0%} sparsity in "
-          f"{args.rounds} rounds ({args.scope} masks), {args.epochs:g} epochs per training, rewind step {args.rewind_step}, "
-          f"seeds {args.seeds}, {time.time() - t0:.0f} s\n")
+    print(
+        f"convnet on {args.data} ({data.input_size}x{data.input_size}, {len(data.train)} training images, "
+        f"test split of {len(data.test)} images), {args.sparsity:.0%} sparsity in "
+        f"{args.rounds} rounds ({args.scope} masks), {args.epochs:g} epochs per training, rewind step {args.rewind_step}, "
+        f"seeds {args.seeds}, {time.time() - t0:.0f} s\n"
+    )
     print("| network | test accuracy % (mean ± std) | per seed |")
     print("|---|---:|---|")
-    for key, label in (("dense", "dense"), ("ticket", f"rewound ticket ({args.sparsity:.0%} sparse)"),
-                       ("reinit", f"random reinit, same mask ({args.sparsity:.0%} sparse)")):
+    for key, label in (
+        ("dense", "dense"),
+        ("ticket", f"rewound ticket ({args.sparsity:.0%} sparse)"),
+        ("reinit", f"random reinit, same mask ({args.sparsity:.0%} sparse)"),
+    ):
         vals = [r[key] for r in rows]
         print(f"| {label} | {_fmt(vals)} | {', '.join(f'{v * 100:.2f}' for v in vals)} |")
     if args.json:

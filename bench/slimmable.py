@@ -10,6 +10,7 @@ Three tables (Markdown, on stdout; raw numbers in --json):
 3. AutoSlim on that supernet at a FLOPs target vs. the uniform-width network of the same FLOPs:
    accuracy inherited from the supernet (BN calibrated) and after the same from-scratch training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,13 @@ from pruning.data import calibration_batches, load_dataset  # noqa: E402
 from pruning.export import architecture, build_from_arch  # noqa: E402
 from pruning.measure import count_flops  # noqa: E402
 from pruning.models import build_model  # noqa: E402
-from pruning.slimmable import (SlimTrainConfig, evaluate_config, make_slimmable, save_supernet,  # noqa: E402
-                               train_slimmable)
+from pruning.slimmable import (
+    SlimTrainConfig,
+    evaluate_config,
+    make_slimmable,
+    save_supernet,  # noqa: E402
+    train_slimmable,
+)
 from pruning.train import TrainConfig, evaluate, train  # noqa: E402
 from search.autoslim import AutoSlimStrategy  # noqa: E402
 from search.evaluators import EvalContext, make_evaluator  # noqa: E402
@@ -88,8 +94,10 @@ def run_seed(a: argparse.Namespace, seed: int, widths: list[float]) -> dict[str,
     us = make_slimmable(build_model(a.model, **zargs), shape, widths, universal=True, zoo=a.model, zoo_args=zargs)
     train_slimmable(us, data.train, SlimTrainConfig(epochs=a.epochs, lr=a.lr, seed=seed), device="cpu")
     trained_stats = copy.deepcopy(us.state_dict())
-    uniform = {str(w): {"flops": count_flops(us.export(w), shape), "acc": evaluate_config(us, data.test, w, calib)}
-               for w in widths}
+    uniform = {
+        str(w): {"flops": count_flops(us.export(w), shape), "acc": evaluate_config(us, data.test, w, calib)}
+        for w in widths
+    }
     out["us_uniform"] = uniform
     rng = random.Random(1000 + seed)
     out["us_random"] = []
@@ -101,25 +109,45 @@ def run_seed(a: argparse.Namespace, seed: int, widths: list[float]) -> dict[str,
         flops = count_flops(us, shape)
         lower = max((w for w in widths if uniform[str(w)]["flops"] <= flops), default=widths[0])
         upper = min((w for w in widths if uniform[str(w)]["flops"] >= flops), default=widths[-1])
-        out["us_random"].append({"config": config, "flops": flops, "calibrated": cal, "uncalibrated": uncal,
-                                 "lower": lower, "lower_acc": uniform[str(lower)]["acc"],
-                                 "upper": upper, "upper_acc": uniform[str(upper)]["acc"]})
+        out["us_random"].append(
+            {
+                "config": config,
+                "flops": flops,
+                "calibrated": cal,
+                "uncalibrated": uncal,
+                "lower": lower,
+                "lower_acc": uniform[str(lower)]["acc"],
+                "upper": upper,
+                "upper_acc": uniform[str(upper)]["acc"],
+            }
+        )
 
     log(f"seed {seed}: AutoSlim at flops={a.target}")
     sn_dir = Path(a.work) / f"supernet_seed{seed}"
     save_supernet(us, sn_dir, calibration=calib)  # at the largest width, BN calibrated
     full = us.export()
     space = SearchSpace(full, shape, f"flops={a.target}", prune_stem=True)
-    ctx = EvalContext(model=full, data=data, input_shape=shape, calibration=calib[:4], space=space,
-                      val_batches=a.val_batches, seed=seed)
+    ctx = EvalContext(
+        model=full,
+        data=data,
+        input_shape=shape,
+        calibration=calib[:4],
+        space=space,
+        val_batches=a.val_batches,
+        seed=seed,
+    )
     evaluator = make_evaluator("shared-weights", ctx, supernet=str(sn_dir))
     t0 = time.perf_counter()
     outcome = run_search(AutoSlimStrategy(space, seed=seed, supernet=str(sn_dir), step=a.step), evaluator)
     config = space.kept(outcome.best.policy)
     w_uni = uniform_width_for(us, shape, space.budget)
     uni_config = us.config_for_width(w_uni)
-    res: dict[str, Any] = {"search_seconds": time.perf_counter() - t0, "candidates": len(outcome.results),
-                           "budget": space.budget, "flops_full": space.original["flops"]}
+    res: dict[str, Any] = {
+        "search_seconds": time.perf_counter() - t0,
+        "candidates": len(outcome.results),
+        "budget": space.budget,
+        "flops_full": space.original["flops"],
+    }
     for name, cfg in (("autoslim", config), ("uniform", uni_config)):
         inherited = evaluate_config(us, data.test, cfg, calib)
         plain = us.export(cfg)
@@ -140,34 +168,54 @@ def mean_std(xs: list[float]) -> str:
 
 
 def tables(runs: list[dict[str, Any]], widths: list[float], a: argparse.Namespace) -> str:
-    lines = [f"Model `{a.model}` on `{a.data}`, {a.epochs:g} epochs, seeds {a.seeds} (test accuracy %, mean ± std).", ""]
+    lines = [
+        f"Model `{a.model}` on `{a.data}`, {a.epochs:g} epochs, seeds {a.seeds} (test accuracy %, mean ± std).",
+        "",
+    ]
     lines += ["| width | slimmable (switchable BN, trained once) | trained alone | difference |", "|---|---|---|---|"]
     for w in widths if not a.only_autoslim else []:
         s = [r["slimmable"][str(w)] for r in runs]
         al = [r["alone"][str(w)] for r in runs]
-        lines.append(f"| {w:g} | {mean_std(s)} | {mean_std(al)} | {100 * (statistics.mean(s) - statistics.mean(al)):+.2f} |")
-    lines += ["", "| universally slimmable, config | MFLOPs | BN calibrated | not calibrated | uniform neighbours (calibrated) |",
-              "|---|---|---|---|---|"]
+        lines.append(
+            f"| {w:g} | {mean_std(s)} | {mean_std(al)} | {100 * (statistics.mean(s) - statistics.mean(al)):+.2f} |"
+        )
+    lines += [
+        "",
+        "| universally slimmable, config | MFLOPs | BN calibrated | not calibrated | uniform neighbours (calibrated) |",
+        "|---|---|---|---|---|",
+    ]
     for w in widths:
         u = [r["us_uniform"][str(w)] for r in runs]
         lines.append(f"| uniform {w:g} | {u[0]['flops'] / 1e6:.2f} | {mean_std([x['acc'] for x in u])} | | |")
     for r in runs:
         for i, x in enumerate(r["us_random"]):
-            lines.append(f"| seed {r['seed']} random per-layer #{i + 1} | {x['flops'] / 1e6:.2f} | {100 * x['calibrated']:.2f} | "
-                         f"{100 * x['uncalibrated']:.2f} | {x['lower']:g}: {100 * x['lower_acc']:.2f}, "
-                         f"{x['upper']:g}: {100 * x['upper_acc']:.2f} |")
-    lines += ["", f"| network at flops<={a.target:g} | FLOPs (% of full) | inherited from supernet | trained from scratch |",
-              "|---|---|---|---|"]
+            lines.append(
+                f"| seed {r['seed']} random per-layer #{i + 1} | {x['flops'] / 1e6:.2f} | {100 * x['calibrated']:.2f} | "
+                f"{100 * x['uncalibrated']:.2f} | {x['lower']:g}: {100 * x['lower_acc']:.2f}, "
+                f"{x['upper']:g}: {100 * x['upper_acc']:.2f} |"
+            )
+    lines += [
+        "",
+        f"| network at flops<={a.target:g} | FLOPs (% of full) | inherited from supernet | trained from scratch |",
+        "|---|---|---|---|",
+    ]
     for name in ("autoslim", "uniform"):
         xs = [r["autoslim"][name] for r in runs]
         frac = statistics.mean(x["flops"] / r["autoslim"]["flops_full"] for x, r in zip(xs, runs))
         label = "AutoSlim" if name == "autoslim" else "uniform width " + ", ".join(f"{x['width']:g}" for x in xs)
-        lines.append(f"| {label} | {100 * frac:.2f} | {mean_std([x['inherited'] for x in xs])} | "
-                     f"{mean_std([x['scratch'] for x in xs])} |")
-    lines += ["", "AutoSlim configs (kept channels per group): "
-              + "; ".join(f"seed {r['seed']}: {r['autoslim']['autoslim']['config']}" for r in runs),
-              "AutoSlim search: " + ", ".join(f"{r['autoslim']['candidates']} candidates in "
-                                               f"{r['autoslim']['search_seconds']:.0f}s" for r in runs)]
+        lines.append(
+            f"| {label} | {100 * frac:.2f} | {mean_std([x['inherited'] for x in xs])} | "
+            f"{mean_std([x['scratch'] for x in xs])} |"
+        )
+    lines += [
+        "",
+        "AutoSlim configs (kept channels per group): "
+        + "; ".join(f"seed {r['seed']}: {r['autoslim']['autoslim']['config']}" for r in runs),
+        "AutoSlim search: "
+        + ", ".join(
+            f"{r['autoslim']['candidates']} candidates in {r['autoslim']['search_seconds']:.0f}s" for r in runs
+        ),
+    ]
     return "\n".join(lines)
 
 

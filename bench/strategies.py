@@ -13,6 +13,7 @@ against the same for plain validation without recalibration.
     python bench/strategies.py --data digits --quick --seeds 0   # a quick run
     python bench/strategies.py --data cifar10:/data/cifar10 --model resnet56
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,16 +62,24 @@ QUICK = {
 EVAL_OPTIONS = {"full": {"finetune": {"steps": 50}}, "quick": {"finetune": {"steps": 10}}}
 
 
-def torch_pruning_global(model: torch.nn.Module, shape: tuple[int, ...], budget: float, max_rate: float) -> torch.nn.Module:
+def torch_pruning_global(
+    model: torch.nn.Module, shape: tuple[int, ...], budget: float, max_rate: float
+) -> torch.nn.Module:
     """Torch-Pruning's global magnitude pruning, its channel ratio bisected to the FLOPs budget."""
     import torch_pruning as tp
 
     def cut(ratio: float) -> torch.nn.Module:
         m = copy.deepcopy(model).eval()
         example = torch.zeros(1, *shape, device=next(m.parameters()).device)
-        pruner = tp.pruner.MetaPruner(m, example, importance=tp.importance.GroupMagnitudeImportance(p=1),
-                                      global_pruning=True, pruning_ratio=ratio, max_pruning_ratio=max_rate,
-                                      ignored_layers=[output_layer(m)])
+        pruner = tp.pruner.MetaPruner(
+            m,
+            example,
+            importance=tp.importance.GroupMagnitudeImportance(p=1),
+            global_pruning=True,
+            pruning_ratio=ratio,
+            max_pruning_ratio=max_rate,
+            ignored_layers=[output_layer(m)],
+        )
         pruner.step()
         return m
 
@@ -106,15 +115,24 @@ def correlation(model, data, shape, calib, target: str, samples: int, steps: int
         policy = sampler.random_policy()
         rows.append((plain.evaluate(policy).score, abn.evaluate(policy).score, tuned.evaluate(policy).score))
     p, a, t = map(list, zip(*rows))
-    return {"samples": samples, "finetune_steps": steps, "rho_adaptive_bn": spearman(a, t), "rho_plain": spearman(p, t),
-            "plain_mean": statistics.mean(p), "adaptive_bn_mean": statistics.mean(a), "finetuned_mean": statistics.mean(t)}
+    return {
+        "samples": samples,
+        "finetune_steps": steps,
+        "rho_adaptive_bn": spearman(a, t),
+        "rho_plain": spearman(p, t),
+        "plain_mean": statistics.mean(p),
+        "adaptive_bn_mean": statistics.mean(a),
+        "finetuned_mean": statistics.mean(t),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--subset", type=int, default=None, help="training images kept (default: all)")
-    ap.add_argument("--input-size", type=int, default=None, help="resize images to this side (default: the data set's own)")
+    ap.add_argument(
+        "--input-size", type=int, default=None, help="resize images to this side (default: the data set's own)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--weights", help="trained weights; default: train and cache in --out")
@@ -124,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--strategies", nargs="+", default=None, help="default: every registered strategy")
     ap.add_argument("--quick", action="store_true", help="small candidate counts")
-    ap.add_argument("--option", action="append", default=[], metavar="STRATEGY.KEY=VALUE",
-                    help="override a strategy option (value parsed as JSON), e.g. eagleeye.n_samples=200")
+    ap.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="STRATEGY.KEY=VALUE",
+        help="override a strategy option (value parsed as JSON), e.g. eagleeye.n_samples=200",
+    )
     ap.add_argument("--val-batches", type=int, default=None)
     ap.add_argument("--corr-samples", type=int, default=30, help="0 skips EagleEye's correlation check")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip Torch-Pruning's global pruning")
@@ -140,9 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.data, input_size=args.input_size, subset=args.subset, seed=0)
     shape = (data.in_channels, data.input_size, data.input_size)
-    model = build_model(args.model, num_classes=data.num_classes, in_channels=data.in_channels,
-                        input_size=data.input_size).to(device)
-    weights = Path(args.weights) if args.weights else out / f"{args.model}-{args.data.split(':')[0]}-{data.input_size}px-base.safetensors"
+    model = build_model(
+        args.model, num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.input_size
+    ).to(device)
+    weights = (
+        Path(args.weights)
+        if args.weights
+        else out / f"{args.model}-{args.data.split(':')[0]}-{data.input_size}px-base.safetensors"
+    )
     if weights.exists():
         load_weights(model, weights)
     else:
@@ -168,8 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     names = args.strategies or list_strategies()
     corr = None
     if args.corr_samples > 0:
-        corr = correlation(model, data, shape, calibration_batches(data.train, 4, 64, seed=0), "flops=0.5",
-                           args.corr_samples, EVAL_OPTIONS[mode]["finetune"]["steps"] * 5, 0)
+        corr = correlation(
+            model,
+            data,
+            shape,
+            calibration_batches(data.train, 4, 64, seed=0),
+            "flops=0.5",
+            args.corr_samples,
+            EVAL_OPTIONS[mode]["finetune"]["steps"] * 5,
+            0,
+        )
         print(json.dumps({"correlation": corr}), file=sys.stderr)
     rows: list[dict[str, Any]] = []
     for red in args.reductions:
@@ -179,8 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             space = SearchSpace(model, shape, target, calibration=calib)
             for name in names:
                 try:
-                    ctx = EvalContext(model, data, shape, calibration=calib, space=space, seed=seed,
-                                      device=device, val_batches=args.val_batches)
+                    ctx = EvalContext(
+                        model,
+                        data,
+                        shape,
+                        calibration=calib,
+                        space=space,
+                        seed=seed,
+                        device=device,
+                        val_batches=args.val_batches,
+                    )
                     ev_name = strategy_class(name).default_evaluator or "adaptive-bn"
                     ev = make_evaluator(ev_name, ctx, **EVAL_OPTIONS[mode].get(ev_name, {}))
                     strategy = make_strategy(name, space, seed=seed, **options.get(name, {}))
@@ -188,9 +232,17 @@ def main(argv: list[str] | None = None) -> int:
                     ft = FinetuneConfig(epochs=args.finetune_epochs, lr=0.01, seed=seed)
                     acc = finetune_policy(model, space, outcome.best.policy, data, calib, ft, device).accuracy_after
                     label = f"{name} ({', '.join(overridden[name])})" if name in overridden else name
-                    rows.append({"reduction": red, "seed": seed, "method": label, "accuracy": acc,
-                                 "flops_fraction": outcome.best.flops / space.original["flops"],
-                                 "search_seconds": outcome.seconds, "candidates": len(outcome.results)})
+                    rows.append(
+                        {
+                            "reduction": red,
+                            "seed": seed,
+                            "method": label,
+                            "accuracy": acc,
+                            "flops_fraction": outcome.best.flops / space.original["flops"],
+                            "search_seconds": outcome.seconds,
+                            "candidates": len(outcome.results),
+                        }
+                    )
                 except (SearchError, ImportError, NotImplementedError) as exc:
                     print(f"skipping {name}: {exc}", file=sys.stderr)
                     continue
@@ -202,12 +254,22 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - t0
             recalibrate_bn(tp_model, calib)
             train(tp_model, data.train, TrainConfig(epochs=ft.epochs, lr=ft.lr, seed=seed), device=device)
-            rows.append({"reduction": red, "seed": seed, "method": "torch-pruning global", "accuracy": evaluate(tp_model, data.test),
-                         "flops_fraction": count_flops(tp_model, shape) / space.original["flops"],
-                         "search_seconds": seconds, "candidates": 14})
+            rows.append(
+                {
+                    "reduction": red,
+                    "seed": seed,
+                    "method": "torch-pruning global",
+                    "accuracy": evaluate(tp_model, data.test),
+                    "flops_fraction": count_flops(tp_model, shape) / space.original["flops"],
+                    "search_seconds": seconds,
+                    "candidates": 14,
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr)
     table = render(rows, base_acc, args, corr)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "correlation": corr, "base_accuracy": base_acc}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"rows": rows, "correlation": corr, "base_accuracy": base_acc}, indent=1)
+    )
     (out / "results.md").write_text(table)
     print(table)
     return 0
@@ -215,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace, corr: dict[str, float] | None) -> str:
     """The Markdown table: one row per (reduction, method), mean ± std over seeds."""
-    lines = [f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} "
-             f"epochs for every method; seeds {args.seeds}.", "",
-             "| FLOPs cut | method | accuracy (mean ± std) | FLOPs kept | search s | candidates/s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} "
+        f"epochs for every method; seeds {args.seeds}.",
+        "",
+        "| FLOPs cut | method | accuracy (mean ± std) | FLOPs kept | search s | candidates/s |",
+        "|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple[float, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["reduction"], r["method"]), []).append(r)
@@ -228,13 +293,18 @@ def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace
         secs = statistics.mean(r["search_seconds"] for r in rs)
         cps = statistics.mean(r["candidates"] / max(1e-9, r["search_seconds"]) for r in rs)
         frac = statistics.mean(r["flops_fraction"] for r in rs)
-        lines.append(f"| {red:.0%} | {method} | {statistics.mean(accs):.4f} ± {std:.4f} | {frac:.3f} | {secs:.1f} | {cps:.2f} |")
+        lines.append(
+            f"| {red:.0%} | {method} | {statistics.mean(accs):.4f} ± {std:.4f} | {frac:.3f} | {secs:.1f} | {cps:.2f} |"
+        )
     if corr is None:
         return "\n".join(lines) + "\n"
-    lines += ["", f"EagleEye's claim ({corr['samples']} random sub-nets at 50% FLOPs, fine-tuned {corr['finetune_steps']} "
-                  f"steps): Spearman ρ with fine-tuned accuracy = {corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
-                  f"{corr['rho_plain']:.3f} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "
-                  f"adaptive BN {corr['adaptive_bn_mean']:.3f}, fine-tuned {corr['finetuned_mean']:.3f})."]
+    lines += [
+        "",
+        f"EagleEye's claim ({corr['samples']} random sub-nets at 50% FLOPs, fine-tuned {corr['finetune_steps']} "
+        f"steps): Spearman ρ with fine-tuned accuracy = {corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
+        f"{corr['rho_plain']:.3f} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "
+        f"adaptive BN {corr['adaptive_bn_mean']:.3f}, fine-tuned {corr['finetuned_mean']:.3f}).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 Adaptive BN (Li et al., EagleEye, 2020): after pruning, the running statistics inherited from
 the full network no longer match the sub-net's activations. Reset them and re-estimate them on
 calibration batches from the training split, in train mode and without gradients."""
+
 from __future__ import annotations
 
 from typing import Iterable

@@ -1,6 +1,7 @@
 """Checkpoints of zoo models: safetensors weights plus a small JSON sidecar (`ckpt.json` next to
 `ckpt.safetensors`) naming the zoo model and its arguments, so a later command can rebuild the
 model without being told its shape again. Weights are never unpickled."""
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,12 @@ SIDECAR_FORMAT = "secateurs-ckpt/1"
 
 def model_args(data: DataSplits, width: float = 1.0) -> dict[str, Any]:
     """Zoo arguments that fit a data set: classes, input channels and size from the data."""
-    return {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size, "width": width}
+    return {
+        "num_classes": data.num_classes,
+        "in_channels": data.in_channels,
+        "input_size": data.input_size,
+        "width": width,
+    }
 
 
 def sidecar_path(weights: str | Path) -> Path:
@@ -27,7 +33,9 @@ def sidecar_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, zoo: str, args: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: nn.Module, path: str | Path, zoo: str, args: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
     """Write the weights as safetensors and the sidecar; returns the sidecar's path."""
     p = Path(path)
     if p.suffix != ".safetensors":

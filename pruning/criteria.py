@@ -3,6 +3,7 @@
 Each criterion scores the channels of every member layer of a group and averages over the
 members, so channels coupled through a residual add are judged together.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -28,7 +29,9 @@ class Criterion:
     name: str = ""
     needs_data: bool = False
 
-    def prepare(self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+    def prepare(
+        self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> None:
         """Collect whatever the criterion needs before scoring; data-free criteria do nothing."""
 
     def scores(self, model: nn.Module, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
@@ -101,9 +104,14 @@ class BNScale(Criterion):
     def __init__(self) -> None:
         self._mean_gamma = 1.0
 
-    def prepare(self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
-        gammas = [m.weight.detach().abs().flatten() for m in model.modules()
-                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+    def prepare(
+        self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> None:
+        gammas = [
+            m.weight.detach().abs().flatten()
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+        ]
         self._mean_gamma = float(torch.cat(gammas).mean()) if gammas else 1.0
 
     def scores(self, model: nn.Module, graph: DependencyGraph, group: ChannelGroup) -> torch.Tensor:
@@ -124,8 +132,11 @@ def slimming_penalty(strength: float = 1e-4) -> Callable[[nn.Module], torch.Tens
     subgradient `strength * sign(gamma)`."""
 
     def penalty(model: nn.Module) -> torch.Tensor:
-        terms = [m.weight.abs().sum() for m in model.modules()
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+        terms = [
+            m.weight.abs().sum()
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+        ]
         if not terms:
             return torch.zeros(())
         return strength * torch.stack(terms).sum()
@@ -158,7 +169,9 @@ class ActivationCriterion(Criterion):
         """Per-channel importance from the accumulated statistics."""
         raise NotImplementedError
 
-    def prepare(self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+    def prepare(
+        self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> None:
         modules = dict(model.named_modules())
         taps = {self.tap(graph, m) for g in graph.groups for m in g.members}
         accs: dict[str, dict[str, torch.Tensor]] = {t: {} for t in taps}
@@ -169,6 +182,7 @@ class ActivationCriterion(Criterion):
                 if act.dim() == 2:
                     act = act[:, :, None, None]
                 self.accumulate(accs[name], act.cpu())
+
             return hook
 
         handles = [modules[t].register_forward_hook(make_hook(t)) for t in taps]
@@ -256,7 +270,9 @@ class HRank(ActivationCriterion):
         super().__init__()
         self.max_images = max_images
 
-    def prepare(self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+    def prepare(
+        self, model: nn.Module, graph: DependencyGraph, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> None:
         kept, seen = [], 0
         for x, y in batches or []:
             if seen >= self.max_images:

@@ -4,6 +4,7 @@ A policy maps each prunable channel group (by key, see `graph.DependencyGraph`) 
 rate in [0, 1) or, as an int, to the number of channels to keep. No group is cut to zero
 channels, and kept counts can be rounded up to a multiple (e.g. 8) for hardware.
 """
+
 from __future__ import annotations
 
 import copy
@@ -48,8 +49,9 @@ def resolve_policy(graph: DependencyGraph, policy: Policy | float, round_to: int
         policy = uniform_policy(graph, float(policy))
     unknown = set(policy) - set(graph.by_key)
     if unknown:
-        raise PruningError(f"policy names unknown channel groups: {', '.join(sorted(unknown))}; "
-                           f"groups are: {', '.join(graph.by_key)}")
+        raise PruningError(
+            f"policy names unknown channel groups: {', '.join(sorted(unknown))}; groups are: {', '.join(graph.by_key)}"
+        )
     return {g.key: kept_channels(g.channels, policy.get(g.key, 0.0), round_to) for g in graph.groups}
 
 
@@ -64,8 +66,13 @@ def group_scores(model: nn.Module, graph: DependencyGraph, criterion: Criterion)
     return {g.key: criterion.scores(model, graph, g).detach().cpu() for g in graph.groups}
 
 
-def global_policy(model: nn.Module, input_shape: Sequence[int], rate: float, criterion: str | Criterion = "l1",
-                  calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, int]:
+def global_policy(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    rate: float,
+    criterion: str | Criterion = "l1",
+    calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> dict[str, int]:
     """Kept counts from one global threshold: the `rate` fraction of all channels with the
     lowest normalised scores is cut, wherever they are (each group keeps at least one).
     Scores are made comparable by the criterion's `normalise` (mean 1 per group; raw |gamma|
@@ -91,8 +98,12 @@ def global_threshold_policy(scores: Mapping[str, torch.Tensor], rate: float) -> 
     return {k: max(1, scores[k].numel() - int(cut[i])) for i, k in enumerate(keys)}
 
 
-def prepare_criterion(crit: Criterion, model: nn.Module, graph: DependencyGraph,
-                      calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+def prepare_criterion(
+    crit: Criterion,
+    model: nn.Module,
+    graph: DependencyGraph,
+    calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+) -> None:
     """Let a criterion collect its statistics (in eval mode); data-dependent ones need batches."""
     if crit.needs_data and not calibration:
         raise PruningError(f"criterion {crit.name!r} needs calibration batches from the training data")
@@ -102,9 +113,15 @@ def prepare_criterion(crit: Criterion, model: nn.Module, graph: DependencyGraph,
     model.train(was_training)
 
 
-def prune(model: nn.Module, policy: Policy | float, criterion: str | Criterion = "l1",
-          input_shape: Sequence[int] | None = None, calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-          round_to: int = 1, inplace: bool = False) -> nn.Module:
+def prune(
+    model: nn.Module,
+    policy: Policy | float,
+    criterion: str | Criterion = "l1",
+    input_shape: Sequence[int] | None = None,
+    calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    round_to: int = 1,
+    inplace: bool = False,
+) -> nn.Module:
     """Cut the channels a policy asks for, choosing them by `criterion`, and return the smaller
     model (a copy unless `inplace`). `input_shape` is (C, H, W); taken from the calibration
     batches if not given."""

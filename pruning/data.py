@@ -10,6 +10,7 @@
 Every set is split train/val/test with a fixed seed; calibration batches for data-dependent
 criteria and BN recalibration are drawn at random from the training split.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -61,7 +62,7 @@ def _split(x: torch.Tensor, y: torch.Tensor, fractions: tuple[float, float], see
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=g)
     n_val, n_test = int(len(y) * fractions[0]), int(len(y) * fractions[1])
-    parts = perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+    parts = perm[n_val + n_test :], perm[:n_val], perm[n_val : n_val + n_test]
     return tuple(TensorDataset(x[p], y[p]) for p in parts)
 
 
@@ -83,7 +84,7 @@ def _read_idx(path: Path) -> np.ndarray:
     _, dtype, ndim = data[0] << 8 | data[1], data[2], data[3]
     if dtype != 0x08:
         raise PruningError(f"{path}: not an unsigned-byte IDX file")
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -106,8 +107,17 @@ def _fashion_mnist(input_size: int, seed: int, subset: int | None, root: Path | 
     return _from_arrays("fashion-mnist", xtr, ytr, xte, yte, 10, input_size, seed, subset)
 
 
-def _from_arrays(name: str, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
-                 num_classes: int, input_size: int, seed: int, subset: int | None) -> DataSplits:
+def _from_arrays(
+    name: str,
+    xtr: torch.Tensor,
+    ytr: torch.Tensor,
+    xte: torch.Tensor,
+    yte: torch.Tensor,
+    num_classes: int,
+    input_size: int,
+    seed: int,
+    subset: int | None,
+) -> DataSplits:
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(ytr), generator=g)
     n_val = min(5000, len(ytr) // 10)
@@ -129,8 +139,11 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     reconstruction is allowed, so a crafted file cannot run code."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
@@ -144,16 +157,20 @@ def _cifar10(path: Path, input_size: int, seed: int, subset: int | None) -> Data
     py = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     binr = root / "cifar-10-batches-bin" if (root / "cifar-10-batches-bin").is_dir() else root
     if (py / "data_batch_1").exists():
+
         def load(name: str) -> tuple[np.ndarray, np.ndarray]:
             with open(py / name, "rb") as f:
                 d = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
             return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"])
+
         parts = [load(f"data_batch_{i}") for i in range(1, 6)]
         test = load("test_batch")
     elif (binr / "data_batch_1.bin").exists():
+
         def load(name: str) -> tuple[np.ndarray, np.ndarray]:
             raw = np.fromfile(binr / name, dtype=np.uint8).reshape(-1, 3073)
             return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].astype(np.int64)
+
         parts = [load(f"data_batch_{i}.bin") for i in range(1, 6)]
         test = load("test_batch.bin")
     else:
@@ -203,8 +220,9 @@ def _synthetic(input_size: int, seed: int, in_channels: int = 3, num_classes: in
 DEFAULT_SIZES = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "imagefolder": 32, "synthetic": 16}
 
 
-def load_dataset(spec: str, input_size: int | None = None, seed: int = 0, subset: int | None = None,
-                 path: str | Path | None = None) -> DataSplits:
+def load_dataset(
+    spec: str, input_size: int | None = None, seed: int = 0, subset: int | None = None, path: str | Path | None = None
+) -> DataSplits:
     """Load a data set by name (`digits`, `fashion-mnist`, `cifar10`, `imagefolder`, `synthetic`)
     with its folder in `path`; the command line's `cifar10:PATH` form is accepted too. `subset`
     takes a seeded subset of the training split (for speed)."""
@@ -223,7 +241,9 @@ def load_dataset(spec: str, input_size: int | None = None, seed: int = 0, subset
         raise PruningError(f"data set {name} needs a local path: {name}:/path/to/data")
     if not Path(path).exists():
         raise PruningError(f"{name} path {path} does not exist")
-    return _cifar10(Path(path), size, seed, subset) if name == "cifar10" else _imagefolder(Path(path), size, seed, subset)
+    return (
+        _cifar10(Path(path), size, seed, subset) if name == "cifar10" else _imagefolder(Path(path), size, seed, subset)
+    )
 
 
 def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed: int = 0) -> DataLoader:
@@ -232,7 +252,9 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
 
 
-def calibration_batches(ds: Dataset, n_batches: int = 4, batch_size: int = 64, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def calibration_batches(
+    ds: Dataset, n_batches: int = 4, batch_size: int = 64, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batches sampled at random (without replacement) from a training split, for
     data-dependent criteria and BN recalibration (the survey's caveat: share the
     training distribution)."""

@@ -1,4 +1,5 @@
 """Device choice: CUDA when present, the CPU otherwise."""
+
 from __future__ import annotations
 
 import torch

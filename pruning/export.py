@@ -4,6 +4,7 @@ the zoo alone (no pickled modules), ONNX checked against PyTorch with onnxruntim
 The architecture JSON names the zoo model and its arguments, then lists the shape of every
 conv, linear and BatchNorm layer; `build_from_arch` builds the full-width zoo model and swaps
 in layers of the recorded shapes."""
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,32 @@ ARCH_FORMAT = "secateurs-arch/1"
 
 def _layer_spec(m: nn.Module) -> dict[str, Any] | None:
     if isinstance(m, nn.Conv2d):
-        return {"type": "Conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
-                "kernel_size": list(m.kernel_size), "stride": list(m.stride), "padding": list(m.padding),
-                "dilation": list(m.dilation), "groups": m.groups, "bias": m.bias is not None}
+        return {
+            "type": "Conv2d",
+            "in_channels": m.in_channels,
+            "out_channels": m.out_channels,
+            "kernel_size": list(m.kernel_size),
+            "stride": list(m.stride),
+            "padding": list(m.padding),
+            "dilation": list(m.dilation),
+            "groups": m.groups,
+            "bias": m.bias is not None,
+        }
     if isinstance(m, nn.Linear):
-        return {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}
+        return {
+            "type": "Linear",
+            "in_features": m.in_features,
+            "out_features": m.out_features,
+            "bias": m.bias is not None,
+        }
     if isinstance(m, nn.BatchNorm2d):
-        return {"type": "BatchNorm2d", "num_features": m.num_features, "eps": m.eps, "momentum": m.momentum, "affine": m.affine}
+        return {
+            "type": "BatchNorm2d",
+            "num_features": m.num_features,
+            "eps": m.eps,
+            "momentum": m.momentum,
+            "affine": m.affine,
+        }
     return None
 
 
@@ -41,8 +61,16 @@ def architecture(model: nn.Module, zoo: str, args: dict[str, Any]) -> dict[str, 
 def _make_layer(spec: dict[str, Any]) -> nn.Module:
     kind = spec["type"]
     if kind == "Conv2d":
-        return nn.Conv2d(spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]), tuple(spec["stride"]),
-                         tuple(spec["padding"]), tuple(spec["dilation"]), spec["groups"], spec["bias"])
+        return nn.Conv2d(
+            spec["in_channels"],
+            spec["out_channels"],
+            tuple(spec["kernel_size"]),
+            tuple(spec["stride"]),
+            tuple(spec["padding"]),
+            tuple(spec["dilation"]),
+            spec["groups"],
+            spec["bias"],
+        )
     if kind == "Linear":
         return nn.Linear(spec["in_features"], spec["out_features"], spec["bias"])
     if kind == "BatchNorm2d":
@@ -71,7 +99,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if not p.exists():
         raise PruningError(f"weights file {p} does not exist")
     try:
-        state = load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
+        state = (
+            load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
+        )
     except Exception as exc:
         raise PruningError(f"cannot read weights from {p}: {exc}") from exc
     if not isinstance(state, dict):
@@ -111,15 +141,24 @@ def load_model(out_dir: str | Path) -> nn.Module:
     return load_weights(model, d / "model.safetensors").eval()
 
 
-def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], check: bool = True, atol: float = 1e-4) -> float:
+def export_onnx(
+    model: nn.Module, path: str | Path, input_shape: Sequence[int], check: bool = True, atol: float = 1e-4
+) -> float:
     """Export to ONNX (dynamic batch) and, if `check`, run it in onnxruntime on a random batch;
     returns the max abs difference from PyTorch's output (raises if above `atol`)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     x = torch.randn(2, *input_shape[-3:])
-    torch.onnx.export(model, (x,), str(p), input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        (x,),
+        str(p),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
     if not check:
         return 0.0
     import onnxruntime as ort

@@ -5,6 +5,7 @@ channels through residual adds, concatenations, depthwise convs, BatchNorm and t
 a linear layer. This module turns its groups into stable, named `ChannelGroup`s that a policy
 can address, ordered as the layers appear in the model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -90,12 +91,17 @@ class DependencyGraph:
             root = modules[members[0]]
             channels = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
             depthwise = any(isinstance(modules[m], nn.Conv2d) and modules[m].groups > 1 for m in members)
-            groups.append(ChannelGroup(
-                key=members[0], channels=channels, members=members,
-                bns=sorted(set(bns), key=order.__getitem__),
-                consumers=sorted(set(consumers) - set(members), key=order.__getitem__),
-                is_stem=first_conv in members, depthwise=depthwise,
-            ))
+            groups.append(
+                ChannelGroup(
+                    key=members[0],
+                    channels=channels,
+                    members=members,
+                    bns=sorted(set(bns), key=order.__getitem__),
+                    consumers=sorted(set(consumers) - set(members), key=order.__getitem__),
+                    is_stem=first_conv in members,
+                    depthwise=depthwise,
+                )
+            )
             self._roots[members[0]] = root
         self.groups = sorted(groups, key=lambda grp: order[grp.key])
         self.by_key = {grp.key: grp for grp in self.groups}

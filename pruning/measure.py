@@ -4,6 +4,7 @@ Convention: FLOPs here are multiply-accumulates (MACs) of convolutions and linea
 counted by `torch.utils.flop_counter.FlopCounterMode` (which reports 2 FLOPs per MAC; we halve
 it). BatchNorm, activations, pooling and adds are not counted, as in the pruning literature.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -68,8 +69,9 @@ def peak_memory_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
     return int(weights + peak)
 
 
-def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
-                    repeats: int = 30) -> float:
+def measure_latency(
+    model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5, repeats: int = 30
+) -> float:
     """Median wall time of one forward in milliseconds, on the model's device, after warm-up."""
     was_training = model.training
     model.eval()
@@ -106,7 +108,8 @@ class ModelStats:
 def model_stats(model: nn.Module, input_shape: Sequence[int], latency: bool = True, batch_size: int = 1) -> ModelStats:
     """FLOPs, params, memory and (optionally) measured latency in one call."""
     return ModelStats(
-        flops=count_flops(model, input_shape), params=count_params(model),
+        flops=count_flops(model, input_shape),
+        params=count_params(model),
         memory_bytes=peak_memory_bytes(model, input_shape),
         latency_ms=measure_latency(model, input_shape, batch_size) if latency else None,
     )

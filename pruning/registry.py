@@ -11,6 +11,7 @@
 Entries are added when the defining module is imported; each package imports its defining
 modules from its `__init__`, so a registry is complete once its package is imported.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar, overload
@@ -50,7 +51,9 @@ class Registry(Generic[T]):
 
         def add(obj: T) -> T:
             own = getattr(obj, "name", None)
-            key = name if name is not None else (own if isinstance(own, str) and own else getattr(obj, "__name__", None))
+            key = (
+                name if name is not None else (own if isinstance(own, str) and own else getattr(obj, "__name__", None))
+            )
             if not key:
                 raise self.error(f"cannot register {obj!r} as a {self.kind}: no name given")
             if isinstance(own, str) and own and own != key:

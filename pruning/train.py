@@ -4,6 +4,7 @@ knowledge distillation from the unpruned model, seeded, on CUDA when present.
 `train` runs a fixed number of epochs or steps; `finetune` is the final fine-tune of a pruned
 network: validated, early-stopped, best checkpoint kept, within a step budget
 (docs/finetune.md)."""
+
 from __future__ import annotations
 
 import math
@@ -50,16 +51,26 @@ class TrainConfig:
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al. 2015: KL between softened distributions, scaled by T^2."""
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
+    return (
+        F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
+    )
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4
+) -> torch.optim.Optimizer:
     """The SGD (Nesterov momentum, weight decay) every training loop here uses."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
 
 
-def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None = None,
-              kd_alpha: float = 0.0, kd_temperature: float = 4.0) -> torch.Tensor:
+def task_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    teacher: nn.Module | None = None,
+    kd_alpha: float = 0.0,
+    kd_temperature: float = 4.0,
+) -> torch.Tensor:
     """Cross-entropy of `model` on a batch, blended with distillation from `teacher` with
     weight `kd_alpha` when both are given."""
     logits = model(x)
@@ -88,10 +99,16 @@ def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfi
     return dev, loader, steps_per_epoch, total, opt, sched
 
 
-def train(model: nn.Module, data: Dataset | DataLoader, config: TrainConfig | None = None,
-          teacher: nn.Module | None = None, extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-          after_step: Callable[[nn.Module], None] | None = None, progress: ProgressFn | None = None,
-          device: str | torch.device | None = "auto") -> nn.Module:
+def train(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    config: TrainConfig | None = None,
+    teacher: nn.Module | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    progress: ProgressFn | None = None,
+    device: str | torch.device | None = "auto",
+) -> nn.Module:
     """Train `model` in place and return it.
 
     `epochs` may be fractional; `max_steps` caps the optimizer steps (short fine-tunes).
@@ -124,8 +141,13 @@ def train(model: nn.Module, data: Dataset | DataLoader, config: TrainConfig | No
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 256, max_batches: int | None = None,
-             device: str | torch.device | None = None) -> float:
+def evaluate(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    batch_size: int = 256,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+) -> float:
     """Top-1 accuracy in [0, 1] (model left in eval mode, on its own device unless given)."""
     dev = get_device(device) if device is not None else next(model.parameters()).device
     model.to(dev).eval()
@@ -210,9 +232,17 @@ class FinetuneOutcome:
 
     def as_dict(self) -> dict:
         """Plain figures for a report (the history as lists)."""
-        return {"steps": self.steps, "best_val": self.best_val, "start_val": self.start_val,
-                "best_step": self.best_step, "stopped_early": self.stopped_early, "budget": self.budget,
-                "eval_every": self.eval_every, "seconds": self.seconds, "history": [list(h) for h in self.history]}
+        return {
+            "steps": self.steps,
+            "best_val": self.best_val,
+            "start_val": self.start_val,
+            "best_step": self.best_step,
+            "stopped_early": self.stopped_early,
+            "budget": self.budget,
+            "eval_every": self.eval_every,
+            "seconds": self.seconds,
+            "history": [list(h) for h in self.history],
+        }
 
 
 def default_eval_every(steps_per_epoch: int) -> int:
@@ -225,8 +255,14 @@ def _batches(loader: DataLoader):
         yield from loader
 
 
-def finetune(model: nn.Module, data, config: FinetuneConfig | None = None, teacher: nn.Module | None = None,
-             device: str | torch.device | None = "auto", progress: ProgressFn | None = None) -> FinetuneOutcome:
+def finetune(
+    model: nn.Module,
+    data,
+    config: FinetuneConfig | None = None,
+    teacher: nn.Module | None = None,
+    device: str | torch.device | None = "auto",
+    progress: ProgressFn | None = None,
+) -> FinetuneOutcome:
     """Fine-tune `model` in place on `data.train`, validating on `data.val` (a
     `pruning.data.DataSplits`), and leave the best-by-validation weights in it (see
     `FinetuneConfig`); the model ends in eval mode. `teacher` distils with weight `kd_alpha`.
@@ -289,8 +325,17 @@ def finetune(model: nn.Module, data, config: FinetuneConfig | None = None, teach
         if acc >= best_val:  # ties go to the later, longer-trained weights
             best_val, best_step, best_state = acc, step, snapshot()
         if progress is not None:
-            progress(step / max(1, budget), {"step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
-                                             "val_acc": acc, "best_val": best_val, "lr": lr})
+            progress(
+                step / max(1, budget),
+                {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": float(loss.detach()),
+                    "val_acc": acc,
+                    "best_val": best_val,
+                    "lr": lr,
+                },
+            )
         if fixed or step >= budget:
             continue
         if since_best >= cfg.patience:
@@ -305,8 +350,25 @@ def finetune(model: nn.Module, data, config: FinetuneConfig | None = None, teach
         best_val, best_step = history[-1][1], history[-1][0]
     model.eval()
     if progress is not None:
-        progress(1.0, {"step": step, "epoch": step / steps_per_epoch, "val_acc": best_val, "best_val": best_val,
-                       "lr": lr, "done": True})
-    return FinetuneOutcome(steps=step, best_val=best_val, start_val=start_val, best_step=best_step,
-                           stopped_early=stopped_early, budget=budget, eval_every=every, history=history,
-                           seconds=time.perf_counter() - t0)
+        progress(
+            1.0,
+            {
+                "step": step,
+                "epoch": step / steps_per_epoch,
+                "val_acc": best_val,
+                "best_val": best_val,
+                "lr": lr,
+                "done": True,
+            },
+        )
+    return FinetuneOutcome(
+        steps=step,
+        best_val=best_val,
+        start_val=start_val,
+        best_step=best_step,
+        stopped_early=stopped_early,
+        budget=budget,
+        eval_every=every,
+        history=history,
+        seconds=time.perf_counter() - t0,
+    )

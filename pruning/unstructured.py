@@ -9,6 +9,7 @@ Masks are dicts `{parameter name: 0/1 tensor}`; `MaskKeeper` re-applies them aft
 optimizer step (`train(..., after_step=keeper)`) so pruned weights stay zero. Sparsity is
 always reported from the weights themselves (counted zeros), not from the masks.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,11 @@ Scope = Literal["layer", "global"]
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     """The weight tensors unstructured pruning masks: every conv's and linear's `weight`."""
-    return {f"{name}.weight" if name else "weight": m.weight for name, m in model.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        f"{name}.weight" if name else "weight": m.weight
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
 
 
 def _check_amount(amount: float) -> None:
@@ -43,7 +47,10 @@ def magnitude_masks(model: nn.Module, amount: float, scope: Scope = "layer", mas
     Existing `masks` stay applied; ties are broken by position so the count is exact."""
     _check_amount(amount)
     weights = prunable_weights(model)
-    old = {k: (masks[k].bool() if masks and k in masks else torch.ones_like(w, dtype=torch.bool)) for k, w in weights.items()}
+    old = {
+        k: (masks[k].bool() if masks and k in masks else torch.ones_like(w, dtype=torch.bool))
+        for k, w in weights.items()
+    }
     new = {k: m.clone() for k, m in old.items()}
     if scope == "layer":
         for k, w in weights.items():
@@ -154,10 +161,19 @@ def _eval(model: nn.Module, data: Dataset | None) -> float | None:
     return evaluate(model, data) if data is not None else None
 
 
-def han_prune(model: nn.Module, train_data: Dataset, target: float, rounds: int = 3, scope: Scope = "layer",
-              penalty: Literal["l1", "l2"] = "l2", strength: float = 1e-5, train_config: TrainConfig | None = None,
-              retrain_config: TrainConfig | None = None, eval_data: Dataset | None = None,
-              progress: ProgressFn | None = None) -> UnstructuredResult:
+def han_prune(
+    model: nn.Module,
+    train_data: Dataset,
+    target: float,
+    rounds: int = 3,
+    scope: Scope = "layer",
+    penalty: Literal["l1", "l2"] = "l2",
+    strength: float = 1e-5,
+    train_config: TrainConfig | None = None,
+    retrain_config: TrainConfig | None = None,
+    eval_data: Dataset | None = None,
+    progress: ProgressFn | None = None,
+) -> UnstructuredResult:
     """Learning both Weights and Connections (Han et al. 2015): train with an L1/L2 weight
     penalty, cut the weights below a magnitude threshold, retrain the survivors with the mask
     held; repeated over `rounds` to reach `target` sparsity. Pass `train_config=None` to start
@@ -201,10 +217,18 @@ def _rewind(model: nn.Module, state: dict, masks: Masks) -> None:
     apply_masks(model, masks)
 
 
-def lottery_ticket(model: nn.Module, train_data: Dataset, target: float, rounds: int = 3,
-                   train_config: TrainConfig | None = None, scope: Scope = "layer", rewind_step: int = 0,
-                   reinit_model: nn.Module | None = None, eval_data: Dataset | None = None,
-                   progress: ProgressFn | None = None) -> UnstructuredResult:
+def lottery_ticket(
+    model: nn.Module,
+    train_data: Dataset,
+    target: float,
+    rounds: int = 3,
+    train_config: TrainConfig | None = None,
+    scope: Scope = "layer",
+    rewind_step: int = 0,
+    reinit_model: nn.Module | None = None,
+    eval_data: Dataset | None = None,
+    progress: ProgressFn | None = None,
+) -> UnstructuredResult:
     """The Lottery Ticket procedure (Frankle & Carbin 2019) on a freshly initialised `model`:
     train; remove the smallest-magnitude (1 - (1-target)^(1/rounds)) of the surviving weights;
     rewind the survivors to their initial values (or, with `rewind_step` k > 0, to their

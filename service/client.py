@@ -1,6 +1,7 @@
 """A small Python client for the REST API (httpx), used by the CLI and the tests. The server
 URL and token come from the arguments or `SECATEURS_URL` / `SECATEURS_TOKEN`. API errors
 raise `ApiError` carrying the server's one-line message."""
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,12 @@ class Client:
         if not p.is_file():
             raise CliError(f"{p} does not exist")
         with open(p, "rb") as f:
-            return self._call("POST", "/v1/models", data={"zoo": zoo, "args": json.dumps(args or {})},
-                              files={"file": (p.name, f, "application/octet-stream")}).json()
+            return self._call(
+                "POST",
+                "/v1/models",
+                data={"zoo": zoo, "args": json.dumps(args or {})},
+                files={"file": (p.name, f, "application/octet-stream")},
+            ).json()
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Submit a job spec; returns the job (with its `id`)."""

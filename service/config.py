@@ -1,5 +1,6 @@
 """Service configuration from `SECATEURS_*` environment variables (pydantic-settings), so one
 image runs as an API process, a scheduler or in tests with nothing but env vars changed."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -19,19 +20,25 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SECATEURS_", extra="ignore")
 
-    data_dir: Path = Field(default_factory=_default_data_dir, description="uploads, job outputs and the default SQLite file")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="uploads, job outputs and the default SQLite file"
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/secateurs.db")
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest accepted weights file")
-    allowed_data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list, description="comma-separated folders data paths must lie under")
+    allowed_data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="comma-separated folders data paths must lie under"
+    )
     max_concurrent_jobs: int = Field(2, description="jobs one scheduler runs at a time")
     scheduler: bool = Field(True, description="run the scheduler inside the API process")
     poll_seconds: float = Field(1.0, description="scheduler loop period")
     heartbeat_seconds: float = Field(5.0, description="how often a running job writes its heartbeat")
     stale_after_seconds: float = Field(60.0, description="a running job silent this long is requeued and resumed")
     max_attempts: int = Field(3, description="runs of one job (first + resumes) before it is failed")
-    cancel_grace_seconds: float = Field(3.0, description="after a cancel, how long a job may take to stop before it is killed")
+    cancel_grace_seconds: float = Field(
+        3.0, description="after a cancel, how long a job may take to stop before it is killed"
+    )
     eval_workers: int = Field(2, description="Ray actors a job fans candidate evaluations out to")
     ray_num_cpus: int | None = Field(None, description="CPUs of the local Ray the server starts (RAY_ADDRESS unset)")
 

@@ -1,6 +1,7 @@
 """The web dashboard: one static page at `/` plus its JS, CSS and the bundled charting library
 under `/static/`. The page talks to the `/v1` API from the browser with the user's team token,
 so this router holds no logic and no data of its own."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """The real `secateurs serve` as a subprocess on a free port, with a temporary data dir and a
 small local Ray: used by the end-to-end tests and `bench/load.py`."""
+
 from __future__ import annotations
 
 import os
@@ -24,10 +25,18 @@ class ServerProcess:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
-        self.env = {**os.environ, "SECATEURS_DATA_DIR": str(data_dir), "SECATEURS_RAY_NUM_CPUS": "2",
-                    "SECATEURS_EVAL_WORKERS": "2", "SECATEURS_HEARTBEAT_SECONDS": "1", "SECATEURS_STALE_AFTER_SECONDS": "10",
-                    "SECATEURS_POLL_SECONDS": "0.5", "SECATEURS_CANCEL_GRACE_SECONDS": "3", "RAY_ADDRESS": "",
-                    **env}
+        self.env = {
+            **os.environ,
+            "SECATEURS_DATA_DIR": str(data_dir),
+            "SECATEURS_RAY_NUM_CPUS": "2",
+            "SECATEURS_EVAL_WORKERS": "2",
+            "SECATEURS_HEARTBEAT_SECONDS": "1",
+            "SECATEURS_STALE_AFTER_SECONDS": "10",
+            "SECATEURS_POLL_SECONDS": "0.5",
+            "SECATEURS_CANCEL_GRACE_SECONDS": "3",
+            "RAY_ADDRESS": "",
+            **env,
+        }
         if database_url:
             self.env["SECATEURS_DATABASE_URL"] = database_url
         self.proc = None
@@ -35,15 +44,25 @@ class ServerProcess:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run a `secateurs` command with this server's environment."""
-        return subprocess.run([sys.executable, "-c", CLI, *args], env={**self.env, "SECATEURS_URL": self.url},
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", CLI, *args],
+            env={**self.env, "SECATEURS_URL": self.url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def start(self, timeout: float = 120) -> "ServerProcess":
         import httpx
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
-                                     env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
+            env=self.env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

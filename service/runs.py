@@ -11,8 +11,14 @@ from typing import Any
 from .store import Store
 
 # The job's overall progress: each pipeline phase maps its own 0-1 fraction onto a span.
-PHASE_SPANS = {"data": (0.0, 0.02), "train": (0.02, 0.2), "search": (0.2, 0.85), "finetune": (0.85, 0.97),
-               "export": (0.97, 0.99), "done": (0.99, 0.99)}
+PHASE_SPANS = {
+    "data": (0.0, 0.02),
+    "train": (0.02, 0.2),
+    "search": (0.2, 0.85),
+    "finetune": (0.85, 0.97),
+    "export": (0.97, 0.99),
+    "done": (0.99, 0.99),
+}
 BEST_KEYS = ("proposal_id", "score", "flops", "params", "memory_bytes", "latency_ms", "phase")
 
 

@@ -4,6 +4,7 @@ priority then age, up to `max_concurrent_jobs` at a time), runs each as a Ray ta
 store and beats the job's heartbeat while the task lives, requeues jobs whose heartbeat went
 stale (their scheduler died; the next run resumes them), and kills runs that ignore a cancel
 past the grace period. Only this process talks to the database."""
+
 from __future__ import annotations
 
 import logging
@@ -107,8 +108,9 @@ class Scheduler:
         assert job is not None
         resume = resume_state(self.store, job_id)
         if resume is not None:
-            self.store.add_event(job_id, "resumed",
-                                 f"resuming from a checkpoint with {len(resume['results'])} stored candidates")
+            self.store.add_event(
+                job_id, "resumed", f"resuming from a checkpoint with {len(resume['results'])} stored candidates"
+            )
         relay = ray.remote(Relay).options(num_cpus=0, name=f"secateurs-relay-{job_id}-{lease[:8]}").remote()
         task = ray.remote(run_job).options(num_cpus=0, max_retries=0, name=f"secateurs-job-{job_id}")
         out_dir = str(self.settings.data_dir / "jobs" / str(job_id))
@@ -154,12 +156,24 @@ class Scheduler:
             except Exception as exc:  # the task died (killed, out of memory, lost node)
                 cancelled = self.store.cancel_requested(run.job_id)
                 first = str(exc).splitlines()[0] if str(exc) else ""
-                outcome = {"status": "cancelled"} if cancelled else {
-                    "status": "failed", "error": f"the job's worker died: {type(exc).__name__}: {first}",
-                    "traceback": str(exc)}
-            self.store.finish_job(run.job_id, run.lease, outcome["status"], summary=outcome.get("summary"),
-                                  error=outcome.get("error"), traceback=outcome.get("traceback"),
-                                  artifacts=outcome.get("artifacts"))
+                outcome = (
+                    {"status": "cancelled"}
+                    if cancelled
+                    else {
+                        "status": "failed",
+                        "error": f"the job's worker died: {type(exc).__name__}: {first}",
+                        "traceback": str(exc),
+                    }
+                )
+            self.store.finish_job(
+                run.job_id,
+                run.lease,
+                outcome["status"],
+                summary=outcome.get("summary"),
+                error=outcome.get("error"),
+                traceback=outcome.get("traceback"),
+                artifacts=outcome.get("artifacts"),
+            )
 
     def _enforce_cancels(self) -> None:
         import ray

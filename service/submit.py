@@ -54,8 +54,9 @@ def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
 def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settings) -> JobConfig:
     """The job as it will run (raises SpecError with the field and the reason)."""
     if spec.model.weights is not None:
-        raise SpecError("model.weights: a server path is not accepted; upload the file (POST /v1/models) "
-                        "and give model.upload")
+        raise SpecError(
+            "model.weights: a server path is not accepted; upload the file (POST /v1/models) and give model.upload"
+        )
     cfg = spec.model_copy(deep=True)
     if spec.model.upload is not None:
         up = store.get_model(team_id, spec.model.upload)
@@ -94,8 +95,17 @@ def check_feasible(cfg: JobConfig) -> None:
     try:
         net = build_model(zoo, **args)
         s = cfg.space
-        SearchSpace(net, (c, size, size), cfg.target_spec, criterion=cfg.criterion, min_channels=s.min_channels,
-                    max_rate=s.max_rate, prune_stem=s.prune_stem, pinned=s.pinned, round_to=s.round_to)
+        SearchSpace(
+            net,
+            (c, size, size),
+            cfg.target_spec,
+            criterion=cfg.criterion,
+            min_channels=s.min_channels,
+            max_rate=s.max_rate,
+            prune_stem=s.prune_stem,
+            pinned=s.pinned,
+            round_to=s.round_to,
+        )
     except (SearchError, PruningError) as exc:
         raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc
     except (TypeError, RuntimeError) as exc:

@@ -1,6 +1,7 @@
 """Shared fixtures: the digits data, a one-thread switch (kept cheap for 2-core CI), and the
 service's databases: a migrated `store` on SQLite and on PostgreSQL (a fresh schema each time,
 in the database SECATEURS_TEST_DATABASE_URL names; see test_service_support.py)."""
+
 from __future__ import annotations
 
 from typing import Iterator

@@ -23,13 +23,24 @@ class Shown(JobSink):
 
 def _executor(space: SearchSpace):
     """Scores a network by its size: the bigger (the less cut), the better, as accuracy tends to be."""
+
     def run(proposals: list[Proposal]) -> list[Result]:
         out = []
         for p in proposals:
             res = space.resources(p.policy)
-            out.append(Result(p.id, dict(p.policy), score=res["flops"] / space.original["flops"], flops=int(res["flops"]),
-                              params=int(res["params"]), memory_bytes=int(res["memory_bytes"]), phase=p.phase))
+            out.append(
+                Result(
+                    p.id,
+                    dict(p.policy),
+                    score=res["flops"] / space.original["flops"],
+                    flops=int(res["flops"]),
+                    params=int(res["params"]),
+                    memory_bytes=int(res["memory_bytes"]),
+                    phase=p.phase,
+                )
+            )
         return out
+
     return run
 
 

@@ -1,4 +1,5 @@
 """Importance criteria on cases whose right answer is known, and every criterion on every zoo model."""
+
 from __future__ import annotations
 
 import pytest

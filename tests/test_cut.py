@@ -1,4 +1,5 @@
 """Structured cutting through the dependency graph, on every zoo model."""
+
 from __future__ import annotations
 
 import pytest

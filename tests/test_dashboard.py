@@ -5,6 +5,7 @@ with 5,000 candidates served by a small stand-in API (the only part not against 
 
 Set SECATEURS_SCREENSHOT_DIR to also write the job page screenshots there (the README's
 docs/dashboard-*.png come from `SECATEURS_SCREENSHOT_DIR=docs pytest tests/test_dashboard.py`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,15 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1400, "height": 900}
 
@@ -52,18 +60,36 @@ class Server:
 def server(tmp_path_factory) -> Iterator[Server]:
     """`secateurs serve` on a random port with its own SQLite file, data dir and local Ray."""
     data = tmp_path_factory.mktemp("secateurs-data")
-    env = {**os.environ, "SECATEURS_DATA_DIR": str(data), "SECATEURS_EVAL_WORKERS": "1",
-           "SECATEURS_RAY_NUM_CPUS": "2", "SECATEURS_MAX_CONCURRENT_JOBS": "2", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "SECATEURS_DATA_DIR": str(data),
+        "SECATEURS_EVAL_WORKERS": "1",
+        "SECATEURS_RAY_NUM_CPUS": "2",
+        "SECATEURS_MAX_CONCURRENT_JOBS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("RAY_ADDRESS", None)
     env.pop("SECATEURS_DATABASE_URL", None)
     cli = [str(Path(sys.executable).with_name("secateurs"))]  # the console script `pip install -e .` made
-    made = subprocess.run([*cli, "token", "create", "--team", "vision"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=True)
+    made = subprocess.run(
+        [*cli, "token", "create", "--team", "vision"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     token = made.stdout.strip().splitlines()[-1]
     port = _free_port()
     log = open(data / "server.log", "w")
-    proc = subprocess.Popen([*cli, "serve", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [*cli, "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     try:
@@ -136,9 +162,14 @@ def _points(page) -> int:
 
 
 def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, tmp_path):
-    spec = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-            "strategy": {"name": "sensitivity", "options": {"rates": [r / 20 for r in range(1, 19)]}},
-            "train": {"epochs": 1}, "finetune": {"epochs": 1}}
+    spec = {
+        "model": {"zoo": "convnet"},
+        "data": {"name": "digits"},
+        "target": {"flops": 0.5},
+        "strategy": {"name": "sensitivity", "options": {"rates": [r / 20 for r in range(1, 19)]}},
+        "train": {"epochs": 1},
+        "finetune": {"epochs": 1},
+    }
     job_id = server.http.post("/v1/jobs", json=spec).json()["id"]
 
     _sign_in(page, server.url, server.token)
@@ -233,9 +264,12 @@ def test_submit_form_shows_api_errors_and_cancel_stops_a_job(server, page):
     # The list's status filter shows the cancelled job and only cancelled jobs.
     page.click("nav a[data-nav=jobs]")
     page.select_option("#status-filter", "cancelled")
-    page.wait_for_function(f"() => !!document.querySelector('tr[data-job-id=\"{job_id}\"]')"
-                           " && [...document.querySelectorAll('#jobs-table tbody tr')]"
-                           ".every((r) => r.innerText.includes('cancelled'))", timeout=10_000)
+    page.wait_for_function(
+        f"() => !!document.querySelector('tr[data-job-id=\"{job_id}\"]')"
+        " && [...document.querySelectorAll('#jobs-table tbody tr')]"
+        ".every((r) => r.innerText.includes('cancelled'))",
+        timeout=10_000,
+    )
 
 
 N_CANDIDATES = 5000
@@ -245,10 +279,20 @@ N_EPISODES = 40
 def _candidate(rng, i: int, keys: list[str], phase: str = "search", meta: dict | None = None) -> dict:
     policy = {k: round(rng.uniform(0.0, 0.9), 3) for k in keys}
     keep = 1.0 - sum(policy.values()) / len(keys)
-    return {"id": i, "seq": i, "proposal_id": i - 1, "policy": policy, "phase": phase, "meta": meta or {},
-            "score": max(0.05, 0.95 - 0.6 * (1 - keep) ** 2 - rng.uniform(0, 0.15)),
-            "flops": int(4e7 * keep ** 2), "params": int(1e6 * keep ** 2), "memory_bytes": 0,
-            "latency_ms": None, "wall_seconds": 0.1}
+    return {
+        "id": i,
+        "seq": i,
+        "proposal_id": i - 1,
+        "policy": policy,
+        "phase": phase,
+        "meta": meta or {},
+        "score": max(0.05, 0.95 - 0.6 * (1 - keep) ** 2 - rng.uniform(0, 0.15)),
+        "flops": int(4e7 * keep**2),
+        "params": int(1e6 * keep**2),
+        "memory_bytes": 0,
+        "latency_ms": None,
+        "wall_seconds": 0.1,
+    }
 
 
 def _standin_api(hits: dict[str, int]):
@@ -263,25 +307,77 @@ def _standin_api(hits: dict[str, int]):
 
     rng = random.Random(0)
     keys = [f"features.{3 * i}" for i in range(20)]
-    spec = {"model": {"zoo": "convnet"}, "data": {"name": "digits"},
-            "target": {"kind": "flops", "value": 0.5, "absolute": False}}
-    base = {"priority": 0, "best": None, "summary": None, "error": None, "traceback": None, "attempts": 1,
-            "cancel_requested": False, "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:00Z",
-            "finished_at": None, "heartbeat_at": None}
-    jobs = {
-        1: ({**base, "id": 1, "status": "running", "phase": "search: stand-in", "progress": 0.5,
-             "candidates_evaluated": N_CANDIDATES, "spec": {**spec, "strategy": {"name": "optuna"}}},
-            [_candidate(rng, i, keys) for i in range(1, N_CANDIDATES + 1)]),
-        2: ({**base, "id": 2, "status": "failed", "phase": "search", "progress": 0.1, "candidates_evaluated": 0,
-             "finished_at": "2026-01-01T00:01:00Z", "spec": {**spec, "strategy": {"name": "netadapt"}},
-             "error": "SearchError: netadapt option 'steps' must be positive\nraised while building the strategy",
-             "traceback": "Traceback (most recent call last):\n  File \"search/registry.py\", line 50\nSearchError"}, []),
-        3: ({**base, "id": 3, "status": "running", "phase": f"AMC episode {N_EPISODES}/100", "progress": 0.4,
-             "candidates_evaluated": N_EPISODES, "spec": {**spec, "strategy": {"name": "amc", "options": {"episodes": 100}}}},
-            [_candidate(rng, i, keys[:4], "episode", {"episode": i - 1, "warmup": i <= 10}) for i in range(1, N_EPISODES + 1)]),
+    spec = {
+        "model": {"zoo": "convnet"},
+        "data": {"name": "digits"},
+        "target": {"kind": "flops", "value": 0.5, "absolute": False},
     }
-    events = [{"id": 1, "kind": "phase", "message": "phase: search", "created_at": "2026-01-01T00:00:00Z",
-               "data": {"phase": "search", "budget": 2e7}}]
+    base = {
+        "priority": 0,
+        "best": None,
+        "summary": None,
+        "error": None,
+        "traceback": None,
+        "attempts": 1,
+        "cancel_requested": False,
+        "created_at": "2026-01-01T00:00:00Z",
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": None,
+        "heartbeat_at": None,
+    }
+    jobs = {
+        1: (
+            {
+                **base,
+                "id": 1,
+                "status": "running",
+                "phase": "search: stand-in",
+                "progress": 0.5,
+                "candidates_evaluated": N_CANDIDATES,
+                "spec": {**spec, "strategy": {"name": "optuna"}},
+            },
+            [_candidate(rng, i, keys) for i in range(1, N_CANDIDATES + 1)],
+        ),
+        2: (
+            {
+                **base,
+                "id": 2,
+                "status": "failed",
+                "phase": "search",
+                "progress": 0.1,
+                "candidates_evaluated": 0,
+                "finished_at": "2026-01-01T00:01:00Z",
+                "spec": {**spec, "strategy": {"name": "netadapt"}},
+                "error": "SearchError: netadapt option 'steps' must be positive\nraised while building the strategy",
+                "traceback": 'Traceback (most recent call last):\n  File "search/registry.py", line 50\nSearchError',
+            },
+            [],
+        ),
+        3: (
+            {
+                **base,
+                "id": 3,
+                "status": "running",
+                "phase": f"AMC episode {N_EPISODES}/100",
+                "progress": 0.4,
+                "candidates_evaluated": N_EPISODES,
+                "spec": {**spec, "strategy": {"name": "amc", "options": {"episodes": 100}}},
+            },
+            [
+                _candidate(rng, i, keys[:4], "episode", {"episode": i - 1, "warmup": i <= 10})
+                for i in range(1, N_EPISODES + 1)
+            ],
+        ),
+    }
+    events = [
+        {
+            "id": 1,
+            "kind": "phase",
+            "message": "phase: search",
+            "created_at": "2026-01-01T00:00:00Z",
+            "data": {"phase": "search", "budget": 2e7},
+        }
+    ]
     app = FastAPI()
     app.include_router(router)
 
@@ -312,7 +408,7 @@ def _standin_api(hits: dict[str, int]):
     @app.get("/v1/jobs/{job_id}/candidates")
     def candidates(job_id: int, after: int = 0, limit: int = 500, authorization: str = Header("")):
         auth(authorization)
-        return jobs[job_id][1][after:after + limit]
+        return jobs[job_id][1][after : after + limit]
 
     @app.get("/v1/jobs/{job_id}/events")
     def job_events(job_id: int, after: int = 0, authorization: str = Header("")):
@@ -327,8 +423,11 @@ def standin() -> Iterator[tuple[str, dict[str, int]]]:
     import uvicorn
 
     hits: dict[str, int] = {}
-    srv = uvicorn.Server(uvicorn.Config(_standin_api(hits), host="127.0.0.1", port=_free_port(), log_level="warning",
-                                       timeout_graceful_shutdown=1))
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            _standin_api(hits), host="127.0.0.1", port=_free_port(), log_level="warning", timeout_graceful_shutdown=1
+        )
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
@@ -359,8 +458,10 @@ def test_five_thousand_candidates_render_without_freezing(standin, page):
     page.wait_for_function("() => document.querySelector('#inspect').innerText.includes('hovered')", timeout=5_000)
     hover_s = time.perf_counter() - t1
     assert page.locator("#inspect li").count() == 20
-    print(f"\n{N_CANDIDATES} candidates: page load to all drawn {load_s:.2f} s, scatter update {render_ms:.0f} ms, "
-          f"longest main-thread task {longest:.0f} ms, hover to per-layer rates {hover_s * 1000:.0f} ms")
+    print(
+        f"\n{N_CANDIDATES} candidates: page load to all drawn {load_s:.2f} s, scatter update {render_ms:.0f} ms, "
+        f"longest main-thread task {longest:.0f} ms, hover to per-layer rates {hover_s * 1000:.0f} ms"
+    )
     assert render_ms < 2000 and longest < 3000
 
 

@@ -1,5 +1,6 @@
 """The dashboard's router on its own (no browser): the page, its static files, nothing outside
 `service/static/`, no third-party origin in the page, and the form's choices from the registries."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Export: arch.json rebuilds the pruned model, ONNX matches PyTorch, TorchScript, safe loading."""
+
 from __future__ import annotations
 
 import json

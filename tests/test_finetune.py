@@ -1,6 +1,7 @@
 """The final fine-tune (`pruning.train.finetune`): best-by-validation checkpoint (the weights
 given included), step budget, early stopping with a plateau decay, and the explicit epochs
 mode."""
+
 from __future__ import annotations
 
 import copy
@@ -87,8 +88,9 @@ def test_a_diverging_run_gives_back_the_weights_it_was_given(digits, trained) ->
         assert torch.equal(v, before[k]), k
 
     last = copy.deepcopy(trained)
-    out_last = finetune(last, digits, FinetuneConfig(lr=50.0, max_steps=15, eval_every=5, patience=100,
-                                                     keep_best=False), device="cpu")
+    out_last = finetune(
+        last, digits, FinetuneConfig(lr=50.0, max_steps=15, eval_every=5, patience=100, keep_best=False), device="cpu"
+    )
     assert evaluate(last, digits.val) == out_last.history[-1][1] == out_last.best_val < out.start_val - 0.3
 
 
@@ -96,8 +98,13 @@ def test_max_steps_is_the_budget(digits, trained) -> None:
     model = copy.deepcopy(trained)
     calls = _count_train_steps(model)
     fractions: list[float] = []
-    out = finetune(model, digits, FinetuneConfig(max_steps=7, eval_every=3, patience=100), device="cpu",
-                   progress=lambda f, info: fractions.append(f))
+    out = finetune(
+        model,
+        digits,
+        FinetuneConfig(max_steps=7, eval_every=3, patience=100),
+        device="cpu",
+        progress=lambda f, info: fractions.append(f),
+    )
     assert calls[0] == out.steps == out.budget == 7
     assert [s for s, _, _ in out.history] == [0, 3, 6, 7]  # the last step is always validated
     assert not out.stopped_early
@@ -125,11 +132,16 @@ def test_early_stopping_follows_patience_and_decays_the_rate(digits, trained, pe
 
 def test_cosine_schedule_anneals_over_the_budget(digits, trained) -> None:
     model = copy.deepcopy(trained)
-    out = finetune(model, digits, FinetuneConfig(max_steps=20, eval_every=10, patience=100, schedule="cosine", lr=0.01),
-                   device="cpu")
+    out = finetune(
+        model,
+        digits,
+        FinetuneConfig(max_steps=20, eval_every=10, patience=100, schedule="cosine", lr=0.01),
+        device="cpu",
+    )
     # the rate recorded at a validation is the one of the step just before it
-    assert [lr for _, _, lr in out.history] == pytest.approx([0.01, 0.01 * 0.5 * (1 + math.cos(math.pi * 9 / 20)),
-                                                              0.01 * 0.5 * (1 + math.cos(math.pi * 19 / 20))])
+    assert [lr for _, _, lr in out.history] == pytest.approx(
+        [0.01, 0.01 * 0.5 * (1 + math.cos(math.pi * 9 / 20)), 0.01 * 0.5 * (1 + math.cos(math.pi * 19 / 20))]
+    )
 
 
 def test_epochs_mode_runs_exactly_its_length(digits, trained, perfect) -> None:

@@ -47,8 +47,10 @@ def test_every_field_is_a_cli_flag_and_an_openapi_property_with_the_same_default
     for leaf in walked:
         prop = _openapi_property(schema, leaf.path)
         if leaf.info.is_required():
-            assert leaf.path.split(".")[0] in schema["components"]["schemas"]["JobConfig"]["required"] or \
-                leaf.path in ("data.name", "strategy.name"), leaf.path
+            assert leaf.path.split(".")[0] in schema["components"]["schemas"]["JobConfig"]["required"] or leaf.path in (
+                "data.name",
+                "strategy.name",
+            ), leaf.path
         else:
             assert prop.get("default", None) == leaf.default, leaf.path
         if leaf.path in NOT_ON_CLI:
@@ -61,16 +63,39 @@ def test_every_field_is_a_cli_flag_and_an_openapi_property_with_the_same_default
     # the CLI's defaults give exactly the model's defaults
     args = parser.parse_args(REQUIRED)
     from_cli = JobConfig.model_validate(config_from_args(args)).model_dump()
-    from_model = JobConfig.model_validate({"model": {"zoo": "convnet"}, "data": {"name": "digits"},
-                                           "target": "flops=0.5", "strategy": {"name": "uniform"}}).model_dump()
+    from_model = JobConfig.model_validate(
+        {
+            "model": {"zoo": "convnet"},
+            "data": {"name": "digits"},
+            "target": "flops=0.5",
+            "strategy": {"name": "uniform"},
+        }
+    ).model_dump()
     assert from_cli == from_model
     assert set(NOT_ON_CLI) == {"model.upload", "priority"}
 
 
 def test_cli_flags_reach_the_config() -> None:
-    args = _search_parser().parse_args([*REQUIRED, "--finetune-max-steps", "7", "--finetune-schedule", "cosine",
-                                        "--data-path", "/d", "--option", "n_samples=3", "--pin", "layer1=0.2",
-                                        "--no-onnx", "--search-batch-size", "4", "--model-args", '{"width": 0.5}'])
+    args = _search_parser().parse_args(
+        [
+            *REQUIRED,
+            "--finetune-max-steps",
+            "7",
+            "--finetune-schedule",
+            "cosine",
+            "--data-path",
+            "/d",
+            "--option",
+            "n_samples=3",
+            "--pin",
+            "layer1=0.2",
+            "--no-onnx",
+            "--search-batch-size",
+            "4",
+            "--model-args",
+            '{"width": 0.5}',
+        ]
+    )
     cfg = config_from_args(args)
     assert cfg["finetune"]["max_steps"] == 7 and cfg["finetune"]["schedule"] == "cosine"
     assert cfg["data"]["path"] == "/d" and cfg["strategy"]["options"] == {"n_samples": 3}
@@ -78,17 +103,24 @@ def test_cli_flags_reach_the_config() -> None:
     assert cfg["search"]["batch_size"] == 4 and cfg["model"]["args"] == {"width": 0.5}
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"data": {"name": "cifar10"}}, "needs a path"),
-    ({"data": {"name": "digits", "path": "/x"}}, "takes no path"),
-    ({"model": {"zoo": "convnet", "upload": 3}}, "not both"),
-    ({"finetune": {"schedule": "linear"}}, "plateau"),
-    ({"strategy": {"name": "eagleeye", "options": {"nope": 1}}}, "takes no option(s) nope"),
-    ({"criterion": "nope"}, "unknown criterion"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"data": {"name": "cifar10"}}, "needs a path"),
+        ({"data": {"name": "digits", "path": "/x"}}, "takes no path"),
+        ({"model": {"zoo": "convnet", "upload": 3}}, "not both"),
+        ({"finetune": {"schedule": "linear"}}, "plateau"),
+        ({"strategy": {"name": "eagleeye", "options": {"nope": 1}}}, "takes no option(s) nope"),
+        ({"criterion": "nope"}, "unknown criterion"),
+    ],
+)
 def test_bad_fields_name_the_problem(body: dict, message: str) -> None:
-    base = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-            "strategy": {"name": "uniform"}}
+    base = {
+        "model": {"zoo": "convnet"},
+        "data": {"name": "digits"},
+        "target": {"flops": 0.5},
+        "strategy": {"name": "uniform"},
+    }
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         JobConfig.model_validate({**base, **body})
 
@@ -104,8 +136,10 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("layer, above", [("pruning", {"search", "workers", "service"}),
-                                          ("search", {"workers", "service"}), ("workers", {"service"})])
+@pytest.mark.parametrize(
+    "layer, above",
+    [("pruning", {"search", "workers", "service"}), ("search", {"workers", "service"}), ("workers", {"service"})],
+)
 def test_layers_import_only_downward(layer: str, above: set[str]) -> None:
     """service → workers → search → pruning: no module imports a layer above its own (so a Ray
     node running `workers` needs neither the service's code paths nor its database)."""

@@ -1,4 +1,5 @@
 """Counters against hand-computed values, latency, peak memory and adaptive BN."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """One registry mechanism for models, criteria, strategies and evaluators: complete after
 `import pruning, search` alone (no import-order dependence), without importing Ray."""
+
 from __future__ import annotations
 
 import json
@@ -36,10 +37,28 @@ def test_every_registry_is_complete_after_importing_the_packages() -> None:
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["models"] == ["convnet", "mobilenetv2", "resnet20", "resnet56", "vgg16_bn"]
-    assert got["criteria"] == ["activation-mean", "activation-std", "apoz", "first-k", "fpgm", "hrank", "l1", "l2",
-                               "slimming"]
-    assert got["strategies"] == ["uniform", "sensitivity", "global", "eagleeye", "netadapt", "optuna", "amc",
-                                 "metapruning", "autoslim"]
+    assert got["criteria"] == [
+        "activation-mean",
+        "activation-std",
+        "apoz",
+        "first-k",
+        "fpgm",
+        "hrank",
+        "l1",
+        "l2",
+        "slimming",
+    ]
+    assert got["strategies"] == [
+        "uniform",
+        "sensitivity",
+        "global",
+        "eagleeye",
+        "netadapt",
+        "optuna",
+        "amc",
+        "metapruning",
+        "autoslim",
+    ]
     assert got["evaluators"] == ["adaptive-bn", "finetune", "plain", "pruningnet", "reconstruct", "shared-weights"]
     assert got["lens"] == [5, 9, 9, 6]
     assert got["ray"] is False

@@ -1,6 +1,7 @@
 """The REST API in process (FastAPI TestClient, real SQLite store, scheduler off): auth,
 two-team isolation on every endpoint, the minimal job body and its defaults, bad input
 answered 4xx with a message and nothing written, listing, cancel, metrics."""
+
 from __future__ import annotations
 
 import io
@@ -15,15 +16,24 @@ from pruning.models import build_model
 from service.api import create_app
 from service.config import Settings
 
-MINIMAL = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5}, "strategy": {"name": "uniform"}}
+MINIMAL = {
+    "model": {"zoo": "convnet"},
+    "data": {"name": "digits"},
+    "target": {"flops": 0.5},
+    "strategy": {"name": "uniform"},
+}
 CONVNET_ARGS = {"num_classes": 10, "in_channels": 1, "input_size": 16}
 
 
 @pytest.fixture
 def api(tmp_path):
     """A client on a fresh app plus two teams' auth headers."""
-    settings = Settings(data_dir=tmp_path / "data", scheduler=False, max_upload_bytes=2_000_000,
-                        allowed_data_roots=[tmp_path / "datasets"])
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        scheduler=False,
+        max_upload_bytes=2_000_000,
+        allowed_data_roots=[tmp_path / "datasets"],
+    )
     (tmp_path / "datasets").mkdir()
     app = create_app(settings)
     with TestClient(app) as client:
@@ -69,8 +79,14 @@ def test_minimal_body_is_accepted_with_documented_defaults(api):
 
 def test_no_token_or_wrong_token_is_401(api):
     client, _, _, _, _ = api
-    for method, path in [("get", "/v1/jobs"), ("post", "/v1/jobs"), ("get", "/v1/jobs/1"), ("get", "/v1/models"),
-                         ("get", "/v1/jobs/1/artifacts"), ("post", "/v1/jobs/1/cancel")]:
+    for method, path in [
+        ("get", "/v1/jobs"),
+        ("post", "/v1/jobs"),
+        ("get", "/v1/jobs/1"),
+        ("get", "/v1/models"),
+        ("get", "/v1/jobs/1/artifacts"),
+        ("post", "/v1/jobs/1/cancel"),
+    ]:
         assert getattr(client, method)(path).status_code == 401
         r = getattr(client, method)(path, headers={"Authorization": "Bearer sct_nope"})
         assert r.status_code == 401 and "token" in r.json()["detail"]
@@ -87,10 +103,20 @@ def test_revoked_token_is_refused(api):
 def test_two_teams_are_isolated_on_every_endpoint(api):
     client, a, b, store, _ = api
     job_id = client.post("/v1/jobs", json=MINIMAL, headers=a).json()["id"]
-    model_id = client.post("/v1/models", data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)},
-                           files={"file": ("m.safetensors", _weights())}, headers=a).json()["id"]
-    for path in [f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/candidates", f"/v1/jobs/{job_id}/events",
-                 f"/v1/jobs/{job_id}/artifacts", f"/v1/jobs/{job_id}/artifacts/model.safetensors", f"/v1/models/{model_id}"]:
+    model_id = client.post(
+        "/v1/models",
+        data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)},
+        files={"file": ("m.safetensors", _weights())},
+        headers=a,
+    ).json()["id"]
+    for path in [
+        f"/v1/jobs/{job_id}",
+        f"/v1/jobs/{job_id}/candidates",
+        f"/v1/jobs/{job_id}/events",
+        f"/v1/jobs/{job_id}/artifacts",
+        f"/v1/jobs/{job_id}/artifacts/model.safetensors",
+        f"/v1/models/{model_id}",
+    ]:
         assert client.get(path, headers=a).status_code in (200, 404)
         r = client.get(path, headers=b)
         assert r.status_code == 404 and "not found" in r.json()["detail"], path
@@ -105,31 +131,41 @@ def test_two_teams_are_isolated_on_every_endpoint(api):
     assert client.post("/v1/jobs", json=spec, headers=a).status_code == 201
 
 
-@pytest.mark.parametrize("body, field", [
-    ("{not json", "malformed JSON"),
-    ({**MINIMAL, "strategy": {"name": "nope"}}, "unknown strategy"),
-    ({**MINIMAL, "strategy": {"name": "eagleeye", "options": {"n_sample": 5}}}, "takes no option(s) n_sample"),
-    ({**MINIMAL, "target": {"flops": -0.5}}, "target"),
-    ({**MINIMAL, "target": {"flops": 1.5}}, "ratio must be in (0, 1]"),
-    ({**MINIMAL, "target": {"flops": 0.5, "params": 0.5}}, "exactly one"),
-    ({**MINIMAL, "target": {"flops": 0.0001}}, "infeasible"),
-    ({**MINIMAL, "model": {"zoo": "alexnet"}}, "unknown zoo model"),
-    ({**MINIMAL, "criterion": "magic"}, "unknown criterion"),
-    ({**MINIMAL, "evaluator": {"name": "oracle"}}, "unknown evaluator"),
-    ({**MINIMAL, "evaluator": {"name": "finetune", "options": {"stepz": 3}}}, "takes no option(s) stepz"),
-    ({**MINIMAL, "space": {"max_rate": 1.5}}, "space.max_rate"),
-    ({**MINIMAL, "data": {"name": "imagefolder", "path": "/etc"}}, "outside the allowed data roots"),
-    ({**MINIMAL, "data": {"name": "cifar10"}}, "needs a path"),
-    ({**MINIMAL, "model": {"upload": 999}}, "not found"),
-    ({**MINIMAL, "strategy": {"name": "optuna", "options": {"storage": "sqlite:////tmp/x.db"}}}, "not accepted"),
-    ({**MINIMAL, "strategy": {"name": "autoslim", "options": {"supernet": "/etc"}}}, "outside the allowed data roots"),
-    ({**MINIMAL, "bogus": 1}, "bogus"),
-    ({k: v for k, v in MINIMAL.items() if k != "target"}, "target"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ("{not json", "malformed JSON"),
+        ({**MINIMAL, "strategy": {"name": "nope"}}, "unknown strategy"),
+        ({**MINIMAL, "strategy": {"name": "eagleeye", "options": {"n_sample": 5}}}, "takes no option(s) n_sample"),
+        ({**MINIMAL, "target": {"flops": -0.5}}, "target"),
+        ({**MINIMAL, "target": {"flops": 1.5}}, "ratio must be in (0, 1]"),
+        ({**MINIMAL, "target": {"flops": 0.5, "params": 0.5}}, "exactly one"),
+        ({**MINIMAL, "target": {"flops": 0.0001}}, "infeasible"),
+        ({**MINIMAL, "model": {"zoo": "alexnet"}}, "unknown zoo model"),
+        ({**MINIMAL, "criterion": "magic"}, "unknown criterion"),
+        ({**MINIMAL, "evaluator": {"name": "oracle"}}, "unknown evaluator"),
+        ({**MINIMAL, "evaluator": {"name": "finetune", "options": {"stepz": 3}}}, "takes no option(s) stepz"),
+        ({**MINIMAL, "space": {"max_rate": 1.5}}, "space.max_rate"),
+        ({**MINIMAL, "data": {"name": "imagefolder", "path": "/etc"}}, "outside the allowed data roots"),
+        ({**MINIMAL, "data": {"name": "cifar10"}}, "needs a path"),
+        ({**MINIMAL, "model": {"upload": 999}}, "not found"),
+        ({**MINIMAL, "strategy": {"name": "optuna", "options": {"storage": "sqlite:////tmp/x.db"}}}, "not accepted"),
+        (
+            {**MINIMAL, "strategy": {"name": "autoslim", "options": {"supernet": "/etc"}}},
+            "outside the allowed data roots",
+        ),
+        ({**MINIMAL, "bogus": 1}, "bogus"),
+        ({k: v for k, v in MINIMAL.items() if k != "target"}, "target"),
+    ],
+)
 def test_bad_job_specs_are_422_with_a_message_and_write_nothing(api, body, field):
     client, a, _, store, settings = api
     before = _counts(store, settings)
-    kw = {"content": body, "headers": {**a, "Content-Type": "application/json"}} if isinstance(body, str) else {"json": body, "headers": a}
+    kw = (
+        {"content": body, "headers": {**a, "Content-Type": "application/json"}}
+        if isinstance(body, str)
+        else {"json": body, "headers": a}
+    )
     r = client.post("/v1/jobs", **kw)
     assert r.status_code == 422, r.text
     assert field in r.json()["detail"]
@@ -152,7 +188,12 @@ def test_upload_checks_size_format_and_fit_and_stores_sha256(api):
     cases = [
         (("m.safetensors", b"\0" * 2_500_000), {"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)}, 413, "limit"),
         (("m.pkl", good), {"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)}, 422, "must be"),
-        (("m.safetensors", good), {"zoo": "convnet", "args": json.dumps({**CONVNET_ARGS, "num_classes": 3})}, 422, "do not fit"),
+        (
+            ("m.safetensors", good),
+            {"zoo": "convnet", "args": json.dumps({**CONVNET_ARGS, "num_classes": 3})},
+            422,
+            "do not fit",
+        ),
         (("m.safetensors", b"garbage"), {"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)}, 422, "cannot read"),
         (("m.safetensors", good), {"zoo": "nope", "args": "{}"}, 422, "unknown model"),
         (("m.safetensors", good), {"zoo": "convnet", "args": "{bad"}, 422, "args"),
@@ -165,13 +206,22 @@ def test_upload_checks_size_format_and_fit_and_stores_sha256(api):
     assert _counts(store, settings) == (0, 0, 0)
     pickled = io.BytesIO()
     torch.save({"evil": object()}, pickled)
-    r = client.post("/v1/models", data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)},
-                    files={"file": ("m.pt", pickled.getvalue())}, headers=a)
+    r = client.post(
+        "/v1/models",
+        data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)},
+        files={"file": ("m.pt", pickled.getvalue())},
+        headers=a,
+    )
     assert r.status_code == 422
     weights_only = io.BytesIO()
     torch.save(build_model("convnet", **CONVNET_ARGS).state_dict(), weights_only)
     for name, blob in [("m.safetensors", good), ("m.pt", weights_only.getvalue())]:
-        r = client.post("/v1/models", data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)}, files={"file": (name, blob)}, headers=a)
+        r = client.post(
+            "/v1/models",
+            data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)},
+            files={"file": (name, blob)},
+            headers=a,
+        )
         assert r.status_code == 201, r.text
         assert r.json()["sha256"] == hashlib.sha256(blob).hexdigest() and r.json()["size"] == len(blob)
     assert _counts(store, settings)[1:] == (2, 2)
@@ -183,7 +233,9 @@ def test_list_filter_paginate_cancel_and_metrics(api):
     page = client.get("/v1/jobs", params={"limit": 2, "offset": 1}, headers=a).json()
     assert page["total"] == 5 and [j["id"] for j in page["items"]] == ids[::-1][1:3]
     assert client.post(f"/v1/jobs/{ids[0]}/cancel", headers=a).json()["status"] == "cancelled"
-    assert [j["id"] for j in client.get("/v1/jobs", params={"status": "cancelled"}, headers=a).json()["items"]] == [ids[0]]
+    assert [j["id"] for j in client.get("/v1/jobs", params={"status": "cancelled"}, headers=a).json()["items"]] == [
+        ids[0]
+    ]
     assert client.get("/v1/jobs", params={"status": "weird"}, headers=a).status_code == 422
     events = client.get(f"/v1/jobs/{ids[0]}/events", headers=a).json()
     assert [e["kind"] for e in events] == ["queued", "cancelled"] and [e["id"] for e in events] == [1, 2]

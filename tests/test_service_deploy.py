@@ -2,6 +2,7 @@
 and every command it runs is an entry point the image installs (`secateurs` from our
 pyproject, `ray` from Ray) with arguments those commands accept; the Dockerfile installs CPU
 torch before the project."""
+
 from __future__ import annotations
 
 import tomllib
@@ -22,7 +23,9 @@ def test_compose_has_the_services_and_a_shared_store():
     assert set(services) == {"postgres", "ray-head", "ray-worker", "api"}
     url = services["api"]["environment"]["SECATEURS_DATABASE_URL"]
     pg = services["postgres"]["environment"]
-    assert url == f"postgresql+psycopg://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+    assert (
+        url == f"postgresql+psycopg://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+    )
     for name in ("ray-head", "ray-worker", "api"):
         assert services[name]["environment"]["SECATEURS_DATABASE_URL"] == url
         assert "data:/data" in services[name]["volumes"]

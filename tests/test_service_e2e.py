@@ -4,6 +4,7 @@ meet the target and its accuracy is the one the job reported; cancel a running j
 that fails shows its error; SIGKILL the server mid-job (PostgreSQL store), restart it, and
 the job resumes (on exactly one of two servers sharing the database) and completes with
 candidate ids that have no gaps or duplicates."""
+
 from __future__ import annotations
 
 import json
@@ -63,13 +64,22 @@ def test_upload_submit_fetch_rebuild(server, weights, tmp_path):
     path, args = weights
     client = Client(server.url, _token(server, "vision"))
     model = client.upload_model(path, "convnet", args)
-    job = client.submit({"model": {"upload": model["id"]}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-                         "strategy": {"name": "uniform"}, "finetune": {"epochs": 1, "lr": 0.01}})
+    job = client.submit(
+        {
+            "model": {"upload": model["id"]},
+            "data": {"name": "digits"},
+            "target": {"flops": 0.5},
+            "strategy": {"name": "uniform"},
+            "finetune": {"epochs": 1, "lr": 0.01},
+        }
+    )
     done = client.wait(job["id"], poll=0.5, timeout=300)
     assert done["status"] == "succeeded", done
     summary = done["summary"]
     cands = client.candidates(job["id"])
-    assert [c["id"] for c in cands] == list(range(1, len(cands) + 1)) and done["candidates_evaluated"] == len(cands) >= 1
+    assert [c["id"] for c in cands] == list(range(1, len(cands) + 1)) and done["candidates_evaluated"] == len(
+        cands
+    ) >= 1
     kinds = [e["kind"] for e in client.events(job["id"])]
     assert kinds[:2] == ["queued", "started"] and kinds[-1] == "succeeded"
 
@@ -95,9 +105,15 @@ def test_cancel_stops_a_running_job_within_seconds(server, weights):
     path, args = weights
     client = Client(server.url, _token(server, "cancel-team"))
     model = client.upload_model(path, "convnet", args)
-    job = client.submit({"model": {"upload": model["id"]}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-                         "strategy": {"name": "eagleeye", "options": {"n_samples": 500, "top_k": 1}},
-                         "finetune": {"epochs": 0}})
+    job = client.submit(
+        {
+            "model": {"upload": model["id"]},
+            "data": {"name": "digits"},
+            "target": {"flops": 0.5},
+            "strategy": {"name": "eagleeye", "options": {"n_samples": 500, "top_k": 1}},
+            "finetune": {"epochs": 0},
+        }
+    )
     _wait(client, job["id"], lambda j: j["candidates_evaluated"] >= 2)
     t0 = time.monotonic()
     client.cancel(job["id"])
@@ -116,8 +132,10 @@ def test_failed_job_reports_a_clear_error(server, tmp_path):
         (folder / cls).mkdir(parents=True)
     client = Client(server.url, _token(server, "fail-team"))
     spec = tmp_path / "job.yaml"
-    spec.write_text(f"model: {{zoo: convnet}}\ndata: {{name: imagefolder, path: {folder}}}\n"
-                    "target: {flops: 0.5}\nstrategy: {name: uniform}\n")
+    spec.write_text(
+        f"model: {{zoo: convnet}}\ndata: {{name: imagefolder, path: {folder}}}\n"
+        "target: {flops: 0.5}\nstrategy: {name: uniform}\n"
+    )
     submitted = server.cli("submit", str(spec), "--token", client.token)
     assert submitted.returncode == 0, submitted.stderr
     job = {"id": int(submitted.stdout.strip().splitlines()[-1])}
@@ -139,9 +157,14 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             token = _token(first, "vision")
             client = Client(first.url, token)
             model = client.upload_model(path, "convnet", args)
-            spec = {"model": {"upload": model["id"]}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-                    "strategy": {"name": "eagleeye", "options": {"n_samples": 10, "top_k": 1, "finetune_steps": 5}},
-                    "evaluator": {"name": "finetune", "options": {"steps": 6}}, "finetune": {"epochs": 0.2}}
+            spec = {
+                "model": {"upload": model["id"]},
+                "data": {"name": "digits"},
+                "target": {"flops": 0.5},
+                "strategy": {"name": "eagleeye", "options": {"n_samples": 10, "top_k": 1, "finetune_steps": 5}},
+                "evaluator": {"name": "finetune", "options": {"steps": 6}},
+                "finetune": {"epochs": 0.2},
+            }
             job = client.submit(spec)
             running = _wait(client, job["id"], lambda j: j["candidates_evaluated"] >= 3)
             first.kill()

@@ -1,5 +1,6 @@
 """Helpers for the service tests (no tests here; the `db_url`, `pg_url` and `store` fixtures
 are in conftest.py): a fresh PostgreSQL schema per use, and a briefly trained model."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,10 @@ def pg_schema_url() -> Iterator[str]:
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {make_url(dsn)!r} is not reachable (start it, e.g. with .ci/run, or point "
-                    f"SECATEURS_TEST_DATABASE_URL at one): {exc}")
+        pytest.fail(
+            f"PostgreSQL at {make_url(dsn)!r} is not reachable (start it, e.g. with .ci/run, or point "
+            f"SECATEURS_TEST_DATABASE_URL at one): {exc}"
+        )
     conn.execute(f'CREATE SCHEMA "{schema}"')
     try:
         yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"

@@ -1,5 +1,6 @@
 """Slimmable networks: weight slicing, switchable BN, training that accumulates every width's
 gradient before one step, export to a plain model, US-Nets' BN calibration, save/load."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,18 @@ from pruning.data import calibration_batches
 from pruning.errors import PruningError
 from pruning.export import load_model, save_model
 from pruning.measure import count_flops
-from pruning.slimmable import (SlimTrainConfig, accumulate_gradients, calibrate_bn, evaluate_config, load_supernet,
-                               make_slimmable, save_supernet, soft_cross_entropy, step_configs, train_slimmable)
+from pruning.slimmable import (
+    SlimTrainConfig,
+    accumulate_gradients,
+    calibrate_bn,
+    evaluate_config,
+    load_supernet,
+    make_slimmable,
+    save_supernet,
+    soft_cross_entropy,
+    step_configs,
+    train_slimmable,
+)
 from pruning.slimmable.layers import SlimBatchNorm2d, SlimConv2d, SlimLinear, SwitchableBatchNorm2d
 
 SHAPE = (1, 16, 16)
@@ -72,8 +83,10 @@ def test_slicing_equals_a_narrow_zoo_model_holding_the_first_channels() -> None:
         torch.testing.assert_close(net(x), narrow(x))
 
 
-@pytest.mark.parametrize("name,universal", [("convnet", False), ("convnet", True), ("resnet20", False),
-                                            ("resnet20", True), ("mobilenetv2", True)])
+@pytest.mark.parametrize(
+    "name,universal",
+    [("convnet", False), ("convnet", True), ("resnet20", False), ("resnet20", True), ("mobilenetv2", True)],
+)
 def test_export_is_a_plain_model_with_the_same_output(name: str, universal: bool, tmp_path) -> None:
     """Exporting a width (or a per-group config) gives a plain zoo model, channels cut for
     real, that computes what the slimmable network computes there (depthwise convs included)."""

@@ -1,6 +1,7 @@
 """The job store on SQLite and PostgreSQL: migrations, tokens, the queue claim and its
 order, leases, candidates without gaps or duplicates, stale-job requeue, cancel; and the job
 status transition table (every legal move, every illegal one refused)."""
+
 from __future__ import annotations
 
 import ast
@@ -20,14 +21,34 @@ ILLEGAL = [(a, b) for a, b in itertools.product(JobStatus, JobStatus) if b not i
 
 
 def _result(pid: int, score: float = 0.5) -> dict:
-    return {"proposal_id": pid, "policy": {"conv1": 0.25}, "score": score, "flops": 1000 + pid, "params": 10,
-            "memory_bytes": 20, "latency_ms": None, "phase": "search", "wall_seconds": 0.1, "meta": {}}
+    return {
+        "proposal_id": pid,
+        "policy": {"conv1": 0.25},
+        "score": score,
+        "flops": 1000 + pid,
+        "params": 10,
+        "memory_bytes": 20,
+        "latency_ms": None,
+        "phase": "search",
+        "wall_seconds": 0.1,
+        "meta": {},
+    }
 
 
 def test_migrations_create_schema_and_are_idempotent(store):
     store.migrate()
     tables = set(inspect(store.engine).get_table_names())
-    assert {"teams", "tokens", "models", "jobs", "candidates", "events", "artifacts", "checkpoints", "alembic_version"} <= tables
+    assert {
+        "teams",
+        "tokens",
+        "models",
+        "jobs",
+        "candidates",
+        "events",
+        "artifacts",
+        "checkpoints",
+        "alembic_version",
+    } <= tables
     with store.read() as s:
         assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
 
@@ -180,7 +201,11 @@ def test_json_columns_take_numpy_values_and_non_finite_floats(store):
     team = store.team_for_token(store.create_token("a")).id
     job = store.create_job(team, {}, {})
     _, lease = store.claim_next()
-    r = {**_result(0), "policy": {"conv1": np.float32(0.5)}, "meta": {"n": np.int64(3), "bad": float("nan"), "t": (1, 2)}}
+    r = {
+        **_result(0),
+        "policy": {"conv1": np.float32(0.5)},
+        "meta": {"n": np.int64(3), "bad": float("nan"), "t": (1, 2)},
+    }
     store.add_candidate(job.id, lease, r)
     assert store.finish_job(job.id, lease, "succeeded", summary={"acc": np.float64(0.9), "inf": float("inf")})
     c = store.list_candidates(job.id)[0]
@@ -192,13 +217,19 @@ def test_transition_table_is_the_documented_one():
     Q, R, S, F, C = JobStatus
     assert TRANSITIONS == {Q: {R, C}, R: {S, F, C, Q}, S: set(), F: set(), C: set()}
     assert [s.final for s in JobStatus] == [False, False, True, True, True]
-    assert JOB_STATUSES == ("queued", "running", "succeeded", "failed", "cancelled") and FINAL_STATUSES == ("succeeded", "failed", "cancelled")
+    assert JOB_STATUSES == ("queued", "running", "succeeded", "failed", "cancelled") and FINAL_STATUSES == (
+        "succeeded",
+        "failed",
+        "cancelled",
+    )
     assert JobStatus("queued") is Q and f"{Q}" == "queued" and {"queued": 1}[Q] == 1
 
 
 @pytest.mark.parametrize("before,after", LEGAL, ids=[f"{a}-{b}" for a, b in LEGAL])
 def test_every_legal_move_applies_its_fields(before, after):
-    job = Job(id=7, status=before, phase="x", attempts=1, progress=0.5, claimed_by="old" if before == "running" else None)
+    job = Job(
+        id=7, status=before, phase="x", attempts=1, progress=0.5, claimed_by="old" if before == "running" else None
+    )
     assert job.move(after, lease="new") is before
     assert job.status is after
     if after is JobStatus.RUNNING:
@@ -234,7 +265,12 @@ def test_finish_job_moves_a_running_job_once(store, final):
     _, lease = store.claim_next()
     assert store.finish_job(job.id, lease, final, error="e" if final == "failed" else None) is True
     done = store.get_job(job.id)
-    assert done.status is JobStatus(final) and done.phase == final and done.finished_at is not None and done.claimed_by is None
+    assert (
+        done.status is JobStatus(final)
+        and done.phase == final
+        and done.finished_at is not None
+        and done.claimed_by is None
+    )
     assert store.list_events(job.id)[-1].kind == final
     # a final job is not ours to finish again: False, not an error, and nothing changes
     for again in FINAL_STATUSES:

@@ -1,5 +1,6 @@
 """Unstructured masks: magnitude (per layer, global), real sparsity, masks held through training,
 Han et al.'s rounds, and the Lottery Ticket's rewinding and reinit control."""
+
 from __future__ import annotations
 
 import copy
@@ -10,8 +11,17 @@ import torch
 from pruning import build_model
 from pruning.errors import PruningError
 from pruning.train import TrainConfig, train
-from pruning.unstructured import (MaskKeeper, apply_masks, han_prune, lottery_ticket, magnitude_masks,
-                                  magnitude_prune, prunable_weights, round_amounts, sparsity)
+from pruning.unstructured import (
+    MaskKeeper,
+    apply_masks,
+    han_prune,
+    lottery_ticket,
+    magnitude_masks,
+    magnitude_prune,
+    prunable_weights,
+    round_amounts,
+    sparsity,
+)
 
 FAST = TrainConfig(epochs=1, max_steps=4, batch_size=32, lr=0.05)
 
@@ -87,8 +97,9 @@ def test_lottery_ticket_rewinds_survivors_to_their_initial_values(digits) -> Non
     model = _convnet()
     init = copy.deepcopy(model.state_dict())
     reinit = _convnet(seed=1)
-    res = lottery_ticket(model, digits.train, 0.8, rounds=2, train_config=FAST, reinit_model=reinit,
-                         eval_data=digits.test)
+    res = lottery_ticket(
+        model, digits.train, 0.8, rounds=2, train_config=FAST, reinit_model=reinit, eval_data=digits.test
+    )
     ticket = res.extra["ticket_state"]
     for k, m in res.masks.items():
         alive = m.bool()
@@ -125,8 +136,9 @@ def test_lottery_ticket_late_rewinding_uses_the_early_iterate(digits) -> None:
 
 def test_han_rounds_reach_the_target_sparsity(digits) -> None:
     model = _convnet()
-    res = han_prune(model, digits.train, 0.9, rounds=3, penalty="l1", strength=1e-5, train_config=FAST,
-                    retrain_config=FAST)
+    res = han_prune(
+        model, digits.train, 0.9, rounds=3, penalty="l1", strength=1e-5, train_config=FAST, retrain_config=FAST
+    )
     levels = [r.sparsity for r in res.history]
     assert levels == sorted(levels) and len(levels) == 3
     assert levels[-1] == pytest.approx(0.9, abs=1e-3)

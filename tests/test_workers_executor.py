@@ -1,6 +1,7 @@
 """The Ray fan-out executor on a real local Ray (2 CPUs): proposals are spread over several
 actor processes holding the base model from the object store, and each result equals what
 the evaluator gives in this process for the same policy."""
+
 from __future__ import annotations
 
 import pytest

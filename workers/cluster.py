@@ -1,5 +1,6 @@
 """Connecting to Ray: an existing cluster when `RAY_ADDRESS` is set, otherwise a local one
 started in this process (small and without the dashboard, so it fits a laptop or CI)."""
+
 from __future__ import annotations
 
 import os

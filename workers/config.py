@@ -64,7 +64,9 @@ class DataSpec(Section):
     path: str | None = Field(
         None, description="folder for cifar10/imagefolder (the service requires it under SECATEURS_ALLOWED_DATA_ROOTS)"
     )
-    input_size: int | None = Field(None, ge=8, le=1024, description="resize images to this many pixels (default: the set's)")
+    input_size: int | None = Field(
+        None, ge=8, le=1024, description="resize images to this many pixels (default: the set's)"
+    )
     subset: int | None = Field(None, gt=0, description="use at most this many training images")
 
     @model_validator(mode="after")
@@ -110,7 +112,9 @@ class FinetuneSpec(Section):
     max_steps: int = Field(2000, ge=0, le=1_000_000, description="step budget (0: no fine-tune)")
     patience: int = Field(5, ge=1, le=1000, description="validations without improvement before stopping")
     eval_every: int | None = Field(None, ge=1, description="steps between validations (default: from the data size)")
-    schedule: Literal["plateau", "cosine"] = Field("plateau", description="plateau: x0.1 when stuck; cosine over max_steps")
+    schedule: Literal["plateau", "cosine"] = Field(
+        "plateau", description="plateau: x0.1 when stuck; cosine over max_steps"
+    )
     lr: float = Field(0.01, gt=0, le=10, description="SGD learning rate")
     batch_size: int = Field(64, ge=1, le=4096, description="batch size")
     kd_alpha: float = Field(0.0, ge=0, le=1, description="> 0 distils from the unpruned network with this weight")
@@ -138,7 +142,9 @@ class SearchSpec(Section):
 
     batch_size: int = Field(2, ge=1, le=256, description="proposals per ask (fanned out to the evaluation workers)")
     max_candidates: int | None = Field(None, ge=1, description="stop after this many candidates")
-    val_batches: int | None = Field(None, ge=1, description="validation batches per candidate (default: the whole split)")
+    val_batches: int | None = Field(
+        None, ge=1, description="validation batches per candidate (default: the whole split)"
+    )
     calibration_batches: int = Field(4, ge=1, le=1000, description="training batches for adaptive BN and data criteria")
     calibration_batch_size: int = Field(64, ge=1, le=4096, description="size of those batches")
 

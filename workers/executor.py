@@ -3,6 +3,7 @@ batches go into the object store once; a pool of actors each builds its own sear
 and evaluator from them and evaluates the proposals it is handed, so adding Ray workers
 raises candidates per second. The returned callable is a `search.runner` executor
 (`proposals -> results`)."""
+
 from __future__ import annotations
 
 import copy
@@ -26,18 +27,34 @@ def _space_args(space: SearchSpace) -> dict[str, Any]:
         cloudpickle.dumps(table)
     except Exception:  # noqa: BLE001 - an unpicklable table is re-measured by the actor
         table = None
-    return {"target": space.target, "min_channels": space.min_channels, "max_rate": space.max_rate,
-            "prune_stem": space.prune_stem, "pinned": dict(space.pinned) or None, "round_to": space.round_to,
-            "criterion": space.criterion, "latency_table": table}
+    return {
+        "target": space.target,
+        "min_channels": space.min_channels,
+        "max_rate": space.max_rate,
+        "prune_stem": space.prune_stem,
+        "pinned": dict(space.pinned) or None,
+        "round_to": space.round_to,
+        "criterion": space.criterion,
+        "latency_table": table,
+    }
 
 
 def base_payload(evaluator: Evaluator, evaluator_options: dict[str, Any]) -> dict[str, Any]:
     """The picklable parts of an evaluator's context (model on CPU, data, calibration, space args)."""
     ctx = evaluator.context
-    return {"model": copy.deepcopy(ctx.model).cpu().eval(), "data": ctx.data, "input_shape": tuple(ctx.input_shape),
-            "criterion": ctx.criterion, "calibration": ctx.calibration, "seed": ctx.seed, "val_batches": ctx.val_batches,
-            "batch_size": ctx.batch_size, "space": _space_args(ctx.space) if ctx.space is not None else None,
-            "evaluator": evaluator.name, "evaluator_options": dict(evaluator_options)}
+    return {
+        "model": copy.deepcopy(ctx.model).cpu().eval(),
+        "data": ctx.data,
+        "input_shape": tuple(ctx.input_shape),
+        "criterion": ctx.criterion,
+        "calibration": ctx.calibration,
+        "seed": ctx.seed,
+        "val_batches": ctx.val_batches,
+        "batch_size": ctx.batch_size,
+        "space": _space_args(ctx.space) if ctx.space is not None else None,
+        "evaluator": evaluator.name,
+        "evaluator_options": dict(evaluator_options),
+    }
 
 
 class EvalWorker:
@@ -52,9 +69,18 @@ class EvalWorker:
         if p["space"] is not None:
             s = dict(p["space"])
             space = SearchSpace(p["model"], p["input_shape"], s.pop("target"), calibration=p["calibration"], **s)
-        ctx = EvalContext(model=p["model"], data=p["data"], input_shape=p["input_shape"], criterion=p["criterion"],
-                          device="cpu", calibration=p["calibration"], seed=p["seed"], space=space,
-                          val_batches=p["val_batches"], batch_size=p["batch_size"])
+        ctx = EvalContext(
+            model=p["model"],
+            data=p["data"],
+            input_shape=p["input_shape"],
+            criterion=p["criterion"],
+            device="cpu",
+            calibration=p["calibration"],
+            seed=p["seed"],
+            space=space,
+            val_batches=p["val_batches"],
+            batch_size=p["batch_size"],
+        )
         self.pool = EvaluatorPool(make_evaluator(p["evaluator"], ctx, **p["evaluator_options"]))
 
     def evaluate(self, proposals: list[Proposal]) -> list[Result]:
@@ -71,8 +97,9 @@ class EvalWorker:
 class RayExecutor:
     """Round-robins each batch of proposals over `n_workers` EvalWorker actors."""
 
-    def __init__(self, evaluator: Evaluator, evaluator_options: dict[str, Any], n_workers: int = 2,
-                 cpus_per_worker: float = 1.0) -> None:
+    def __init__(
+        self, evaluator: Evaluator, evaluator_options: dict[str, Any], n_workers: int = 2, cpus_per_worker: float = 1.0
+    ) -> None:
         import ray
 
         ref = ray.put(base_payload(evaluator, evaluator_options))

@@ -29,17 +29,21 @@ def sha256_file(path: Path) -> str:
 
 def collect_artifacts(out_dir: Path) -> list[dict[str, Any]]:
     """Every output file except resume-only state, with size and checksum."""
-    return [{"name": p.relative_to(out_dir).as_posix(), "path": str(p), "size": p.stat().st_size,
-             "sha256": sha256_file(p)}
-            for p in sorted(out_dir.rglob("*")) if p.is_file() and p.name not in RESUME_ONLY]
+    return [
+        {"name": p.relative_to(out_dir).as_posix(), "path": str(p), "size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(out_dir.rglob("*"))
+        if p.is_file() and p.name not in RESUME_ONLY
+    ]
 
 
 def public_summary(summary: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
     """The summary without server paths: files named as their artifacts."""
     out = {k: v for k, v in summary.items() if k != "out_dir"}
     files = summary.get("files") or {}
-    out["files"] = {k: Path(v).relative_to(out_dir).as_posix() if Path(v).is_relative_to(out_dir) else Path(v).name
-                    for k, v in files.items()}
+    out["files"] = {
+        k: Path(v).relative_to(out_dir).as_posix() if Path(v).is_relative_to(out_dir) else Path(v).name
+        for k, v in files.items()
+    }
     return out
 
 
@@ -49,8 +53,9 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def run_job(config: dict[str, Any], out_dir: str, relay: Any, resume: dict[str, Any] | None = None,
-            eval_workers: int = 2) -> dict[str, Any]:
+def run_job(
+    config: dict[str, Any], out_dir: str, relay: Any, resume: dict[str, Any] | None = None, eval_workers: int = 2
+) -> dict[str, Any]:
     """Run (or resume) one job; returns `{"status": "succeeded"|"cancelled"|"failed", ...}`."""
     from .executor import RayExecutor
     from .pipeline import run_pipeline

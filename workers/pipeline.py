@@ -73,13 +73,27 @@ class Finetuned:
 
 def finetune_settings(spec: FinetuneSpec, seed: int) -> FinetuneConfig:
     """The `pruning.train.FinetuneConfig` of a job's finetune section."""
-    return FinetuneConfig(lr=spec.lr, batch_size=spec.batch_size, max_steps=spec.max_steps, epochs=spec.epochs,
-                          schedule=spec.schedule, patience=spec.patience, eval_every=spec.eval_every,
-                          kd_alpha=spec.kd_alpha, seed=seed)
+    return FinetuneConfig(
+        lr=spec.lr,
+        batch_size=spec.batch_size,
+        max_steps=spec.max_steps,
+        epochs=spec.epochs,
+        schedule=spec.schedule,
+        patience=spec.patience,
+        eval_every=spec.eval_every,
+        kd_alpha=spec.kd_alpha,
+        seed=seed,
+    )
 
 
-def finetune_model(pruned: nn.Module, teacher: nn.Module | None, data: DataSplits, settings: FinetuneConfig,
-                   device: torch.device | str, progress: Callable[[float, dict], None] | None = None) -> Finetuned:
+def finetune_model(
+    pruned: nn.Module,
+    teacher: nn.Module | None,
+    data: DataSplits,
+    settings: FinetuneConfig,
+    device: torch.device | str,
+    progress: Callable[[float, dict], None] | None = None,
+) -> Finetuned:
     """Fine-tune a cut network in place (distilling from `teacher` when `kd_alpha` > 0) and
     measure it: test accuracy before and after, validation accuracy after."""
     acc_pruned = evaluate(pruned, data.test)
@@ -90,9 +104,16 @@ def finetune_model(pruned: nn.Module, teacher: nn.Module | None, data: DataSplit
     return Finetuned(pruned, acc_pruned, evaluate(pruned, data.test), evaluate(pruned, data.val), outcome)
 
 
-def finetune_policy(model: nn.Module, space: SearchSpace, policy: Mapping[str, float], data: DataSplits,
-                    calibration: Any, settings: FinetuneConfig, device: torch.device | str,
-                    progress: Callable[[float, dict], None] | None = None) -> Finetuned:
+def finetune_policy(
+    model: nn.Module,
+    space: SearchSpace,
+    policy: Mapping[str, float],
+    data: DataSplits,
+    calibration: Any,
+    settings: FinetuneConfig,
+    device: torch.device | str,
+    progress: Callable[[float, dict], None] | None = None,
+) -> Finetuned:
     """Cut `model` for a policy, recalibrate BN and fine-tune it (the benchmarks' one-call form)."""
     pruned = space.cut(policy, model=model)
     recalibrate_bn(pruned, calibration)
@@ -102,11 +123,16 @@ def finetune_policy(model: nn.Module, space: SearchSpace, policy: Mapping[str, f
 def prepare(cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: torch.device) -> Prepared:
     """Load the data, build the model, load or train its weights, build the search space."""
     sink.phase("data")
-    data = load_dataset(cfg.data.name, input_size=cfg.data.input_size, seed=DATA_SPLIT_SEED, subset=cfg.data.subset,
-                        path=cfg.data.path)
+    data = load_dataset(
+        cfg.data.name, input_size=cfg.data.input_size, seed=DATA_SPLIT_SEED, subset=cfg.data.subset, path=cfg.data.path
+    )
     input_shape = (data.in_channels, data.input_size, data.input_size)
-    args = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size,
-            **cfg.model.args}
+    args = {
+        "num_classes": data.num_classes,
+        "in_channels": data.in_channels,
+        "input_size": data.input_size,
+        **cfg.model.args,
+    }
     weights, criterion = cfg.model.weights, cfg.criterion
     brought = strategy_class(cfg.strategy.name).base_model(cfg.strategy.options, cfg.model.zoo or "", args)
     if brought is not None:  # a strategy that brings the trained model (AutoSlim: its supernet at full width)
@@ -115,9 +141,18 @@ def prepare(cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: tor
         raise SearchError("model.zoo is not set: an uploaded model must be resolved to its architecture first")
     model = build_model(cfg.model.zoo, **args).to(device)
     calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
-    space = SearchSpace(model, input_shape, cfg.target_spec, min_channels=cfg.space.min_channels,
-                        max_rate=cfg.space.max_rate, prune_stem=cfg.space.prune_stem, pinned=cfg.space.pinned,
-                        round_to=cfg.space.round_to, criterion=criterion, calibration=calib)
+    space = SearchSpace(
+        model,
+        input_shape,
+        cfg.target_spec,
+        min_channels=cfg.space.min_channels,
+        max_rate=cfg.space.max_rate,
+        prune_stem=cfg.space.prune_stem,
+        pinned=cfg.space.pinned,
+        round_to=cfg.space.round_to,
+        criterion=criterion,
+        calibration=calib,
+    )
     base_path = out / BASE_WEIGHTS
     if weights:
         load_weights(model, weights)
@@ -129,17 +164,34 @@ def prepare(cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: tor
         train(model, data.train, tcfg, device=device, progress=lambda f, info: sink.progress("train", f))
         save_weights(model, base_path)
     model.to(device).eval()
-    return Prepared(data, model, args, input_shape, space, calib, device, evaluate(model, data.test),
-                    model_stats(model, input_shape))
+    return Prepared(
+        data,
+        model,
+        args,
+        input_shape,
+        space,
+        calib,
+        device,
+        evaluate(model, data.test),
+        model_stats(model, input_shape),
+    )
 
 
 def build_search(cfg: JobConfig, prep: Prepared, resume: ResumeState | None) -> tuple[Strategy, Evaluator]:
     """The strategy (restored from `resume` when given) and the job's default evaluator."""
     cls = strategy_class(cfg.strategy.name)
     ev_name = cfg.evaluator.name or cls.default_evaluator
-    ctx = EvalContext(model=prep.model, data=prep.data, input_shape=prep.input_shape, criterion=prep.space.criterion,
-                      device=prep.device, calibration=prep.calibration, seed=cfg.seed, space=prep.space,
-                      val_batches=cfg.search.val_batches)
+    ctx = EvalContext(
+        model=prep.model,
+        data=prep.data,
+        input_shape=prep.input_shape,
+        criterion=prep.space.criterion,
+        device=prep.device,
+        calibration=prep.calibration,
+        seed=cfg.seed,
+        space=prep.space,
+        val_batches=cfg.search.val_batches,
+    )
     evaluator = make_evaluator(ev_name, ctx, **cfg.evaluator.options)
     strategy = make_strategy(cfg.strategy.name, prep.space, seed=cfg.seed, **cfg.strategy.options)
     if resume is not None:
@@ -172,9 +224,13 @@ def chosen_model(evaluator: Evaluator, best: Result, prep: Prepared) -> tuple[nn
     """The network the search scored for its chosen result, to fine-tune from: the evaluator's
     own model (fine-tuned, reconstructed or BN-recalibrated, as it scored it) when the
     evaluator gives a plain cut network, otherwise the cut network with BN recalibrated."""
-    proposal = Proposal(id=best.proposal_id, policy=best.policy, phase=best.phase,
-                        evaluator=best.meta.get("evaluator"),
-                        evaluator_options=dict(best.meta.get("evaluator_options") or {}))
+    proposal = Proposal(
+        id=best.proposal_id,
+        policy=best.policy,
+        phase=best.phase,
+        evaluator=best.meta.get("evaluator"),
+        evaluator_options=dict(best.meta.get("evaluator_options") or {}),
+    )
     scorer = EvaluatorPool(evaluator).for_proposal(proposal)
     if scorer.gives_cut_model:
         model, _ = scorer.scored_model(best.policy, best.phase)
@@ -195,13 +251,23 @@ def export(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutc
         tuned.model.to(prep.device)
     files.update({k: str(v) for k, v in write_candidates(outcome.results, out).items()})
     space = prep.space
-    files["pareto_plot"] = str(write_pareto_plot(outcome.results, outcome.pareto, outcome.best, space, out / "pareto.png"))
+    files["pareto_plot"] = str(
+        write_pareto_plot(outcome.results, outcome.pareto, outcome.best, space, out / "pareto.png")
+    )
     files["channels_plot"] = str(write_channels_plot(space, space.kept(outcome.best.policy), out / "channels.png"))
     return files
 
 
-def summarize(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutcome, ev_name: str,
-              start: str, files: dict[str, str], out: Path) -> dict[str, Any]:
+def summarize(
+    cfg: JobConfig,
+    prep: Prepared,
+    tuned: Finetuned,
+    outcome: SearchOutcome,
+    ev_name: str,
+    start: str,
+    files: dict[str, str],
+    out: Path,
+) -> dict[str, Any]:
     """The job's summary (the API's `summary`, the CLI's `--json`)."""
     best, space = outcome.best, prep.space
     assert best is not None
@@ -209,31 +275,56 @@ def summarize(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchO
     before = prep.stats_before
     ft = tuned.outcome
     return {
-        "status": "done", "strategy": cfg.strategy.name, "evaluator": ev_name, "criterion": space.criterion,
-        "target": cfg.target_spec.describe(), "budget": space.budget, "model": cfg.model.zoo, "data": cfg.data.name,
-        "policy": space.full_policy(best.policy), "kept_channels": space.kept(best.policy),
+        "status": "done",
+        "strategy": cfg.strategy.name,
+        "evaluator": ev_name,
+        "criterion": space.criterion,
+        "target": cfg.target_spec.describe(),
+        "budget": space.budget,
+        "model": cfg.model.zoo,
+        "data": cfg.data.name,
+        "policy": space.full_policy(best.policy),
+        "kept_channels": space.kept(best.policy),
         "original_channels": {g.key: g.channels for g in space.groups},
-        "accuracy_before": prep.accuracy_before, "accuracy_pruned": tuned.accuracy_pruned,
-        "accuracy_after": tuned.accuracy_after, "val_accuracy_after": tuned.val_after,
-        "search_score": best.score, "finetune_start": start,
+        "accuracy_before": prep.accuracy_before,
+        "accuracy_pruned": tuned.accuracy_pruned,
+        "accuracy_after": tuned.accuracy_after,
+        "val_accuracy_after": tuned.val_after,
+        "search_score": best.score,
+        "finetune_start": start,
         "finetune_steps": ft.steps if ft is not None else 0,
         "finetune_stopped_early": ft.stopped_early if ft is not None else False,
-        "flops_before": before.flops, "flops_after": after.flops,
-        "params_before": before.params, "params_after": after.params,
-        "memory_bytes_before": before.memory_bytes, "memory_bytes_after": after.memory_bytes,
-        "latency_ms_before": before.latency_ms, "latency_ms_after": after.latency_ms,
+        "flops_before": before.flops,
+        "flops_after": after.flops,
+        "params_before": before.params,
+        "params_after": after.params,
+        "memory_bytes_before": before.memory_bytes,
+        "memory_bytes_after": after.memory_bytes,
+        "latency_ms_before": before.latency_ms,
+        "latency_ms_after": after.latency_ms,
         "latency_ms_predicted": best.latency_ms,
-        "candidates": len(outcome.results), "search_seconds": outcome.seconds,
+        "candidates": len(outcome.results),
+        "search_seconds": outcome.seconds,
         "candidates_per_second": outcome.candidates_per_second,
-        "pareto": [{"proposal_id": r.proposal_id, "score": r.score, outcome.resource: getattr(r, outcome.resource)}
-                   for r in outcome.pareto],
-        "device": str(prep.device), "seed": cfg.seed, "out_dir": str(out), "files": files,
+        "pareto": [
+            {"proposal_id": r.proposal_id, "score": r.score, outcome.resource: getattr(r, outcome.resource)}
+            for r in outcome.pareto
+        ],
+        "device": str(prep.device),
+        "seed": cfg.seed,
+        "out_dir": str(out),
+        "files": files,
     }
 
 
-def run_pipeline(config: JobConfig | Mapping[str, Any], out_dir: str | Path, sink: JobSink | None = None,
-                 resume: ResumeState | None = None, executor_factory: ExecutorFactory | None = None,
-                 device: str | torch.device = "auto") -> dict[str, Any]:
+def run_pipeline(
+    config: JobConfig | Mapping[str, Any],
+    out_dir: str | Path,
+    sink: JobSink | None = None,
+    resume: ResumeState | None = None,
+    executor_factory: ExecutorFactory | None = None,
+    device: str | torch.device = "auto",
+) -> dict[str, Any]:
     """Run a whole job (see the module docstring) and return its summary. `resume` continues an
     interrupted run from its strategy state and stored candidates without re-evaluating them;
     `executor_factory(evaluator)` gives the candidate executor (e.g. Ray actors)."""
@@ -244,17 +335,31 @@ def run_pipeline(config: JobConfig | Mapping[str, Any], out_dir: str | Path, sin
     seed_everything(cfg.seed)
     prep = prepare(cfg, out, sink, resume is not None, get_device(device))
     strategy, evaluator = build_search(cfg, prep, resume)
-    sink.phase("search", {"strategy": cfg.strategy.name, "evaluator": evaluator.name, "budget": float(prep.space.budget)})
+    sink.phase(
+        "search", {"strategy": cfg.strategy.name, "evaluator": evaluator.name, "budget": float(prep.space.budget)}
+    )
     executor = executor_factory(evaluator) if executor_factory is not None else None
-    outcome = run_search(strategy, evaluator, executor=executor, batch_size=cfg.search.batch_size,
-                         on_result=sink.candidate, on_event=search_events(sink),
-                         should_stop=sink.should_stop, checkpoint=sink.checkpoint,
-                         previous=resume.results if resume is not None else None,
-                         max_candidates=cfg.search.max_candidates)
+    outcome = run_search(
+        strategy,
+        evaluator,
+        executor=executor,
+        batch_size=cfg.search.batch_size,
+        on_result=sink.candidate,
+        on_event=search_events(sink),
+        should_stop=sink.should_stop,
+        checkpoint=sink.checkpoint,
+        previous=resume.results if resume is not None else None,
+        max_candidates=cfg.search.max_candidates,
+    )
     if outcome.stopped and not strategy.done:
         sink.phase("stopped")
-        return {"status": "stopped", "strategy": cfg.strategy.name, "candidates": len(outcome.results),
-                "search_seconds": outcome.seconds, "out_dir": str(out)}
+        return {
+            "status": "stopped",
+            "strategy": cfg.strategy.name,
+            "candidates": len(outcome.results),
+            "search_seconds": outcome.seconds,
+            "out_dir": str(out),
+        }
     best = outcome.best
     if best is None:
         raise SearchError(f"strategy {cfg.strategy.name!r} finished without a result")
@@ -263,19 +368,30 @@ def run_pipeline(config: JobConfig | Mapping[str, Any], out_dir: str | Path, sin
 
     sink.phase("finetune")
     start_model, start = chosen_model(evaluator, best, prep)
-    tuned = finetune_model(start_model, prep.model, prep.data, finetune_settings(cfg.finetune, cfg.seed), prep.device,
-                           progress=lambda f, info: sink.progress("finetune", f))
+    tuned = finetune_model(
+        start_model,
+        prep.model,
+        prep.data,
+        finetune_settings(cfg.finetune, cfg.seed),
+        prep.device,
+        progress=lambda f, info: sink.progress("finetune", f),
+    )
     if tuned.val_after < best.score - 1e-9:
-        sink.event("warning", f"the returned model's validation accuracy {tuned.val_after:.4f} is below the chosen "
-                   f"candidate's search score {best.score:.4f}",
-                   {"val_accuracy_after": tuned.val_after, "search_score": best.score})
+        sink.event(
+            "warning",
+            f"the returned model's validation accuracy {tuned.val_after:.4f} is below the chosen "
+            f"candidate's search score {best.score:.4f}",
+            {"val_accuracy_after": tuned.val_after, "search_score": best.score},
+        )
 
     sink.phase("export")
     files = export(cfg, prep, tuned, outcome, out)
     summary = summarize(cfg, prep, tuned, outcome, evaluator.name, start, files, out)
     if tuned.val_after < best.score - 1e-9:
-        summary["warning"] = (f"validation accuracy after the fine-tune ({tuned.val_after:.4f}) is below the search "
-                              f"score ({best.score:.4f})")
+        summary["warning"] = (
+            f"validation accuracy after the fine-tune ({tuned.val_after:.4f}) is below the search "
+            f"score ({best.score:.4f})"
+        )
     report = {**summary, "config": cfg.model_dump(mode="json"), "space": prep.space.describe()}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     summary["files"]["report"] = str(out / "report.json")

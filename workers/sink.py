@@ -73,8 +73,12 @@ class FileSink(JobSink):
     the strategy state in `checkpoint.pt`, events in `events.jsonl`; `on_progress(phase,
     fraction, label)` may drive a progress bar."""
 
-    def __init__(self, out_dir: str | Path, on_progress: Callable[[str, float, str | None], None] | None = None,
-                 stop: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        on_progress: Callable[[str, float, str | None], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.on_progress, self._stop = on_progress, stop

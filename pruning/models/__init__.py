@@ -5,6 +5,7 @@ model accepts those keywords so a job spec or an architecture JSON can rebuild i
 module registers its factories with `@register_model("name")`; importing this package imports
 them all, so `MODELS` / `list_models()` is complete after `import pruning.models`.
 """
+
 from __future__ import annotations
 
 from .convnet import convnet
@@ -13,5 +14,14 @@ from .resnet import resnet20, resnet56
 from .vgg import vgg16_bn
 from .zoo import MODELS, build_model, list_models, register_model
 
-__all__ = ["MODELS", "build_model", "convnet", "list_models", "mobilenetv2", "register_model", "resnet20",
-           "resnet56", "vgg16_bn"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "convnet",
+    "list_models",
+    "mobilenetv2",
+    "register_model",
+    "resnet20",
+    "resnet56",
+    "vgg16_bn",
+]

@@ -1,5 +1,6 @@
 """A small plain CNN for fast tests on the digits data: three conv-BN-ReLU blocks and a
 flatten into a linear layer (so the flatten dependency is exercised)."""
+
 from __future__ import annotations
 
 import torch
@@ -15,10 +16,16 @@ class ConvNet(nn.Module):
         super().__init__()
         c1, c2, c3, h = (max(1, int(round(c * width))) for c in (32, 64, 64, 128))
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1, bias=False), nn.BatchNorm2d(c3), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
         )
         side = input_size // 2 // 2

@@ -1,5 +1,6 @@
 """MobileNetV2 (Sandler et al., CVPR 2018) for small inputs: inverted residuals with depthwise
 3x3 convs, linear bottlenecks and residual adds where shapes match."""
+
 from __future__ import annotations
 
 import torch
@@ -33,7 +34,15 @@ class InvertedResidual(nn.Module):
 
 
 # (expansion, channels, repeats, stride); strides of the first stages set to 1 for 32 px inputs.
-CIFAR_SETTING = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+CIFAR_SETTING = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 class MobileNetV2(nn.Module):

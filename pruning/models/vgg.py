@@ -1,5 +1,6 @@
 """VGG-16 with BatchNorm, the CIFAR variant used by Li et al. 2016 (L1 filter pruning) and
 Liu et al. 2017 (Network Slimming): 13 convs, global pooling, one classifier layer."""
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 
 Zoo modules register their factories with `@register_model("name")`; `pruning.models`
 imports every zoo module, so the registry is complete once `pruning.models` is imported."""
+
 from __future__ import annotations
 
 import inspect

@@ -2,6 +2,7 @@
 weights and `supernet.json` the zoo model, its arguments, widths and BN kind, so loading
 rebuilds it with the zoo alone and never unpickles anything. `full.safetensors` holds the
 plain zoo model at the largest width (the start of an AutoSlim search)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,12 @@ META_FILE = "supernet.json"
 FULL_FILE = "full.safetensors"
 
 
-def save_supernet(model: SlimmableNet, out_dir: str | Path, extra: dict[str, Any] | None = None,
-                  calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Path:
+def save_supernet(
+    model: SlimmableNet,
+    out_dir: str | Path,
+    extra: dict[str, Any] | None = None,
+    calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> Path:
     """Write the supernet's weights and description into `out_dir`, plus the plain model at
     its largest width (BN calibrated on `calibration` first for a universal network); returns
     the JSON's path. The network must come from the zoo (`zoo` set) so that it can be rebuilt."""
@@ -37,7 +42,13 @@ def save_supernet(model: SlimmableNet, out_dir: str | Path, extra: dict[str, Any
     full = FULL_FILE if model.max_width == 1.0 else None
     if full:
         save_weights(model.to_plain(), out / full)
-    meta = {"format": SUPERNET_FORMAT, **model.describe(), "weights": WEIGHTS_FILE, "full_weights": full, **(extra or {})}
+    meta = {
+        "format": SUPERNET_FORMAT,
+        **model.describe(),
+        "weights": WEIGHTS_FILE,
+        "full_weights": full,
+        **(extra or {}),
+    }
     path = out / META_FILE
     path.write_text(json.dumps(meta, indent=1))
     return path

@@ -4,6 +4,7 @@ Networks", 2018): a slimmable network keeps the first k channels of every layer.
 Each layer reads its input width from the tensor it receives, so only the output width is
 set from outside (per channel group, see `network.SlimmableNet`). A linear layer after a
 flatten keeps the first k channels' features because the flatten is channel-major."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -143,8 +144,16 @@ def plain_copy(module: nn.Module) -> nn.Module | None:
     if isinstance(module, SwitchableBatchNorm2d):
         return module.as_plain()
     if isinstance(module, SlimConv2d):
-        conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                         module.dilation, module.groups, module.bias is not None)
+        conv = nn.Conv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.groups,
+            module.bias is not None,
+        )
         conv.load_state_dict(module.state_dict())
         return conv
     if isinstance(module, SlimLinear):

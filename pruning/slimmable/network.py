@@ -7,6 +7,7 @@ through a residual add stay consistent, and a per-group configuration (a kept-ch
 per group, as AutoSlim searches) needs nothing more. Every group keeps its first k channels;
 `export` cuts exactly those channels out of a plain copy with `pruning.cut.prune`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,8 +46,15 @@ class SlimmableNet(nn.Module):
     and any width in [min(widths), max(widths)], per group too (statistics are calibrated per
     width after training); otherwise each width of `widths` has its own switchable BN."""
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int], widths: Sequence[float], universal: bool = False,
-                 zoo: str | None = None, zoo_args: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        widths: Sequence[float],
+        universal: bool = False,
+        zoo: str | None = None,
+        zoo_args: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         widths = sorted({float(w) for w in widths})
         if not widths or widths[0] <= 0 or widths[-1] > 1:
@@ -87,7 +95,9 @@ class SlimmableNet(nn.Module):
         grouped = {b for bns in self.group_bns.values() for b in bns}
         loose = [n for n, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm) and n not in grouped]
         if loose:
-            raise PruningError(f"BatchNorm layers outside any channel group cannot be made slimmable: {', '.join(loose)}")
+            raise PruningError(
+                f"BatchNorm layers outside any channel group cannot be made slimmable: {', '.join(loose)}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -108,23 +118,28 @@ class SlimmableNet(nn.Module):
 
     def bounds(self) -> dict[str, tuple[int, int]]:
         """Smallest and largest kept channels of each group that the training covered."""
-        return {k: (width_channels(c, self.min_width), width_channels(c, self.max_width))
-                for k, c in self.group_channels.items()}
+        return {
+            k: (width_channels(c, self.min_width), width_channels(c, self.max_width))
+            for k, c in self.group_channels.items()
+        }
 
     def random_config(self, rng: random.Random, per_layer: bool = True) -> Config:
         """A random configuration in the trained range: one width per group (`per_layer`) or
         one for the whole network, drawn uniformly in [min_width, max_width]."""
         if not per_layer:
             return self.config_for_width(rng.uniform(self.min_width, self.max_width))
-        return {k: width_channels(c, rng.uniform(self.min_width, self.max_width))
-                for k, c in self.group_channels.items()}
+        return {
+            k: width_channels(c, rng.uniform(self.min_width, self.max_width)) for k, c in self.group_channels.items()
+        }
 
     def _width_index(self, config: Mapping[str, int]) -> int:
         for i, w in enumerate(self.widths):
             if self.config_for_width(w) == dict(config):
                 return i
-        raise PruningError("a network with switchable BN runs only at its trained widths "
-                           f"{self.widths}; train it with universal=True for other configurations")
+        raise PruningError(
+            "a network with switchable BN runs only at its trained widths "
+            f"{self.widths}; train it with universal=True for other configurations"
+        )
 
     def set_config(self, config: Mapping[str, int]) -> None:
         """Run at a per-group configuration (missing groups keep their full width)."""
@@ -187,12 +202,24 @@ class SlimmableNet(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able facts that rebuild this network around its saved weights."""
-        return {"zoo": self.zoo, "args": self.zoo_args, "widths": self.widths, "universal": self.universal,
-                "input_shape": list(self.input_shape), "groups": dict(self.group_channels)}
+        return {
+            "zoo": self.zoo,
+            "args": self.zoo_args,
+            "widths": self.widths,
+            "universal": self.universal,
+            "input_shape": list(self.input_shape),
+            "groups": dict(self.group_channels),
+        }
 
 
-def make_slimmable(model: nn.Module, input_shape: Sequence[int], widths: Sequence[float], universal: bool = False,
-                   zoo: str | None = None, zoo_args: Mapping[str, Any] | None = None) -> SlimmableNet:
+def make_slimmable(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    widths: Sequence[float],
+    universal: bool = False,
+    zoo: str | None = None,
+    zoo_args: Mapping[str, Any] | None = None,
+) -> SlimmableNet:
     """A slimmable copy of `model` for `widths` (the model itself is left alone)."""
     return SlimmableNet(model, input_shape, widths, universal, zoo, zoo_args)
 
@@ -222,4 +249,3 @@ def calibrate_bn(model: SlimmableNet, batches: Iterable[tuple[torch.Tensor, torc
 def export_config(model: SlimmableNet, config: Mapping[str, int] | float | None = None) -> nn.Module:
     """A plain zoo model of one width or per-group configuration, channels cut for real."""
     return model.export(config)
-

@@ -6,6 +6,7 @@
   and `num_random` random ones per step) with inplace distillation: the largest learns from
   the labels, the others from its soft predictions (detached).
 """
+
 from __future__ import annotations
 
 import random
@@ -47,8 +48,9 @@ def step_configs(model: SlimmableNet, cfg: SlimTrainConfig, rng: random.Random) 
     return configs
 
 
-def accumulate_gradients(model: SlimmableNet, x: torch.Tensor, y: torch.Tensor, configs: list[Config],
-                         distill: bool) -> list[float]:
+def accumulate_gradients(
+    model: SlimmableNet, x: torch.Tensor, y: torch.Tensor, configs: list[Config], distill: bool
+) -> list[float]:
     """Forward and backpropagate the batch at each configuration in turn (gradients add up
     in `.grad`); with `distill`, every configuration after the first learns from the first's
     soft predictions. Each loss is scaled by 1/len(configs), so the accumulated gradient is
@@ -72,8 +74,13 @@ def accumulate_gradients(model: SlimmableNet, x: torch.Tensor, y: torch.Tensor, 
     return losses
 
 
-def train_slimmable(model: SlimmableNet, data: Dataset | DataLoader, config: SlimTrainConfig | None = None,
-                    progress: ProgressFn | None = None, device: str | torch.device | None = "auto") -> SlimmableNet:
+def train_slimmable(
+    model: SlimmableNet,
+    data: Dataset | DataLoader,
+    config: SlimTrainConfig | None = None,
+    progress: ProgressFn | None = None,
+    device: str | torch.device | None = "auto",
+) -> SlimmableNet:
     """Train all widths of `model` at once (SGD, cosine schedule, as `pruning.train.train`);
     one optimiser step per batch after the gradients of every width have accumulated."""
     cfg = config or SlimTrainConfig()
@@ -90,16 +97,27 @@ def train_slimmable(model: SlimmableNet, data: Dataset | DataLoader, config: Sli
             sched.step()
             step += 1
             if progress is not None and (step % steps_per_epoch == 0 or step == total):
-                progress(step / total, {"step": step, "epoch": step / steps_per_epoch, "loss": losses[0],
-                                        "loss_smallest": losses[-1 if not model.universal else 1]})
+                progress(
+                    step / total,
+                    {
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "loss": losses[0],
+                        "loss_smallest": losses[-1 if not model.universal else 1],
+                    },
+                )
             if step >= total:
                 break
     return model.eval()
 
 
-def evaluate_config(model: SlimmableNet, data: Dataset | DataLoader, config: Mapping[str, int] | float,
-                    calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                    max_batches: int | None = None) -> float:
+def evaluate_config(
+    model: SlimmableNet,
+    data: Dataset | DataLoader,
+    config: Mapping[str, int] | float,
+    calibration: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    max_batches: int | None = None,
+) -> float:
     """Top-1 accuracy at one width or configuration; a universal network's BN statistics are
     calibrated on `calibration` first (when given)."""
     if isinstance(config, (int, float)) and not isinstance(config, bool):
@@ -109,4 +127,3 @@ def evaluate_config(model: SlimmableNet, data: Dataset | DataLoader, config: Map
     if calibration is not None and model.universal:
         calibrate_bn(model, calibration)
     return evaluate(model, data, max_batches=max_batches)
-

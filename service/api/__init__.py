@@ -1,4 +1,5 @@
 """The REST API (FastAPI): one router per resource."""
+
 from .app import create_app
 
 __all__ = ["create_app"]

@@ -1,5 +1,6 @@
 """The FastAPI app: routers per resource, the store and scheduler held in `app.state`,
 migrations applied at start, validation errors as one readable line (plus the details)."""
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -59,9 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sched.stop()
             store.dispose()
 
-    app = FastAPI(title="Secateurs", version="0.1.0", lifespan=lifespan,
-                  description="Prune convolutional networks as a service: upload a model, submit a compression job, "
-                              "follow its candidates, download the pruned model.")
+    app = FastAPI(
+        title="Secateurs",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Prune convolutional networks as a service: upload a model, submit a compression job, "
+        "follow its candidates, download the pruned model.",
+    )
     app.state.settings, app.state.store = settings, store
     app.state.wake_scheduler = lambda: None
     app.state.metrics = health.metrics_registry(store)

@@ -1,5 +1,6 @@
 """`/healthz` and Prometheus `/metrics` (jobs by status, candidates evaluated, evaluation
 seconds), read from the store at scrape time so every API process reports the same totals."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -29,7 +30,9 @@ class StoreCollector:
         yield jobs
         n, secs = self.store.candidate_totals()
         yield CounterMetricFamily("secateurs_candidates_evaluated", "Candidates evaluated, all jobs", value=n)
-        yield CounterMetricFamily("secateurs_evaluation_seconds", "Seconds spent evaluating candidates, all jobs", value=secs)
+        yield CounterMetricFamily(
+            "secateurs_evaluation_seconds", "Seconds spent evaluating candidates, all jobs", value=secs
+        )
 
 
 def metrics_registry(store: Store) -> CollectorRegistry:

@@ -1,5 +1,6 @@
 """`/v1/jobs`: submit, list, inspect, follow (candidates and events after N), cancel, and the
 artifacts of finished jobs. Every id belongs to one team; another team's id answers 404."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -42,11 +43,24 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, j: Job) -> "JobOut":
-        return cls(id=j.id, status=j.status, phase=j.phase, progress=j.progress, priority=j.priority,
-                   candidates_evaluated=j.candidates_evaluated, best=j.best, summary=j.summary, error=j.error,
-                   attempts=j.attempts, cancel_requested=j.cancel_requested, created_at=as_utc(j.created_at),
-                   started_at=as_utc(j.started_at), finished_at=as_utc(j.finished_at),
-                   heartbeat_at=as_utc(j.heartbeat_at), spec=j.spec)
+        return cls(
+            id=j.id,
+            status=j.status,
+            phase=j.phase,
+            progress=j.progress,
+            priority=j.priority,
+            candidates_evaluated=j.candidates_evaluated,
+            best=j.best,
+            summary=j.summary,
+            error=j.error,
+            attempts=j.attempts,
+            cancel_requested=j.cancel_requested,
+            created_at=as_utc(j.created_at),
+            started_at=as_utc(j.started_at),
+            finished_at=as_utc(j.finished_at),
+            heartbeat_at=as_utc(j.heartbeat_at),
+            spec=j.spec,
+        )
 
 
 class JobDetail(JobOut):
@@ -75,22 +89,30 @@ def _job(store: Store, team: Team, job_id: int) -> Job:
 
 
 @router.post("", status_code=201, response_model=JobOut, summary="Submit a compression job")
-async def submit_job(spec: JobConfig, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store),
-                     settings: Settings = Depends(get_settings)) -> JobOut:
+async def submit_job(
+    spec: JobConfig,
+    request: Request,
+    team: Team = Depends(current_team),
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
+) -> JobOut:
     try:
         config = await run_in_threadpool(resolve_config, spec, team.id, store, settings)
     except SpecError as exc:
         raise HTTPException(422, str(exc)) from exc
-    job = store.create_job(team.id, spec.model_dump(mode="json"), config.model_dump(mode="json"),
-                           spec.priority)
+    job = store.create_job(team.id, spec.model_dump(mode="json"), config.model_dump(mode="json"), spec.priority)
     request.app.state.wake_scheduler()
     return JobOut.of(job)
 
 
 @router.get("", response_model=JobPage, summary="The team's jobs, newest first")
-def list_jobs(status_: JobStatus | None = Query(None, alias="status", description="only jobs with this status"),
-              limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
-              team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobPage:
+def list_jobs(
+    status_: JobStatus | None = Query(None, alias="status", description="only jobs with this status"),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    team: Team = Depends(current_team),
+    store: Store = Depends(get_store),
+) -> JobPage:
     items, total = store.list_jobs(team.id, status_, limit, offset)
     return JobPage(items=[JobOut.of(j) for j in items], total=total, limit=limit, offset=offset)
 
@@ -102,22 +124,39 @@ def get_job(job_id: int, team: Team = Depends(current_team), store: Store = Depe
 
 
 @router.get("/{job_id}/candidates", summary="Evaluated candidates with seq > after")
-def list_candidates(job_id: int, after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
-                    team: Team = Depends(current_team), store: Store = Depends(get_store)) -> list[dict[str, Any]]:
+def list_candidates(
+    job_id: int,
+    after: int = Query(0, ge=0),
+    limit: int = Query(500, ge=1, le=5000),
+    team: Team = Depends(current_team),
+    store: Store = Depends(get_store),
+) -> list[dict[str, Any]]:
     _job(store, team, job_id)
-    return [{"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)} for c in store.list_candidates(job_id, after, limit)]
+    return [
+        {"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)}
+        for c in store.list_candidates(job_id, after, limit)
+    ]
 
 
 @router.get("/{job_id}/events", summary="Job events with seq > after")
-def list_events(job_id: int, after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
-                team: Team = Depends(current_team), store: Store = Depends(get_store)) -> list[dict[str, Any]]:
+def list_events(
+    job_id: int,
+    after: int = Query(0, ge=0),
+    limit: int = Query(500, ge=1, le=5000),
+    team: Team = Depends(current_team),
+    store: Store = Depends(get_store),
+) -> list[dict[str, Any]]:
     _job(store, team, job_id)
-    return [{"id": e.seq, "kind": e.kind, "message": e.message, "data": e.data, "created_at": as_utc(e.created_at)}
-            for e in store.list_events(job_id, after, limit)]
+    return [
+        {"id": e.seq, "kind": e.kind, "message": e.message, "data": e.data, "created_at": as_utc(e.created_at)}
+        for e in store.list_events(job_id, after, limit)
+    ]
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Stop a queued or running job")
-def cancel_job(job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobOut:
+def cancel_job(
+    job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
+) -> JobOut:
     job = store.request_cancel(job_id, team.id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
@@ -126,15 +165,25 @@ def cancel_job(job_id: int, request: Request, team: Team = Depends(current_team)
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], summary="Output files of a finished job")
-def list_artifacts(job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> list[ArtifactOut]:
+def list_artifacts(
+    job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
+) -> list[ArtifactOut]:
     _job(store, team, job_id)
-    return [ArtifactOut(name=a.name, size=a.size, sha256=a.sha256,
-                        url=str(request.url_for("download_artifact", job_id=job_id, name=a.name)))
-            for a in store.list_artifacts(job_id)]
+    return [
+        ArtifactOut(
+            name=a.name,
+            size=a.size,
+            sha256=a.sha256,
+            url=str(request.url_for("download_artifact", job_id=job_id, name=a.name)),
+        )
+        for a in store.list_artifacts(job_id)
+    ]
 
 
 @router.get("/{job_id}/artifacts/{name:path}", summary="Download one artifact", response_class=FileResponse)
-def download_artifact(job_id: int, name: str, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> FileResponse:
+def download_artifact(
+    job_id: int, name: str, team: Team = Depends(current_team), store: Store = Depends(get_store)
+) -> FileResponse:
     _job(store, team, job_id)
     match = next((a for a in store.list_artifacts(job_id) if a.name == name), None)
     if match is None or not Path(match.path).is_file():

@@ -1,4 +1,5 @@
 """`/v1/strategies`, `/v1/evaluators`, `/v1/zoo`, `/v1/me`: what a job spec may name, and who the token belongs to."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends

@@ -1,6 +1,7 @@
 """`/v1/models`: upload trained weights for a zoo architecture (safetensors or a weights-only
 `.pt` state dict; bounded size; SHA-256 stored). A file is accepted only if it loads, without
 unpickling, into the named zoo model built with the given arguments."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,15 @@ class ModelOut(BaseModel):
 
     @classmethod
     def of(cls, m: Model) -> "ModelOut":
-        return cls(id=m.id, zoo=m.zoo, args=m.args, filename=m.filename, size=m.size, sha256=m.sha256, created_at=as_utc(m.created_at))
+        return cls(
+            id=m.id,
+            zoo=m.zoo,
+            args=m.args,
+            filename=m.filename,
+            size=m.size,
+            sha256=m.sha256,
+            created_at=as_utc(m.created_at),
+        )
 
 
 def _parse_args(text: str) -> dict[str, Any]:
@@ -81,11 +90,15 @@ async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: 
 
 
 @router.post("", status_code=201, response_model=ModelOut, summary="Upload trained weights for a zoo model")
-async def upload_model(request: Request, zoo: str = Form(..., description="zoo architecture, e.g. convnet"),
-                       args: str = Form("{}", description="JSON object of the zoo model's arguments"),
-                       file: UploadFile = File(..., description="safetensors or weights-only .pt state dict"),
-                       team: Team = Depends(current_team), store: Store = Depends(get_store),
-                       settings: Settings = Depends(get_settings)) -> ModelOut:
+async def upload_model(
+    request: Request,
+    zoo: str = Form(..., description="zoo architecture, e.g. convnet"),
+    args: str = Form("{}", description="JSON object of the zoo model's arguments"),
+    file: UploadFile = File(..., description="safetensors or weights-only .pt state dict"),
+    team: Team = Depends(current_team),
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
+) -> ModelOut:
     declared = int(request.headers.get("content-length") or 0)
     if declared > settings.max_upload_bytes + CHUNK:
         raise HTTPException(413, f"file: larger than the {settings.max_upload_bytes:,} byte limit")

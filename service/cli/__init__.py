@@ -1,5 +1,6 @@
 """The `secateurs` command line. Each command group lives in its own module with a
 `register(subparsers)` function; errors a user can fix become one line and exit status 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,9 @@ COMMAND_MODULES = ["engine", "unstructured", "search", "slimmable", "server", "j
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available command registered."""
-    parser = argparse.ArgumentParser(prog="secateurs", description="Prune convolutional networks: search, cut, fine-tune, export.")
+    parser = argparse.ArgumentParser(
+        prog="secateurs", description="Prune convolutional networks: search, cut, fine-tune, export."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:

@@ -1,4 +1,5 @@
 """`python -m service.cli` runs the `secateurs` command line."""
+
 import sys
 
 from . import main

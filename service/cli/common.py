@@ -1,4 +1,5 @@
 """Helpers shared by CLI commands: clear one-line errors, progress bars on stderr, JSON output."""
+
 from __future__ import annotations
 
 import argparse

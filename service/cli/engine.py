@@ -3,6 +3,7 @@
 `train` writes `OUT.safetensors` plus a sidecar `OUT.json` (zoo name and arguments); `prune`
 cuts a model at one rate (uniform, or with `--global` one threshold over all layers), reports
 accuracy, FLOPs, parameters and measured latency before and after, and exports the result."""
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,12 @@ def add_model_args(p: argparse.ArgumentParser, weights_required: bool = False) -
     p.add_argument("--model", required=True, help=f"zoo model: {', '.join(list_models())}")
     p.add_argument("--weights", required=weights_required, help="safetensors (or weights-only .pt) checkpoint")
     p.add_argument("--data", required=True, help=f"data set: {', '.join(DATASETS)} (cifar10:PATH, imagefolder:PATH)")
-    p.add_argument("--input-size", type=int, default=None, help="image side in pixels (default: the checkpoint's, else the data set's)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="image side in pixels (default: the checkpoint's, else the data set's)",
+    )
     p.add_argument("--width", type=float, default=None, help="zoo width multiplier (default: the checkpoint's, else 1)")
     p.add_argument("--subset", type=int, default=None, help="use a seeded subset of this many training images")
     p.add_argument("--seed", type=int, default=0)
@@ -79,16 +85,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     extra = slimming_penalty(args.slimming_penalty) if args.slimming_penalty > 0 else None
     with progress_bar(1.0, f"train {args.model}", unit="run") as bar:
+
         def step(frac: float, info: dict) -> None:
             bar.n = round(frac, 4)
             bar.set_postfix(epoch=f"{info['epoch']:.1f}", loss=f"{info['loss']:.3f}")
             bar.refresh()
+
         train(model, data.train, cfg, extra_loss=extra, progress=step, device=args.device)
     accuracy = evaluate(model, data.test)
-    sidecar = save_checkpoint(model.cpu(), args.out, args.model, zoo_args,
-                              {"data": args.data, "epochs": args.epochs, "test_accuracy": accuracy})
-    result = {"model": args.model, "data": args.data, "epochs": args.epochs, "accuracy": accuracy,
-              "weights": args.out, "sidecar": str(sidecar), "args": zoo_args}
+    sidecar = save_checkpoint(
+        model.cpu(),
+        args.out,
+        args.model,
+        zoo_args,
+        {"data": args.data, "epochs": args.epochs, "test_accuracy": accuracy},
+    )
+    result = {
+        "model": args.model,
+        "data": args.data,
+        "epochs": args.epochs,
+        "accuracy": accuracy,
+        "weights": args.out,
+        "sidecar": str(sidecar),
+        "args": zoo_args,
+    }
     print(f"test accuracy {accuracy:.4f}; weights {args.out}, sidecar {sidecar}")
     if args.json:
         emit_json(result)
@@ -123,6 +143,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     shape = (data.in_channels, data.input_size, data.input_size)
     out = Path(args.out)
     with progress_bar(5 + args.finetune_epochs, f"prune {args.model}", unit="step") as bar:
+
         def stage(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
@@ -139,13 +160,23 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         onnx_diff = _export(pruned, out, args.model, zoo_args, shape)
         stage("exported")
     result = {
-        "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
-        "flops_before": before["flops"], "flops_after": after["flops"],
-        "params_before": before["params"], "params_after": after["params"],
-        "latency_ms_before": before["latency_ms"], "latency_ms_after": after["latency_ms"],
-        "latency_batch_size": args.latency_batch_size, "device": str(device),
-        "model": args.model, "criterion": args.criterion, "rate": args.rate, "global": args.global_rank,
-        "finetune_epochs": args.finetune_epochs, "onnx_max_abs_diff": onnx_diff, "out": str(out),
+        "accuracy_before": before["accuracy"],
+        "accuracy_after": after["accuracy"],
+        "flops_before": before["flops"],
+        "flops_after": after["flops"],
+        "params_before": before["params"],
+        "params_after": after["params"],
+        "latency_ms_before": before["latency_ms"],
+        "latency_ms_after": after["latency_ms"],
+        "latency_batch_size": args.latency_batch_size,
+        "device": str(device),
+        "model": args.model,
+        "criterion": args.criterion,
+        "rate": args.rate,
+        "global": args.global_rank,
+        "finetune_epochs": args.finetune_epochs,
+        "onnx_max_abs_diff": onnx_diff,
+        "out": str(out),
     }
     (out / "report.json").write_text(json.dumps(result, indent=1))
     for line in _summary_lines(result):
@@ -174,8 +205,9 @@ def _finetune(args: argparse.Namespace, pruned: Any, teacher: Any, data: DataSpl
         bar.set_postfix_str(f"fine-tune loss {info['loss']:.3f}")
         bar.refresh()
 
-    cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                      kd_alpha=args.kd_alpha)
+    cfg = TrainConfig(
+        epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, kd_alpha=args.kd_alpha
+    )
     train(pruned, data.train, cfg, teacher=teacher if args.kd_alpha > 0 else None, progress=step, device=device)
     bar.n = done + args.finetune_epochs
 
@@ -189,8 +221,12 @@ def _export(pruned: Any, out: Path, zoo: str, zoo_args: dict[str, Any], shape: t
 
 
 def _measure(model: Any, data: DataSplits, shape: tuple[int, int, int], batch_size: int) -> dict[str, Any]:
-    return {"accuracy": evaluate(model, data.test), "flops": count_flops(model, shape), "params": count_params(model),
-            "latency_ms": measure_latency(model, shape, batch_size=batch_size)}
+    return {
+        "accuracy": evaluate(model, data.test),
+        "flops": count_flops(model, shape),
+        "params": count_params(model),
+        "latency_ms": measure_latency(model, shape, batch_size=batch_size),
+    }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -200,8 +236,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=float, default=10)
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--slimming-penalty", type=float, default=0.0,
-                   help="L1 strength on BN gammas (Network Slimming sparsity training, e.g. 1e-4)")
+    t.add_argument(
+        "--slimming-penalty",
+        type=float,
+        default=0.0,
+        help="L1 strength on BN gammas (Network Slimming sparsity training, e.g. 1e-4)",
+    )
     t.add_argument("--out", required=True, help="checkpoint path, e.g. ckpt.safetensors (sidecar ckpt.json next to it)")
     t.set_defaults(func=_cmd_train)
 
@@ -209,13 +249,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.add_argument("--criterion", default="l1", help=f"importance criterion: {', '.join(sorted(CRITERIA))}")
     p.add_argument("--rate", type=float, required=True, help="fraction of channels to cut, in (0, 1)")
-    p.add_argument("--global", dest="global_rank", action="store_true",
-                   help="one global threshold over all layers instead of the same rate per layer")
+    p.add_argument(
+        "--global",
+        dest="global_rank",
+        action="store_true",
+        help="one global threshold over all layers instead of the same rate per layer",
+    )
     p.add_argument("--finetune-epochs", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
     p.add_argument("--kd-alpha", type=float, default=0.0, help="distil from the unpruned model during fine-tuning")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--calibration-batches", type=int, default=4, help="training batches for data-dependent criteria and adaptive BN")
+    p.add_argument(
+        "--calibration-batches",
+        type=int,
+        default=4,
+        help="training batches for data-dependent criteria and adaptive BN",
+    )
     p.add_argument("--no-adaptive-bn", action="store_true", help="skip BN recalibration after the cut")
     p.add_argument("--round-to", type=int, default=1, help="round kept channels up to a multiple")
     p.add_argument("--latency-batch-size", type=int, default=1)

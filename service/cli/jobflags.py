@@ -106,7 +106,9 @@ def _add(parser: argparse.ArgumentParser, leaf: Leaf) -> None:
     elif leaf.path == "model.args":
         kw.update(default="{}", metavar="JSON")
     elif leaf.path == "target":
-        kw.update(required=True, metavar="KIND=VALUE", help="flops=0.5, params=120k, memory=2MB, latency=3ms, latency=0.6")
+        kw.update(
+            required=True, metavar="KIND=VALUE", help="flops=0.5, params=120k, memory=2MB, latency=3ms, latency=0.6"
+        )
     elif kind is bool:
         kw.pop("metavar")
         kw.update(action=argparse.BooleanOptionalAction, default=leaf.default)

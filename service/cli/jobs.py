@@ -1,6 +1,7 @@
 """Job commands against a running server: `submit`, `jobs`, `status`, `watch` (live tqdm
 bar), `cancel`, `fetch`, `upload`. Server and token from `--url`/`--token` or
 `SECATEURS_URL`/`SECATEURS_TOKEN`."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ def read_spec(path: str) -> dict[str, Any]:
 def _line(job: dict[str, Any]) -> str:
     best = job.get("best") or {}
     score = f" best={best['score']:.4f}" if "score" in best else ""
-    return (f"{job['id']:>5}  {job['status']:<9}  {job['progress'] * 100:5.1f}%  {job['candidates_evaluated']:>4} cand"
-            f"{score}  {job['phase']}")
+    return (
+        f"{job['id']:>5}  {job['status']:<9}  {job['progress'] * 100:5.1f}%  {job['candidates_evaluated']:>4} cand"
+        f"{score}  {job['phase']}"
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -73,8 +76,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: {job['error']}")
     if job.get("summary"):
         s = job["summary"]
-        for key in ("accuracy_before", "accuracy_after", "flops_before", "flops_after", "params_before", "params_after",
-                    "latency_ms_before", "latency_ms_after"):
+        for key in (
+            "accuracy_before",
+            "accuracy_after",
+            "flops_before",
+            "flops_after",
+            "params_before",
+            "params_after",
+            "latency_ms_before",
+            "latency_ms_after",
+        ):
             if key in s:
                 print(f"  {key:<18} {s[key]}")
     return 0
@@ -89,8 +100,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
             for job in c.follow(args.id, poll=args.poll):
                 bar.n = round(job["progress"] * 100, 1)
                 best = job.get("best") or {}
-                bar.set_postfix_str(f"{job['status']} | {job['phase'][:40]} | {job['candidates_evaluated']} cand"
-                                    + (f" | best {best['score']:.4f}" if "score" in best else ""), refresh=False)
+                bar.set_postfix_str(
+                    f"{job['status']} | {job['phase'][:40]} | {job['candidates_evaluated']} cand"
+                    + (f" | best {best['score']:.4f}" if "score" in best else ""),
+                    refresh=False,
+                )
                 bar.refresh()
         finally:
             bar.close()
@@ -166,4 +180,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("upload", cmd_upload, "upload trained weights (safetensors or weights-only .pt); prints the model id")
     p.add_argument("file")
     p.add_argument("--zoo", required=True, help="zoo architecture of the weights")
-    p.add_argument("--args", default="{}", help="JSON object of the zoo model's arguments (num_classes, in_channels, ...)")
+    p.add_argument(
+        "--args", default="{}", help="JSON object of the zoo model's arguments (num_classes, in_channels, ...)"
+    )

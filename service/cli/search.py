@@ -1,5 +1,6 @@
 """`secateurs search`: search per-layer pruning rates for a target, fine-tune the winner and
 export it, locally (the same `workers.pipeline.run_pipeline` the service's Ray tasks run)."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,13 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     names = list_strategies()
     p = subparsers.add_parser(
-        "search", help="search per-layer pruning rates for a target, fine-tune and export",
+        "search",
+        help="search per-layer pruning rates for a target, fine-tune and export",
         description="Search per-layer pruning rates that meet a target, cut and fine-tune the winner, export it. "
-                    f"Strategies: {', '.join(names)}.",
+        f"Strategies: {', '.join(names)}.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="strategies:\n" + "\n".join(f"  {n}" for n in names)
-               + "\n\nexample:\n  secateurs search --model resnet20 --data digits --target flops=0.5 "
-                 "--strategy eagleeye --out out/ --json")
+        epilog="strategies:\n"
+        + "\n".join(f"  {n}" for n in names)
+        + "\n\nexample:\n  secateurs search --model resnet20 --data digits --target flops=0.5 "
+        "--strategy eagleeye --out out/ --json",
+    )
     add_job_flags(p)
     run_opts = p.add_argument_group("run", "where and how this machine runs the job")
     run_opts.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -49,9 +53,13 @@ def build_config(args: argparse.Namespace) -> JobConfig:
 
 def _print_summary(s: dict[str, Any]) -> None:
     lat = lambda v: "n/a" if v is None else f"{v:.3f} ms"  # noqa: E731
-    print(f"strategy {s['strategy']} ({s['evaluator']}), target {s['target']}: "
-          f"{s['candidates']} candidates in {s['search_seconds']:.1f}s")
-    print(f"  accuracy  {s['accuracy_before']:.4f} -> {s['accuracy_after']:.4f} (cut, before fine-tune {s['accuracy_pruned']:.4f})")
+    print(
+        f"strategy {s['strategy']} ({s['evaluator']}), target {s['target']}: "
+        f"{s['candidates']} candidates in {s['search_seconds']:.1f}s"
+    )
+    print(
+        f"  accuracy  {s['accuracy_before']:.4f} -> {s['accuracy_after']:.4f} (cut, before fine-tune {s['accuracy_pruned']:.4f})"
+    )
     print(f"  FLOPs     {s['flops_before']:,} -> {s['flops_after']:,} ({s['flops_after'] / s['flops_before']:.1%})")
     print(f"  params    {s['params_before']:,} -> {s['params_after']:,} ({s['params_after'] / s['params_before']:.1%})")
     print(f"  latency   {lat(s['latency_ms_before'])} -> {lat(s['latency_ms_after'])}")

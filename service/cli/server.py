@@ -1,5 +1,6 @@
 """`secateurs serve` (the API, scheduler and a local Ray unless RAY_ADDRESS is set) and
 `secateurs token create|revoke` (admin commands working on the database directly)."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
-    print(f"secateurs: serving on http://{host}:{port} (database {settings.db_url.split('@')[-1]}, data {settings.data_dir})",
-          file=sys.stderr, flush=True)
+    print(
+        f"secateurs: serving on http://{host}:{port} (database {settings.db_url.split('@')[-1]}, data {settings.data_dir})",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level)
     return 0
 

@@ -1,6 +1,7 @@
 """`secateurs slimmable`: train a slimmable network once for many widths (`train`), and
 materialise one width as a plain, physically smaller model (`export`). The trained supernet
 feeds `secateurs search --strategy autoslim --option supernet=DIR`."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,29 +22,40 @@ def _widths(text: str) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `slimmable` command group."""
-    p = subparsers.add_parser("slimmable", help="train slimmable networks (one set of weights, many widths)",
-                              description="Slimmable networks (Yu et al. 2018) and universally slimmable training "
-                                          "(Yu & Huang 2019).")
+    p = subparsers.add_parser(
+        "slimmable",
+        help="train slimmable networks (one set of weights, many widths)",
+        description="Slimmable networks (Yu et al. 2018) and universally slimmable training (Yu & Huang 2019).",
+    )
     sub = p.add_subparsers(dest="slimmable_command", metavar="SUBCOMMAND")
     sub.required = True
 
-    t = sub.add_parser("train", help="train a slimmable supernet and save it (safetensors + JSON)",
-                       epilog="example:\n  secateurs slimmable train --model resnet20 --data digits "
-                              "--widths 0.25,0.5,0.75,1.0 --universal --out out/supernet\n"
-                              "  secateurs search --model resnet20 --strategy autoslim --option supernet=out/supernet "
-                              "--target flops=0.5 --out out/autoslim",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = sub.add_parser(
+        "train",
+        help="train a slimmable supernet and save it (safetensors + JSON)",
+        epilog="example:\n  secateurs slimmable train --model resnet20 --data digits "
+        "--widths 0.25,0.5,0.75,1.0 --universal --out out/supernet\n"
+        "  secateurs search --model resnet20 --strategy autoslim --option supernet=out/supernet "
+        "--target flops=0.5 --out out/autoslim",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     t.add_argument("--model", required=True, help="zoo model name (e.g. resnet20, convnet)")
     t.add_argument("--data", default="digits", help="data set: digits, fashion-mnist, cifar10:PATH, imagefolder:PATH")
     t.add_argument("--input-size", type=int, help="input size in pixels (default: the data set's)")
     t.add_argument("--subset", type=int, help="use only this many training images")
     t.add_argument("--widths", default="0.25,0.5,0.75,1.0", help="width multipliers (default 0.25,0.5,0.75,1.0)")
-    t.add_argument("--universal", action="store_true",
-                   help="universally slimmable: any width in [min, max], per layer too (sandwich rule, inplace "
-                        "distillation, BN calibrated per width); default: switchable BN for the listed widths")
+    t.add_argument(
+        "--universal",
+        action="store_true",
+        help="universally slimmable: any width in [min, max], per layer too (sandwich rule, inplace "
+        "distillation, BN calibrated per width); default: switchable BN for the listed widths",
+    )
     t.add_argument("--num-random", type=int, default=2, help="random widths per step with --universal (default 2)")
-    t.add_argument("--uniform-sampling", action="store_true",
-                   help="with --universal, draw one random width per network instead of one per channel group")
+    t.add_argument(
+        "--uniform-sampling",
+        action="store_true",
+        help="with --universal, draw one random width per network instead of one per channel group",
+    )
     t.add_argument("--no-distill", action="store_true", help="with --universal, train every width on the labels")
     t.add_argument("--epochs", type=float, default=10.0, help="training epochs (default 10)")
     t.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
@@ -87,9 +99,15 @@ def run_train(args: argparse.Namespace) -> int:
     zoo_args = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
     model = build_model(args.model, **zoo_args)
     net = make_slimmable(model, shape, widths, universal=args.universal, zoo=args.model, zoo_args=zoo_args)
-    cfg = SlimTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                          num_random=args.num_random, per_layer=not args.uniform_sampling,
-                          inplace_distillation=not args.no_distill)
+    cfg = SlimTrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_random=args.num_random,
+        per_layer=not args.uniform_sampling,
+        inplace_distillation=not args.no_distill,
+    )
     bar = progress_bar(1.0, f"slimmable {args.model}")
 
     def progress(fraction: float, info: dict) -> None:
@@ -105,10 +123,18 @@ def run_train(args: argparse.Namespace) -> int:
     calib = calibration_batches(data.train, args.calibration_batches, args.batch_size, args.seed)
     accuracies = _accuracies(net, data, calib)
     flops = {f"{w:g}": count_flops(net.export(w), shape) for w in widths}
-    path = save_supernet(net, args.out, extra={"data": args.data, "train": vars(cfg), "test_accuracy": accuracies},
-                         calibration=calib)
-    summary = {"supernet": str(path.parent), "model": args.model, "data": args.data, "widths": widths,
-               "universal": args.universal, "test_accuracy": accuracies, "flops": flops}
+    path = save_supernet(
+        net, args.out, extra={"data": args.data, "train": vars(cfg), "test_accuracy": accuracies}, calibration=calib
+    )
+    summary = {
+        "supernet": str(path.parent),
+        "model": args.model,
+        "data": args.data,
+        "widths": widths,
+        "universal": args.universal,
+        "test_accuracy": accuracies,
+        "flops": flops,
+    }
     if args.json:
         emit_json(summary)
     else:
@@ -134,8 +160,12 @@ def run_export(args: argparse.Namespace) -> int:
         calibrate_bn(net, calibration_batches(data.train, args.calibration_batches, 64, args.seed))
     plain = net.export()
     files = save_model(plain, args.out, net.zoo, net.zoo_args)
-    summary = {"width": args.width, "flops": count_flops(plain, net.input_shape), "params": count_params(plain),
-               "files": {k: str(v) for k, v in files.items()}}
+    summary = {
+        "width": args.width,
+        "flops": count_flops(plain, net.input_shape),
+        "params": count_params(plain),
+        "files": {k: str(v) for k, v in files.items()},
+    }
     if args.json:
         emit_json(summary)
     else:

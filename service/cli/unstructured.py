@@ -1,5 +1,6 @@
 """`secateurs unstructured`: weight masks (magnitude, Han et al.'s iterative prune-retrain,
 Lottery Ticket with rewinding and the random-reinit control) on a zoo model."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,18 @@ METHODS = ("magnitude", "han", "lottery")
 
 def _progress(bar: Any) -> Any:
     """A `progress` callback that moves a tqdm bar over [0, 1] and shows the latest figures."""
+
     def step(frac: float, info: dict) -> None:
         bar.n = round(frac, 4)
         bar.set_postfix({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in info.items()})
         bar.refresh()
+
     return step
 
 
-def _run(args: argparse.Namespace, model: Any, data: DataSplits, zoo_args: dict[str, Any], bar: Any) -> tuple[dict[str, Any], Any]:
+def _run(
+    args: argparse.Namespace, model: Any, data: DataSplits, zoo_args: dict[str, Any], bar: Any
+) -> tuple[dict[str, Any], Any]:
     """Run the chosen method in place on `model`; returns the report figures and the masks."""
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     out: dict[str, Any] = {}
@@ -40,8 +45,18 @@ def _run(args: argparse.Namespace, model: Any, data: DataSplits, zoo_args: dict[
         if args.reinit_control:
             seed_everything(args.seed + 1)
             reinit = build_model(args.model, **zoo_args)
-        res = lottery_ticket(model, data.train, args.sparsity, args.rounds, cfg, args.scope, args.rewind_step,
-                             reinit, data.test, _progress(bar))
+        res = lottery_ticket(
+            model,
+            data.train,
+            args.sparsity,
+            args.rounds,
+            cfg,
+            args.scope,
+            args.rewind_step,
+            reinit,
+            data.test,
+            _progress(bar),
+        )
         out["accuracy_before"] = res.extra["dense_accuracy"]
         if reinit is not None:
             out["reinit_accuracy"] = res.extra["reinit_accuracy"]
@@ -56,9 +71,22 @@ def _run(args: argparse.Namespace, model: Any, data: DataSplits, zoo_args: dict[
             res = None
         else:
             first = cfg if not args.weights else None
-            retrain = TrainConfig(epochs=args.finetune_epochs or 2, lr=args.lr / 5, batch_size=args.batch_size, seed=args.seed)
-            res = han_prune(model, data.train, args.sparsity, args.rounds, args.scope, args.penalty, args.penalty_strength,
-                            first, retrain, data.test, _progress(bar))
+            retrain = TrainConfig(
+                epochs=args.finetune_epochs or 2, lr=args.lr / 5, batch_size=args.batch_size, seed=args.seed
+            )
+            res = han_prune(
+                model,
+                data.train,
+                args.sparsity,
+                args.rounds,
+                args.scope,
+                args.penalty,
+                args.penalty_strength,
+                first,
+                retrain,
+                data.test,
+                _progress(bar),
+            )
     if res is not None:
         masks = res.masks
         out["rounds"] = [{"round": r.round, "sparsity": r.sparsity, "accuracy": r.accuracy} for r in res.history]
@@ -79,8 +107,15 @@ def _cmd_unstructured(args: argparse.Namespace) -> int:
     sp = sparsity(model)
     params = count_params(model)
     result = {
-        "method": args.method, "model": args.model, "scope": args.scope, "target_sparsity": args.sparsity,
-        "sparsity": sp["overall"], "params": params, "params_nonzero": params - sp["zeros"], **out, "out": args.out,
+        "method": args.method,
+        "model": args.model,
+        "scope": args.scope,
+        "target_sparsity": args.sparsity,
+        "sparsity": sp["overall"],
+        "params": params,
+        "params_nonzero": params - sp["zeros"],
+        **out,
+        "out": args.out,
     }
     target = Path(args.out)
     save_model(model.cpu(), target, args.model, zoo_args)
@@ -89,7 +124,9 @@ def _cmd_unstructured(args: argparse.Namespace) -> int:
     print(f"accuracy  {result['accuracy_before']:.4f} -> {result['accuracy_after']:.4f}")
     if "reinit_accuracy" in result:
         print(f"random reinit control: {result['reinit_accuracy']:.4f}")
-    print(f"sparsity  {sp['overall']:.2%} of conv/linear weights are zero ({result['params_nonzero']:,} of {params:,} params non-zero)")
+    print(
+        f"sparsity  {sp['overall']:.2%} of conv/linear weights are zero ({result['params_nonzero']:,} of {params:,} params non-zero)"
+    )
     print(f"exported  {target}")
     if args.json:
         emit_json(result)
@@ -98,19 +135,34 @@ def _cmd_unstructured(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `unstructured` to the CLI."""
-    p = subparsers.add_parser("unstructured", help="unstructured weight masks: magnitude, Han et al. 2015, Lottery Ticket")
+    p = subparsers.add_parser(
+        "unstructured", help="unstructured weight masks: magnitude, Han et al. 2015, Lottery Ticket"
+    )
     add_model_args(p)
     p.add_argument("--method", default="magnitude", help=f"one of: {', '.join(METHODS)}")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of conv/linear weights to zero, in (0, 1)")
-    p.add_argument("--scope", choices=["layer", "global"], default="layer", help="threshold per layer or one global threshold")
+    p.add_argument(
+        "--scope", choices=["layer", "global"], default="layer", help="threshold per layer or one global threshold"
+    )
     p.add_argument("--rounds", type=int, default=3, help="prune rounds (han, lottery); each keeps (1-s)^(1/rounds)")
     p.add_argument("--epochs", type=float, default=5, help="training epochs per round (lottery; han's first training)")
-    p.add_argument("--finetune-epochs", type=float, default=0, help="retraining epochs after the cut (magnitude; per round for han, default 2)")
+    p.add_argument(
+        "--finetune-epochs",
+        type=float,
+        default=0,
+        help="retraining epochs after the cut (magnitude; per round for han, default 2)",
+    )
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--penalty", choices=["l1", "l2"], default="l2", help="han: weight penalty during training")
     p.add_argument("--penalty-strength", type=float, default=1e-5)
-    p.add_argument("--rewind-step", type=int, default=0, help="lottery: rewind to weights after this many steps (0 = init)")
-    p.add_argument("--reinit-control", action="store_true", help="lottery: also train the final mask from a random reinit")
-    p.add_argument("--out", required=True, help="folder for model.safetensors, arch.json, masks.safetensors, report.json")
+    p.add_argument(
+        "--rewind-step", type=int, default=0, help="lottery: rewind to weights after this many steps (0 = init)"
+    )
+    p.add_argument(
+        "--reinit-control", action="store_true", help="lottery: also train the final mask from a random reinit"
+    )
+    p.add_argument(
+        "--out", required=True, help="folder for model.safetensors, arch.json, masks.safetensors, report.json"
+    )
     p.set_defaults(func=_cmd_unstructured)

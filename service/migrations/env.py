@@ -1,5 +1,6 @@
 """Alembic environment: runs migrations on the connection the service hands over in
 `config.attributes["connection"]`, or on `sqlalchemy.url`."""
+
 from __future__ import annotations
 
 from alembic import context

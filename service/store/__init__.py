@@ -1,8 +1,21 @@
 """The SQL store: schema, engines and migrations, the data-access `Store`, and job statuses
 with their legal moves."""
+
 from .status import FINAL, TRANSITIONS, IllegalTransition, JobStatus, check_move
 from .store import LeaseLost, Store, as_utc, candidate_dict, hash_token
 from .tables import FINAL_STATUSES, JOB_STATUSES
 
-__all__ = ["FINAL", "FINAL_STATUSES", "JOB_STATUSES", "TRANSITIONS", "IllegalTransition", "JobStatus", "LeaseLost", "Store",
-           "as_utc", "candidate_dict", "check_move", "hash_token"]
+__all__ = [
+    "FINAL",
+    "FINAL_STATUSES",
+    "JOB_STATUSES",
+    "TRANSITIONS",
+    "IllegalTransition",
+    "JobStatus",
+    "LeaseLost",
+    "Store",
+    "as_utc",
+    "candidate_dict",
+    "check_move",
+    "hash_token",
+]

@@ -1,5 +1,6 @@
 """Database engines: SQLite (WAL, busy timeout, `BEGIN IMMEDIATE` for writes so one writer at a
 time holds the lock instead of failing on upgrade) or PostgreSQL, and Alembic migrations."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -7,6 +7,7 @@ succeeded, failed and cancelled are final. `Job.move` (service/store/tables.py) 
 place that changes a job's status: it checks the move with `check_move` and sets the fields
 that go with it. The values are the strings stored in the database and shown by the API;
 `JobStatus` is a `StrEnum`, so a member compares, hashes, formats and serialises as its string."""
+
 from __future__ import annotations
 
 from enum import StrEnum

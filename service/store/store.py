@@ -3,6 +3,7 @@ short transactions. Writes on SQLite run under `BEGIN IMMEDIATE` (one writer at 
 PostgreSQL the queue claim uses `FOR UPDATE SKIP LOCKED` so concurrent schedulers never
 take the same job. A run holds its job through a lease token (`claimed_by`): writes from a
 run whose lease was lost (requeued after a missed heartbeat) are refused."""
+
 from __future__ import annotations
 
 import hashlib
@@ -112,8 +113,11 @@ class Store:
     def team_for_token(self, token: str) -> Team | None:
         """The team a live token belongs to, or None."""
         with self.read() as s:
-            return s.scalar(select(Team).join(Token, Token.team_id == Team.id)
-                            .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None)))
+            return s.scalar(
+                select(Team)
+                .join(Token, Token.team_id == Team.id)
+                .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None))
+            )
 
     # models
     def add_model(self, team_id: int, **fields: Any) -> Model:
@@ -137,7 +141,9 @@ class Store:
     def create_job(self, team_id: int, spec: dict[str, Any], config: dict[str, Any], priority: int = 0) -> Job:
         """Queue a job."""
         with self.write() as s:
-            job = Job(team_id=team_id, spec=spec, config=config, priority=priority, status=JobStatus.QUEUED, phase="queued")
+            job = Job(
+                team_id=team_id, spec=spec, config=config, priority=priority, status=JobStatus.QUEUED, phase="queued"
+            )
             s.add(job)
             s.flush()
             self._event(s, job.id, "queued", "job queued")
@@ -151,7 +157,9 @@ class Store:
                 q = q.where(Job.team_id == team_id)
             return s.scalar(q)
 
-    def list_jobs(self, team_id: int, status: JobStatus | str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
+    def list_jobs(
+        self, team_id: int, status: JobStatus | str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[Job], int]:
         """A page of a team's jobs (newest first) and the total matching."""
         with self.read() as s:
             cond = [Job.team_id == team_id] + ([Job.status == status] if status else [])
@@ -175,8 +183,16 @@ class Store:
     def _lock(self, q):
         return q.with_for_update() if self.is_postgres else q
 
-    def _move(self, s: Session, job: Job, to: JobStatus, message: str, kind: str | None = None,
-              data: dict[str, Any] | None = None, **fields: Any) -> None:
+    def _move(
+        self,
+        s: Session,
+        job: Job,
+        to: JobStatus,
+        message: str,
+        kind: str | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
         """`job.move(to, **fields)` (the transition table's check) and its event, `kind`
         defaulting to the new status."""
         job.move(to, **fields)
@@ -187,7 +203,12 @@ class Store:
         lease token, or None if the queue is empty."""
         lease = uuid.uuid4().hex
         with self.write() as s:  # SQLite: BEGIN IMMEDIATE, so no other writer runs between pick and move
-            pick = select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
+            pick = (
+                select(Job)
+                .where(Job.status == JobStatus.QUEUED)
+                .order_by(Job.priority.desc(), Job.created_at, Job.id)
+                .limit(1)
+            )
             job = s.scalar(pick.with_for_update(skip_locked=True) if self.is_postgres else pick)
             if job is None:
                 return None
@@ -220,14 +241,28 @@ class Store:
         with self.write() as s:
             job = self._held(s, job_id, lease)
             pid = int(result["proposal_id"])
-            if s.scalar(select(Candidate.seq).where(Candidate.job_id == job_id, Candidate.proposal_id == pid)) is not None:
+            if (
+                s.scalar(select(Candidate.seq).where(Candidate.job_id == job_id, Candidate.proposal_id == pid))
+                is not None
+            ):
                 return None
             seq = job.candidates_evaluated + 1
-            s.add(Candidate(job_id=job_id, seq=seq, proposal_id=pid, phase=str(result.get("phase", "search")),
-                            policy=plain(result.get("policy", {})), score=float(result["score"]), flops=int(result.get("flops") or 0),
-                            params=int(result.get("params") or 0), memory_bytes=int(result.get("memory_bytes") or 0),
-                            latency_ms=result.get("latency_ms"), wall_seconds=float(result.get("wall_seconds") or 0.0),
-                            meta=plain(result.get("meta") or {})))
+            s.add(
+                Candidate(
+                    job_id=job_id,
+                    seq=seq,
+                    proposal_id=pid,
+                    phase=str(result.get("phase", "search")),
+                    policy=plain(result.get("policy", {})),
+                    score=float(result["score"]),
+                    flops=int(result.get("flops") or 0),
+                    params=int(result.get("params") or 0),
+                    memory_bytes=int(result.get("memory_bytes") or 0),
+                    latency_ms=result.get("latency_ms"),
+                    wall_seconds=float(result.get("wall_seconds") or 0.0),
+                    meta=plain(result.get("meta") or {}),
+                )
+            )
             job.candidates_evaluated = seq
             return seq
 
@@ -237,8 +272,14 @@ class Store:
             rows = s.scalars(select(Candidate).where(Candidate.job_id == job_id).order_by(Candidate.seq))
             return [candidate_dict(c) for c in rows]
 
-    def update_progress(self, job_id: int, lease: str, phase: str | None = None, progress: float | None = None,
-                        best: dict[str, Any] | None = None) -> None:
+    def update_progress(
+        self,
+        job_id: int,
+        lease: str,
+        phase: str | None = None,
+        progress: float | None = None,
+        best: dict[str, Any] | None = None,
+    ) -> None:
         """Record where a running job stands."""
         with self.write() as s:
             job = self._held(s, job_id, lease)
@@ -277,8 +318,16 @@ class Store:
             row = s.get(Checkpoint, job_id)
             return bytes(row.state) if row is not None else None
 
-    def finish_job(self, job_id: int, lease: str | None, status: JobStatus | str, summary: dict[str, Any] | None = None,
-                   error: str | None = None, traceback: str | None = None, artifacts: list[dict[str, Any]] | None = None) -> bool:
+    def finish_job(
+        self,
+        job_id: int,
+        lease: str | None,
+        status: JobStatus | str,
+        summary: dict[str, Any] | None = None,
+        error: str | None = None,
+        traceback: str | None = None,
+        artifacts: list[dict[str, Any]] | None = None,
+    ) -> bool:
         """Move a running job to a final status (only from the run holding it when `lease` is
         given); returns False if the job was not ours to finish (gone, already final, or held
         by another lease). A status that is not final raises ValueError; a move the table
@@ -290,7 +339,9 @@ class Store:
             job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
             if job is None or job.status.final or (lease is not None and job.claimed_by != lease):
                 return False
-            msg = {JobStatus.SUCCEEDED: "job succeeded", JobStatus.CANCELLED: "job cancelled"}.get(status, f"job failed: {error}")
+            msg = {JobStatus.SUCCEEDED: "job succeeded", JobStatus.CANCELLED: "job cancelled"}.get(
+                status, f"job failed: {error}"
+            )
             self._move(s, job, status, msg)
             job.summary, job.error, job.traceback = plain(summary), error, traceback
             for a in artifacts or []:
@@ -326,19 +377,31 @@ class Store:
                     job.error = f"the job's worker stopped responding {job.attempts} times; giving up"
                     self._move(s, job, JobStatus.FAILED, job.error)
                 else:
-                    self._move(s, job, JobStatus.QUEUED, "worker stopped responding; job requeued to resume", kind="requeued")
+                    self._move(
+                        s, job, JobStatus.QUEUED, "worker stopped responding; job requeued to resume", kind="requeued"
+                    )
         return touched
 
     def list_candidates(self, job_id: int, after: int = 0, limit: int = 500) -> list[Candidate]:
         """Candidates with seq > after, in order."""
         with self.read() as s:
-            return list(s.scalars(select(Candidate).where(Candidate.job_id == job_id, Candidate.seq > after)
-                                  .order_by(Candidate.seq).limit(limit)))
+            return list(
+                s.scalars(
+                    select(Candidate)
+                    .where(Candidate.job_id == job_id, Candidate.seq > after)
+                    .order_by(Candidate.seq)
+                    .limit(limit)
+                )
+            )
 
     def list_events(self, job_id: int, after: int = 0, limit: int = 500) -> list[Event]:
         """Events with seq > after, in order."""
         with self.read() as s:
-            return list(s.scalars(select(Event).where(Event.job_id == job_id, Event.seq > after).order_by(Event.seq).limit(limit)))
+            return list(
+                s.scalars(
+                    select(Event).where(Event.job_id == job_id, Event.seq > after).order_by(Event.seq).limit(limit)
+                )
+            )
 
     def list_artifacts(self, job_id: int) -> list[Artifact]:
         """A job's output files."""
@@ -353,12 +416,24 @@ class Store:
     def candidate_totals(self) -> tuple[int, float]:
         """Candidates evaluated and evaluation seconds summed over all jobs, for /metrics."""
         with self.read() as s:
-            n, secs = s.execute(select(func.count(Candidate.id), func.coalesce(func.sum(Candidate.wall_seconds), 0.0))).one()
+            n, secs = s.execute(
+                select(func.count(Candidate.id), func.coalesce(func.sum(Candidate.wall_seconds), 0.0))
+            ).one()
             return int(n), float(secs)
 
 
 def candidate_dict(c: Candidate) -> dict[str, Any]:
     """A stored candidate in the shape of `search.base.Result.as_dict()` plus its `seq`."""
-    return {"seq": c.seq, "proposal_id": c.proposal_id, "policy": c.policy, "score": c.score, "flops": c.flops,
-            "params": c.params, "memory_bytes": c.memory_bytes, "latency_ms": c.latency_ms, "phase": c.phase,
-            "wall_seconds": c.wall_seconds, "meta": c.meta}
+    return {
+        "seq": c.seq,
+        "proposal_id": c.proposal_id,
+        "policy": c.policy,
+        "score": c.score,
+        "flops": c.flops,
+        "params": c.params,
+        "memory_bytes": c.memory_bytes,
+        "latency_ms": c.latency_ms,
+        "phase": c.phase,
+        "wall_seconds": c.wall_seconds,
+        "meta": c.meta,
+    }

@@ -1,12 +1,26 @@
 """The SQL schema (SQLAlchemy 2 declarative): teams and their tokens, uploaded models, jobs,
 their candidates, events and artifacts, and each job's strategy checkpoint. Alembic
 migrations in `service/migrations` create it; keep both in step."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -94,8 +108,9 @@ class Job(Base):
 
     __table_args__ = (Index("ix_jobs_queue", "status", "priority", "created_at"),)
 
-    def move(self, to: JobStatus | str, *, lease: str | None = None, phase: str | None = None,
-             now: datetime | None = None) -> JobStatus:
+    def move(
+        self, to: JobStatus | str, *, lease: str | None = None, phase: str | None = None, now: datetime | None = None
+    ) -> JobStatus:
         """The one way a job changes status: checks `status → to` against the transition table
         (`IllegalTransition` if it is not allowed) and sets what goes with it. To running:
         the run's `lease` (required), started_at (first run only), heartbeat_at, attempts + 1.
@@ -142,8 +157,10 @@ class Candidate(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_candidates_job_seq"),
-                      UniqueConstraint("job_id", "proposal_id", name="uq_candidates_job_proposal"))
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_candidates_job_seq"),
+        UniqueConstraint("job_id", "proposal_id", name="uq_candidates_job_proposal"),
+    )
 
 
 class Event(Base):
