@@ -1,0 +1,53 @@
+"""The returned model keeps what the search found: the final fine-tune starts from the weights
+the chosen candidate's evaluator scored, and a model that ends below its search score says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import workers.pipeline as pipeline
+from workers.sink import JobSink
+
+BASE = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5},
+        "strategy": {"name": "uniform"}, "train": {"epochs": 1}, "onnx": False}
+
+
+class Events(JobSink):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+
+    def event(self, kind, message, data=None) -> None:
+        self.events.append((kind, message, dict(data or {})))
+
+
+def test_the_fine_tune_starts_from_the_weights_the_evaluator_fine_tuned(tmp_path: Path) -> None:
+    config = {**BASE, "evaluator": {"name": "finetune", "options": {"steps": 30}}, "finetune": {"max_steps": 0}}
+    summary = pipeline.run_pipeline(config, tmp_path / "a")
+    assert summary["finetune_start"] == "finetune"
+    # no further training: the returned network is exactly the one the search scored (its 30
+    # fine-tune steps included), not the cut network with BN recalibrated
+    assert summary["val_accuracy_after"] == summary["search_score"]
+    plain = pipeline.run_pipeline({**config, "evaluator": {"name": "adaptive-bn"}}, tmp_path / "b")
+    assert plain["val_accuracy_after"] == plain["search_score"]
+    assert summary["search_score"] != plain["search_score"]
+
+
+def test_a_model_below_its_search_score_is_reported_with_both_numbers(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pipeline.finetune_model
+
+    def ruined(pruned, teacher, data, settings, device, progress=None):
+        for p in pruned.parameters():  # a fine-tune gone wrong
+            p.data.zero_()
+        return real(pruned, teacher, data, settings, device, progress)
+
+    monkeypatch.setattr(pipeline, "finetune_model", ruined)
+    sink = Events()
+    summary = pipeline.run_pipeline({**BASE, "finetune": {"max_steps": 0}}, tmp_path, sink)
+    assert summary["val_accuracy_after"] < summary["search_score"]
+    warnings = [e for e in sink.events if e[0] == "warning"]
+    assert len(warnings) == 1
+    assert warnings[0][2] == {"val_accuracy_after": summary["val_accuracy_after"], "search_score": summary["search_score"]}
+    assert f"{summary['search_score']:.4f}" in summary["warning"] and f"{summary['val_accuracy_after']:.4f}" in summary["warning"]
