@@ -40,16 +40,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pruning import build_model  # noqa: E402
-from pruning.bn import recalibrate_bn  # noqa: E402
-from pruning.data import calibration_batches, load_dataset  # noqa: E402
-from pruning.train import TrainConfig, evaluate, train  # noqa: E402
-from search.amc.reconstruct import prune_and_reconstruct  # noqa: E402
-from search.evaluators import EvalContext, make_evaluator  # noqa: E402
-from search.metapruning import random_kept  # noqa: E402
-from search.registry import make_strategy  # noqa: E402
-from search.runner import run_search  # noqa: E402
-from search.space import SearchSpace, bisect_scalar  # noqa: E402
+from pruning import build_model
+from pruning.bn import recalibrate_bn
+from pruning.data import calibration_batches, load_dataset
+from pruning.train import TrainConfig, evaluate, train
+from search.amc.reconstruct import prune_and_reconstruct
+from search.evaluators import EvalContext, make_evaluator
+from search.metapruning import random_kept
+from search.registry import make_strategy
+from search.runner import run_search
+from search.space import SearchSpace, bisect_scalar
 
 SHAPE = (1, 16, 16)
 
@@ -82,7 +82,7 @@ def near_budget_policies(space, n: int, seed: int, sigma: float = 0.15, least: f
     while len(out) < n:
         noise = rng.normal(0.0, sigma, len(space.keys))
 
-        def policy(u: float) -> dict:
+        def policy(u: float, noise: np.ndarray = noise) -> dict:  # this iteration's noise, bound here
             return {k: float(np.clip(u + noise[i], 0.0, space.bounds[k][1])) for i, k in enumerate(space.keys)}
 
         _, candidate = bisect_scalar(space, policy, 0.0, 1.0)
@@ -300,7 +300,7 @@ def main() -> int:
     results = json.loads(args.replot.read_text()) if args.replot else []
     for seed in [] if args.replot else args.seeds:
         results.append(bench_seed(seed, args))
-        print(json.dumps({k: v for k, v in results[-1].items()}, default=str)[:2000], file=sys.stderr, flush=True)
+        print(json.dumps(results[-1], default=str)[:2000], file=sys.stderr, flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1, default=str))
     print(table(results))

@@ -130,9 +130,9 @@ def main() -> int:
             ap.error("--url needs --token and --job")
         rows.append(("server", asyncio.run(measure(args.url, args.token, args.job, args.pollers, args.seconds))))
     else:
-        for backend in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
-            rows.append((backend, run_backend(backend, args.pollers, args.seconds)))
-    print(f"| store | pollers | seconds | requests | req/s | p50 ms | p99 ms | errors |")
+        backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+        rows.extend((backend, run_backend(backend, args.pollers, args.seconds)) for backend in backends)
+    print("| store | pollers | seconds | requests | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|")
     for name, s in rows:
         print(

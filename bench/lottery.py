@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pruning import build_model  # noqa: E402
-from pruning.data import load_dataset  # noqa: E402
-from pruning.train import TrainConfig  # noqa: E402
-from pruning.unstructured import lottery_ticket, sparsity  # noqa: E402
+from pruning import build_model
+from pruning.data import load_dataset
+from pruning.train import TrainConfig
+from pruning.unstructured import lottery_ticket, sparsity
 
 
 def run_seed(seed: int, args: argparse.Namespace, data) -> dict:
@@ -79,8 +79,8 @@ def main() -> int:
     print(
         f"convnet on {args.data} ({data.input_size}x{data.input_size}, {len(data.train)} training images, "
         f"test split of {len(data.test)} images), {args.sparsity:.0%} sparsity in "
-        f"{args.rounds} rounds ({args.scope} masks), {args.epochs:g} epochs per training, rewind step {args.rewind_step}, "
-        f"seeds {args.seeds}, {time.time() - t0:.0f} s\n"
+        f"{args.rounds} rounds ({args.scope} masks), {args.epochs:g} epochs per training, "
+        f"rewind step {args.rewind_step}, seeds {args.seeds}, {time.time() - t0:.0f} s\n"
     )
     print("| network | test accuracy % (mean ± std) | per seed |")
     print("|---|---:|---|")

@@ -28,22 +28,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruning.data import calibration_batches, load_dataset  # noqa: E402
-from pruning.export import architecture, build_from_arch  # noqa: E402
-from pruning.measure import count_flops  # noqa: E402
-from pruning.models import build_model  # noqa: E402
+from pruning.data import calibration_batches, load_dataset
+from pruning.export import architecture, build_from_arch
+from pruning.measure import count_flops
+from pruning.models import build_model
 from pruning.slimmable import (
     SlimTrainConfig,
     evaluate_config,
     make_slimmable,
-    save_supernet,  # noqa: E402
+    save_supernet,
     train_slimmable,
 )
-from pruning.train import TrainConfig, evaluate, train  # noqa: E402
-from search.autoslim import AutoSlimStrategy  # noqa: E402
-from search.evaluators import EvalContext, make_evaluator  # noqa: E402
-from search.runner import run_search  # noqa: E402
-from search.space import SearchSpace  # noqa: E402
+from pruning.train import TrainConfig, evaluate, train
+from search.autoslim import AutoSlimStrategy
+from search.evaluators import EvalContext, make_evaluator
+from search.runner import run_search
+from search.space import SearchSpace
 
 
 def log(msg: str) -> None:
@@ -190,9 +190,9 @@ def tables(runs: list[dict[str, Any]], widths: list[float], a: argparse.Namespac
     for r in runs:
         for i, x in enumerate(r["us_random"]):
             lines.append(
-                f"| seed {r['seed']} random per-layer #{i + 1} | {x['flops'] / 1e6:.2f} | {100 * x['calibrated']:.2f} | "
-                f"{100 * x['uncalibrated']:.2f} | {x['lower']:g}: {100 * x['lower_acc']:.2f}, "
-                f"{x['upper']:g}: {100 * x['upper_acc']:.2f} |"
+                f"| seed {r['seed']} random per-layer #{i + 1} | {x['flops'] / 1e6:.2f} "
+                f"| {100 * x['calibrated']:.2f} | {100 * x['uncalibrated']:.2f} "
+                f"| {x['lower']:g}: {100 * x['lower_acc']:.2f}, {x['upper']:g}: {100 * x['upper_acc']:.2f} |"
             )
     lines += [
         "",
@@ -201,7 +201,7 @@ def tables(runs: list[dict[str, Any]], widths: list[float], a: argparse.Namespac
     ]
     for name in ("autoslim", "uniform"):
         xs = [r["autoslim"][name] for r in runs]
-        frac = statistics.mean(x["flops"] / r["autoslim"]["flops_full"] for x, r in zip(xs, runs))
+        frac = statistics.mean(x["flops"] / r["autoslim"]["flops_full"] for x, r in zip(xs, runs, strict=True))
         label = "AutoSlim" if name == "autoslim" else "uniform width " + ", ".join(f"{x['width']:g}" for x in xs)
         lines.append(
             f"| {label} | {100 * frac:.2f} | {mean_std([x['inherited'] for x in xs])} | "

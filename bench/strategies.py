@@ -30,22 +30,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pruning.bn import recalibrate_bn  # noqa: E402
-from pruning.data import calibration_batches, load_dataset  # noqa: E402
-from pruning.device import get_device  # noqa: E402
-from pruning.export import load_weights, save_weights  # noqa: E402
-from pruning.graph import output_layer  # noqa: E402
-from pruning.measure import count_flops  # noqa: E402
-from pruning.models import build_model  # noqa: E402
-from pruning.train import TrainConfig, evaluate, train  # noqa: E402
-from search.base import SearchError  # noqa: E402
-from pruning.train import FinetuneConfig  # noqa: E402
-from search.evaluators import EvalContext, make_evaluator  # noqa: E402
-from workers.pipeline import finetune_policy  # noqa: E402
-from search.registry import list_strategies, make_strategy, strategy_class  # noqa: E402
-from search.runner import run_search  # noqa: E402
-from search.space import SearchSpace  # noqa: E402
-from service.cli.common import CliError, parse_kv, parse_value  # noqa: E402
+from pruning.bn import recalibrate_bn
+from pruning.data import calibration_batches, load_dataset
+from pruning.device import get_device
+from pruning.export import load_weights, save_weights
+from pruning.graph import output_layer
+from pruning.measure import count_flops
+from pruning.models import build_model
+from pruning.train import (
+    FinetuneConfig,
+    TrainConfig,
+    evaluate,
+    train,
+)
+from search.base import SearchError
+from search.evaluators import EvalContext, make_evaluator
+from search.registry import list_strategies, make_strategy, strategy_class
+from search.runner import run_search
+from search.space import SearchSpace
+from service.cli.common import CliError, parse_kv, parse_value
+from workers.pipeline import finetune_policy
 
 FULL = {
     "sensitivity": {},
@@ -114,7 +118,7 @@ def correlation(model, data, shape, calib, target: str, samples: int, steps: int
     for _ in range(samples):
         policy = sampler.random_policy()
         rows.append((plain.evaluate(policy).score, abn.evaluate(policy).score, tuned.evaluate(policy).score))
-    p, a, t = map(list, zip(*rows))
+    p, a, t = map(list, zip(*rows, strict=True))
     return {
         "samples": samples,
         "finetune_steps": steps,
@@ -278,8 +282,11 @@ def main(argv: list[str] | None = None) -> int:
 def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace, corr: dict[str, float] | None) -> str:
     """The Markdown table: one row per (reduction, method), mean ± std over seeds."""
     lines = [
-        f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} "
-        f"epochs for every method; seeds {args.seeds}.",
+        (
+            f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: "
+            f"test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} epochs for every method; "
+            f"seeds {args.seeds}."
+        ),
         "",
         "| FLOPs cut | method | accuracy (mean ± std) | FLOPs kept | search s | candidates/s |",
         "|---|---|---|---|---|---|",
@@ -300,10 +307,12 @@ def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace
         return "\n".join(lines) + "\n"
     lines += [
         "",
-        f"EagleEye's claim ({corr['samples']} random sub-nets at 50% FLOPs, fine-tuned {corr['finetune_steps']} "
-        f"steps): Spearman ρ with fine-tuned accuracy = {corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
-        f"{corr['rho_plain']:.3f} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "
-        f"adaptive BN {corr['adaptive_bn_mean']:.3f}, fine-tuned {corr['finetuned_mean']:.3f}).",
+        (
+            f"EagleEye's claim ({corr['samples']} random sub-nets at 50% FLOPs, fine-tuned {corr['finetune_steps']} "
+            f"steps): Spearman ρ with fine-tuned accuracy = {corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
+            f"{corr['rho_plain']:.3f} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "
+            f"adaptive BN {corr['adaptive_bn_mean']:.3f}, fine-tuned {corr['finetuned_mean']:.3f})."
+        ),
     ]
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,7 @@ calibration batches from the training split, in train mode and without gradients
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -30,6 +30,6 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     model.train()
     for x, _ in batches:
         model(x.to(device))
-    for bn, m in zip(layers, momenta):
+    for bn, m in zip(layers, momenta, strict=True):
         bn.momentum = m
     return model.eval()

@@ -14,7 +14,8 @@ modules from its `__init__`, so a registry is complete once its package is impor
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar, overload
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar, overload
 
 from .errors import PruningError
 

@@ -8,8 +8,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -39,7 +40,7 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -134,7 +135,7 @@ class Client:
 
     def wait(self, job_id: int, poll: float = 1.0, timeout: float | None = None) -> dict[str, Any]:
         """Poll until the job is final; returns it."""
-        job: dict[str, Any] = {}
+        last: dict[str, Any] = {}
         for job in self.follow(job_id, poll, timeout):
-            pass
-        return job
+            last = job
+        return last

@@ -77,7 +77,7 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
+            except Exception:
                 log.exception("scheduler pass failed")
             self._wake.wait(self.settings.poll_seconds)
             self._wake.clear()
@@ -153,7 +153,7 @@ class Scheduler:
                 continue
             try:
                 outcome = ray.get(ref)
-            except Exception as exc:  # the task died (killed, out of memory, lost node)
+            except Exception as exc:  # noqa: BLE001 - the task died (killed, out of memory, lost node)
                 cancelled = self.store.cancel_requested(run.job_id)
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 outcome = (

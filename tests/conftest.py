@@ -4,11 +4,10 @@ in the database SECATEURS_TEST_DATABASE_URL names; see test_service_support.py).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch
-
 from test_service_support import pg_schema_url
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

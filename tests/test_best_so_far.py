@@ -3,11 +3,11 @@ target: never the unpruned network or an interim step over the budget."""
 
 from __future__ import annotations
 
+from pruning.models import build_model
 from search.base import Proposal, Result
 from search.registry import make_strategy
 from search.runner import run_search
 from search.space import SearchSpace
-from pruning.models import build_model
 from workers.pipeline import search_events
 from workers.sink import JobSink
 

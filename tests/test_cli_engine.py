@@ -29,7 +29,9 @@ SECATEURS = str(Path(sys.executable).parent / "secateurs")  # the installed cons
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([SECATEURS, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [SECATEURS, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +85,11 @@ def test_prune_json_reports_and_exports(ckpt: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert KEYS <= set(res)
-    assert res["flops_after"] < res["flops_before"] and res["params_after"] < res["params_before"]
-    assert res["latency_ms_after"] > 0 and res["accuracy_after"] > 0.5
+    assert set(res) >= KEYS
+    assert res["flops_after"] < res["flops_before"]
+    assert res["params_after"] < res["params_before"]
+    assert res["latency_ms_after"] > 0
+    assert res["accuracy_after"] > 0.5
     assert "warning" not in r.stderr
     for name in ("model.safetensors", "arch.json", "model.onnx", "model.torchscript.pt", "report.json"):
         assert (out / name).exists()
@@ -112,7 +116,8 @@ def test_prune_global_data_dependent_without_weights_warns(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     assert "random initialisation" in r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["global"] is True and res["flops_after"] < res["flops_before"]
+    assert res["global"] is True
+    assert res["flops_after"] < res["flops_before"]
 
 
 def test_unstructured_magnitude_reports_real_sparsity(ckpt: Path) -> None:
@@ -168,4 +173,5 @@ def test_bad_input_is_one_line_without_traceback(args: list[str], message: str, 
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.strip().splitlines() if line]
-    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert len(lines) == 1, r.stderr
+    assert message in lines[0], r.stderr

@@ -61,7 +61,8 @@ def test_fpgm_cuts_a_duplicated_filter_first() -> None:
     assert torch.allclose(l1, l1[0].expand_as(l1))  # norms tie: only FPGM sees the redundancy
     pruned = prune(model, {"conv": 5}, "fpgm", input_shape=(8, 8, 8))
     rows = pruned.conv.weight.detach().flatten(1)
-    assert len(rows) == 5 and torch.cdist(rows, rows).add(torch.eye(5)).min() > 0.5  # all distinct
+    assert len(rows) == 5
+    assert torch.cdist(rows, rows).add(torch.eye(5)).min() > 0.5  # all distinct
 
 
 def test_slimming_cuts_a_zero_gamma_first_and_penalty_is_l1_on_gammas() -> None:
@@ -139,7 +140,8 @@ def test_global_ranking_normalises_scores_across_layers(digits) -> None:
         model.features[8].bias.mul_(1000.0)
     cal = calibration_batches(digits.train, 2, 32)
     keep = global_policy(model, SHAPE, 0.5, "activation-mean", cal)
-    assert keep["features.7"] < 64 and keep["features.0"] > 1
+    assert keep["features.7"] < 64
+    assert keep["features.0"] > 1
     total = sum(g.channels for g in DependencyGraph(model, torch.zeros(1, *SHAPE)).groups)
     assert sum(keep.values()) == pytest.approx(total * 0.5, abs=2)
 

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -82,14 +82,14 @@ def server(tmp_path_factory) -> Iterator[Server]:
     )
     token = made.stdout.strip().splitlines()[-1]
     port = _free_port()
-    log = open(data / "server.log", "w")
-    proc = subprocess.Popen(
-        [*cli, "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(data / "server.log", "w") as log:  # the server keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [*cli, "serve", "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     try:
@@ -175,7 +175,8 @@ def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, t
     _sign_in(page, server.url, server.token)
     row = page.locator(f'tr[data-job-id="{job_id}"]')
     row.wait_for(timeout=15_000)
-    assert "sensitivity" in row.inner_text() and "convnet" in row.inner_text()
+    assert "sensitivity" in row.inner_text()
+    assert "convnet" in row.inner_text()
     row.locator("a").click()
     page.wait_for_selector("#job-title")
     assert page.inner_text("#job-title") == f"Job {job_id}"
@@ -212,7 +213,8 @@ def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, t
     page.focus("#scatter")
     page.keyboard.press("Home")
     inspect = page.inner_text("#inspect")
-    assert "selected" in inspect and re.search(r"\d+/\d+", inspect)
+    assert "selected" in inspect
+    assert re.search(r"\d+/\d+", inspect)
 
     # Download the pruned weights through the page; they match the API's checksum.
     artifacts = {a["name"]: a for a in server.http.get(f"/v1/jobs/{job_id}/artifacts").json()}
@@ -462,7 +464,8 @@ def test_five_thousand_candidates_render_without_freezing(standin, page):
         f"\n{N_CANDIDATES} candidates: page load to all drawn {load_s:.2f} s, scatter update {render_ms:.0f} ms, "
         f"longest main-thread task {longest:.0f} ms, hover to per-layer rates {hover_s * 1000:.0f} ms"
     )
-    assert render_ms < 2000 and longest < 3000
+    assert render_ms < 2000
+    assert longest < 3000
 
 
 def test_failed_job_amc_rewards_and_polling_pauses_on_a_hidden_tab(standin, page):

@@ -21,12 +21,15 @@ def client() -> TestClient:
 
 def test_index_is_served_with_a_same_origin_policy(client):
     r = client.get("/")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
     csp = r.headers["content-security-policy"]
-    assert "default-src 'self'" in csp and "connect-src 'self'" in csp
+    assert "default-src 'self'" in csp
+    assert "connect-src 'self'" in csp
     # Every script and stylesheet the page loads is a local /static path (works offline).
     refs = re.findall(r'(?:src|href)="([^"#]+)"', r.text)
-    assert refs and all(ref.startswith("/static/") or ref.startswith("/docs") for ref in refs), refs
+    assert refs
+    assert all(ref.startswith(("/static/", "/docs")) for ref in refs), refs
     for ref in refs:
         if ref.startswith("/static/"):
             assert client.get(ref).status_code == 200, ref
@@ -51,7 +54,8 @@ def test_static_files_outside_the_folder_are_404(client):
 
 def test_bundled_chart_library_ships_with_its_licence(client):
     lib = client.get("/static/vendor/chart.umd.min.js")
-    assert lib.status_code == 200 and "Chart.js" in lib.text[:400]
+    assert lib.status_code == 200
+    assert "Chart.js" in lib.text[:400]
     assert "MIT" in (STATIC_DIR / "vendor" / "chart.js.LICENSE.md").read_text()
 
 

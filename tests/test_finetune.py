@@ -71,7 +71,8 @@ def test_returns_the_best_validated_weights(digits, trained) -> None:
     assert out.history[0] == (0, out.start_val, cfg.lr)
     assert out.start_val == evaluate(trained, digits.val)
     last_best = max(i for i, acc in enumerate(accs) if acc == max(accs))  # ties go to the later weights
-    assert out.best_val == max(accs) and out.best_step == out.history[last_best][0]
+    assert out.best_val == max(accs)
+    assert out.best_step == out.history[last_best][0]
     assert evaluate(model, digits.val) == out.best_val
     assert out.best_val > out.start_val + 0.02  # it learned something
     assert not model.training
@@ -82,7 +83,8 @@ def test_a_diverging_run_gives_back_the_weights_it_was_given(digits, trained) ->
     before = {k: v.clone() for k, v in trained.state_dict().items()}
     out = finetune(model, digits, FinetuneConfig(lr=50.0, max_steps=15, eval_every=5, patience=100), device="cpu")
     assert min(acc for _, acc, _ in out.history[1:]) < out.start_val - 0.3  # it did diverge
-    assert out.best_step == 0 and out.best_val == out.start_val
+    assert out.best_step == 0
+    assert out.best_val == out.start_val
     assert evaluate(model, digits.val) == out.start_val
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -117,7 +119,8 @@ def test_early_stopping_follows_patience_and_decays_the_rate(digits, trained, pe
     model = copy.deepcopy(trained)
     calls = _count_train_steps(model)
     out = finetune(model, perfect, FinetuneConfig(max_steps=1000, eval_every=5, patience=2, lr=0.001), device="cpu")
-    assert out.start_val == 1.0 and out.stopped_early
+    assert out.start_val == 1.0
+    assert out.stopped_early
     assert calls[0] == out.steps == 10
     assert [(s, lr) for s, _, lr in out.history] == [(0, 0.001), (5, 0.001), (10, pytest.approx(0.0001))]
 
@@ -125,7 +128,8 @@ def test_early_stopping_follows_patience_and_decays_the_rate(digits, trained, pe
     converged = copy.deepcopy(trained)
     train(converged, digits.train, TrainConfig(epochs=6, lr=0.05, seed=1), device="cpu")
     out = finetune(converged, digits, FinetuneConfig(max_steps=1000, eval_every=5, patience=2, lr=0.001), device="cpu")
-    assert out.stopped_early and out.steps < 200
+    assert out.stopped_early
+    assert out.steps < 200
     assert _replay(out.history, 2) == len(out.history) - 1
     assert out.steps == out.history[-1][0]
 
@@ -160,11 +164,11 @@ def test_epochs_mode_runs_exactly_its_length(digits, trained, perfect) -> None:
 
 def test_distillation_and_config_checks(digits, trained) -> None:
     plain, kd = copy.deepcopy(trained), copy.deepcopy(trained)
-    cfg = dict(max_steps=5, eval_every=5, patience=100, keep_best=False)
+    cfg = {"max_steps": 5, "eval_every": 5, "patience": 100, "keep_best": False}
     finetune(plain, digits, FinetuneConfig(**cfg), device="cpu")
     finetune(kd, digits, FinetuneConfig(**cfg, kd_alpha=0.9), teacher=copy.deepcopy(trained), device="cpu")
     assert not torch.equal(plain.fc2.weight, kd.fc2.weight)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="schedule must be one of"):
         FinetuneConfig(schedule="linear")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="patience must be >= 1"):
         FinetuneConfig(patience=0)

@@ -97,10 +97,14 @@ def test_cli_flags_reach_the_config() -> None:
         ]
     )
     cfg = config_from_args(args)
-    assert cfg["finetune"]["max_steps"] == 7 and cfg["finetune"]["schedule"] == "cosine"
-    assert cfg["data"]["path"] == "/d" and cfg["strategy"]["options"] == {"n_samples": 3}
-    assert cfg["space"]["pinned"] == {"layer1": 0.2} and cfg["onnx"] is False
-    assert cfg["search"]["batch_size"] == 4 and cfg["model"]["args"] == {"width": 0.5}
+    assert cfg["finetune"]["max_steps"] == 7
+    assert cfg["finetune"]["schedule"] == "cosine"
+    assert cfg["data"]["path"] == "/d"
+    assert cfg["strategy"]["options"] == {"n_samples": 3}
+    assert cfg["space"]["pinned"] == {"layer1": 0.2}
+    assert cfg["onnx"] is False
+    assert cfg["search"]["batch_size"] == 4
+    assert cfg["model"]["args"] == {"width": 0.5}
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,8 @@ def test_params_and_flops_fall_with_pruning_and_latency_is_positive() -> None:
     assert peak_memory_bytes(model, (1, 16, 16)) > weights
     assert peak_memory_bytes(pruned, (1, 16, 16)) < peak_memory_bytes(model, (1, 16, 16))
     stats = model_stats(pruned, (1, 16, 16), latency=False)
-    assert stats.flops == count_flops(pruned, (1, 16, 16)) and stats.latency_ms is None
+    assert stats.flops == count_flops(pruned, (1, 16, 16))
+    assert stats.latency_ms is None
 
 
 def test_peak_memory_counts_the_largest_layer_input_plus_output() -> None:
@@ -58,5 +59,6 @@ def test_adaptive_bn_reestimates_running_statistics() -> None:
         feats = torch.cat([model[0](x) for x, _ in batches])
     torch.testing.assert_close(model[1].running_mean, feats.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
     assert not torch.allclose(model[1].running_var, torch.ones(3))
-    assert model[1].momentum == 0.1 and not model.training
+    assert model[1].momentum == 0.1
+    assert not model.training
     torch.testing.assert_close(model[0].weight, weight)

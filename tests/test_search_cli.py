@@ -33,7 +33,7 @@ KEYS = [
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1]
+        [*CLI, *args], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1], check=False
     )
 
 
@@ -67,7 +67,8 @@ def test_search_json_end_to_end(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in KEYS:
         assert key in summary
-    assert summary["strategy"] == "eagleeye" and summary["candidates"] == 4
+    assert summary["strategy"] == "eagleeye"
+    assert summary["candidates"] == 4
     assert summary["flops_after"] <= 0.5 * summary["flops_before"]
     assert summary["params_after"] < summary["params_before"]
     assert 0.0 <= summary["accuracy_after"] <= 1.0
@@ -158,10 +159,12 @@ def test_pipeline_stop_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
     whole = run_pipeline(config, tmp_path / "whole")
     first = Recorder(tmp_path / "part", stop_after=2)
     stopped = run_pipeline(config, tmp_path / "part", first)
-    assert stopped["status"] == "stopped" and stopped["candidates"] == 2
+    assert stopped["status"] == "stopped"
+    assert stopped["candidates"] == 2
     again = Recorder(tmp_path / "part")
     resume = read_resume(tmp_path / "part")
-    assert resume is not None and len(resume.results) == 2  # the record: candidates.jsonl
+    assert resume is not None
+    assert len(resume.results) == 2  # the record: candidates.jsonl
     resumed = run_pipeline(config, tmp_path / "part", again, resume=resume)
     assert len(again.seen) == 2  # only the candidates not evaluated before the stop
     assert resumed["candidates"] == whole["candidates"] == 4

@@ -65,10 +65,15 @@ def test_minimal_body_is_accepted_with_documented_defaults(api):
     r = client.post("/v1/jobs", json=MINIMAL, headers=a)
     assert r.status_code == 201, r.text
     job = r.json()
-    assert job["status"] == "queued" and isinstance(job["id"], int)
+    assert job["status"] == "queued"
+    assert isinstance(job["id"], int)
     spec = job["spec"]
-    assert spec["criterion"] == "l1" and spec["seed"] == 0 and spec["priority"] == 0
-    assert spec["train"]["epochs"] > 0 and spec["finetune"]["max_steps"] > 0 and spec["finetune"]["epochs"] is None
+    assert spec["criterion"] == "l1"
+    assert spec["seed"] == 0
+    assert spec["priority"] == 0
+    assert spec["train"]["epochs"] > 0
+    assert spec["finetune"]["max_steps"] > 0
+    assert spec["finetune"]["epochs"] is None
     config = store.get_job(job["id"]).config
     assert config["model"] == {"zoo": "convnet", "weights": None, "args": {}, "upload": None}
     assert config["target"] == {"kind": "flops", "value": 0.5, "absolute": False}
@@ -89,7 +94,8 @@ def test_no_token_or_wrong_token_is_401(api):
     ]:
         assert getattr(client, method)(path).status_code == 401
         r = getattr(client, method)(path, headers={"Authorization": "Bearer sct_nope"})
-        assert r.status_code == 401 and "token" in r.json()["detail"]
+        assert r.status_code == 401
+        assert "token" in r.json()["detail"]
 
 
 def test_revoked_token_is_refused(api):
@@ -119,7 +125,8 @@ def test_two_teams_are_isolated_on_every_endpoint(api):
     ]:
         assert client.get(path, headers=a).status_code in (200, 404)
         r = client.get(path, headers=b)
-        assert r.status_code == 404 and "not found" in r.json()["detail"], path
+        assert r.status_code == 404, path
+        assert "not found" in r.json()["detail"], path
     assert client.get(f"/v1/jobs/{job_id}", headers=a).status_code == 200
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=b).status_code == 404
     assert store.get_job(job_id).status == "queued"
@@ -127,7 +134,8 @@ def test_two_teams_are_isolated_on_every_endpoint(api):
     assert client.get("/v1/models", headers=b).json() == []
     spec = {**MINIMAL, "model": {"upload": model_id}}
     r = client.post("/v1/jobs", json=spec, headers=b)
-    assert r.status_code == 422 and "not found" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "not found" in r.json()["detail"]
     assert client.post("/v1/jobs", json=spec, headers=a).status_code == 201
 
 
@@ -176,7 +184,8 @@ def test_missing_data_path_under_allowed_root_is_422(api, tmp_path):
     client, a, _, store, settings = api
     spec = {**MINIMAL, "data": {"name": "imagefolder", "path": str(tmp_path / "datasets" / "missing")}}
     r = client.post("/v1/jobs", json=spec, headers=a)
-    assert r.status_code == 422 and "does not exist" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "does not exist" in r.json()["detail"]
     assert _counts(store, settings)[0] == 0
 
 
@@ -200,9 +209,11 @@ def test_upload_checks_size_format_and_fit_and_stores_sha256(api):
     ]
     for file, form, code, words in cases:
         r = client.post("/v1/models", data=form, files={"file": file}, headers=a)
-        assert r.status_code == code and words in r.json()["detail"], (file[0], r.text)
+        assert r.status_code == code, (file[0], r.text)
+        assert words in r.json()["detail"], (file[0], r.text)
     r = client.post("/v1/models", data={"zoo": "convnet", "args": json.dumps(CONVNET_ARGS)}, headers=a)
-    assert r.status_code == 422 and "file" in r.json()["detail"]
+    assert r.status_code == 422
+    assert "file" in r.json()["detail"]
     assert _counts(store, settings) == (0, 0, 0)
     pickled = io.BytesIO()
     torch.save({"evil": object()}, pickled)
@@ -223,25 +234,29 @@ def test_upload_checks_size_format_and_fit_and_stores_sha256(api):
             headers=a,
         )
         assert r.status_code == 201, r.text
-        assert r.json()["sha256"] == hashlib.sha256(blob).hexdigest() and r.json()["size"] == len(blob)
+        assert r.json()["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert r.json()["size"] == len(blob)
     assert _counts(store, settings)[1:] == (2, 2)
 
 
 def test_list_filter_paginate_cancel_and_metrics(api):
-    client, a, _, store, _ = api
+    client, a, _, _, _ = api
     ids = [client.post("/v1/jobs", json={**MINIMAL, "priority": i}, headers=a).json()["id"] for i in range(5)]
     page = client.get("/v1/jobs", params={"limit": 2, "offset": 1}, headers=a).json()
-    assert page["total"] == 5 and [j["id"] for j in page["items"]] == ids[::-1][1:3]
+    assert page["total"] == 5
+    assert [j["id"] for j in page["items"]] == ids[::-1][1:3]
     assert client.post(f"/v1/jobs/{ids[0]}/cancel", headers=a).json()["status"] == "cancelled"
     assert [j["id"] for j in client.get("/v1/jobs", params={"status": "cancelled"}, headers=a).json()["items"]] == [
         ids[0]
     ]
     assert client.get("/v1/jobs", params={"status": "weird"}, headers=a).status_code == 422
     events = client.get(f"/v1/jobs/{ids[0]}/events", headers=a).json()
-    assert [e["kind"] for e in events] == ["queued", "cancelled"] and [e["id"] for e in events] == [1, 2]
+    assert [e["kind"] for e in events] == ["queued", "cancelled"]
+    assert [e["id"] for e in events] == [1, 2]
     assert client.get(f"/v1/jobs/{ids[0]}/events", params={"after": 1}, headers=a).json()[0]["kind"] == "cancelled"
     metrics = client.get("/metrics").text
-    assert 'secateurs_jobs{status="queued"} 4.0' in metrics and 'secateurs_jobs{status="cancelled"} 1.0' in metrics
+    assert 'secateurs_jobs{status="queued"} 4.0' in metrics
+    assert 'secateurs_jobs{status="cancelled"} 1.0' in metrics
     assert "secateurs_candidates_evaluated_total 0.0" in metrics
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/docs").status_code == 200

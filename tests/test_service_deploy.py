@@ -42,7 +42,8 @@ def test_compose_commands_are_entry_points_the_image_has():
     console = {ep.name for ep in entry_points(group="console_scripts")}
     for name, svc in _compose()["services"].items():
         if "command" not in svc:
-            assert "image" in svc and name == "postgres"
+            assert "image" in svc
+            assert name == "postgres"
             continue
         exe, *args = svc["command"]
         if exe == "secateurs":
@@ -50,17 +51,21 @@ def test_compose_commands_are_entry_points_the_image_has():
             parsed = build_parser().parse_args(args)
             assert parsed.func.__module__ == "service.cli.server"
         else:
-            assert exe == "ray" and "ray" in console
+            assert exe == "ray"
+            assert "ray" in console
             sub = ray_cli.commands[args[0]]
             known = {opt for p in sub.params for opt in p.opts}
             assert {a.split("=")[0] for a in args[1:]} <= known, args
 
 
 def test_dockerfile_installs_cpu_torch_first_then_the_project():
-    lines = [l.strip() for l in (ROOT / "Dockerfile").read_text().splitlines() if l.strip() and not l.startswith("#")]
-    torch_at = next(i for i, l in enumerate(lines) if "pip install torch" in l)
-    project_at = next(i for i, l in enumerate(lines) if l.startswith("RUN pip install ."))
-    assert torch_at < project_at and "download.pytorch.org/whl/cpu" in lines[torch_at]
-    assert lines[-1].startswith("CMD") and '"secateurs", "serve"' in lines[-1]
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    torch_at = next(i for i, line in enumerate(lines) if "pip install torch" in line)
+    project_at = next(i for i, line in enumerate(lines) if line.startswith("RUN pip install ."))
+    assert torch_at < project_at
+    assert "download.pytorch.org/whl/cpu" in lines[torch_at]
+    assert lines[-1].startswith("CMD")
+    assert '"secateurs", "serve"' in lines[-1]
     for pkg in ("pruning", "search", "workers", "service"):
-        assert any(l.startswith(f"COPY {pkg}") for l in lines)
+        assert any(line.startswith(f"COPY {pkg}") for line in lines)

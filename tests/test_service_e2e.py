@@ -11,10 +11,10 @@ import json
 import time
 
 import pytest
+from test_service_support import pg_schema_url, train_digits_convnet
 
 from service.client import Client
 from service.devserver import ServerProcess
-from test_service_support import pg_schema_url, train_digits_convnet
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,8 @@ def _token(srv: ServerProcess, team: str) -> str:
     out = srv.cli("token", "create", "--team", team)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip().splitlines()[-1]
-    assert token.startswith("sct_") and " " not in token
+    assert token.startswith("sct_")
+    assert " " not in token
     return token
 
 
@@ -77,11 +78,11 @@ def test_upload_submit_fetch_rebuild(server, weights, tmp_path):
     assert done["status"] == "succeeded", done
     summary = done["summary"]
     cands = client.candidates(job["id"])
-    assert [c["id"] for c in cands] == list(range(1, len(cands) + 1)) and done["candidates_evaluated"] == len(
-        cands
-    ) >= 1
+    assert [c["id"] for c in cands] == list(range(1, len(cands) + 1))
+    assert done["candidates_evaluated"] == len(cands) >= 1
     kinds = [e["kind"] for e in client.events(job["id"])]
-    assert kinds[:2] == ["queued", "started"] and kinds[-1] == "succeeded"
+    assert kinds[:2] == ["queued", "started"]
+    assert kinds[-1] == "succeeded"
 
     arts = {a["name"]: a for a in client.artifacts(job["id"])}
     assert {"model.safetensors", "arch.json", "model.onnx", "report.json", "pareto.png", "channels.png"} <= set(arts)
@@ -96,7 +97,8 @@ def test_upload_submit_fetch_rebuild(server, weights, tmp_path):
     assert evaluate(pruned, test) == pytest.approx(summary["accuracy_after"], abs=1e-9)
 
     fetched = server.cli("fetch", str(job["id"]), "--out", str(tmp_path / "cli"), "--token", client.token)
-    assert fetched.returncode == 0 and (tmp_path / "cli" / "arch.json").exists()
+    assert fetched.returncode == 0
+    assert (tmp_path / "cli" / "arch.json").exists()
     metrics = client.http.get("/metrics").text
     assert 'secateurs_jobs{status="succeeded"} 1.0' in metrics
 
@@ -118,7 +120,8 @@ def test_cancel_stops_a_running_job_within_seconds(server, weights):
     t0 = time.monotonic()
     client.cancel(job["id"])
     done = _wait(client, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"), timeout=30)
-    assert done["status"] == "cancelled" and time.monotonic() - t0 < 10
+    assert done["status"] == "cancelled"
+    assert time.monotonic() - t0 < 10
     n = done["candidates_evaluated"]
     time.sleep(1.5)
     assert client.job(job["id"])["candidates_evaluated"] == n < 500
@@ -140,9 +143,12 @@ def test_failed_job_reports_a_clear_error(server, tmp_path):
     assert submitted.returncode == 0, submitted.stderr
     job = {"id": int(submitted.stdout.strip().splitlines()[-1])}
     watched = server.cli("watch", str(job["id"]), "--token", client.token, "--poll", "0.5")
-    assert watched.returncode == 1 and "no images" in watched.stderr
+    assert watched.returncode == 1
+    assert "no images" in watched.stderr
     done = client.job(job["id"])
-    assert done["status"] == "failed" and "no images" in done["error"] and "\n" not in done["error"]
+    assert done["status"] == "failed"
+    assert "no images" in done["error"]
+    assert "\n" not in done["error"]
     assert "Traceback" in done["traceback"]
     status = server.cli("status", str(job["id"]), "--token", client.token)
     assert "no images" in status.stdout
@@ -168,7 +174,8 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             job = client.submit(spec)
             running = _wait(client, job["id"], lambda j: j["candidates_evaluated"] >= 3)
             first.kill()
-            assert running["status"] == "running" and running["candidates_evaluated"] < 11
+            assert running["status"] == "running"
+            assert running["candidates_evaluated"] < 11
         finally:
             first.kill()
         # two servers now share the database: exactly one of them resumes the job
@@ -189,7 +196,9 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             chosen = next(c for c in cands if c["proposal_id"] == done["best"]["proposal_id"])
             assert chosen["flops"] <= done["summary"]["budget"]
             kinds = [e["kind"] for e in client.events(job["id"])]
-            assert kinds.count("started") == 2 and kinds.count("requeued") == 1 and kinds.count("resumed") == 1
+            assert kinds.count("started") == 2
+            assert kinds.count("requeued") == 1
+            assert kinds.count("resumed") == 1
             assert kinds[-1] == "succeeded"
         finally:
             second.stop()

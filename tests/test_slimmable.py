@@ -180,7 +180,8 @@ def test_sandwich_rule_and_inplace_distillation(digits) -> None:
     cfg = SlimTrainConfig(num_random=3, per_layer=True)
     configs = step_configs(net, cfg, random.Random(0))
     assert len(configs) == 5
-    assert configs[0] == net.config_for_width(1.0) and configs[1] == net.config_for_width(0.25)
+    assert configs[0] == net.config_for_width(1.0)
+    assert configs[1] == net.config_for_width(0.25)
     bounds = net.bounds()
     for c in configs[2:]:
         assert all(bounds[k][0] <= n <= bounds[k][1] for k, n in c.items())
@@ -247,7 +248,9 @@ def test_save_and_load_supernet_round_trip(universal_convnet, tmp_path) -> None:
     net = copy.deepcopy(universal_convnet).eval()
     path = save_supernet(net, tmp_path / "sn")
     meta = json.loads(path.read_text())
-    assert meta["universal"] is True and meta["widths"] == WIDTHS and meta["zoo"] == "convnet"
+    assert meta["universal"] is True
+    assert meta["widths"] == WIDTHS
+    assert meta["zoo"] == "convnet"
     loaded = load_supernet(tmp_path / "sn")
     x = torch.randn(4, *SHAPE)
     for w in (0.25, 1.0):

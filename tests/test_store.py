@@ -58,7 +58,9 @@ def test_tokens_are_stored_hashed_and_revocable(store):
     assert store.team_for_token(token).name == "vision"
     with store.read() as s:
         rows = list(s.scalars(select(Token)))
-    assert len(rows) == 1 and rows[0].token_hash == hash_token(token) and token not in rows[0].token_hash
+    assert len(rows) == 1
+    assert rows[0].token_hash == hash_token(token)
+    assert token not in rows[0].token_hash
     assert store.team_for_token(token + "x") is None
     assert store.revoke_token(token) is True
     assert store.team_for_token(token) is None
@@ -74,7 +76,9 @@ def test_claim_order_is_priority_then_age(store):
     assert order == [high.id, low.id, low2.id]
     assert store.claim_next() is None
     job = store.get_job(high.id)
-    assert job.status == "running" and job.attempts == 1 and job.started_at is not None
+    assert job.status == "running"
+    assert job.attempts == 1
+    assert job.started_at is not None
 
 
 def test_candidates_get_contiguous_ids_and_replays_are_dropped(store):
@@ -102,7 +106,9 @@ def test_lost_lease_refuses_writes_and_stale_jobs_are_requeued(store):
     with pytest.raises(LeaseLost):
         store.add_candidate(job.id, lease, _result(1))
     claimed, lease2 = store.claim_next()
-    assert claimed.id == job.id and claimed.attempts == 2 and lease2 != lease
+    assert claimed.id == job.id
+    assert claimed.attempts == 2
+    assert lease2 != lease
     assert store.add_candidate(job.id, lease2, _result(0)) is None
     assert store.add_candidate(job.id, lease2, _result(1)) == 2
     assert store.finish_job(job.id, lease, "succeeded") is False
@@ -117,7 +123,8 @@ def test_requeue_gives_up_after_max_attempts(store):
     time.sleep(0.2)
     store.requeue_stale(stale_after=0.1, max_attempts=1)
     failed = store.get_job(job.id)
-    assert failed.status == "failed" and "stopped responding" in failed.error
+    assert failed.status == "failed"
+    assert "stopped responding" in failed.error
 
 
 def test_cancel_queued_at_once_running_by_flag(store):
@@ -142,10 +149,12 @@ def test_checkpoint_round_trip_and_team_scoping(store):
     store.save_checkpoint(job.id, lease, b"one")
     store.save_checkpoint(job.id, lease, b"two")
     assert store.load_checkpoint(job.id) == b"two"
-    assert store.get_job(job.id, a) is not None and store.get_job(job.id, b) is None
+    assert store.get_job(job.id, a) is not None
+    assert store.get_job(job.id, b) is None
     assert store.list_jobs(b) == ([], 0)
     items, total = store.list_jobs(a, status="running")
-    assert total == 1 and items[0].id == job.id
+    assert total == 1
+    assert items[0].id == job.id
 
 
 def test_concurrent_claims_never_hand_one_job_to_two_claimers(db_url):
@@ -188,7 +197,8 @@ def test_release_requeues_at_once_or_cancels_if_asked(store):
     _, lease = store.claim_next()
     assert store.release(job.id, "not-the-lease", "x") is False
     assert store.release(job.id, lease, "server stopped") is True
-    assert store.get_job(job.id).status == "queued" and store.list_events(job.id)[-1].kind == "requeued"
+    assert store.get_job(job.id).status == "queued"
+    assert store.list_events(job.id)[-1].kind == "requeued"
     _, lease2 = store.claim_next()
     store.request_cancel(job.id, team)
     assert store.release(job.id, lease2, "server stopped") is True
@@ -209,20 +219,24 @@ def test_json_columns_take_numpy_values_and_non_finite_floats(store):
     store.add_candidate(job.id, lease, r)
     assert store.finish_job(job.id, lease, "succeeded", summary={"acc": np.float64(0.9), "inf": float("inf")})
     c = store.list_candidates(job.id)[0]
-    assert c.policy == {"conv1": 0.5} and c.meta == {"n": 3, "bad": None, "t": [1, 2]}
+    assert c.policy == {"conv1": 0.5}
+    assert c.meta == {"n": 3, "bad": None, "t": [1, 2]}
     assert store.get_job(job.id).summary == {"acc": 0.9, "inf": None}
 
 
 def test_transition_table_is_the_documented_one():
     Q, R, S, F, C = JobStatus
-    assert TRANSITIONS == {Q: {R, C}, R: {S, F, C, Q}, S: set(), F: set(), C: set()}
+    assert {Q: {R, C}, R: {S, F, C, Q}, S: set(), F: set(), C: set()} == TRANSITIONS
     assert [s.final for s in JobStatus] == [False, False, True, True, True]
-    assert JOB_STATUSES == ("queued", "running", "succeeded", "failed", "cancelled") and FINAL_STATUSES == (
+    assert JOB_STATUSES == ("queued", "running", "succeeded", "failed", "cancelled")
+    assert FINAL_STATUSES == (
         "succeeded",
         "failed",
         "cancelled",
     )
-    assert JobStatus("queued") is Q and f"{Q}" == "queued" and {"queued": 1}[Q] == 1
+    assert JobStatus("queued") is Q
+    assert f"{Q}" == "queued"
+    assert {"queued": 1}[Q] == 1
 
 
 @pytest.mark.parametrize("before,after", LEGAL, ids=[f"{a}-{b}" for a, b in LEGAL])
@@ -234,11 +248,15 @@ def test_every_legal_move_applies_its_fields(before, after):
     assert job.status is after
     if after is JobStatus.RUNNING:
         assert (job.claimed_by, job.attempts, job.phase) == ("new", 2, "starting")
-        assert job.started_at is not None and job.heartbeat_at is not None and job.finished_at is None
+        assert job.started_at is not None
+        assert job.heartbeat_at is not None
+        assert job.finished_at is None
     elif after is JobStatus.QUEUED:
         assert (job.claimed_by, job.phase, job.finished_at) == (None, "queued (resume)", None)
     else:
-        assert job.claimed_by is None and job.finished_at is not None and job.phase == after.value
+        assert job.claimed_by is None
+        assert job.finished_at is not None
+        assert job.phase == after.value
         assert job.progress == (1.0 if after is JobStatus.SUCCEEDED else 0.5)
 
 
@@ -265,12 +283,10 @@ def test_finish_job_moves_a_running_job_once(store, final):
     _, lease = store.claim_next()
     assert store.finish_job(job.id, lease, final, error="e" if final == "failed" else None) is True
     done = store.get_job(job.id)
-    assert (
-        done.status is JobStatus(final)
-        and done.phase == final
-        and done.finished_at is not None
-        and done.claimed_by is None
-    )
+    assert done.status is JobStatus(final)
+    assert done.phase == final
+    assert done.finished_at is not None
+    assert done.claimed_by is None
     assert store.list_events(job.id)[-1].kind == final
     # a final job is not ours to finish again: False, not an error, and nothing changes
     for again in FINAL_STATUSES:
@@ -297,7 +313,8 @@ def test_stored_status_is_the_enum_and_unknown_strings_are_refused(store):
     with store.read() as s:
         assert s.execute(text("SELECT status FROM jobs")).scalar() == "queued"  # the stored string is unchanged
     assert store.get_job(job.id).status is JobStatus.QUEUED
-    assert store.list_jobs(team, status=JobStatus.QUEUED)[1] == 1 and store.list_jobs(team, status="queued")[1] == 1
+    assert store.list_jobs(team, status=JobStatus.QUEUED)[1] == 1
+    assert store.list_jobs(team, status="queued")[1] == 1
     assert store.job_counts() == {"queued": 1}
     with pytest.raises(StatementError, match="'done' is not a valid JobStatus"):
         store.list_jobs(team, status="done")
@@ -306,9 +323,10 @@ def test_stored_status_is_the_enum_and_unknown_strings_are_refused(store):
 def test_no_assert_checks_a_status_in_the_service():
     """Status checks raise real errors (asserts vanish under `python -O`)."""
     root = Path(__file__).resolve().parents[1] / "service"
-    found = []
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Assert) and "status" in ast.unparse(node.test).lower():
-                found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    found = [
+        f"{path.relative_to(root.parent)}:{node.lineno}"
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Assert) and "status" in ast.unparse(node.test).lower()
+    ]
     assert not found, found

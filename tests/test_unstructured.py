@@ -109,7 +109,8 @@ def test_lottery_ticket_rewinds_survivors_to_their_initial_values(digits) -> Non
     assert sparsity(model)["overall"] == pytest.approx(0.8, abs=1e-3)
     assert sparsity(res.extra["reinit_model"])["overall"] == pytest.approx(0.8, abs=1e-3)
     assert [r.round for r in res.history] == [0, 1, 2]
-    assert res.history[0].sparsity == 0.0 and res.history[-1].sparsity == pytest.approx(0.8, abs=1e-3)
+    assert res.history[0].sparsity == 0.0
+    assert res.history[-1].sparsity == pytest.approx(0.8, abs=1e-3)
     assert 0.0 <= res.extra["reinit_accuracy"] <= 1.0
 
 
@@ -118,8 +119,9 @@ def test_lottery_ticket_late_rewinding_uses_the_early_iterate(digits) -> None:
     model = _convnet()
     reference = _convnet()
     snaps = {}
+    count = [0]
 
-    def grab(m: torch.nn.Module, count=[0]) -> None:
+    def grab(m: torch.nn.Module) -> None:
         count[0] += 1
         if count[0] == k_step:
             snaps["state"] = copy.deepcopy(m.state_dict())
@@ -140,6 +142,7 @@ def test_han_rounds_reach_the_target_sparsity(digits) -> None:
         model, digits.train, 0.9, rounds=3, penalty="l1", strength=1e-5, train_config=FAST, retrain_config=FAST
     )
     levels = [r.sparsity for r in res.history]
-    assert levels == sorted(levels) and len(levels) == 3
+    assert levels == sorted(levels)
+    assert len(levels) == 3
     assert levels[-1] == pytest.approx(0.9, abs=1e-3)
     assert sparsity(model)["overall"] == pytest.approx(0.9, abs=1e-3)

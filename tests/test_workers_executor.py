@@ -30,7 +30,7 @@ def test_ray_executor_fans_out_and_matches_local_evaluation(ray_local, digits):
     space = SearchSpace(model, (1, 16, 16), {"flops": 0.6}, calibration=calib)
     ctx = EvalContext(model=model, data=digits, input_shape=(1, 16, 16), calibration=calib, space=space, val_batches=2)
     local = make_evaluator("adaptive-bn", ctx)
-    proposals = [Proposal(id=i, policy={k: 0.1 * (i + 1) for k in space.keys}, phase="search") for i in range(4)]
+    proposals = [Proposal(id=i, policy=dict.fromkeys(space.keys, 0.1 * (i + 1)), phase="search") for i in range(4)]
     executor = RayExecutor(local, {}, n_workers=2)
     try:
         remote = executor(proposals)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from search.evaluators import Evaluator
 

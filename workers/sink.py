@@ -10,9 +10,10 @@ checkpoint holds only the strategy's own state. A resume is that state plus the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -129,9 +130,6 @@ def read_resume(out_dir: str | Path) -> ResumeState | None:
     if not (out / CHECKPOINT).exists():
         return None
     state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
-    results = []
-    if (out / RECORD).exists():
-        for line in (out / RECORD).read_text().splitlines():
-            if line.strip():
-                results.append(result_from_dict(json.loads(line)))
+    lines = (out / RECORD).read_text().splitlines() if (out / RECORD).exists() else []
+    results = [result_from_dict(json.loads(line)) for line in lines if line.strip()]
     return ResumeState(strategy=state, results=results)

@@ -14,7 +14,7 @@ class ConvNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 16, width: float = 1.0) -> None:
         super().__init__()
-        c1, c2, c3, h = (max(1, int(round(c * width))) for c in (32, 64, 64, 128))
+        c1, c2, c3, h = (max(1, round(c * width)) for c in (32, 64, 64, 128))
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
             nn.BatchNorm2d(c1),

@@ -50,14 +50,14 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> None:
         super().__init__()
-        c = max(8, int(round(32 * width)))
+        c = max(8, round(32 * width))
         layers: list[nn.Module] = [_conv_bn(in_channels, c, 3, 1)]
         for t, ch, n, s in CIFAR_SETTING:
-            out = max(8, int(round(ch * width)))
+            out = max(8, round(ch * width))
             for i in range(n):
                 layers.append(InvertedResidual(c, out, s if i == 0 else 1, t))
                 c = out
-        last = max(8, int(round(1280 * min(width, 1.0))))
+        last = max(8, round(1280 * min(width, 1.0)))
         layers.append(_conv_bn(c, last, 1, 1))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

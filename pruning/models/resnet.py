@@ -39,7 +39,7 @@ class CifarResNet(nn.Module):
         if (depth - 2) % 6:
             raise ValueError("CIFAR ResNet depth must be 6n+2")
         n = (depth - 2) // 6
-        widths = [max(1, int(round(c * width))) for c in (16, 32, 64)]
+        widths = [max(1, round(c * width)) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         layers = []

@@ -22,7 +22,7 @@ class VGG(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
-                out = max(1, int(round(v * width)))
+                out = max(1, round(v * width))
                 layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
                 c = out
         self.features = nn.Sequential(*layers)

@@ -6,7 +6,8 @@ imports every zoo module, so the registry is complete once `pruning.models` is i
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

@@ -6,8 +6,9 @@ plain zoo model at the largest width (the start of an AutoSlim search)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 

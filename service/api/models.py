@@ -40,7 +40,7 @@ class ModelOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, m: Model) -> "ModelOut":
+    def of(cls, m: Model) -> ModelOut:
         return cls(
             id=m.id,
             zoo=m.zoo,

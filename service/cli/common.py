@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pruning.errors import PruningError
 from search.base import SearchError

@@ -125,7 +125,10 @@ def _summary_lines(r: dict[str, Any]) -> list[str]:
         f"accuracy  {r['accuracy_before']:.4f} -> {r['accuracy_after']:.4f}",
         f"FLOPs     {r['flops_before']:,} -> {r['flops_after']:,} MACs ({r['flops_after'] / r['flops_before']:.1%})",
         f"params    {r['params_before']:,} -> {r['params_after']:,} ({r['params_after'] / r['params_before']:.1%})",
-        f"latency   {r['latency_ms_before']:.3f} -> {r['latency_ms_after']:.3f} ms (batch {r['latency_batch_size']}, {r['device']})",
+        (
+            f"latency   {r['latency_ms_before']:.3f} -> {r['latency_ms_after']:.3f} ms "
+            f"(batch {r['latency_batch_size']}, {r['device']})"
+        ),
         f"exported  {r['out']}",
     ]
 

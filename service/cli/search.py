@@ -58,7 +58,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"{s['candidates']} candidates in {s['search_seconds']:.1f}s"
     )
     print(
-        f"  accuracy  {s['accuracy_before']:.4f} -> {s['accuracy_after']:.4f} (cut, before fine-tune {s['accuracy_pruned']:.4f})"
+        f"  accuracy  {s['accuracy_before']:.4f} -> {s['accuracy_after']:.4f} "
+        f"(cut, before fine-tune {s['accuracy_pruned']:.4f})"
     )
     print(f"  FLOPs     {s['flops_before']:,} -> {s['flops_after']:,} ({s['flops_after'] / s['flops_before']:.1%})")
     print(f"  params    {s['params_before']:,} -> {s['params_after']:,} ({s['params_after'] / s['params_before']:.1%})")

@@ -28,7 +28,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port
     print(
-        f"secateurs: serving on http://{host}:{port} (database {settings.db_url.split('@')[-1]}, data {settings.data_dir})",
+        f"secateurs: serving on http://{host}:{port} "
+        f"(database {settings.db_url.split('@')[-1]}, data {settings.data_dir})",
         file=sys.stderr,
         flush=True,
     )

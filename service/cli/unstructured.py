@@ -125,7 +125,8 @@ def _cmd_unstructured(args: argparse.Namespace) -> int:
     if "reinit_accuracy" in result:
         print(f"random reinit control: {result['reinit_accuracy']:.4f}")
     print(
-        f"sparsity  {sp['overall']:.2%} of conv/linear weights are zero ({result['params_nonzero']:,} of {params:,} params non-zero)"
+        f"sparsity  {sp['overall']:.2%} of conv/linear weights are zero "
+        f"({result['params_nonzero']:,} of {params:,} params non-zero)"
     )
     print(f"exported  {target}")
     if args.json:

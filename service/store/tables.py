@@ -4,8 +4,8 @@ migrations in `service/migrations` create it; keep both in step."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -32,7 +32,7 @@ FINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus if s in FINAL
 
 def utcnow() -> datetime:
     """Timezone-aware now, the one clock every row uses."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class StatusColumn(TypeDecorator):
@@ -50,7 +50,7 @@ class StatusColumn(TypeDecorator):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
 
 class Team(Base):
