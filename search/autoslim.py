@@ -15,7 +15,6 @@ more channel within the budget and keeps the best), so the result lands just und
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,7 +30,7 @@ from .base import Proposal, Result, SearchError
 from .evaluators import EvalContext, Evaluator, register_evaluator
 from .registry import register_strategy
 from .space import SearchSpace
-from .strategies.common import SpaceStrategy, result_from_state, result_to_state
+from .strategies.common import SpaceStrategy
 
 EVALUATOR = "shared-weights"
 
@@ -89,7 +88,7 @@ class AutoSlimStrategy(SpaceStrategy):
         self._final: Result | None = None
 
     @classmethod
-    def base_model(cls, options: Mapping[str, Any], zoo: str, args: Mapping[str, Any]) -> tuple[str, str]:
+    def base_model(cls, options: Mapping[str, Any], zoo: str, args: Mapping[str, Any]) -> tuple[str, str] | None:
         """The pipeline's trained model and criterion: the supernet's plain full-width weights,
         cut by `first-k` so the final network is exactly the searched sub-network."""
         meta, folder = supernet_meta(_resolve(options.get("supernet")))
@@ -155,7 +154,8 @@ class AutoSlimStrategy(SpaceStrategy):
         key = self.space.target.resource_key
         filling = self.step_results[0].phase == "fill"
         sign = 1.0 if filling else -1.0  # ties: the smaller network when removing, the larger when adding
-        chosen = max(self.step_results, key=lambda r: (r.score, sign * float(getattr(r, key) or 0.0)))
+        trials = sorted(self.step_results, key=lambda r: r.proposal_id)  # ties: the first proposed
+        chosen = max(trials, key=lambda r: (r.score, sign * float(getattr(r, key) or 0.0)))
         self.step_results = []
         self.iteration += 1
         if filling:
@@ -233,24 +233,30 @@ class AutoSlimStrategy(SpaceStrategy):
         return {"fraction": frac, "phase": f"AutoSlim: step {self.iteration}, {now / orig:.1%} of {space.target.kind}"}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {
-            "kept": dict(self.kept), "iteration": self.iteration, "started": self.started,
-            "finished": self.finished, "queue": [asdict(p) for p in self.queue],
-            "step_results": [result_to_state(r) for r in self.step_results],
-            "trajectory": [result_to_state(r) for r in self.trajectory],
-            "final": None if self._final is None else result_to_state(self._final),
-        }
+        # the greedy steps are deterministic given their scores: everything else is replayed from the record
+        return {"queued": [p.id for p in self.queue]}
 
     def _load_extra(self, state: dict[str, Any]) -> None:
-        self.kept = {k: int(v) for k, v in state["kept"].items()}
-        self.iteration = int(state["iteration"])
-        self.started, self.finished = bool(state["started"]), bool(state["finished"])
-        self.queue = [Proposal(**d) for d in state["queue"]]
-        queued = {p.id for p in self.queue}  # numbered (hence outstanding) but never asked: not reissued
-        self._reissue = [p for p in self._reissue if p.id not in queued]
-        self.step_results = [result_from_state(d) for d in state["step_results"]]
-        self.trajectory = [result_from_state(d) for d in state["trajectory"]]
-        self._final = None if state["final"] is None else result_from_state(state["final"])
+        """Replay the search from its start with the told results (ask everything, tell what the
+        record has, stop at the first step with results missing), then check it ends where the
+        checkpoint did: the same next id and outstanding proposals, some of them still queued."""
+        told = {r.proposal_id: r for r in self.history}
+        next_id, outstanding = self.next_id, self.outstanding
+        self.next_id, self.outstanding, self._reissue, self.history = 0, {}, [], []
+        while not self.finished:
+            asked = self.ask(1 << 30)
+            results = [told[p.id] for p in asked if p.id in told]
+            self.tell(results)
+            if not asked or len(results) < len(asked):
+                break
+        replayed = {p.id: p.policy for p in self.outstanding.values()}
+        if self.next_id != next_id or replayed != {i: p.policy for i, p in outstanding.items()} \
+                or len(self.history) != len(told):
+            raise SearchError("autoslim: replaying the record does not reach the checkpoint's state")
+        queued = {int(i) for i in state["queued"]}
+        self.outstanding = outstanding
+        self.queue = [outstanding[i] for i in sorted(queued)]
+        self._reissue = [p for i, p in sorted(outstanding.items()) if i not in queued]
 
 
 @register_evaluator(EVALUATOR)

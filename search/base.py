@@ -4,8 +4,15 @@ know nothing of how or where candidates are evaluated (locally, on Ray, behind H
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:  # the space module imports this one
+    from .space import SearchSpace
+
+Kind = Literal["candidate", "work"]
 
 
 class SearchError(ValueError):
@@ -14,24 +21,32 @@ class SearchError(ValueError):
 
 @dataclass
 class Proposal:
-    """A candidate a strategy asks to have evaluated.
+    """What a strategy asks to have evaluated.
 
     `policy` maps channel-group keys to pruning rates in [0, 1). `phase` names the strategy's
     stage (e.g. "sample", "finetune", "episode"); `evaluator` may ask for a specific evaluator
-    by name (e.g. EagleEye's fine-tune of its top-k) instead of the job's default; `meta` is
-    carried through to the result untouched."""
+    by name (e.g. EagleEye's fine-tune of its top-k) instead of the job's default, built with
+    `evaluator_options` (e.g. `{"steps": 100, "lr": 0.01}`); `meta` is carried through to the
+    result untouched.
+
+    `kind` says what the result is: "candidate" (the default) is a scored sub-network, kept
+    in the search record; "work" is a step the strategy needs done that is no candidate
+    (MetaPruning's PruningNet training chunks): its result is told to the strategy and
+    reported as an event, never recorded, counted or put on the Pareto front."""
 
     id: int
     policy: dict[str, float]
     phase: str = "search"
     evaluator: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    evaluator_options: dict[str, Any] = field(default_factory=dict)
+    kind: Kind = "candidate"
 
 
 @dataclass
 class Result:
     """What evaluating a proposal gave: the score (higher is better, e.g. accuracy) and the
-    resources of the cut model."""
+    resources of the cut model. `kind` is the proposal's (the runner copies it over)."""
 
     proposal_id: int
     policy: dict[str, float]
@@ -43,9 +58,17 @@ class Result:
     phase: str = "search"
     wall_seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    kind: Kind = "candidate"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Result:
+        """The Result an `as_dict()` came from; keys that are no field (e.g. a store row's
+        sequence number) are ignored, missing optional fields take their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class Strategy(abc.ABC):
@@ -53,10 +76,33 @@ class Strategy(abc.ABC):
 
     The runner loops: `ask(n)` (up to n proposals; an empty list with `done` False means
     "waiting for results"), evaluate them, `tell(results)`. `best` is the chosen result.
-    `state_dict()` must capture everything (RNG state included) so that `load_state_dict()` on
-    a fresh instance, built with the same arguments, resumes the search exactly."""
 
-    name: str = ""
+    Record and state (as in Optuna's RDB storage: the trials are the record, a sampler keeps
+    only its own state): the caller keeps the record, every evaluated candidate (`Result`
+    of kind "candidate"); `state_dict()` holds only what the strategy cannot get back from
+    the record (RNG state, next proposal id, outstanding proposals, counters, queues, agent
+    weights), so it stays bounded as candidates grow. `load_state_dict(state, history)`, on a
+    fresh instance built with the same arguments, takes that state and the record and resumes
+    the search exactly as it stood when `state_dict()` was called.
+
+    Optional capabilities, with defaults here, that callers use without probing:
+    `default_evaluator`, `space`, `base_model()`, `write_artifacts()`, `close()`."""
+
+    name: ClassVar[str] = ""
+    default_evaluator: ClassVar[str] = "adaptive-bn"
+    """The evaluator a job uses when it names none (e.g. NetAdapt "finetune", AMC "reconstruct")."""
+
+    space: SearchSpace | None = None
+    """The search space the strategy searches (its target names the resource the runner
+    puts on the Pareto front); None for a strategy without one."""
+
+    @classmethod
+    def base_model(cls, options: Mapping[str, Any], zoo: str, args: Mapping[str, Any]) -> tuple[str, str] | None:
+        """For a strategy that brings the trained model (AutoSlim: its supernet at full width):
+        `(weights path, criterion)` the job must use instead of its own, from the strategy's
+        options, the model zoo name and the model's arguments; raises SearchError when they
+        do not fit. None (the default): the job's model and criterion."""
+        return None
 
     @abc.abstractmethod
     def ask(self, n: int = 1) -> list[Proposal]:
@@ -64,7 +110,7 @@ class Strategy(abc.ABC):
 
     @abc.abstractmethod
     def tell(self, results: list[Result]) -> None:
-        """Scores of evaluated proposals."""
+        """Scores of evaluated proposals (candidates and work alike)."""
 
     @property
     @abc.abstractmethod
@@ -78,14 +124,26 @@ class Strategy(abc.ABC):
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """State for resuming after a crash: nested dicts/lists of str, int, float, bool, None
-        and torch tensors, so it round-trips through `torch.save` / `torch.load(weights_only=True)`."""
+        """The strategy's own state for resuming after a crash, without the results the record
+        holds: nested dicts/lists of str, int, float, bool, None and torch tensors, so it
+        round-trips through `torch.save` / `torch.load(weights_only=True)`."""
 
     @abc.abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from `state_dict()`."""
+    def load_state_dict(self, state: dict[str, Any], history: Sequence[Result]) -> None:
+        """Restore from `state_dict()` and the record `history` (the caller's stored candidate
+        results, in any order; results of other ids, e.g. stored after the checkpoint, are
+        ignored here and reused by the runner when their proposals are asked again)."""
 
     def progress(self) -> dict[str, Any]:
         """A short description of where the search stands, for progress displays:
         at least `fraction` in [0, 1] and `phase` (e.g. "NetAdapt: iteration 7")."""
         return {"fraction": 1.0 if self.done else 0.0, "phase": self.name}
+
+    def write_artifacts(self, out_dir: Path) -> dict[str, str]:
+        """Write the strategy's own files into `out_dir` once it is done (e.g. sensitivity's
+        table and plot, AMC's rewards) and return them as {name: path}; by default nothing."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional, a no-op by default
+        """Release what the strategy holds outside this process (AMC's RLlib thread); by
+        default nothing. Safe to call more than once."""

@@ -182,22 +182,25 @@ def make_evaluator(name: str, context: EvalContext, **options: Any) -> Evaluator
 
 class EvaluatorPool:
     """The job's default evaluator plus any others proposals ask for by name (built on the same
-    context, with options from `proposal.meta["evaluator_options"]`)."""
+    context, with the proposal's `evaluator_options`)."""
 
     def __init__(self, default: Evaluator) -> None:
         self.default = default
         self._others: dict[str, Evaluator] = {}
 
     def for_proposal(self, proposal: Proposal) -> Evaluator:
-        """The evaluator a proposal asks for (the default when it names none)."""
-        if not proposal.evaluator or proposal.evaluator == self.default.name and not proposal.meta.get("evaluator_options"):
+        """The evaluator a proposal asks for: the default when it names none (or the default's
+        name) without options, else one built by name with its options (cached per both)."""
+        name, opts = proposal.evaluator or self.default.name, dict(proposal.evaluator_options or {})
+        if name == self.default.name and not opts:
             return self.default
-        opts = proposal.meta.get("evaluator_options") or {}
-        key = proposal.evaluator + repr(sorted(opts.items()))
+        key = name + repr(sorted(opts.items()))
         if key not in self._others:
-            self._others[key] = make_evaluator(proposal.evaluator, self.default.context, **opts)
+            self._others[key] = make_evaluator(name, self.default.context, **opts)
         return self._others[key]
 
     def evaluate(self, proposal: Proposal) -> Result:
-        """Evaluate one proposal with the evaluator it asks for."""
-        return self.for_proposal(proposal).evaluate(proposal.policy, proposal.phase, proposal.id, dict(proposal.meta))
+        """Evaluate one proposal with the evaluator it asks for; the result takes its kind."""
+        result = self.for_proposal(proposal).evaluate(proposal.policy, proposal.phase, proposal.id, dict(proposal.meta))
+        result.kind = proposal.kind
+        return result

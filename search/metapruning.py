@@ -10,8 +10,9 @@ draws a random encoding, the generated network runs forward, the loss trains the
 
 Design in the ask/tell core: the PruningNet lives in the `pruningnet` evaluator, which holds
 the training data. Its training is the strategy's first phase: proposals of phase "train"
-each ask the evaluator to train up to a step count (a chunk), so the job's checkpoints fall
-between chunks; the evaluator saves the PruningNet after every chunk under
+(of kind "work": training progress, reported as events, never candidates) each ask the
+evaluator to train up to a step count (a chunk), so the job's checkpoints fall between
+chunks; the strategy's state keeps the steps trained, and the evaluator saves the PruningNet after every chunk under
 `$SECATEURS_CACHE_DIR/pruningnet/` and, in a fresh process (a resumed job, another Ray
 worker), reloads it or retrains it deterministically (its sampling is seeded). Then
 proposals of phase "evolution" carry encodings; the evaluator generates their weights,
@@ -199,6 +200,7 @@ class PruningNetEvaluator(Evaluator):
         self.hidden, self.lr, self.batch_size, self.cache = int(hidden), float(lr), int(batch_size), bool(cache)
         self.net: PruningNet | None = None
         self.step = 0
+        self.last_loss: float | None = None
 
     # ---- training -----------------------------------------------------------------------
     def _fresh(self) -> None:
@@ -263,11 +265,13 @@ class PruningNetEvaluator(Evaluator):
             self.train_to(step)
 
     def train_to(self, step: int) -> float:
-        """Train from the current step to `step`; returns the mean training accuracy."""
+        """Train from the current step to `step`; returns the mean training accuracy (the mean
+        loss is left in `last_loss`)."""
         ctx = self.context
         data = ctx.data.train
         n = len(data)
         correct = total = 0
+        loss_sum, steps = 0.0, 0
         self.net.template.train()
         while self.step < step:
             idx = torch.randint(0, n, (self.batch_size,), generator=self.gen)
@@ -281,9 +285,11 @@ class PruningNetEvaluator(Evaluator):
             self.opt.step()
             correct += int((logits.argmax(1) == y).sum())
             total += len(y)
+            loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
             self.step += 1
         self.net.template.eval()
         self._save()
+        self.last_loss = loss_sum / steps if steps else None
         return correct / max(1, total)
 
     # ---- scoring ------------------------------------------------------------------------
@@ -306,6 +312,7 @@ class PruningNetEvaluator(Evaluator):
         if phase == "train":
             self.ensure(int(meta.get("train_from", self.step)))
             score = self.train_to(int(meta["train_to"]))
+            meta.update(train_accuracy=float(score), train_loss=self.last_loss)
         else:
             self.ensure(int(meta.get("pruningnet_steps", self.step)))
             score = evaluate(self.generated(policy), self.context.data.val, batch_size=self.context.batch_size,
@@ -427,7 +434,7 @@ class MetaPruningStrategy(SpaceStrategy):
             if self.outstanding:
                 return []
             step = min(self.train_steps, self.trained + self.train_chunk)
-            return [self._propose({}, "train", self.evaluator, train_from=self.trained, train_to=step)]
+            return [self._propose({}, "train", self.evaluator, kind="work", train_from=self.trained, train_to=step)]
         if not self.queue and self.generation < self.generations:
             if self.outstanding:
                 return []
@@ -446,8 +453,11 @@ class MetaPruningStrategy(SpaceStrategy):
             if r.phase == "train":
                 self.trained = max(self.trained, int(r.meta.get("train_to", self.trained)))
             else:
-                kept = self.space.kept(r.policy)
-                self.scored.append((r.score, {k: kept[k] for k in self.space.keys}, r.proposal_id))
+                self._score(r)
+
+    def _score(self, r: Result) -> None:
+        kept = self.space.kept(r.policy)
+        self.scored.append((r.score, {k: kept[k] for k in self.space.keys}, r.proposal_id))
 
     @property
     def done(self) -> bool:
@@ -473,12 +483,16 @@ class MetaPruningStrategy(SpaceStrategy):
         return {"fraction": min(1.0, fraction), "phase": phase}
 
     def _extra_state(self) -> dict[str, Any]:
+        # training progress is the step count (the evaluator reloads its PruningNet by step);
+        # scored encodings come back from the record; the queue holds at most one generation
         return {"gen": self.gen.get_state(), "trained": self.trained, "generation": self.generation,
-                "queue": [dict(k) for k in self.queue],
-                "scored": [{"score": s, "kept": dict(k), "id": i} for s, k, i in self.scored]}
+                "queue": [dict(k) for k in self.queue]}
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["gen"])
         self.trained, self.generation = int(state["trained"]), int(state["generation"])
         self.queue = [{k: int(v) for k, v in d.items()} for d in state["queue"]]
-        self.scored = [(float(d["score"]), {k: int(v) for k, v in d["kept"].items()}, int(d["id"])) for d in state["scored"]]
+        self.scored = []
+        for r in self.history:
+            if r.phase != "train":
+                self._score(r)

@@ -171,7 +171,7 @@ def test_amc_resumes_exactly(trained_convnet, digits) -> None:
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)
     _, ev, second = _search(trained_convnet, digits, "plain", **opts)
-    second.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    second.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True), partial.results)
     resumed = run_search(second, ev, previous=partial.results).results
     assert [r.policy for r in resumed] == [r.policy for r in reference]
     assert [r.score for r in resumed] == [r.score for r in reference]
@@ -209,7 +209,7 @@ def test_rllib_agent_resumes_from_learned_weights(trained_convnet, digits, agent
     assert any(not torch.equal(saved[k], initial[k]) for k in initial)  # PPO trained on 3 episodes
 
     space, ev, second = _search(trained_convnet, digits, "plain", **opts)
-    second.load_state_dict(state)
+    second.load_state_dict(state, partial.results)
     try:
         restored = _module_weights(second) if second._rllib() else None
         assert restored and all(torch.equal(restored[k], saved[k]) for k in restored)  # the acting (inference) module

@@ -82,9 +82,15 @@ def test_evolution_meets_target_and_resumes_exactly(digits) -> None:
     torch.manual_seed(0)
     model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
     space, ev, strategy = _setup(model, digits)
-    reference = run_search(strategy, ev)
+    events: list[dict] = []
+    reference = run_search(strategy, ev, on_event=events.append)
     phases = [r.phase for r in reference.results]
-    assert phases == ["train", "train"] + ["evolution"] * 8
+    assert phases == ["evolution"] * 8  # PruningNet training is work, not candidates
+    work = [e for e in events if e["type"] == "work"]
+    assert [(e["phase"], e["train_to"], e["pruningnet_steps"]) for e in work] == [("train", 2, 2), ("train", 4, 4)]
+    assert all(e["train_loss"] > 0 and 0 <= e["score"] <= 1 for e in work)
+    assert [e for e in reference.events if e["type"] == "work"] == work
+    assert all(r in reference.results for r in reference.pareto)
     evo = [r for r in reference.results if r.phase == "evolution"]
     assert all(space.feasible(r.policy) and r.flops <= space.budget for r in evo)
     # the band: every encoding uses at least 90% of the budget (random draws alone mostly do not)
@@ -93,14 +99,19 @@ def test_evolution_meets_target_and_resumes_exactly(digits) -> None:
     assert reference.best in evo and reference.best.score == max(r.score for r in evo)
     assert len({tuple(sorted(r.meta["encoding"].items())) for r in evo}) == len(evo)
 
-    # stop after the first training chunk and part of a generation, resume in a fresh process's shoes
-    for stop_at in (1, 5):
+    # stop after the first training chunk (no candidate yet) and within a generation, resume in a
+    # fresh process's shoes: the state holds the steps trained, the evaluator reloads its PruningNet
+    for mid_training in (True, False):
+        seen: list[dict] = []
+        stop = {"should_stop": lambda log=seen: any(e["type"] == "work" for e in log)} if mid_training \
+            else {"max_candidates": 3}
         _, ev1, first = _setup(model, digits)
-        partial = run_search(first, ev1, max_candidates=stop_at)
+        partial = run_search(first, ev1, on_event=seen.append, **stop)
+        assert partial.stopped and first.trained == (2 if mid_training else 4)
         buf = io.BytesIO()
         torch.save(first.state_dict(), buf)
         _, ev2, second = _setup(model, digits)
-        second.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+        second.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True), partial.results)
         resumed = run_search(second, ev2, previous=partial.results).results
         assert [r.policy for r in resumed] == [r.policy for r in reference.results]
         assert [r.score for r in resumed] == [r.score for r in reference.results]

@@ -123,7 +123,7 @@ def test_runner_records_pareto_and_resumes_without_reevaluating(trained, digits,
                        should_stop=lambda: len(calls) >= 2, checkpoint=saved.append)
     assert first.stopped and len(first.results) == 2
     resumed = make_strategy("eagleeye", space, seed=3, **opts)
-    resumed.load_state_dict(saved[-1])
+    resumed.load_state_dict(saved[-1], first.results)
     calls.clear()
     second = run_search(resumed, ev, executor=executor, previous=first.results)
     assert calls == [2, 3, 4]

@@ -87,7 +87,7 @@ def test_target_met_best_returned_and_resume_exact(setup, digits, name: str) -> 
     if len(full.results) > 1:
         assert part.stopped and not first.done
     _, ev3, resumed = _search(model, digits, calib, name, seed=1)
-    resumed.load_state_dict(_roundtrip(saved[-1]))
+    resumed.load_state_dict(_roundtrip(saved[-1]), part.results)
     rest = run_search(resumed, ev3, previous=part.results)
     assert [r.policy for r in rest.results] == [r.policy for r in full.results]
     assert rest.best.policy == best.policy and rest.best.score == pytest.approx(best.score)

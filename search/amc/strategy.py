@@ -101,7 +101,7 @@ class AMCStrategy(SpaceStrategy):
             trans, noise = {}, None
         else:
             policy, trans, noise = self._rollout(episode)
-        meta = {"episode": episode, "warmup": episode < self.warmup, "noise": noise}
+        meta: dict[str, Any] = {"episode": episode, "warmup": episode < self.warmup, "noise": noise}
         p = self._propose(policy, "episode", self.evaluator, **meta)
         self.pending[p.id] = trans
         return p
@@ -130,12 +130,7 @@ class AMCStrategy(SpaceStrategy):
     def tell(self, results: list[Result]) -> None:
         """Reward each told episode's transitions and, after warm-up, update the agent."""
         for r in self._accept(results):
-            resource = getattr(r, self.space.target.resource_key) or 0.0
-            reward = reward_value(self.reward_kind, r.score, float(resource))
-            self.rewards.append(reward)
-            self.told += 1
-            if self.best_reward is None or reward > self.best_reward:
-                self.best_reward, self.best_result = reward, r
+            reward = self._reward(r)
             trans = self.pending.pop(r.proposal_id, {})
             if self.agent_name != "ddpg":
                 self._rllib().give_reward(reward)
@@ -148,6 +143,16 @@ class AMCStrategy(SpaceStrategy):
                     self.agent.update()
         if self.done and self.rllib is not None:
             self.rllib.close()
+
+    def _reward(self, r: Result) -> float:
+        """The episode's reward; counts it and keeps the best (ties: the earlier episode)."""
+        resource = getattr(r, self.space.target.resource_key) or 0.0
+        reward = reward_value(self.reward_kind, r.score, float(resource))
+        self.rewards.append(reward)
+        self.told += 1
+        if self.best_reward is None or reward > self.best_reward:
+            self.best_reward, self.best_result = reward, r
+        return reward
 
     @property
     def done(self) -> bool:
@@ -201,12 +206,10 @@ class AMCStrategy(SpaceStrategy):
 
     # ---- state ----------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
+        # rewards and the best episode come back from the record; transitions only of outstanding episodes
         return {
             "agent": self.agent.state_dict(), "started": self.started, "told": self.told,
-            "pending": {str(k): v for k, v in self.pending.items()}, "rewards": list(self.rewards),
-            "best_reward": self.best_reward,
-            "best_id": None if self.best_result is None else self.best_result.proposal_id,
-            "rllib": self._rllib_snapshot(),
+            "pending": {str(k): v for k, v in self.pending.items()}, "rllib": self._rllib_snapshot(),
         }
 
     def _rllib_snapshot(self) -> dict[str, Any] | None:
@@ -218,14 +221,16 @@ class AMCStrategy(SpaceStrategy):
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
-        self.started, self.told = int(state["started"]), int(state["told"])
+        self.started = int(state["started"])
         self.pending = {int(k): v for k, v in state["pending"].items()}
-        self.rewards = [float(x) for x in state["rewards"]]
-        self.best_reward = state["best_reward"]
-        self.best_result = next((r for r in self.history if r.proposal_id == state["best_id"]), None)
+        self.rewards, self.told, self.best_reward, self.best_result = [], 0, None, None
+        for r in self.history:
+            self._reward(r)
+        if self.told != int(state["told"]):
+            raise SearchError(f"amc: the record holds {self.told} of the {int(state['told'])} episodes told")
         self.rllib_state = state.get("rllib")
         if self.agent_name != "ddpg":
             # RLlib restarts from the learner's saved weights; unanswered episodes are played anew.
-            self._reissue = []
-            self.outstanding = {}
+            self._drop_outstanding()
+            self.pending = {}
             self.started = self.told

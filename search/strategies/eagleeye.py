@@ -63,9 +63,9 @@ class EagleEyeStrategy(SpaceStrategy):
         by_id = {r.proposal_id: r for r in self.samples}
         while self.finetune_queue and len(out) < n:
             src = by_id[self.finetune_queue.pop(0)]
-            out.append(self._propose(src.policy, "finetune", evaluator="finetune", source=src.proposal_id,
-                                     adaptive_bn_score=src.score,
-                                     evaluator_options={"steps": self.finetune_steps, "lr": self.finetune_lr}))
+            out.append(self._propose(src.policy, "finetune", evaluator="finetune",
+                                     evaluator_options={"steps": self.finetune_steps, "lr": self.finetune_lr},
+                                     source=src.proposal_id, adaptive_bn_score=src.score))
         return out
 
     def tell(self, results: list[Result]) -> None:
@@ -92,6 +92,7 @@ class EagleEyeStrategy(SpaceStrategy):
         return {"fraction": min(1.0, done / max(1, total)), "phase": phase}
 
     def _extra_state(self) -> dict[str, Any]:
+        # samples and fine-tunes come back from the record; the queue holds at most top_k ids
         return {"sampled": self.sampled, "finetune_queue": self.finetune_queue}
 
     def _load_extra(self, state: dict[str, Any]) -> None:

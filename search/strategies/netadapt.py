@@ -130,12 +130,22 @@ class NetAdaptStrategy(SpaceStrategy):
         return {"fraction": frac, "phase": f"NetAdapt: iteration {self.iteration}"}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"current": dict(self.current), "iteration": self.iteration, "round_size": self.round_size,
-                "round": [r.proposal_id for r in self.round], "chosen": [r.proposal_id for r in self.chosen]}
+        # the rounds' results, the chosen ones and the current widths come back from the record
+        return {"iteration": self.iteration, "round_size": self.round_size}
 
     def _load_extra(self, state: dict[str, Any]) -> None:
-        by_id = {r.proposal_id: r for r in self.history}
-        self.current = {k: int(v) for k, v in state["current"].items()}
-        self.iteration, self.round_size = int(state["iteration"]), int(state["round_size"])
-        self.round = [by_id[i] for i in state["round"]]
-        self.chosen = [by_id[i] for i in state["chosen"]]
+        """Replay the told results round by round (each round's proposals carry its iteration)."""
+        iteration, round_size = int(state["iteration"]), int(state["round_size"])
+        rounds: dict[int, list[Result]] = {}
+        for r in self.history:
+            rounds.setdefault(int(r.meta["iteration"]), []).append(r)
+        for i in range(iteration):
+            self.round_size = len(rounds.get(i, []))
+            if not self.round_size:
+                raise SearchError(f"netadapt: the record lacks the results of iteration {i}")
+            for r in rounds[i]:
+                self._absorb(r)
+        self.round, self.round_size = list(rounds.get(iteration, [])), round_size
+        complete = len(self.round) >= round_size if round_size else bool(self.round)
+        if self.iteration != iteration or complete:
+            raise SearchError("netadapt: the record does not match the checkpoint")

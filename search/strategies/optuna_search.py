@@ -7,8 +7,13 @@ told at once with score 0 and their constraint value, without being evaluated, s
 learns where the feasible region is. The study may live in a SQL database (`storage` URL,
 e.g. the service's), otherwise in memory.
 
-Determinism: the sampler is re-seeded with `seed + trial number` before every ask, so a study
-rebuilt from the state's history continues exactly as an uninterrupted one."""
+Determinism: the sampler is re-seeded with `seed + ask number` before every ask, so a study
+rebuilt on resume continues exactly as an uninterrupted one. Record and state: evaluated
+trials are the search record's candidates (each proposal carries its ask number); the state
+keeps only the asks that never became candidates (infeasible policies, told 0 unevaluated:
+their ask numbers and rates, one row of floats each). An in-memory study is rebuilt from both,
+trial by trial in ask order (proposals still outstanding as running trials), so its trials and
+numbers are those of the uninterrupted study; a study in a database keeps its own trials."""
 from __future__ import annotations
 
 import inspect
@@ -16,6 +21,7 @@ import logging
 from typing import Any
 
 import optuna
+import torch
 
 from ..base import Proposal, Result, SearchError
 from ..registry import register_strategy
@@ -50,13 +56,14 @@ class OptunaStrategy(SpaceStrategy):
         self.n_startup_trials = int(n_startup_trials)
         self.max_asks = int(max_asks) if max_asks else 20 * self.n_trials
         self.storage, self.study_name = storage, study_name or f"secateurs-{space.target.kind}-{seed}"
-        self.distributions = {k: optuna.distributions.FloatDistribution(lo, hi, step=step)
-                              for k, (lo, hi) in space.bounds.items() if hi > lo}
+        self.distributions: dict[str, optuna.distributions.BaseDistribution] = {
+            k: optuna.distributions.FloatDistribution(lo, hi, step=step)
+            for k, (lo, hi) in space.bounds.items() if hi > lo}
         self.fixed = {k: lo for k, (lo, hi) in space.bounds.items() if hi <= lo}
         optuna.logging.set_verbosity(logging.WARNING)
         self.study = optuna.create_study(direction="maximize", storage=storage, study_name=self.study_name,
                                          sampler=self._sampler(0), load_if_exists=storage is not None)
-        self.trials: list[dict[str, Any]] = []
+        self.infeasible: list[tuple[int, dict[str, float]]] = []  # (ask number, rates): never candidates
         self.trial_of: dict[int, int] = {}
         self.evaluated: list[Result] = []
         self.asks = 0
@@ -94,9 +101,10 @@ class OptunaStrategy(SpaceStrategy):
             self._constrain(trial, c)
             if c > 0:
                 self.study.tell(trial, 0.0)
-                self.trials.append({"params": policy, "value": 0.0, "constraint": c})
+                self.infeasible.append((self.asks - 1, {k: float(v) for k, v in trial.params.items()}))
                 continue
-            p = self._propose(policy, "trial", trial=trial.number, constraint=c)
+            p = self._propose(policy, "trial", trial=trial.number, ask=self.asks - 1,  # its trial's place in ask order
+                              constraint=c)
             self.trial_of[p.id] = trial.number
             out.append(p)
         return out
@@ -105,7 +113,6 @@ class OptunaStrategy(SpaceStrategy):
         for r in self._accept(results):
             number = self.trial_of.pop(r.proposal_id)
             self.study.tell(number, r.score)
-            self.trials.append({"params": dict(r.policy), "value": r.score, "constraint": r.meta.get("constraint", 0.0)})
             self.evaluated.append(r)
 
     @property
@@ -117,28 +124,56 @@ class OptunaStrategy(SpaceStrategy):
         return self._best_of(self.evaluated)
 
     def progress(self) -> dict[str, Any]:
-        infeasible = sum(1 for t in self.trials if t["constraint"] > 0)
+        infeasible = len(self.infeasible)
         return {"fraction": min(1.0, len(self.evaluated) / max(1, self.n_trials)),
                 "phase": f"Optuna {self.sampler_name}: {len(self.evaluated)}/{self.n_trials} trials ({infeasible} infeasible skipped)"}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"trials": [dict(t) for t in self.trials], "asks": self.asks}
+        keys = list(self.distributions)
+        return {"asks": self.asks, "infeasible_asks": torch.tensor([a for a, _ in self.infeasible], dtype=torch.int64),
+                "infeasible_rates": torch.tensor([[params[k] for k in keys] for _, params in self.infeasible],
+                                                 dtype=torch.float64).reshape(len(self.infeasible), len(keys))}
 
     def _load_extra(self, state: dict[str, Any]) -> None:
-        self.trials = [dict(t) for t in state["trials"]]
+        keys = list(self.distributions)
         self.asks = int(state["asks"])
+        self.infeasible = [(int(a), {k: float(v) for k, v in zip(keys, row.tolist(), strict=True)})
+                           for a, row in zip(state["infeasible_asks"].tolist(), state["infeasible_rates"], strict=True)]
         self.evaluated = [r for r in self.history if r.phase == "trial"]
-        finished = [t for t in self.study.trials if t.state.is_finished()]
-        if len(finished) < len(self.trials):  # in-memory study (or an emptied one): replay the history
-            for t in self.trials[len(finished):]:
-                params = {k: v for k, v in t["params"].items() if k in self.distributions}
-                self.study.add_trial(optuna.trial.create_trial(
-                    params=params, distributions=self.distributions, value=float(t["value"]),
-                    user_attrs={CONSTRAINT_KEY: [float(t["constraint"])]},
-                    **({"constraints": {"budget": float(t["constraint"])}} if NATIVE_CONSTRAINTS
-                       else {"system_attrs": {"constraints": [float(t["constraint"])]}})))
         self.trial_of = {}
+        if self.storage is None or not self.study.trials:
+            self._rebuild_study()
+            return
+        # a study in a database kept its trials: outstanding proposals keep theirs while still running
+        running = {t.number for t in self.study.trials if t.state == optuna.trial.TrialState.RUNNING}
         for p in self._reissue:
-            trial = self._new_trial({k: v for k, v in p.policy.items() if k in self.distributions})
-            self._constrain(trial, float(p.meta.get("constraint", 0.0)))
-            self.trial_of[p.id] = trial.number
+            number = int(p.meta.get("trial", -1))
+            if number not in running:
+                trial = self._new_trial({k: v for k, v in p.policy.items() if k in self.distributions})
+                self._constrain(trial, float(p.meta.get("constraint", 0.0)))
+                number = trial.number
+            self.trial_of[p.id] = number
+
+    def _rebuild_study(self) -> None:
+        """Add every ask's trial in ask order: infeasible ones (value 0), told candidates (their
+        score) and outstanding proposals (running, told when their results come)."""
+        running = optuna.trial.TrialState.RUNNING
+        entries: dict[int, tuple[dict[str, float], float, float | None, int | None]] = {}
+        for a, params in self.infeasible:
+            entries[a] = (params, self.space.resource({**self.fixed, **params}) / self.space.budget - 1.0, 0.0, None)
+        for r in self.evaluated:
+            entries[int(r.meta["ask"])] = (r.policy, float(r.meta.get("constraint", 0.0)), float(r.score), None)
+        for p in self._reissue:
+            entries[int(p.meta["ask"])] = (p.policy, float(p.meta.get("constraint", 0.0)), None, p.id)
+        if sorted(entries) != list(range(self.asks)):
+            raise SearchError(f"optuna: the record and the state do not account for all {self.asks} asks")
+        offset = len(self.study.trials)
+        for a in range(self.asks):
+            params, c, value, pid = entries[a]
+            self.study.add_trial(optuna.trial.create_trial(
+                state=running if value is None else optuna.trial.TrialState.COMPLETE, value=value,
+                params={k: float(v) for k, v in params.items() if k in self.distributions},
+                distributions=self.distributions, user_attrs={CONSTRAINT_KEY: [c]},
+                **({"constraints": {"budget": c}} if NATIVE_CONSTRAINTS else {"system_attrs": {"constraints": [c]}})))
+            if pid is not None:
+                self.trial_of[pid] = offset + a

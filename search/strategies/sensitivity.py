@@ -125,10 +125,11 @@ class SensitivityStrategy(SpaceStrategy):
         return {"fraction": min(1.0, n / self.total), "phase": phase}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"queue": [[k, r] for k, r in self.queue], "allocated": self.allocated, "epsilon": self.epsilon}
+        # the plan is fixed at construction: only how far it was asked; the table comes from the record
+        return {"asked": self.total - 1 - len(self.queue), "allocated": self.allocated, "epsilon": self.epsilon}
 
     def _load_extra(self, state: dict[str, Any]) -> None:
-        self.queue = [(str(k), float(r)) for k, r in state["queue"]]
+        self.queue = self.queue[int(state["asked"]):]
         self.allocated, self.epsilon = bool(state["allocated"]), state["epsilon"]
         self.table, self.base_score, self.final = {}, None, None
         for r in self.history:
