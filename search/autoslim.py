@@ -266,6 +266,7 @@ class SharedWeightsEvaluator(Evaluator):
     Resources are those of the really cut network (from the search space)."""
 
     name = EVALUATOR
+    gives_cut_model = False  # it scores generated/shared weights, not the cut network's own
 
     def __init__(self, context: EvalContext, supernet: str | Path | None = None, calibration_batches: int | None = None) -> None:
         super().__init__(context)

@@ -55,6 +55,9 @@ class Evaluator:
     and fills a `Result` with the cut network's resources."""
 
     name = ""
+    gives_cut_model: bool = True
+    """True when the network `score` measures is the plain cut network (a final fine-tune can
+    start from it); False for evaluators that score generated or shared weights."""
 
     def __init__(self, context: EvalContext, **options: Any) -> None:
         if options:
@@ -87,14 +90,24 @@ class Evaluator:
         return {"flops": count_flops(model, shape), "params": count_params(model),
                 "memory_bytes": peak_memory_bytes(model, shape), "latency_ms": None}
 
+    def _cut_and_score(self, policy: Mapping[str, float], phase: str) -> tuple[nn.Module, float, dict[str, Any]]:
+        torch.manual_seed(self.context.seed)
+        model = self.cut(policy)
+        res = self.resources(model, policy)
+        return model, float(self.score(model, policy, phase)), res
+
+    def scored_model(self, policy: Mapping[str, float], phase: str = "search") -> tuple[nn.Module, float]:
+        """The network `evaluate` scores for a policy, as it scored it (fine-tuned, reconstructed
+        or BN-recalibrated: the same seed gives the same weights), and its score. Meaningful
+        when `gives_cut_model` is True."""
+        model, value, _ = self._cut_and_score(policy, phase)
+        return model, value
+
     def evaluate(self, policy: Mapping[str, float], phase: str = "search", proposal_id: int = -1,
                  meta: dict[str, Any] | None = None) -> Result:
         """Cut, score and count one policy."""
         t0 = time.perf_counter()
-        torch.manual_seed(self.context.seed)
-        model = self.cut(policy)
-        res = self.resources(model, policy)
-        value = float(self.score(model, policy, phase))
+        model, value, res = self._cut_and_score(policy, phase)
         return Result(proposal_id=proposal_id, policy={k: float(v) for k, v in policy.items()}, score=value,
                       flops=int(res["flops"]), params=int(res["params"]), memory_bytes=int(res["memory_bytes"]),
                       latency_ms=res.get("latency_ms"), phase=phase, wall_seconds=time.perf_counter() - t0,

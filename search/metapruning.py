@@ -191,6 +191,7 @@ class PruningNetEvaluator(Evaluator):
     PruningNet under the cache folder)."""
 
     name = EVALUATOR
+    gives_cut_model = False  # it scores generated/shared weights, not the cut network's own
 
     def __init__(self, context: EvalContext, hidden: int = 32, lr: float = 1e-3, batch_size: int = 64,
                  cache: bool = True) -> None:

@@ -136,7 +136,7 @@ def test_cli_train_then_search_autoslim(digits, tmp_path, capsys) -> None:
     assert set(trained["test_accuracy"]) == {"0.25", "0.5", "1"}
     assert (sn / "supernet.safetensors").exists() and (sn / "supernet.json").exists()
     out = tmp_path / "search"
-    rc = main(["search", "--model", "convnet", "--strategy", "autoslim", "--option", f"supernet={sn}",
+    rc = main(["search", "--model", "convnet", "--data", "digits", "--strategy", "autoslim", "--option", f"supernet={sn}",
                "--target", "flops=0.5", "--finetune-epochs", "0", "--val-batches", "2", "--no-onnx",
                "--out", str(out), "--json"])
     assert rc == 0
