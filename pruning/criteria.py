@@ -6,7 +6,7 @@ members, so channels coupled through a residual add are judged together.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,10 @@ from .registry import Registry
 
 def filters(module: nn.Module) -> torch.Tensor:
     """A layer's weights as one row per output channel."""
-    return module.weight.detach().flatten(1)
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise PruningError(f"{type(module).__name__} has no weight tensor")
+    return weight.detach().flatten(1)
 
 
 class Criterion:
@@ -53,7 +56,8 @@ CRITERIA: Registry[Callable[[], Criterion]] = Registry("criterion", sort=True)
 """Criteria by name; each built-in is registered where it is defined, below."""
 
 register_criterion = CRITERIA.register
-"""Make a criterion available by name: `@register_criterion("name")` on a class, or `register_criterion("name", factory)`."""
+"""Make a criterion available by name: `@register_criterion("name")` on a class, or
+`register_criterion("name", factory)`."""
 
 
 @register_criterion("l1")

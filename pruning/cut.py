@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -18,7 +18,10 @@ from .criteria import Criterion, get_criterion
 from .errors import PruningError
 from .graph import ChannelGroup, DependencyGraph
 
-Policy = Mapping[str, Union[float, int]]
+Policy = dict[str, float]
+"""A pruning policy, the one type for it everywhere (engine and search): per channel group key, the
+share of its channels to cut, in [0, 1), or, as an int, the number to keep. Functions that only read
+a policy take any `Mapping[str, float]`."""
 
 
 def kept_channels(channels: int, amount: float | int, round_to: int = 1) -> int:
@@ -31,21 +34,24 @@ def kept_channels(channels: int, amount: float | int, round_to: int = 1) -> int:
     else:
         if not 0.0 <= amount < 1.0:
             raise PruningError(f"pruning rate {amount} is outside [0, 1)")
-        keep = int(round(channels * (1.0 - amount)))
+        keep = round(channels * (1.0 - amount))
     keep = max(1, min(channels, keep))
     if round_to > 1:
         keep = min(channels, int(math.ceil(keep / round_to) * round_to))
     return keep
 
 
-def uniform_policy(graph: DependencyGraph, rate: float, skip_stem: bool = False) -> dict[str, float]:
+def uniform_policy(graph: DependencyGraph, rate: float, skip_stem: bool = False) -> Policy:
     """The same rate for every group (optionally leaving the stem whole)."""
     return {g.key: (0.0 if (skip_stem and g.is_stem) else rate) for g in graph.groups}
 
 
-def resolve_policy(graph: DependencyGraph, policy: Policy | float, round_to: int = 1) -> dict[str, int]:
-    """Kept channels per group for a policy; unknown keys are an error, missing ones keep all."""
-    if isinstance(policy, (int, float)) and not isinstance(policy, bool):
+def resolve_policy(graph: DependencyGraph, policy: Mapping[str, float] | float, round_to: int = 1) -> dict[str, int]:
+    """Kept channels per group for a policy (or one rate for all); unknown keys are an error,
+    missing ones keep all."""
+    if isinstance(policy, bool):
+        raise PruningError("a policy is a rate or a mapping of channel group keys to rates")
+    if not isinstance(policy, Mapping):
         policy = uniform_policy(graph, float(policy))
     unknown = set(policy) - set(graph.by_key)
     if unknown:
@@ -93,7 +99,7 @@ def global_threshold_policy(scores: Mapping[str, torch.Tensor], rate: float) -> 
     keys = list(scores)
     flat = torch.cat([scores[k].flatten().float() for k in keys])
     owner = torch.cat([torch.full((scores[k].numel(),), i) for i, k in enumerate(keys)])
-    n_cut = int(round(len(flat) * rate))
+    n_cut = round(len(flat) * rate)
     cut = torch.bincount(owner[torch.argsort(flat, stable=True)[:n_cut]], minlength=len(keys))
     return {k: max(1, scores[k].numel() - int(cut[i])) for i, k in enumerate(keys)}
 
@@ -115,7 +121,7 @@ def prepare_criterion(
 
 def prune(
     model: nn.Module,
-    policy: Policy | float,
+    policy: Mapping[str, float] | float,
     criterion: str | Criterion = "l1",
     input_shape: Sequence[int] | None = None,
     calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,

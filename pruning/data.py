@@ -18,9 +18,9 @@ import io
 import os
 import pickle
 import struct
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -138,15 +138,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles the CIFAR-10 python batches and nothing else: only numpy's array
     reconstruction is allowed, so a crafted file cannot run code."""
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),
+        }
+    )
 
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+    def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise PruningError(f"refusing to unpickle {module}.{name} from a CIFAR-10 file")
@@ -252,6 +254,14 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
 
 
+def dataset_size(ds: Dataset) -> int:
+    """The number of samples of a data set (torch's `Dataset` does not promise a length; every
+    data set here has one)."""
+    if not isinstance(ds, Sized):
+        raise PruningError(f"{type(ds).__name__} has no length")
+    return len(ds)
+
+
 def calibration_batches(
     ds: Dataset, n_batches: int = 4, batch_size: int = 64, seed: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -259,8 +269,9 @@ def calibration_batches(
     data-dependent criteria and BN recalibration (the survey's caveat: share the
     training distribution)."""
     g = torch.Generator().manual_seed(seed)
-    n = min(len(ds), n_batches * batch_size)
-    idx = torch.randperm(len(ds), generator=g)[:n]
+    size = dataset_size(ds)
+    n = min(size, n_batches * batch_size)
+    idx = torch.randperm(size, generator=g)[:n]
     loader = DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False)
     return [(x, y) for x, y in loader]
 

@@ -38,7 +38,7 @@ class ChannelGroup:
 
 def output_layer(model: nn.Module) -> nn.Module | None:
     """The classifier: the last Linear (or last conv if there is none) in module order."""
-    last = None
+    last: nn.Module | None = None
     for m in model.modules():
         if isinstance(m, nn.Linear):
             last = m

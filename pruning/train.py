@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class TrainConfig:
     seed: int = 0
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -87,11 +87,11 @@ def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfi
     count and SGD + cosine schedule every training loop here shares. Returns
     `(device, loader, steps_per_epoch, total_steps, optimizer, scheduler)`."""
     seed_everything(cfg.seed)
-    dev = get_device(device) if not isinstance(device, torch.device) else device
+    dev = get_device(device)
     model.to(dev).train()
     loader = data if isinstance(data, DataLoader) else make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed)
     steps_per_epoch = max(1, len(loader))
-    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    total = max(1, round(cfg.epochs * steps_per_epoch))
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     opt = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -121,8 +121,8 @@ def train(
         teacher.to(dev).eval()
     step = 0
     while step < total:
-        for x, y in loader:
-            x, y = x.to(dev), y.to(dev)
+        for xb, yb in loader:
+            x, y = xb.to(dev), yb.to(dev)
             loss = task_loss(model, x, y, teacher, cfg.kd_alpha, cfg.kd_temperature)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
@@ -188,14 +188,14 @@ class FinetuneConfig:
     weight_decay: float = 5e-4
     batch_size: int = 64
     max_steps: int = 3000
-    epochs: Optional[float] = None
+    epochs: float | None = None
     schedule: str = "plateau"
     patience: int = 5
-    eval_every: Optional[int] = None
+    eval_every: int | None = None
     min_delta: float = 0.0
     decay_factor: float = 0.1
     keep_best: bool = True
-    val_batches: Optional[int] = None
+    val_batches: int | None = None
     seed: int = 0
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
@@ -271,14 +271,14 @@ def finetune(
     cfg = config or FinetuneConfig()
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
-    dev = get_device(device) if not isinstance(device, torch.device) else device
+    dev = get_device(device)
     model.to(dev)
     if teacher is not None:
         teacher.to(dev).eval()
     loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
     steps_per_epoch = max(1, len(loader))
     fixed = cfg.epochs is not None
-    budget = int(math.ceil(cfg.epochs * steps_per_epoch - 1e-9)) if fixed else int(cfg.max_steps)
+    budget = math.ceil(cfg.epochs * steps_per_epoch - 1e-9) if cfg.epochs is not None else int(cfg.max_steps)
     every = int(cfg.eval_every) if cfg.eval_every is not None else default_eval_every(steps_per_epoch)
     cosine = fixed or cfg.schedule == "cosine"
     decay_patience = max(1, cfg.patience // 2)

@@ -13,8 +13,9 @@ always reported from the weights themselves (counted zeros), not from the masks.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ Masks = dict[str, torch.Tensor]
 Scope = Literal["layer", "global"]
 
 
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """The weight tensors unstructured pruning masks: every conv's and linear's `weight`."""
     return {
         f"{name}.weight" if name else "weight": m.weight
@@ -55,7 +56,7 @@ def magnitude_masks(model: nn.Module, amount: float, scope: Scope = "layer", mas
     if scope == "layer":
         for k, w in weights.items():
             alive = old[k].flatten().nonzero().squeeze(1)
-            n_cut = int(round(len(alive) * amount))
+            n_cut = round(len(alive) * amount)
             if n_cut:
                 order = torch.argsort(w.detach().abs().flatten()[alive].cpu(), stable=True)
                 new[k].view(-1)[alive[order[:n_cut]].to(new[k].device)] = False
@@ -68,7 +69,7 @@ def magnitude_masks(model: nn.Module, amount: float, scope: Scope = "layer", mas
             owners.append(torch.full((len(alive),), i))
             positions.append(alive)
         flat, owner, pos = torch.cat(mags), torch.cat(owners), torch.cat(positions)
-        n_cut = int(round(len(flat) * amount))
+        n_cut = round(len(flat) * amount)
         chosen = torch.argsort(flat, stable=True)[:n_cut]
         for i, k in enumerate(keys):
             idx = pos[chosen[owner[chosen] == i]]
@@ -202,7 +203,8 @@ class _Snapshot:
     """`after_step` hook that copies the weights after optimizer step `at` (late rewinding)."""
 
     def __init__(self, at: int, inner: Callable[[nn.Module], None] | None = None) -> None:
-        self.at, self.inner, self.step, self.state = at, inner, 0, None
+        self.at, self.inner, self.step = at, inner, 0
+        self.state: dict[str, Any] | None = None
 
     def __call__(self, model: nn.Module) -> None:
         if self.inner is not None:
@@ -247,9 +249,12 @@ def lottery_ticket(
     init_state = copy.deepcopy(model.state_dict())
     snap = _Snapshot(rewind_step) if rewind_step > 0 else None
     train(model, train_data, cfg, after_step=snap)
-    if snap is not None and snap.state is None:
+    if snap is None:
+        rewind_state = init_state
+    elif snap.state is None:
         raise PruningError(f"rewind step {rewind_step} is beyond the training run's steps")
-    rewind_state = snap.state if snap is not None else init_state
+    else:
+        rewind_state = snap.state
     history = [RoundRecord(0, sparsity(model)["overall"], _eval(model, eval_data))]
     extra: dict = {"dense_accuracy": history[0].accuracy}
     masks: Masks | None = None
@@ -261,11 +266,11 @@ def lottery_ticket(
         history.append(RoundRecord(r, sparsity(model)["overall"], _eval(model, eval_data)))
         if progress is not None:
             progress(r / total, {"round": r, "sparsity": history[-1].sparsity, "accuracy": history[-1].accuracy})
-    if masks is not None:
-        ticket = copy.deepcopy(rewind_state)
-        for k, m in masks.items():
-            ticket[k] = ticket[k] * m.to(ticket[k].device, ticket[k].dtype)
-        extra["ticket_state"] = ticket
+    assert masks is not None  # round_amounts gives at least one round
+    ticket = copy.deepcopy(rewind_state)
+    for k, m in masks.items():
+        ticket[k] = ticket[k] * m.to(ticket[k].device, ticket[k].dtype)
+    extra["ticket_state"] = ticket
     if reinit_model is not None:
         control = reinit_model
         apply_masks(control, masks)

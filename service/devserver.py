@@ -3,6 +3,7 @@ small local Ray: used by the end-to-end tests and `bench/load.py`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,7 +40,7 @@ class ServerProcess:
         }
         if database_url:
             self.env["SECATEURS_DATABASE_URL"] = database_url
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
@@ -50,19 +51,21 @@ class ServerProcess:
             capture_output=True,
             text=True,
             timeout=300,
+            check=False,  # callers read the exit status
         )
 
-    def start(self, timeout: float = 120) -> "ServerProcess":
+    def start(self, timeout: float = 120) -> ServerProcess:
         import httpx
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
-            env=self.env,
-            stdout=open(self.log, "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -87,16 +90,12 @@ class ServerProcess:
         """Graceful stop (SIGTERM), then make sure nothing of the session is left."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
         self._reap_group()
 
     def _reap_group(self) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

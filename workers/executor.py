@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 
@@ -107,7 +108,9 @@ class RayExecutor:
         # never more actors than the cluster has CPUs for: an actor that cannot be placed
         # would hold its share of every batch forever
         fits = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-6)))
-        self.actors = [actor.remote(ref) for _ in range(max(1, min(n_workers, fits)))]
+        # Ray actor handles: their methods (`.evaluate.remote`) are resolved at run time, which
+        # Ray's types cannot follow without `@ray.method` on EvalWorker (and ray imported with it).
+        self.actors: list[Any] = [actor.remote(ref) for _ in range(max(1, min(n_workers, fits)))]
         self._next = 0
 
     def __call__(self, proposals: list[Proposal]) -> list[Result]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ def finetune_policy(
     space: SearchSpace,
     policy: Mapping[str, float],
     data: DataSplits,
-    calibration: Any,
+    calibration: Iterable[tuple[torch.Tensor, torch.Tensor]],
     settings: FinetuneConfig,
     device: torch.device | str,
     progress: Callable[[float, dict], None] | None = None,

@@ -7,7 +7,7 @@ flatten keeps the first k channels' features because the flatten is channel-majo
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ class SlimConv2d(nn.Conv2d):
     active_out: int | None = None
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "SlimConv2d":
+    def from_conv(cls, conv: nn.Conv2d) -> SlimConv2d:
         """Wrap an existing conv, sharing its parameters."""
         depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
         if conv.groups > 1 and not depthwise:
@@ -57,7 +57,7 @@ class SlimLinear(nn.Linear):
     active_out: int | None = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "SlimLinear":
+    def from_linear(cls, linear: nn.Linear) -> SlimLinear:
         """Wrap an existing linear layer, sharing its parameters."""
         slim = cls.__new__(cls)
         slim.__dict__ = linear.__dict__.copy()
@@ -77,7 +77,7 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
     were last calibrated at (`pruning.bn.recalibrate_bn` after choosing a width)."""
 
     @classmethod
-    def from_bn(cls, bn: nn.BatchNorm2d) -> "SlimBatchNorm2d":
+    def from_bn(cls, bn: nn.BatchNorm2d) -> SlimBatchNorm2d:
         """Wrap an existing BatchNorm, sharing its parameters and buffers."""
         slim = cls.__new__(cls)
         slim.__dict__ = bn.__dict__.copy()
@@ -90,12 +90,14 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         if k == self.num_features:
             return super().forward(x)
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        # The running buffers exist exactly when track_running_stats (torch types them Optional).
+        tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+        if self.training and tracked is not None:
+            tracked.add_(1)
+            factor = 1.0 / float(tracked) if self.momentum is None else self.momentum
         use_batch = self.training or not self.track_running_stats
-        mean = self.running_mean[:k] if self.track_running_stats else None
-        var = self.running_var[:k] if self.track_running_stats else None
+        mean = running_mean[:k] if running_mean is not None else None
+        var = running_var[:k] if running_var is not None else None
         weight = self.weight[:k] if self.affine else None
         bias = self.bias[:k] if self.affine else None
         return F.batch_norm(x, mean, var, weight, bias, use_batch, factor, self.eps)
@@ -125,17 +127,26 @@ class SwitchableBatchNorm2d(nn.Module):
         """A full-width BatchNorm whose first channels hold the active width's BN (the rest
         are defaults, to be cut)."""
         src = self.bns[self.active]
+        assert isinstance(src, nn.BatchNorm2d)  # every entry is one (see __init__)
         bn = nn.BatchNorm2d(self.num_features, src.eps, src.momentum, src.affine, src.track_running_stats)
         k = src.num_features
         with torch.no_grad():
             if src.affine:
                 bn.weight[:k] = src.weight
                 bn.bias[:k] = src.bias
-            if src.track_running_stats:
-                bn.running_mean[:k] = src.running_mean
-                bn.running_var[:k] = src.running_var
+            # The running buffers exist exactly when track_running_stats, the same in both.
+            for mine, theirs in ((bn.running_mean, src.running_mean), (bn.running_var, src.running_var)):
+                if mine is not None and theirs is not None:
+                    mine[:k] = theirs
+            if bn.num_batches_tracked is not None and src.num_batches_tracked is not None:
                 bn.num_batches_tracked.copy_(src.num_batches_tracked)
         return bn
+
+
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's size attribute (typed as any length) as the pair it is."""
+    a, b = v
+    return a, b
 
 
 def plain_copy(module: nn.Module) -> nn.Module | None:
@@ -144,13 +155,14 @@ def plain_copy(module: nn.Module) -> nn.Module | None:
     if isinstance(module, SwitchableBatchNorm2d):
         return module.as_plain()
     if isinstance(module, SlimConv2d):
+        padding = module.padding
         conv = nn.Conv2d(
             module.in_channels,
             module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
+            _pair(module.kernel_size),
+            _pair(module.stride),
+            padding if isinstance(padding, str) else _pair(padding),
+            _pair(module.dilation),
             module.groups,
             module.bias is not None,
         )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ Config = dict[str, int]
 
 def width_channels(channels: int, width: float) -> int:
     """Channels a group of `channels` keeps at width multiplier `width` (at least one)."""
-    return max(1, min(channels, int(round(channels * width))))
+    return max(1, min(channels, round(channels * width)))
 
 
 def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -192,11 +193,10 @@ class SlimmableNet(nn.Module):
     def export(self, config: Mapping[str, int] | float | None = None) -> nn.Module:
         """Materialise a configuration (or a uniform width; default the active one) as a plain
         model with the channels cut for real, which computes what this network computes there."""
-        if config is not None:
-            if isinstance(config, (int, float)) and not isinstance(config, bool):
-                self.set_width(float(config))
-            else:
-                self.set_config(config)
+        if isinstance(config, Mapping):
+            self.set_config(config)
+        elif config is not None:
+            self.set_width(float(config))
         plain = self.to_plain()
         return prune(plain, dict(self.config), FirstK(), input_shape=self.input_shape, inplace=True).eval()
 

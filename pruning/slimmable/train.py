@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -58,13 +58,14 @@ def accumulate_gradients(
     that is the same up to the learning rate). Returns each configuration's (unscaled) loss
     and leaves the model at the first configuration."""
     scale = 1.0 / len(configs)
-    losses, teacher = [], None
-    for i, config in enumerate(configs):
+    losses: list[float] = []
+    teacher: torch.Tensor | None = None  # the first (largest) configuration's predictions
+    for config in configs:
         model.set_config(config)
         logits = model(x)
-        if i == 0 or not distill:
+        if teacher is None or not distill:
             loss = F.cross_entropy(logits, y)
-            if i == 0:
+            if teacher is None:
                 teacher = logits.detach()
         else:
             loss = soft_cross_entropy(logits, teacher)
@@ -89,8 +90,8 @@ def train_slimmable(
     distill = model.universal and cfg.inplace_distillation
     step = 0
     while step < total:
-        for x, y in loader:
-            x, y = x.to(dev), y.to(dev)
+        for xb, yb in loader:
+            x, y = xb.to(dev), yb.to(dev)
             opt.zero_grad(set_to_none=True)
             losses = accumulate_gradients(model, x, y, step_configs(model, cfg, rng), distill)
             opt.step()
@@ -120,10 +121,10 @@ def evaluate_config(
 ) -> float:
     """Top-1 accuracy at one width or configuration; a universal network's BN statistics are
     calibrated on `calibration` first (when given)."""
-    if isinstance(config, (int, float)) and not isinstance(config, bool):
-        model.set_width(float(config))
-    else:
+    if isinstance(config, Mapping):
         model.set_config(config)
+    else:
+        model.set_width(float(config))
     if calibration is not None and model.universal:
         calibrate_bn(model, calibration)
     return evaluate(model, data, max_batches=max_batches)

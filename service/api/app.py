@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.store = settings, store
     app.state.wake_scheduler = lambda: None
     app.state.metrics = health.metrics_registry(store)
-    app.add_exception_handler(RequestValidationError, validation_error)
+    app.exception_handler(RequestValidationError)(validation_error)  # typed per exception class, unlike add_...
     for r in (health.router, meta.router, models.router, jobs.router, dashboard.router):
         app.include_router(r)
     return app

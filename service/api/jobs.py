@@ -42,7 +42,7 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
 
     @classmethod
-    def of(cls, j: Job) -> "JobOut":
+    def of(cls, j: Job) -> JobOut:
         return cls(
             id=j.id,
             status=j.status,
@@ -161,7 +161,10 @@ def cancel_job(
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
     request.app.state.wake_scheduler()
-    return JobOut.of(store.get_job(job_id, team.id))
+    current = store.get_job(job_id, team.id)
+    if current is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return JobOut.of(current)
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], summary="Output files of a finished job")

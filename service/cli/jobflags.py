@@ -68,7 +68,7 @@ class Leaf:
 
 
 def _section(annotation: Any) -> type[Section] | None:
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None
 
 
 def leaves(model: type[BaseModel] = JobConfig, prefix: str = "") -> list[Leaf]:

@@ -158,6 +158,8 @@ def run_export(args: argparse.Namespace) -> int:
     if net.universal:
         data = load_dataset(args.data, input_size=net.input_shape[-1], seed=args.seed)
         calibrate_bn(net, calibration_batches(data.train, args.calibration_batches, 64, args.seed))
+    if net.zoo is None:
+        raise CliError(f"{args.supernet}: the supernet does not name its zoo model, so it cannot be exported")
     plain = net.export()
     files = save_model(plain, args.out, net.zoo, net.zoo_args)
     summary = {
