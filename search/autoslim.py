@@ -13,10 +13,12 @@ step of the chosen group is trimmed to the fewest channels that still meet the b
 single channels are added back greedily (each round scores every group that can take one
 more channel within the budget and keeps the best), so the result lands just under the target.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,8 +39,10 @@ EVALUATOR = "shared-weights"
 
 def _resolve(supernet: str | Path | None) -> Path:
     if not supernet:
-        raise SearchError("autoslim needs a trained slimmable network: --option supernet=DIR "
-                          "(from `secateurs slimmable train --universal`)")
+        raise SearchError(
+            "autoslim needs a trained slimmable network: --option supernet=DIR "
+            "(from `secateurs slimmable train --universal`)"
+        )
     try:
         supernet_meta(supernet)
     except PruningError as exc:
@@ -55,14 +59,22 @@ class AutoSlimStrategy(SpaceStrategy):
     name = "autoslim"
     default_evaluator = EVALUATOR
 
-    def __init__(self, space: SearchSpace, seed: int = 0, supernet: str | Path | None = None,
-                 step: float | int = 0.1, calibration_batches: int | None = None) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        supernet: str | Path | None = None,
+        step: float | int = 0.1,
+        calibration_batches: int | None = None,
+    ) -> None:
         super().__init__(space, seed)
         path = _resolve(supernet)
         meta, _ = supernet_meta(path)
         if not meta.get("universal"):
-            raise SearchError("autoslim needs a universally slimmable supernet (train it with --universal): "
-                              "a switchable-BN network only runs at its listed uniform widths")
+            raise SearchError(
+                "autoslim needs a universally slimmable supernet (train it with --universal): "
+                "a switchable-BN network only runs at its listed uniform widths"
+            )
         groups = {k: int(v) for k, v in meta["groups"].items()}
         if groups != {g.key: g.channels for g in space.groups}:
             raise SearchError(f"the supernet at {path} was trained for another model: its channel groups differ")
@@ -76,7 +88,7 @@ class AutoSlimStrategy(SpaceStrategy):
         lowest = space.kept(space.smallest_policy())
         min_w, max_w = float(min(meta["widths"])), float(max(meta["widths"]))
         self.floor = {k: max(lowest[k], width_channels(groups[k], min_w)) for k in space.keys}
-        self.step_size = {k: max(1, int(round(step * groups[k])) if step < 1 else int(step)) for k in space.keys}
+        self.step_size = {k: max(1, round(step * groups[k]) if step < 1 else int(step)) for k in space.keys}
         self.kept = {k: width_channels(groups[k], max_w) for k in space.keys}
         self.ceiling = dict(self.kept)
         self.iteration = 0
@@ -96,8 +108,10 @@ class AutoSlimStrategy(SpaceStrategy):
             raise SearchError(f"the supernet is a {meta['zoo']}, not a {zoo}: pass --model {meta['zoo']}")
         differ = {k: (v, args.get(k)) for k, v in meta.get("args", {}).items() if args.get(k) != v}
         if differ:
-            raise SearchError("the supernet was trained for other model arguments (saved vs. now): "
-                              + ", ".join(f"{k}={a} vs {b}" for k, (a, b) in differ.items()))
+            raise SearchError(
+                "the supernet was trained for other model arguments (saved vs. now): "
+                + ", ".join(f"{k}={a} vs {b}" for k, (a, b) in differ.items())
+            )
         if not meta.get("full_weights"):
             raise SearchError("autoslim needs a supernet whose largest width is 1.0")
         return str(folder / meta["full_weights"]), FirstK.name
@@ -108,8 +122,15 @@ class AutoSlimStrategy(SpaceStrategy):
         return {k: self.space.rate_for_kept(k, int(n)) for k, n in kept.items()}
 
     def _proposal(self, kept: Mapping[str, int], phase: str, **meta: Any) -> Proposal:
-        return self._propose(self._policy(kept), phase, EVALUATOR, evaluator_options=dict(self.options),
-                             kept={k: int(v) for k, v in kept.items()}, iteration=self.iteration, **meta)
+        return self._propose(
+            self._policy(kept),
+            phase,
+            EVALUATOR,
+            evaluator_options=dict(self.options),
+            kept={k: int(v) for k, v in kept.items()},
+            iteration=self.iteration,
+            **meta,
+        )
 
     def _trials(self) -> list[Proposal]:
         out = []
@@ -174,8 +195,10 @@ class AutoSlimStrategy(SpaceStrategy):
         self.trajectory.append(chosen)
         self.queue = self._trials()
         if not self.queue:
-            raise SearchError(f"autoslim cannot meet {self.space.target.describe()}: every group is at the "
-                              "smallest width the supernet was trained for")
+            raise SearchError(
+                f"autoslim cannot meet {self.space.target.describe()}: every group is at the "
+                "smallest width the supernet was trained for"
+            )
 
     def _finish(self, result: Result) -> None:
         self.kept = {k: int(v) for k, v in result.meta["kept"].items()}
@@ -250,8 +273,11 @@ class AutoSlimStrategy(SpaceStrategy):
             if not asked or len(results) < len(asked):
                 break
         replayed = {p.id: p.policy for p in self.outstanding.values()}
-        if self.next_id != next_id or replayed != {i: p.policy for i, p in outstanding.items()} \
-                or len(self.history) != len(told):
+        if (
+            self.next_id != next_id
+            or replayed != {i: p.policy for i, p in outstanding.items()}
+            or len(self.history) != len(told)
+        ):
             raise SearchError("autoslim: replaying the record does not reach the checkpoint's state")
         queued = {int(i) for i in state["queued"]}
         self.outstanding = outstanding
@@ -268,7 +294,9 @@ class SharedWeightsEvaluator(Evaluator):
     name = EVALUATOR
     gives_cut_model = False  # it scores generated/shared weights, not the cut network's own
 
-    def __init__(self, context: EvalContext, supernet: str | Path | None = None, calibration_batches: int | None = None) -> None:
+    def __init__(
+        self, context: EvalContext, supernet: str | Path | None = None, calibration_batches: int | None = None
+    ) -> None:
         super().__init__(context)
         if supernet is None and isinstance(context.model, SlimmableNet):
             self._net: SlimmableNet | None = context.model

@@ -1,6 +1,7 @@
 """The ask/tell interface every search strategy implements (modelled on Optuna's ask/tell and
 Ray Tune's `Searcher`): strategies propose per-layer policies and learn from their scores; they
 know nothing of how or where candidates are evaluated (locally, on Ray, behind HTTP)."""
+
 from __future__ import annotations
 
 import abc

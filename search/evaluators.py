@@ -10,18 +10,20 @@ split:
 Other modules add theirs (AMC's `reconstruct`, MetaPruning's `pruningnet`, AutoSlim's
 `shared-weights`) with `@register_evaluator("name")`; `import search` imports them all, so
 `EVALUATORS` is complete once the package is imported."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from pruning.bn import recalibrate_bn
-from pruning.cut import prune
 from pruning.criteria import get_criterion
+from pruning.cut import prune
 from pruning.data import DataSplits
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.registry import Registry
@@ -75,8 +77,9 @@ class Evaluator:
 
     def validate(self, model: nn.Module) -> float:
         """Validation accuracy of a model."""
-        return evaluate(model, self.context.data.val, batch_size=self.context.batch_size,
-                        max_batches=self.context.val_batches)
+        return evaluate(
+            model, self.context.data.val, batch_size=self.context.batch_size, max_batches=self.context.val_batches
+        )
 
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
         """The score of a cut model (higher is better)."""
@@ -87,8 +90,12 @@ class Evaluator:
         if self.context.space is not None:
             return self.context.space.resources(policy, model)
         shape = self.context.input_shape
-        return {"flops": count_flops(model, shape), "params": count_params(model),
-                "memory_bytes": peak_memory_bytes(model, shape), "latency_ms": None}
+        return {
+            "flops": count_flops(model, shape),
+            "params": count_params(model),
+            "memory_bytes": peak_memory_bytes(model, shape),
+            "latency_ms": None,
+        }
 
     def _cut_and_score(self, policy: Mapping[str, float], phase: str) -> tuple[nn.Module, float, dict[str, Any]]:
         torch.manual_seed(self.context.seed)
@@ -103,15 +110,28 @@ class Evaluator:
         model, value, _ = self._cut_and_score(policy, phase)
         return model, value
 
-    def evaluate(self, policy: Mapping[str, float], phase: str = "search", proposal_id: int = -1,
-                 meta: dict[str, Any] | None = None) -> Result:
+    def evaluate(
+        self,
+        policy: Mapping[str, float],
+        phase: str = "search",
+        proposal_id: int = -1,
+        meta: dict[str, Any] | None = None,
+    ) -> Result:
         """Cut, score and count one policy."""
         t0 = time.perf_counter()
-        model, value, res = self._cut_and_score(policy, phase)
-        return Result(proposal_id=proposal_id, policy={k: float(v) for k, v in policy.items()}, score=value,
-                      flops=int(res["flops"]), params=int(res["params"]), memory_bytes=int(res["memory_bytes"]),
-                      latency_ms=res.get("latency_ms"), phase=phase, wall_seconds=time.perf_counter() - t0,
-                      meta={**(meta or {}), "evaluator": self.name})
+        _, value, res = self._cut_and_score(policy, phase)
+        return Result(
+            proposal_id=proposal_id,
+            policy={k: float(v) for k, v in policy.items()},
+            score=value,
+            flops=int(res["flops"]),
+            params=int(res["params"]),
+            memory_bytes=int(res["memory_bytes"]),
+            latency_ms=res.get("latency_ms"),
+            phase=phase,
+            wall_seconds=time.perf_counter() - t0,
+            meta={**(meta or {}), "evaluator": self.name},
+        )
 
 
 EVALUATORS: Registry[Callable[..., Evaluator]] = Registry("evaluator", error=SearchError, sort=True)
@@ -152,12 +172,18 @@ class FinetuneEvaluator(Evaluator):
 
     name = "finetune"
 
-    def __init__(self, context: EvalContext, steps: int = 50, lr: float = 0.01, batch_size: int = 64,
-                 adaptive_bn: bool = True) -> None:
+    def __init__(
+        self, context: EvalContext, steps: int = 50, lr: float = 0.01, batch_size: int = 64, adaptive_bn: bool = True
+    ) -> None:
         super().__init__(context)
         if int(steps) < 0:
             raise SearchError(f"finetune steps must be >= 0, got {steps}")
-        self.steps, self.lr, self.batch_size, self.adaptive_bn = int(steps), float(lr), int(batch_size), bool(adaptive_bn)
+        self.steps, self.lr, self.batch_size, self.adaptive_bn = (
+            int(steps),
+            float(lr),
+            int(batch_size),
+            bool(adaptive_bn),
+        )
 
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
         ctx = self.context

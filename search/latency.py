@@ -7,6 +7,7 @@ Simplifications: the grid holds `grid` channel counts per dimension (NetAdapt fi
 count) and values between grid points are interpolated bilinearly. A table is built once per
 (device, architecture, input shape) and cached as JSON under `$SECATEURS_CACHE_DIR/latency`
 (default `~/.cache/secateurs/latency`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,9 @@ import json
 import os
 import platform
 from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,8 +62,9 @@ class LatencyTable:
         self.layers, self.offset_ms, self.device = layers, offset_ms, device
 
     @classmethod
-    def for_model(cls, model: nn.Module, input_shape: Sequence[int], grid: int = 6, use_cache: bool = True,
-                  repeats: int = 10) -> "LatencyTable":
+    def for_model(
+        cls, model: nn.Module, input_shape: Sequence[int], grid: int = 6, use_cache: bool = True, repeats: int = 10
+    ) -> LatencyTable:
         """The table for `model` on its own device, from the disk cache or measured now."""
         device = next(model.parameters()).device
         name = device_name(device)
@@ -80,15 +83,20 @@ class LatencyTable:
         return table
 
     @classmethod
-    def _measure(cls, model: nn.Module, input_shape: tuple[int, ...], grid: int, repeats: int, name: str) -> "LatencyTable":
+    def _measure(
+        cls, model: nn.Module, input_shape: tuple[int, ...], grid: int, repeats: int, name: str
+    ) -> LatencyTable:
         device = next(model.parameters()).device
         graph = DependencyGraph(model, torch.zeros(1, *input_shape, device=device))
         out_of = {m: g.key for g in graph.groups for m in g.members}
         in_of = {m: g.key for g in graph.groups for m in g.consumers}
         shapes: dict[str, tuple[int, ...]] = {}
         modules = dict(model.named_modules())
-        hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(inp[0].shape[1:])))
-                 for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        hooks = [
+            m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(inp[0].shape[1:])))
+            for n, m in modules.items()
+            if isinstance(m, (nn.Conv2d, nn.Linear))
+        ]
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -109,7 +117,9 @@ class LatencyTable:
                 row = []
                 for co in outs:
                     if depthwise:
-                        layer = nn.Conv2d(co, co, m.kernel_size, m.stride, m.padding, m.dilation, co, m.bias is not None)
+                        layer = nn.Conv2d(
+                            co, co, m.kernel_size, m.stride, m.padding, m.dilation, co, m.bias is not None
+                        )
                         shp = (co, *shape[1:])
                     elif conv:
                         layer = nn.Conv2d(ci, co, m.kernel_size, m.stride, m.padding, m.dilation, 1, m.bias is not None)
@@ -119,8 +129,14 @@ class LatencyTable:
                         shp = (ci,)
                     row.append(measure_latency(layer.to(device), shp, warmup=2, repeats=repeats))
                 table.append(row)
-            layers[n] = {"in_group": None if depthwise else in_of.get(n), "out_group": out_of.get(n),
-                         "ins": ins, "outs": outs, "ms": table, "depthwise": depthwise}
+            layers[n] = {
+                "in_group": None if depthwise else in_of.get(n),
+                "out_group": out_of.get(n),
+                "ins": ins,
+                "outs": outs,
+                "ms": table,
+                "depthwise": depthwise,
+            }
             full_sum += table[-1][-1]
         total = measure_latency(model, input_shape, repeats=max(repeats, 20))
         model.train(was_training)

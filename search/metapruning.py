@@ -29,13 +29,15 @@ least `min_fraction` (default 0.9) of the budget. Per-group uniform draws mostly
 a budget, and since PruningNet scores saturate, nothing pushes the search back up: without the
 band the winners used 37-44% of the FLOPs at a 50% target (bench/amc.py, digits) and lost
 accuracy after fine-tuning. `min_fraction=0` restores the paper's rule."""
+
 from __future__ import annotations
 
 import copy
 import hashlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +110,7 @@ class PruningNet(nn.Module):
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
             mask = self._masks.get(self.bn_group[bn_name])
             return None if mask is None else output * mask.view(1, -1, *([1] * (output.dim() - 2)))
+
         return hook
 
     def encode(self, kept: Mapping[str, int]) -> torch.Tensor:
@@ -118,7 +121,7 @@ class PruningNet(nn.Module):
     def _channel_mask(self, key: str | None, kept: Mapping[str, int], size: int) -> torch.Tensor:
         mask = torch.ones(size)
         if key is not None:
-            mask[int(kept.get(key, size)):] = 0.0
+            mask[int(kept.get(key, size)) :] = 0.0
         return mask
 
     def generate(self, kept: Mapping[str, int]) -> dict[str, torch.Tensor]:
@@ -193,8 +196,9 @@ class PruningNetEvaluator(Evaluator):
     name = EVALUATOR
     gives_cut_model = False  # it scores generated/shared weights, not the cut network's own
 
-    def __init__(self, context: EvalContext, hidden: int = 32, lr: float = 1e-3, batch_size: int = 64,
-                 cache: bool = True) -> None:
+    def __init__(
+        self, context: EvalContext, hidden: int = 32, lr: float = 1e-3, batch_size: int = 64, cache: bool = True
+    ) -> None:
         super().__init__(context)
         if context.space is None:
             raise SearchError("the pruningnet evaluator needs the job's search space")
@@ -220,8 +224,18 @@ class PruningNetEvaluator(Evaluator):
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
         x, _ = self.context.data.train[0]
         h.update(x.numpy().tobytes())
-        h.update(repr((len(self.context.data.train), self.context.seed, self.hidden, self.lr, self.batch_size,
-                       self.context.space.describe()["groups"])).encode())
+        h.update(
+            repr(
+                (
+                    len(self.context.data.train),
+                    self.context.seed,
+                    self.hidden,
+                    self.lr,
+                    self.batch_size,
+                    self.context.space.describe()["groups"],
+                )
+            ).encode()
+        )
         return h.hexdigest()[:16]
 
     def _path(self, step: int) -> Path:
@@ -233,8 +247,12 @@ class PruningNetEvaluator(Evaluator):
         path = self._path(self.step)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            state = {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
-                     "step": self.step}
+            state = {
+                "net": self.net.state_dict(),
+                "opt": self.opt.state_dict(),
+                "gen": self.gen.get_state(),
+                "step": self.step,
+            }
             torch.save(state, path.with_suffix(".tmp"))
             path.with_suffix(".tmp").replace(path)
             saved = sorted(path.parent.glob(f"{self.fingerprint()}-*.pt"), key=lambda p: int(p.stem.rpartition("-")[2]))
@@ -259,9 +277,8 @@ class PruningNetEvaluator(Evaluator):
         """Bring the PruningNet to exactly `step` training steps (continue, reload or retrain)."""
         if self.net is not None and self.step == step:
             return
-        if self.net is None or self.step > step:
-            if not self._load(step):
-                self._fresh()
+        if (self.net is None or self.step > step) and not self._load(step):
+            self._fresh()
         if self.step < step:
             self.train_to(step)
 
@@ -303,8 +320,13 @@ class PruningNetEvaluator(Evaluator):
         recalibrate_bn(gen, ctx.calibration)
         return gen
 
-    def evaluate(self, policy: Mapping[str, float], phase: str = "search", proposal_id: int = -1,
-                 meta: dict[str, Any] | None = None) -> Result:
+    def evaluate(
+        self,
+        policy: Mapping[str, float],
+        phase: str = "search",
+        proposal_id: int = -1,
+        meta: dict[str, Any] | None = None,
+    ) -> Result:
         """Phase "train": train to `meta["train_to"]`; else score the policy's encoding with
         the PruningNet trained for `meta["pruningnet_steps"]` steps."""
         t0 = time.perf_counter()
@@ -316,13 +338,25 @@ class PruningNetEvaluator(Evaluator):
             meta.update(train_accuracy=float(score), train_loss=self.last_loss)
         else:
             self.ensure(int(meta.get("pruningnet_steps", self.step)))
-            score = evaluate(self.generated(policy), self.context.data.val, batch_size=self.context.batch_size,
-                             max_batches=self.context.val_batches)
+            score = evaluate(
+                self.generated(policy),
+                self.context.data.val,
+                batch_size=self.context.batch_size,
+                max_batches=self.context.val_batches,
+            )
         res = space.resources(policy)
-        return Result(proposal_id=proposal_id, policy={k: float(v) for k, v in policy.items()}, score=float(score),
-                      flops=int(res["flops"]), params=int(res["params"]), memory_bytes=int(res["memory_bytes"]),
-                      latency_ms=res.get("latency_ms"), phase=phase, wall_seconds=time.perf_counter() - t0,
-                      meta={**meta, "evaluator": self.name, "pruningnet_steps": self.step})
+        return Result(
+            proposal_id=proposal_id,
+            policy={k: float(v) for k, v in policy.items()},
+            score=float(score),
+            flops=int(res["flops"]),
+            params=int(res["params"]),
+            memory_bytes=int(res["memory_bytes"]),
+            latency_ms=res.get("latency_ms"),
+            phase=phase,
+            wall_seconds=time.perf_counter() - t0,
+            meta={**meta, "evaluator": self.name, "pruningnet_steps": self.step},
+        )
 
 
 @register_strategy("metapruning")
@@ -338,12 +372,27 @@ class MetaPruningStrategy(SpaceStrategy):
     name = "metapruning"
     default_evaluator = EVALUATOR
 
-    def __init__(self, space: SearchSpace, seed: int = 0, train_steps: int = 400, train_chunk: int = 100,
-                 population: int = 20, generations: int = 8, topk: int = 5, mutation_prob: float = 0.1,
-                 min_fraction: float = 0.9, evaluator: str = EVALUATOR) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        train_steps: int = 400,
+        train_chunk: int = 100,
+        population: int = 20,
+        generations: int = 8,
+        topk: int = 5,
+        mutation_prob: float = 0.1,
+        min_fraction: float = 0.9,
+        evaluator: str = EVALUATOR,
+    ) -> None:
         super().__init__(space, seed)
-        for label, value in (("train_steps", train_steps), ("train_chunk", train_chunk), ("population", population),
-                             ("generations", generations), ("topk", topk)):
+        for label, value in (
+            ("train_steps", train_steps),
+            ("train_chunk", train_chunk),
+            ("population", population),
+            ("generations", generations),
+            ("topk", topk),
+        ):
             if int(value) < (0 if label == "train_steps" else 1):
                 raise SearchError(f"metapruning {label} must be positive, got {value}")
         if not 0.0 <= float(mutation_prob) <= 1.0:
@@ -444,8 +493,16 @@ class MetaPruningStrategy(SpaceStrategy):
         out = []
         while self.queue and len(out) < n:
             kept = self.queue.pop(0)
-            out.append(self._propose(self._policy(kept), "evolution", self.evaluator, generation=self.generation,
-                                     pruningnet_steps=self.trained, encoding=dict(kept)))
+            out.append(
+                self._propose(
+                    self._policy(kept),
+                    "evolution",
+                    self.evaluator,
+                    generation=self.generation,
+                    pruningnet_steps=self.trained,
+                    encoding=dict(kept),
+                )
+            )
         return out
 
     def tell(self, results: list[Result]) -> None:
@@ -462,8 +519,12 @@ class MetaPruningStrategy(SpaceStrategy):
 
     @property
     def done(self) -> bool:
-        return (self.trained >= self.train_steps and self.generation >= self.generations and not self.queue
-                and not self.outstanding)
+        return (
+            self.trained >= self.train_steps
+            and self.generation >= self.generations
+            and not self.queue
+            and not self.outstanding
+        )
 
     @property
     def best(self) -> Result | None:
@@ -486,8 +547,12 @@ class MetaPruningStrategy(SpaceStrategy):
     def _extra_state(self) -> dict[str, Any]:
         # training progress is the step count (the evaluator reloads its PruningNet by step);
         # scored encodings come back from the record; the queue holds at most one generation
-        return {"gen": self.gen.get_state(), "trained": self.trained, "generation": self.generation,
-                "queue": [dict(k) for k in self.queue]}
+        return {
+            "gen": self.gen.get_state(),
+            "trained": self.trained,
+            "generation": self.generation,
+            "queue": [dict(k) for k in self.queue],
+        }
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["gen"])

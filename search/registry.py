@@ -1,6 +1,7 @@
 """Strategies by name. Each strategy class registers itself where it is defined
 (`@register_strategy("name")`); `import search` imports every strategy module, so the
 registry is complete once the package is imported."""
+
 from __future__ import annotations
 
 from typing import Any

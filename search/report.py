@@ -1,16 +1,28 @@
 """Files a search leaves behind: every candidate as CSV and JSON, the Pareto-front plot and the
 per-layer kept-vs-original channels plot (matplotlib, Agg backend: no display needed)."""
+
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .base import Result
 
-FIELDS = ["proposal_id", "phase", "score", "flops", "params", "memory_bytes", "latency_ms", "wall_seconds",
-          "evaluator", "policy"]
+FIELDS = [
+    "proposal_id",
+    "phase",
+    "score",
+    "flops",
+    "params",
+    "memory_bytes",
+    "latency_ms",
+    "wall_seconds",
+    "evaluator",
+    "policy",
+]
 
 
 def write_candidates(results: Sequence[Result], out_dir: str | Path) -> dict[str, str]:
@@ -21,10 +33,20 @@ def write_candidates(results: Sequence[Result], out_dir: str | Path) -> dict[str
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         for r in results:
-            w.writerow({"proposal_id": r.proposal_id, "phase": r.phase, "score": r.score, "flops": r.flops,
-                        "params": r.params, "memory_bytes": r.memory_bytes, "latency_ms": r.latency_ms,
-                        "wall_seconds": round(r.wall_seconds, 4), "evaluator": r.meta.get("evaluator", ""),
-                        "policy": json.dumps(r.policy, sort_keys=True)})
+            w.writerow(
+                {
+                    "proposal_id": r.proposal_id,
+                    "phase": r.phase,
+                    "score": r.score,
+                    "flops": r.flops,
+                    "params": r.params,
+                    "memory_bytes": r.memory_bytes,
+                    "latency_ms": r.latency_ms,
+                    "wall_seconds": round(r.wall_seconds, 4),
+                    "evaluator": r.meta.get("evaluator", ""),
+                    "policy": json.dumps(r.policy, sort_keys=True),
+                }
+            )
     json_path.write_text(json.dumps([r.as_dict() for r in results], indent=1, default=str))
     return {"candidates_csv": str(csv_path), "candidates_json": str(json_path)}
 
@@ -38,8 +60,9 @@ def _plt():
     return plt
 
 
-def write_pareto_plot(results: Sequence[Result], front: Sequence[Result], best: Result | None, space: Any,
-                      path: str | Path) -> Path:
+def write_pareto_plot(
+    results: Sequence[Result], front: Sequence[Result], best: Result | None, space: Any, path: str | Path
+) -> Path:
     """Score against the targeted resource (fraction of the original) for every candidate, the
     Pareto front as a line, the chosen one starred and the budget as a dashed line."""
     plt = _plt()
@@ -55,10 +78,10 @@ def write_pareto_plot(results: Sequence[Result], front: Sequence[Result], best: 
     for ph in phases:
         pts = [(x(r), r.score) for r in results if r.phase == ph and x(r) is not None]
         if pts:
-            ax.scatter(*zip(*pts), s=14, alpha=0.6, label=ph)
+            ax.scatter(*zip(*pts, strict=True), s=14, alpha=0.6, label=ph)
     fpts = [(x(r), r.score) for r in front if x(r) is not None]
     if fpts:
-        ax.plot(*zip(*fpts), "k-", lw=1, label="Pareto front")
+        ax.plot(*zip(*fpts, strict=True), "k-", lw=1, label="Pareto front")
     if best is not None and x(best) is not None:
         ax.scatter([x(best)], [best.score], marker="*", s=180, c="red", label="chosen", zorder=5)
     ax.axvline(space.budget / orig, ls="--", c="gray", label="budget")

@@ -9,11 +9,13 @@ never recorded. On resume the caller passes its record as `previous` (and to the
 `load_state_dict`): results for proposals asked again (matched by id and policy) are reused,
 not evaluated again. Evaluation is delegated to `executor(proposals) -> results`; the workers
 layer passes one that fans out to Ray actors, the default evaluates in turn here."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .base import Proposal, Result, SearchError, Strategy
 from .evaluators import Evaluator, EvaluatorPool
@@ -42,8 +44,9 @@ class SearchOutcome:
 
 def pareto_front(results: Iterable[Result], resource: str = "flops") -> list[Result]:
     """Results no other result beats on both score (higher) and resource (lower), by resource."""
-    pts = sorted((r for r in results if getattr(r, resource, None) is not None),
-                 key=lambda r: (getattr(r, resource), -r.score))
+    pts = sorted(
+        (r for r in results if getattr(r, resource, None) is not None), key=lambda r: (getattr(r, resource), -r.score)
+    )
     front: list[Result] = []
     best_score = float("-inf")
     for r in pts:
@@ -63,11 +66,19 @@ def _same_policy(a: dict[str, float], b: dict[str, float]) -> bool:
     return a.keys() == b.keys() and all(abs(float(a[k]) - float(b[k])) < 1e-9 for k in a)
 
 
-def run_search(strategy: Strategy, evaluator: Evaluator | None, executor: Executor | None = None, batch_size: int = 1,
-               on_result: Callable[[Result], None] | None = None, on_event: Callable[[dict], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, checkpoint: Callable[[dict], None] | None = None,
-               previous: Sequence[Result] | None = None, resource: str | None = None,
-               max_candidates: int | None = None) -> SearchOutcome:
+def run_search(
+    strategy: Strategy,
+    evaluator: Evaluator | None,
+    executor: Executor | None = None,
+    batch_size: int = 1,
+    on_result: Callable[[Result], None] | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    previous: Sequence[Result] | None = None,
+    resource: str | None = None,
+    max_candidates: int | None = None,
+) -> SearchOutcome:
     """Run `strategy` to completion (or until `should_stop()` or `max_candidates`), evaluating
     its proposals with `executor` (default: `evaluator` in this process).
 
@@ -120,8 +131,11 @@ def run_search(strategy: Strategy, evaluator: Evaluator | None, executor: Execut
                 raise SearchError(f"strategy {strategy.name!r} asked for nothing while not done")
             continue
         idle = 0
-        reused = {p.id: known[p.id] for p in proposals
-                  if p.kind == "candidate" and p.id in known and _same_policy(known[p.id].policy, p.policy)}
+        reused = {
+            p.id: known[p.id]
+            for p in proposals
+            if p.kind == "candidate" and p.id in known and _same_policy(known[p.id].policy, p.policy)
+        }
         todo = [p for p in proposals if p.id not in reused]
         fresh = executor(todo) if todo else []
         by_id = {r.proposal_id: r for r in fresh}
@@ -147,16 +161,37 @@ def run_search(strategy: Strategy, evaluator: Evaluator | None, executor: Execut
         strategy.tell(batch)
         for r in batch:
             if r.kind != "candidate":
-                event("work", **{**r.meta, "phase": r.phase, "proposal_id": r.proposal_id, "score": r.score,
-                                 "wall_seconds": r.wall_seconds})
+                event(
+                    "work",
+                    **{
+                        **r.meta,
+                        "phase": r.phase,
+                        "proposal_id": r.proposal_id,
+                        "score": r.score,
+                        "wall_seconds": r.wall_seconds,
+                    },
+                )
         if checkpoint is not None:
             checkpoint(strategy.state_dict())
         prog = strategy.progress()
         best = strategy.best
         if best is not None and space is not None and not space.meets(best):
             best = None  # a strategy's interim choice over the budget (NetAdapt, AutoSlim) is not a result yet
-        event("progress", fraction=float(prog.get("fraction", 0.0)), phase=str(prog.get("phase", strategy.name)),
-              candidates=len(results), best=best, best_score=None if best is None else best.score)
+        event(
+            "progress",
+            fraction=float(prog.get("fraction", 0.0)),
+            phase=str(prog.get("phase", strategy.name)),
+            candidates=len(results),
+            best=best,
+            best_score=None if best is None else best.score,
+        )
     front = pareto_front(results, resource)
-    return SearchOutcome(best=strategy.best, results=results, pareto=front, seconds=time.perf_counter() - t0,
-                         stopped=stopped, resource=resource, events=events)
+    return SearchOutcome(
+        best=strategy.best,
+        results=results,
+        pareto=front,
+        seconds=time.perf_counter() - t0,
+        stopped=stopped,
+        resource=resource,
+        events=events,
+    )

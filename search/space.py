@@ -6,15 +6,17 @@ the stem (the first conv's group) is kept whole unless `prune_stem`; `pinned` gr
 rate the user gave (or stay whole). Resources are counted by the engine on the really cut
 model (`pruning.measure`), cached by kept-channel counts; latency comes from the per-layer
 lookup table (NetAdapt-style, see `search.latency`)."""
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from pruning.cut import kept_channels, prune
 from pruning.criteria import get_criterion
+from pruning.cut import kept_channels, prune
 from pruning.graph import ChannelGroup, DependencyGraph
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 
@@ -27,11 +29,21 @@ Policy = dict[str, float]
 class SearchSpace:
     """Per-group rate bounds and resource accounting for `model` at `input_shape` (C, H, W)."""
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int], target: Target | str | Mapping[str, Any], *,
-                 min_channels: int = 1, max_rate: float = 0.9, prune_stem: bool = False,
-                 pinned: Mapping[str, float] | Iterable[str] | None = None, round_to: int = 1,
-                 criterion: str = "l1", calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                 latency_table: Any = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        target: Target | str | Mapping[str, Any],
+        *,
+        min_channels: int = 1,
+        max_rate: float = 0.9,
+        prune_stem: bool = False,
+        pinned: Mapping[str, float] | Iterable[str] | None = None,
+        round_to: int = 1,
+        criterion: str = "l1",
+        calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        latency_table: Any = None,
+    ) -> None:
         if not 0.0 <= max_rate < 1.0:
             raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
         if min_channels < 1:
@@ -64,12 +76,13 @@ class SearchSpace:
             raise SearchError(
                 f"target {self.target.describe()} is infeasible: the smallest network the bounds allow "
                 f"still needs {smallest:,.6g} {self.target.kind} (budget {self.budget:,.6g}, original "
-                f"{self.original[self.target.resource_key]:,.6g}); loosen the target or the bounds")
+                f"{self.original[self.target.resource_key]:,.6g}); loosen the target or the bounds"
+            )
 
     def _pins(self, pinned: Mapping[str, float] | Iterable[str] | None) -> dict[str, float]:
         if pinned is None:
             return {}
-        pins = dict(pinned) if isinstance(pinned, Mapping) else {k: 0.0 for k in pinned}
+        pins = dict(pinned) if isinstance(pinned, Mapping) else dict.fromkeys(pinned, 0.0)
         unknown = [k for k in pins if k not in self.by_key]
         if unknown:
             raise SearchError(f"pinned groups {', '.join(unknown)} do not exist; groups are: {', '.join(self.by_key)}")
@@ -113,15 +126,25 @@ class SearchSpace:
         return max(0.0, min(1.0 - 1e-9, 1.0 - kept / c))
 
     # ---- resources ------------------------------------------------------------------------
-    def cut(self, policy: Mapping[str, float], criterion: str | None = None,
-            calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-            model: nn.Module | None = None) -> nn.Module:
+    def cut(
+        self,
+        policy: Mapping[str, float],
+        criterion: str | None = None,
+        calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        model: nn.Module | None = None,
+    ) -> nn.Module:
         """The physically cut copy of the model (or of `model`, same architecture) for a policy."""
         crit = criterion or self.criterion
         calib = calibration if calibration is not None else self.calibration
         kept = self.kept(policy)
-        return prune(model if model is not None else self.model, kept, crit, input_shape=self.input_shape,
-                     calibration=calib if get_criterion(crit).needs_data else None, round_to=1)
+        return prune(
+            model if model is not None else self.model,
+            kept,
+            crit,
+            input_shape=self.input_shape,
+            calibration=calib if get_criterion(crit).needs_data else None,
+            round_to=1,
+        )
 
     def resources(self, policy: Mapping[str, float], cut: nn.Module | None = None) -> dict[str, float]:
         """`flops`, `params`, `memory_bytes` and `latency_ms` (lookup table; None without one)
@@ -137,8 +160,10 @@ class SearchSpace:
             elif cut is None:
                 cut = prune(self.model, dict(kept), "l1", input_shape=self.input_shape)
             res: dict[str, Any] = {
-                "flops": count_flops(cut, self.input_shape), "params": count_params(cut),
-                "memory_bytes": peak_memory_bytes(cut, self.input_shape), "latency_ms": None,
+                "flops": count_flops(cut, self.input_shape),
+                "params": count_params(cut),
+                "memory_bytes": peak_memory_bytes(cut, self.input_shape),
+                "latency_ms": None,
             }
             if self.latency_table is not None:
                 res["latency_ms"] = self.latency_table.predict(self.graph, kept)
@@ -173,22 +198,36 @@ class SearchSpace:
             self.model.eval()
             crit.prepare(self.model, self.graph, self.calibration if crit.needs_data else None)
             self.model.train(was_training)
-            self._scores = {g.key: crit.normalise(crit.scores(self.model, self.graph, g).detach().cpu().float())
-                            for g in self.groups}
+            self._scores = {
+                g.key: crit.normalise(crit.scores(self.model, self.graph, g).detach().cpu().float())
+                for g in self.groups
+            }
         return self._scores
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: groups with channels and bounds, target, budget, original resources."""
         return {
-            "target": self.target.as_dict(), "budget": self.budget, "original": self.original,
-            "groups": [{"key": g.key, "channels": g.channels, "stem": g.is_stem, "depthwise": g.depthwise,
-                        "searchable": g.key in self.bounds, "max_rate": self.bounds.get(g.key, (0, 0))[1],
-                        "pinned": self.pinned.get(g.key)} for g in self.groups],
+            "target": self.target.as_dict(),
+            "budget": self.budget,
+            "original": self.original,
+            "groups": [
+                {
+                    "key": g.key,
+                    "channels": g.channels,
+                    "stem": g.is_stem,
+                    "depthwise": g.depthwise,
+                    "searchable": g.key in self.bounds,
+                    "max_rate": self.bounds.get(g.key, (0, 0))[1],
+                    "pinned": self.pinned.get(g.key),
+                }
+                for g in self.groups
+            ],
         }
 
 
-def bisect_scalar(space: SearchSpace, make_policy, lo: float, hi: float, iters: int = 40,
-                  tol: float = 0.0) -> tuple[float, Policy]:
+def bisect_scalar(
+    space: SearchSpace, make_policy, lo: float, hi: float, iters: int = 40, tol: float = 0.0
+) -> tuple[float, Policy]:
     """The smallest `t` in [lo, hi] whose `make_policy(t)` is feasible, for families where the
     resource falls as `t` grows; returns (t, policy). `make_policy(hi)` must be feasible.
     Stops early once a feasible policy uses at least `1 - tol` of the budget."""

@@ -5,17 +5,19 @@ ratio of the original network or an absolute value.
 `params=120k` is an absolute cap; `memory=2MB`; `latency=3ms` is absolute (milliseconds),
 `latency=0.6` a ratio of the measured original. Values up to 1 (or written with `%`) are
 ratios, larger ones absolute."""
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .base import SearchError
 
 KINDS = ("flops", "params", "memory", "latency")
 RESOURCE_KEYS = {"flops": "flops", "params": "params", "memory": "memory_bytes", "latency": "latency_ms"}
-_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "kb": 1024.0, "mb": 1024.0 ** 2, "gb": 1024.0 ** 3, "b": 1.0, "ms": 1.0}
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "kb": 1024.0, "mb": 1024.0**2, "gb": 1024.0**3, "b": 1.0, "ms": 1.0}
 _VALUE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z%]*)\s*$", re.IGNORECASE)
 
 
@@ -56,7 +58,7 @@ class Target:
         return asdict(self)
 
     @classmethod
-    def parse(cls, text: str) -> "Target":
+    def parse(cls, text: str) -> Target:
         """`KIND=VALUE` → Target; VALUE is a ratio (`0.5`, `50%`) or absolute (`120000`, `1.2M`, `2MB`, `3ms`)."""
         kind, sep, raw = str(text).partition("=")
         kind = kind.strip().lower()
@@ -72,12 +74,12 @@ class Target:
             raise SearchError(f"unknown unit {suffix!r} in target {text!r}")
         if suffix == "ms" and kind != "latency":
             raise SearchError(f"'ms' only applies to latency targets, got {text!r}")
-        if suffix or kind == "latency" and number > 1.0:
+        if suffix or (kind == "latency" and number > 1.0):
             return cls(kind, number * _SUFFIX[suffix], absolute=True)
         return cls(kind, number, absolute=number > 1.0)
 
     @classmethod
-    def from_value(cls, spec: "Target | str | Mapping[str, Any]") -> "Target":
+    def from_value(cls, spec: Target | str | Mapping[str, Any]) -> Target:
         """A Target from itself, a `KIND=VALUE` string, `{"flops": 0.5}` or
         `{"kind": "flops", "value": 0.5, "absolute": false}`."""
         if isinstance(spec, Target):

@@ -1,5 +1,6 @@
 """AMC: the environment's state and clamp, the DDPG agent, least-squares reconstruction, and
 the strategy through the core's `run_search` (budget met, episode count, exact resume)."""
+
 from __future__ import annotations
 
 import io
@@ -61,7 +62,8 @@ def test_env_state_in_unit_box_and_clamp_keeps_target(target: str) -> None:
     rng = np.random.default_rng(1)
     for actions in ("zeros", "ones", "random", "random"):
         obs, _ = env.reset()
-        assert obs[STATE_FEATURES.index("index")] == 0.0 and obs[STATE_FEATURES.index("reduced")] == 0.0
+        assert obs[STATE_FEATURES.index("index")] == 0.0
+        assert obs[STATE_FEATURES.index("reduced")] == 0.0
         assert obs[STATE_FEATURES.index("previous")] == 0.0
         done, steps = False, 0
         while not done:
@@ -125,9 +127,10 @@ def test_reconstruction_lowers_output_error(trained_resnet, digits) -> None:
     model = trained_resnet
     calib = calibration_batches(digits.train, 2, 64, seed=0)
     space = SearchSpace(model, SHAPE, "flops=0.5")
-    kept = space.kept({k: 0.5 for k in space.keys})
+    kept = space.kept(dict.fromkeys(space.keys, 0.5))
     rebuilt, fits = prune_and_reconstruct(model, kept, "l1", SHAPE, calib)
-    assert fits and all(f.error_after <= f.error_before + 1e-9 for f in fits)
+    assert fits
+    assert all(f.error_after <= f.error_before + 1e-9 for f in fits)
     assert sum(f.error_after for f in fits) < 0.5 * sum(f.error_before for f in fits)
     plain = prune(model, kept, "l1", input_shape=SHAPE)
     held_out = torch.cat([x for x, _ in calibration_batches(digits.val, 2, 64, seed=1)])
@@ -150,24 +153,28 @@ def test_amc_search_meets_budget_every_episode(trained_resnet, digits, tmp_path)
     space, ev, strategy = _search(trained_resnet, digits, "reconstruct", episodes=4, warmup=2)
     events = []
     outcome = run_search(strategy, ev, batch_size=2, on_event=events.append)
-    assert len(outcome.results) == 4 and strategy.done
+    assert len(outcome.results) == 4
+    assert strategy.done
     assert all(r.flops <= space.budget for r in outcome.results)
     assert [r.meta["warmup"] for r in outcome.results] == [True, True, False, False]
-    assert outcome.best is not None and outcome.best.score == max(r.score for r in outcome.results)
-    assert "reward" in strategy.progress() and "noise" in events[-1]["phase"]
+    assert outcome.best is not None
+    assert outcome.best.score == max(r.score for r in outcome.results)
+    assert "reward" in strategy.progress()
+    assert "noise" in events[-1]["phase"]
     files = strategy.write_artifacts(tmp_path)
     assert json.loads((tmp_path / "amc_rewards.json").read_text())["rewards"] == strategy.rewards
     assert Path(files["amc_rewards_plot"]).stat().st_size > 0
 
 
 def test_amc_resumes_exactly(trained_convnet, digits) -> None:
-    opts = dict(episodes=8, warmup=3, hidden=32, batch_size=8, evaluator="plain")
+    opts = {"episodes": 8, "warmup": 3, "hidden": 32, "batch_size": 8, "evaluator": "plain"}
     _, ev, full = _search(trained_convnet, digits, "plain", **opts)
     reference = run_search(full, ev).results
 
     _, ev, first = _search(trained_convnet, digits, "plain", **opts)
     partial = run_search(first, ev, max_candidates=5)
-    assert partial.stopped and len(partial.results) == 5
+    assert partial.stopped
+    assert len(partial.results) == 5
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)
     _, ev, second = _search(trained_convnet, digits, "plain", **opts)
@@ -191,11 +198,12 @@ def _module_weights(strategy) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(np.array(v)) for k, v in strategy.rllib.algo.get_module().get_state().items()}
 
 
-@pytest.mark.parametrize("agent,rllib_options", [("rllib-ppo", {"episodes_per_iteration": 1}),
-                                                  ("rllib-sac", {"warmup": 1, "batch_size": 8})])
+@pytest.mark.parametrize(
+    "agent,rllib_options", [("rllib-ppo", {"episodes_per_iteration": 1}), ("rllib-sac", {"warmup": 1, "batch_size": 8})]
+)
 def test_rllib_agent_resumes_from_learned_weights(trained_convnet, digits, agent, rllib_options) -> None:
     """A stopped RLlib search restarts from the learner's trained weights, not a fresh agent."""
-    opts = dict(episodes=5, agent=agent, evaluator="plain", rllib_options=rllib_options)
+    opts = {"episodes": 5, "agent": agent, "evaluator": "plain", "rllib_options": rllib_options}
     _, ev, first = _search(trained_convnet, digits, "plain", **opts)
     try:
         initial = _module_weights(first) if first._rllib() else None
@@ -212,9 +220,11 @@ def test_rllib_agent_resumes_from_learned_weights(trained_convnet, digits, agent
     second.load_state_dict(state, partial.results)
     try:
         restored = _module_weights(second) if second._rllib() else None
-        assert restored and all(torch.equal(restored[k], saved[k]) for k in restored)  # the acting (inference) module
+        assert restored
+        assert all(torch.equal(restored[k], saved[k]) for k in restored)  # the acting (inference) module
         resumed = run_search(second, ev, previous=partial.results)
     finally:
         second.close()
-    assert len(resumed.results) == 5 and second.told == 5
+    assert len(resumed.results) == 5
+    assert second.told == 5
     assert all(r.flops <= space.budget for r in resumed.results)

@@ -1,5 +1,6 @@
 """AutoSlim: greedy slimming of a trained universally slimmable network with shared weights,
 its ask/tell state round trip, and the CLI from `slimmable train` to `search --strategy autoslim`."""
+
 from __future__ import annotations
 
 import io
@@ -11,8 +12,15 @@ import torch
 from pruning import build_model
 from pruning.data import calibration_batches
 from pruning.export import load_model, load_weights
-from pruning.slimmable import (SlimTrainConfig, calibrate_bn, evaluate_config, load_supernet, make_slimmable,
-                               save_supernet, train_slimmable)
+from pruning.slimmable import (
+    SlimTrainConfig,
+    calibrate_bn,
+    evaluate_config,
+    load_supernet,
+    make_slimmable,
+    save_supernet,
+    train_slimmable,
+)
 from search.autoslim import AutoSlimStrategy
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
@@ -49,7 +57,8 @@ def test_greedy_keeps_the_least_harmful_step_and_meets_the_target(digits, supern
     strategy = AutoSlimStrategy(space, supernet=str(supernet_dir), step=0.1)
     outcome = run_search(strategy, evaluator)
     best = outcome.best
-    assert strategy.done and best is not None
+    assert strategy.done
+    assert best is not None
     frac = space.fraction(best.policy)
     assert 0.495 <= frac <= 0.5  # meets the target, within 1 % of it
     # every candidate was scored with the shared weights: re-scoring one gives the same number
@@ -68,9 +77,9 @@ def test_greedy_keeps_the_least_harmful_step_and_meets_the_target(digits, supern
         for nxt in (r for r in greedy if r.meta["iteration"] == it + 1):
             diff = [k for k in chosen.meta["kept"] if nxt.meta["kept"][k] != chosen.meta["kept"][k]]
             assert diff == [nxt.meta["group"]]
-    flops = [r.flops for r in outcome.results if r.phase == "start"] + \
-            [max((r for r in greedy if r.meta["iteration"] == it), key=lambda r: (r.score, -r.flops)).flops
-             for it in steps]
+    flops = [r.flops for r in outcome.results if r.phase == "start"] + [
+        max((r for r in greedy if r.meta["iteration"] == it), key=lambda r: (r.score, -r.flops)).flops for it in steps
+    ]
     assert flops == sorted(flops, reverse=True)
 
 
@@ -92,7 +101,8 @@ def test_state_round_trip_resumes_exactly(digits, supernet_dir) -> None:
     torch.save(first.state_dict(), buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
-    assert "trajectory" not in state["extra"] and "history" not in state  # results live in the record only
+    assert "trajectory" not in state["extra"]
+    assert "history" not in state  # results live in the record only
     # the record ran ahead of the checkpoint: the crashed proposal's result was stored, never told
     record += [evaluator.evaluate(p.policy, p.phase, p.id, dict(p.meta)) for p in crashed_with]
 
@@ -117,7 +127,9 @@ def test_autoslim_refuses_bad_supernets(digits, supernet_dir, tmp_path) -> None:
         AutoSlimStrategy(space)
     with pytest.raises(SearchError):
         AutoSlimStrategy(space, supernet=str(tmp_path / "nothing"))
-    switchable = make_slimmable(build_model("convnet", **ARGS), SHAPE, WIDTHS, universal=False, zoo="convnet", zoo_args=ARGS)
+    switchable = make_slimmable(
+        build_model("convnet", **ARGS), SHAPE, WIDTHS, universal=False, zoo="convnet", zoo_args=ARGS
+    )
     save_supernet(switchable, tmp_path / "sw")
     with pytest.raises(SearchError, match="universal"):
         AutoSlimStrategy(space, supernet=str(tmp_path / "sw"))
@@ -129,27 +141,68 @@ def test_cli_train_then_search_autoslim(digits, tmp_path, capsys) -> None:
     """`slimmable train --universal` then `search --strategy autoslim`: the pipeline's final
     network, before fine-tuning, is exactly the supernet's sub-network at the found config."""
     sn = tmp_path / "sn"
-    rc = main(["slimmable", "train", "--model", "convnet", "--data", "digits", "--widths", "0.25,0.5,1.0",
-               "--universal", "--epochs", "1", "--out", str(sn), "--json"])
+    rc = main(
+        [
+            "slimmable",
+            "train",
+            "--model",
+            "convnet",
+            "--data",
+            "digits",
+            "--widths",
+            "0.25,0.5,1.0",
+            "--universal",
+            "--epochs",
+            "1",
+            "--out",
+            str(sn),
+            "--json",
+        ]
+    )
     assert rc == 0
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(trained["test_accuracy"]) == {"0.25", "0.5", "1"}
-    assert (sn / "supernet.safetensors").exists() and (sn / "supernet.json").exists()
+    assert (sn / "supernet.safetensors").exists()
+    assert (sn / "supernet.json").exists()
     out = tmp_path / "search"
-    rc = main(["search", "--model", "convnet", "--data", "digits", "--strategy", "autoslim", "--option", f"supernet={sn}",
-               "--target", "flops=0.5", "--finetune-epochs", "0", "--val-batches", "2", "--no-onnx",
-               "--out", str(out), "--json"])
+    rc = main(
+        [
+            "search",
+            "--model",
+            "convnet",
+            "--data",
+            "digits",
+            "--strategy",
+            "autoslim",
+            "--option",
+            f"supernet={sn}",
+            "--target",
+            "flops=0.5",
+            "--finetune-epochs",
+            "0",
+            "--val-batches",
+            "2",
+            "--no-onnx",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["strategy"] == "autoslim" and summary["evaluator"] == "shared-weights"
+    assert summary["strategy"] == "autoslim"
+    assert summary["evaluator"] == "shared-weights"
     assert 0.495 * summary["flops_before"] <= summary["flops_after"] <= 0.5 * summary["flops_before"]
     net = load_supernet(sn)
     calib = calibration_batches(digits.train, 4, 64, 0)
     assert summary["accuracy_pruned"] == pytest.approx(
-        evaluate_config(net, digits.test, summary["kept_channels"], calib))
+        evaluate_config(net, digits.test, summary["kept_channels"], calib)
+    )
     full_calib = calibration_batches(digits.train, 8, 64, 0)  # what `slimmable train` calibrated with
     assert summary["accuracy_before"] == pytest.approx(evaluate_config(net, digits.test, 1.0, full_calib))
-    rc = main(["slimmable", "export", "--supernet", str(sn), "--width", "0.5", "--out", str(tmp_path / "w05"), "--json"])
+    rc = main(
+        ["slimmable", "export", "--supernet", str(sn), "--width", "0.5", "--out", str(tmp_path / "w05"), "--json"]
+    )
     assert rc == 0
     capsys.readouterr()
     x = digits.test.tensors[0][:8]
@@ -157,7 +210,20 @@ def test_cli_train_then_search_autoslim(digits, tmp_path, capsys) -> None:
     calibrate_bn(net, full_calib)
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "w05")(x), net(x), atol=1e-5, rtol=1e-4)
-    rc = main(["search", "--model", "resnet20", "--strategy", "autoslim", "--option", f"supernet={sn}",
-               "--target", "flops=0.5", "--out", str(tmp_path / "bad")])
+    rc = main(
+        [
+            "search",
+            "--model",
+            "resnet20",
+            "--strategy",
+            "autoslim",
+            "--option",
+            f"supernet={sn}",
+            "--target",
+            "flops=0.5",
+            "--out",
+            str(tmp_path / "bad"),
+        ]
+    )
     assert rc == 2
     assert "convnet" in capsys.readouterr().err

@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
-import workers.pipeline as pipeline
+from workers import pipeline
 from workers.sink import JobSink
 
-BASE = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5},
-        "strategy": {"name": "uniform"}, "train": {"epochs": 1}, "onnx": False}
+BASE = {
+    "model": {"zoo": "convnet"},
+    "data": {"name": "digits"},
+    "target": {"flops": 0.5},
+    "strategy": {"name": "uniform"},
+    "train": {"epochs": 1},
+    "onnx": False,
+}
 
 
 class Events(JobSink):
@@ -34,8 +40,9 @@ def test_the_fine_tune_starts_from_the_weights_the_evaluator_fine_tuned(tmp_path
     assert summary["search_score"] != plain["search_score"]
 
 
-def test_a_model_below_its_search_score_is_reported_with_both_numbers(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_model_below_its_search_score_is_reported_with_both_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = pipeline.finetune_model
 
     def ruined(pruned, teacher, data, settings, device, progress=None):
@@ -49,5 +56,9 @@ def test_a_model_below_its_search_score_is_reported_with_both_numbers(tmp_path: 
     assert summary["val_accuracy_after"] < summary["search_score"]
     warnings = [e for e in sink.events if e[0] == "warning"]
     assert len(warnings) == 1
-    assert warnings[0][2] == {"val_accuracy_after": summary["val_accuracy_after"], "search_score": summary["search_score"]}
-    assert f"{summary['search_score']:.4f}" in summary["warning"] and f"{summary['val_accuracy_after']:.4f}" in summary["warning"]
+    assert warnings[0][2] == {
+        "val_accuracy_after": summary["val_accuracy_after"],
+        "search_score": summary["search_score"],
+    }
+    assert f"{summary['search_score']:.4f}" in summary["warning"]
+    assert f"{summary['val_accuracy_after']:.4f}" in summary["warning"]

@@ -1,6 +1,7 @@
 """MetaPruning: the PruningNet generates cropped weights whose network equals the physically
 cut one; its training is a checkpointable phase; evolutionary search through the core's
 `run_search` proposes only encodings that meet the target and resumes exactly."""
+
 from __future__ import annotations
 
 import io
@@ -75,7 +76,11 @@ def _setup(model, digits, **options):
     space = SearchSpace(model, SHAPE, "flops=0.5", calibration=calib)
     ctx = EvalContext(model, digits, SHAPE, calibration=calib, space=space, val_batches=1)
     opts = dict(train_steps=4, train_chunk=2, population=4, generations=2, topk=2, **options)
-    return space, make_evaluator("pruningnet", ctx, hidden=8, batch_size=16), make_strategy("metapruning", space, seed=0, **opts)
+    return (
+        space,
+        make_evaluator("pruningnet", ctx, hidden=8, batch_size=16),
+        make_strategy("metapruning", space, seed=0, **opts),
+    )
 
 
 def test_evolution_meets_target_and_resumes_exactly(digits) -> None:
@@ -96,18 +101,23 @@ def test_evolution_meets_target_and_resumes_exactly(digits) -> None:
     # the band: every encoding uses at least 90% of the budget (random draws alone mostly do not)
     assert strategy.floor == pytest.approx(0.9 * space.budget)
     assert all(strategy.costs.resource(r.meta["encoding"]) >= strategy.floor for r in evo)
-    assert reference.best in evo and reference.best.score == max(r.score for r in evo)
+    assert reference.best in evo
+    assert reference.best.score == max(r.score for r in evo)
     assert len({tuple(sorted(r.meta["encoding"].items())) for r in evo}) == len(evo)
 
     # stop after the first training chunk (no candidate yet) and within a generation, resume in a
     # fresh process's shoes: the state holds the steps trained, the evaluator reloads its PruningNet
     for mid_training in (True, False):
         seen: list[dict] = []
-        stop = {"should_stop": lambda log=seen: any(e["type"] == "work" for e in log)} if mid_training \
+        stop = (
+            {"should_stop": lambda log=seen: any(e["type"] == "work" for e in log)}
+            if mid_training
             else {"max_candidates": 3}
+        )
         _, ev1, first = _setup(model, digits)
         partial = run_search(first, ev1, on_event=seen.append, **stop)
-        assert partial.stopped and first.trained == (2 if mid_training else 4)
+        assert partial.stopped
+        assert first.trained == (2 if mid_training else 4)
         buf = io.BytesIO()
         torch.save(first.state_dict(), buf)
         _, ev2, second = _setup(model, digits)

@@ -1,5 +1,6 @@
 """The search core: targets, the space's bounds and resource accounting, evaluators (adaptive
 BN), the runner's record/Pareto front/resume, and the registry."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,7 +40,7 @@ def test_target_parse_ratios_and_absolutes() -> None:
     assert Target.parse("params=120k") == Target("params", 120000.0, True)
     assert Target.parse("latency=3ms") == Target("latency", 3.0, True)
     assert Target.parse("latency=0.6") == Target("latency", 0.6, False)
-    assert Target.parse("memory=2MB").value == 2 * 1024 ** 2
+    assert Target.parse("memory=2MB").value == 2 * 1024**2
     assert Target.from_value({"flops": 0.3}) == Target("flops", 0.3)
     assert Target.parse("params=100").budget(1e6) == 100
     assert Target.parse("flops=0.25").budget(1000) == 250
@@ -52,8 +53,9 @@ def test_space_bounds_stem_pins_and_counts() -> None:
     model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
     space = SearchSpace(model, SHAPE, "flops=0.5", pinned={"layer3.0.conv1": 0.25}, min_channels=4)
     stem = next(g.key for g in space.groups if g.is_stem)
-    assert stem not in space.keys and "layer3.0.conv1" not in space.keys
-    kept = space.kept({k: 0.99 for k in space.keys})
+    assert stem not in space.keys
+    assert "layer3.0.conv1" not in space.keys
+    kept = space.kept(dict.fromkeys(space.keys, 0.99))
     for g in space.groups:
         if g.key == stem:
             assert kept[g.key] == g.channels
@@ -61,7 +63,7 @@ def test_space_bounds_stem_pins_and_counts() -> None:
             assert kept[g.key] == 48
         else:
             assert kept[g.key] >= max(4, round(g.channels * 0.1))
-    policy = {k: 0.4 for k in space.keys}
+    policy = dict.fromkeys(space.keys, 0.4)
     cut = prune(model, space.kept(policy), "l1", input_shape=SHAPE)
     res = space.resources(policy)
     assert res["flops"] == count_flops(cut, SHAPE)
@@ -85,7 +87,7 @@ def test_infeasible_target_fails_at_construction() -> None:
 def test_adaptive_bn_changes_running_stats_and_improves_score(trained, digits, calib) -> None:
     space = SearchSpace(trained, SHAPE, "flops=0.4", calibration=calib)
     ctx = EvalContext(trained, digits, SHAPE, calibration=calib, space=space)
-    policy = {k: 0.6 for k in space.keys}
+    policy = dict.fromkeys(space.keys, 0.6)
     plain, adaptive = make_evaluator("plain", ctx), make_evaluator("adaptive-bn", ctx)
     cut_plain = plain.cut(policy)
     cut_adapt = adaptive.cut(policy)
@@ -111,7 +113,8 @@ def test_runner_records_pareto_and_resumes_without_reevaluating(trained, digits,
 
     opts = {"n_samples": 5, "top_k": 0}
     full = run_search(make_strategy("eagleeye", space, seed=3, **opts), ev, executor=executor)
-    assert len(full.results) == 5 and full.best.score == max(r.score for r in full.results)
+    assert len(full.results) == 5
+    assert full.best.score == max(r.score for r in full.results)
     assert all(r.flops <= space.budget for r in full.results)
     assert full.pareto == pareto_front(full.results, "flops")
     for a in full.pareto:
@@ -119,9 +122,15 @@ def test_runner_records_pareto_and_resumes_without_reevaluating(trained, digits,
     # stop after 2 candidates, keep the checkpoint, then resume on a fresh strategy
     calls.clear()
     saved: list[dict] = []
-    first = run_search(make_strategy("eagleeye", space, seed=3, **opts), ev, executor=executor,
-                       should_stop=lambda: len(calls) >= 2, checkpoint=saved.append)
-    assert first.stopped and len(first.results) == 2
+    first = run_search(
+        make_strategy("eagleeye", space, seed=3, **opts),
+        ev,
+        executor=executor,
+        should_stop=lambda: len(calls) >= 2,
+        checkpoint=saved.append,
+    )
+    assert first.stopped
+    assert len(first.results) == 2
     resumed = make_strategy("eagleeye", space, seed=3, **opts)
     resumed.load_state_dict(saved[-1], first.results)
     calls.clear()
@@ -148,19 +157,22 @@ def test_latency_target_uses_a_cached_lookup_table(tmp_path, monkeypatch, digits
     deterministic stand-in (ms proportional to MACs), so a loaded machine cannot flip the
     order of the predictions; real timings are bench/latency.py's job."""
     monkeypatch.setenv("SECATEURS_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr("search.latency.measure_latency",
-                        lambda model, shape, **_: count_flops(model, shape) * 1e-6 + 0.01)
+    monkeypatch.setattr(
+        "search.latency.measure_latency", lambda model, shape, **_: count_flops(model, shape) * 1e-6 + 0.01
+    )
     model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
     space = SearchSpace(model, SHAPE, "latency=0.95")
     tables = list((tmp_path / "latency").glob("*.json"))
     assert len(tables) == 1
     assert space.original["latency_ms"] > 0
-    small, big = space.resources({k: 0.8 for k in space.keys}), space.resources({k: 0.1 for k in space.keys})
+    small, big = space.resources(dict.fromkeys(space.keys, 0.8)), space.resources(dict.fromkeys(space.keys, 0.1))
     assert small["latency_ms"] < big["latency_ms"] < space.original["latency_ms"]
     stamp = tables[0].stat().st_mtime_ns
     again = SearchSpace(model, SHAPE, "latency=0.95")  # same device and architecture: read from disk
     assert tables[0].stat().st_mtime_ns == stamp
     assert again.original["latency_ms"] == space.original["latency_ms"]
-    best = run_search(make_strategy("uniform", again), make_evaluator(
-        "plain", EvalContext(model, digits, SHAPE, space=again, val_batches=1))).best
+    best = run_search(
+        make_strategy("uniform", again),
+        make_evaluator("plain", EvalContext(model, digits, SHAPE, space=again, val_batches=1)),
+    ).best
     assert best.latency_ms <= again.budget

@@ -3,6 +3,7 @@ grow), the told results come back from the caller's record on resume, a record t
 of the last checkpoint is reused without evaluating anything twice, and work (not candidates)
 stays out of the record. A fake executor (a score from the policy, resources from a linear
 model of the space) keeps long searches fast."""
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,12 @@ def space() -> SearchSpace:
 
     def count(kept, cut=None) -> dict[str, Any]:
         frac = sum(share * kept[g.key] / g.channels for g in space.groups)
-        return {"flops": int(orig["flops"] * frac), "params": int(orig["params"] * frac),
-                "memory_bytes": int(orig["memory_bytes"] * frac), "latency_ms": None}
+        return {
+            "flops": int(orig["flops"] * frac),
+            "params": int(orig["params"] * frac),
+            "memory_bytes": int(orig["memory_bytes"] * frac),
+            "latency_ms": None,
+        }
 
     space.count = count
     return space
@@ -49,10 +54,20 @@ def fake_executor(space: SearchSpace, calls: list[int] | None = None):
             score = 1.0 - sum((v - 0.3) ** 2 for v in p.policy.values()) / max(1, len(p.policy))
             if p.phase == "finetune":
                 score += 0.01
-            out.append(Result(p.id, dict(p.policy), score, flops=int(res["flops"]), params=int(res["params"]),
-                              memory_bytes=int(res["memory_bytes"]), phase=p.phase,
-                              meta={**p.meta, "evaluator": "fake"}))
+            out.append(
+                Result(
+                    p.id,
+                    dict(p.policy),
+                    score,
+                    flops=int(res["flops"]),
+                    params=int(res["params"]),
+                    memory_bytes=int(res["memory_bytes"]),
+                    phase=p.phase,
+                    meta={**p.meta, "evaluator": "fake"},
+                )
+            )
         return out
+
     return run
 
 
@@ -85,10 +100,13 @@ def test_state_size_stays_bounded_as_candidates_grow(space, name: str) -> None:
         sizes.append(_size(state))
         states.append(state)
 
-    out = run_search(make_strategy(name, space, seed=0, **LONG[name]), None, executor=fake_executor(space),
-                     checkpoint=checkpoint)
-    assert len(out.results) >= 60 and len(sizes) == len(out.results)
-    assert "history" not in states[-1] and states[-1]["told"] == len(out.results)
+    out = run_search(
+        make_strategy(name, space, seed=0, **LONG[name]), None, executor=fake_executor(space), checkpoint=checkpoint
+    )
+    assert len(out.results) >= 60
+    assert len(sizes) == len(out.results)
+    assert "history" not in states[-1]
+    assert states[-1]["told"] == len(out.results)
     assert abs(sizes[59] - sizes[9]) < 64, sizes  # a few bytes of counters, not a result per candidate
 
 
@@ -125,17 +143,23 @@ def test_resume_from_state_and_record_is_exact(space, name: str, batch: int) -> 
     """Interrupted after k candidates; resumed from the last checkpoint with the record, and
     from the one before it with a record that ran ahead (results stored, never told): both end
     exactly like the uninterrupted search, and nothing is evaluated twice."""
-    full = run_search(make_strategy(name, space, seed=2, **RESUME[name]), None, executor=fake_executor(space),
-                      batch_size=batch)
+    full = run_search(
+        make_strategy(name, space, seed=2, **RESUME[name]), None, executor=fake_executor(space), batch_size=batch
+    )
     reference = _trace(full)
     stop_at = max(2, len(reference) // 2)
     saved: list[dict] = []
     done: list[int] = []
-    part = run_search(make_strategy(name, space, seed=2, **RESUME[name]), None,
-                      executor=fake_executor(space, done), batch_size=batch,
-                      checkpoint=lambda state: saved.append(_roundtrip(state)),  # serialised when taken
-                      should_stop=lambda: len(done) >= stop_at)
-    assert part.stopped and len(part.results) < len(reference)
+    part = run_search(
+        make_strategy(name, space, seed=2, **RESUME[name]),
+        None,
+        executor=fake_executor(space, done),
+        batch_size=batch,
+        checkpoint=lambda state: saved.append(_roundtrip(state)),  # serialised when taken
+        should_stop=lambda: len(done) >= stop_at,
+    )
+    assert part.stopped
+    assert len(part.results) < len(reference)
     cases = [(saved[-1], 0)]
     if len(saved) >= 2:
         cases.append((saved[-2], len(part.results) - saved[-2]["told"]))
@@ -143,10 +167,10 @@ def test_resume_from_state_and_record_is_exact(space, name: str, batch: int) -> 
         resumed = make_strategy(name, space, seed=2, **RESUME[name])
         resumed.load_state_dict(state, list(part.results))
         calls: list[int] = []
-        rest = run_search(resumed, None, executor=fake_executor(space, calls), batch_size=batch,
-                          previous=part.results)
+        rest = run_search(resumed, None, executor=fake_executor(space, calls), batch_size=batch, previous=part.results)
         assert _trace(rest) == reference
-        assert rest.best.proposal_id == full.best.proposal_id and rest.best.score == full.best.score
+        assert rest.best.proposal_id == full.best.proposal_id
+        assert rest.best.score == full.best.score
         assert not set(calls) & {r.proposal_id for r in part.results}  # the record is reused, never re-evaluated
         assert len(calls) == len(reference) - len(part.results)
         if ahead:
@@ -162,7 +186,8 @@ def test_record_missing_told_results_is_refused(space) -> None:
     # the record may come as stored dicts, in any order, with results of other jobs' ids beyond next_id
     extra = Result(99, {}, 0.0)
     fresh.load_state_dict(strategy.state_dict(), [r.as_dict() for r in reversed(out.results)] + [extra])
-    assert [r.proposal_id for r in fresh.history] == [0, 1, 2, 3] and fresh.done
+    assert [r.proposal_id for r in fresh.history] == [0, 1, 2, 3]
+    assert fresh.done
 
 
 def test_optuna_rebuilds_outstanding_trials_in_ask_order(space) -> None:
@@ -242,7 +267,7 @@ class WorkThenCandidates(SpaceStrategy):
         out = []
         while self.asked < 2 and len(out) < n:
             self.asked += 1
-            out.append(self._propose({k: 0.5 for k in self.space.keys}, "search", n=self.asked))
+            out.append(self._propose(dict.fromkeys(self.space.keys, 0.5), "search", n=self.asked))
         return out
 
     def tell(self, results: list[Result]) -> None:
@@ -269,12 +294,21 @@ def test_work_is_told_and_reported_but_never_recorded(space) -> None:
     events: list[dict] = []
     recorded: list[Result] = []
     strategy = WorkThenCandidates(space)
-    out = run_search(strategy, None, executor=fake_executor(space), on_event=events.append,
-                     on_result=recorded.append, max_candidates=1)
-    assert out.stopped and [r.proposal_id for r in out.results] == [2] and recorded == out.results
+    out = run_search(
+        strategy,
+        None,
+        executor=fake_executor(space),
+        on_event=events.append,
+        on_result=recorded.append,
+        max_candidates=1,
+    )
+    assert out.stopped
+    assert [r.proposal_id for r in out.results] == [2]
+    assert recorded == out.results
     work = [e for e in events if e["type"] == "work"]
     assert [(e["phase"], e["step"], e["proposal_id"]) for e in work] == [("train", 1, 0), ("train", 2, 1)]
-    assert all(r.kind == "candidate" for r in out.results) and out.pareto == out.results
+    assert all(r.kind == "candidate" for r in out.results)
+    assert out.pareto == out.results
     assert strategy.state_dict()["told"] == 1
     resumed = WorkThenCandidates(space)
     resumed.load_state_dict(strategy.state_dict(), out.results)  # work is not in the record
@@ -289,24 +323,30 @@ def test_declared_capabilities_and_typed_evaluator_options(space, digits) -> Non
     assert strategy_class("eagleeye").base_model({}, "convnet", {}) is None
     assert strategy_class("autoslim").base_model.__func__ is not Strategy.base_model.__func__
     uniform = make_strategy("uniform", space)
-    assert uniform.write_artifacts(".") == {} and uniform.space is space
+    assert uniform.write_artifacts(".") == {}
+    assert uniform.space is space
     uniform.close()
     # EagleEye's fine-tunes carry their evaluator's options as a field, used by the pool
     ee = make_strategy("eagleeye", space, n_samples=1, top_k=1, finetune_steps=2, finetune_lr=0.05, tolerance=0.05)
     sample = ee.ask(1)
     ee.tell(fake_executor(space)(sample))
     (ft,) = ee.ask(1)
-    assert ft.evaluator == "finetune" and ft.evaluator_options == {"steps": 2, "lr": 0.05}
+    assert ft.evaluator == "finetune"
+    assert ft.evaluator_options == {"steps": 2, "lr": 0.05}
     assert "evaluator_options" not in ft.meta
     ctx = EvalContext(space.model, digits, SHAPE, space=space, val_batches=1)
     pool = EvaluatorPool(make_evaluator("plain", ctx))
     chosen = pool.for_proposal(ft)
-    assert chosen.name == "finetune" and (chosen.steps, chosen.lr) == (2, 0.05)
+    assert chosen.name == "finetune"
+    assert (chosen.steps, chosen.lr) == (2, 0.05)
     assert pool.for_proposal(sample[0]) is pool.default
     assert pool.for_proposal(Proposal(9, {}, evaluator="plain", evaluator_options={})) is pool.default
     work = Proposal(9, {}, kind="work")
     assert pool.evaluate(work).kind == "work"
     # the runner leaves the options on the result, next to meta["evaluator"]
-    out = run_search(make_strategy("eagleeye", space, n_samples=2, top_k=1, finetune_steps=2, tolerance=0.05), None,
-                     executor=fake_executor(space))
+    out = run_search(
+        make_strategy("eagleeye", space, n_samples=2, top_k=1, finetune_steps=2, tolerance=0.05),
+        None,
+        executor=fake_executor(space),
+    )
     assert [r.meta.get("evaluator_options") for r in out.results] == [None, None, {"steps": 2, "lr": 0.01}]

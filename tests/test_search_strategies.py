@@ -1,6 +1,7 @@
 """Every built-in strategy on a trained resnet20 (digits, 16 px): the target is met, the chosen
 result is the best of its candidates, and a search stopped midway and rebuilt from its state
 (through torch.save / weights-only load) ends exactly where an uninterrupted one does."""
+
 from __future__ import annotations
 
 import io
@@ -67,7 +68,8 @@ def test_target_met_best_returned_and_resume_exact(setup, digits, name: str) -> 
     space, ev, strategy = _search(model, digits, calib, name, seed=1)
     full = run_search(strategy, ev)
     best = full.best
-    assert best is not None and strategy.done
+    assert best is not None
+    assert strategy.done
     assert best.flops <= space.budget
     assert best.flops == space.resources(best.policy)["flops"]
     if name in ("uniform", "global", "eagleeye"):
@@ -85,12 +87,14 @@ def test_target_met_best_returned_and_resume_exact(setup, digits, name: str) -> 
     saved: list[dict] = []
     part = run_search(first, ev2, checkpoint=saved.append, should_stop=lambda: len(saved) >= stop_at)
     if len(full.results) > 1:
-        assert part.stopped and not first.done
+        assert part.stopped
+        assert not first.done
     _, ev3, resumed = _search(model, digits, calib, name, seed=1)
     resumed.load_state_dict(_roundtrip(saved[-1]), part.results)
     rest = run_search(resumed, ev3, previous=part.results)
     assert [r.policy for r in rest.results] == [r.policy for r in full.results]
-    assert rest.best.policy == best.policy and rest.best.score == pytest.approx(best.score)
+    assert rest.best.policy == best.policy
+    assert rest.best.score == pytest.approx(best.score)
 
 
 @pytest.mark.parametrize("name", ["global", "eagleeye"])
@@ -135,7 +139,8 @@ def test_netadapt_default_schedule_lets_every_layer_propose() -> None:
     auto = make_strategy("netadapt", space, seed=0)
     assert len(fixed.ask(100)) < len(space.keys) // 2
     first = auto.ask(100)
-    assert auto.iterations > 5 and len(first) == len(space.keys)
+    assert auto.iterations > 5
+    assert len(first) == len(space.keys)
     assert all(p.meta["kept"] > auto.min_kept[p.meta["layer"]] for p in first)  # none forced to its bound
     with pytest.raises(Exception, match="step_share"):
         make_strategy("netadapt", space, seed=0, step_share=0)

@@ -3,6 +3,7 @@ pruning rates on a Gymnasium environment over the search space; candidates are s
 least-squares weight reconstruction instead of fine-tuning. Importing this package registers
 the `amc` strategy, the `reconstruct` evaluator and the `secateurs/AMCPruning-v0` Gymnasium
 environment; the RLlib agents (`search.amc.rllib_agent`, which needs Ray) load only when chosen."""
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -18,5 +19,13 @@ ENV_ID = "secateurs/AMCPruning-v0"
 if ENV_ID not in gym.registry:
     gym.register(ENV_ID, entry_point="search.amc.env:PruningEnv")
 
-__all__ = ["AMCStrategy", "DDPG", "DDPGConfig", "ENV_ID", "PruningEnv", "ReconstructEvaluator",
-           "prune_and_reconstruct", "reward_value"]
+__all__ = [
+    "DDPG",
+    "ENV_ID",
+    "AMCStrategy",
+    "DDPGConfig",
+    "PruningEnv",
+    "ReconstructEvaluator",
+    "prune_and_reconstruct",
+    "reward_value",
+]

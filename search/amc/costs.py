@@ -6,10 +6,11 @@ channels; its parameters scale the same way, and each BatchNorm keeps two per ch
 what the engine's counters give on the cut model, without cutting: AMC's environment and
 MetaPruning's constraint check call it thousands of times. The layer table also carries each
 group's conv dimensions for AMC's state vector."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -44,8 +45,10 @@ def layer_table(model: nn.Module, input_shape: Sequence[int], groups: Sequence[C
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
+
             def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor, name: str = name) -> None:
                 seen.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
+
             handles.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -66,13 +69,42 @@ def layer_table(model: nn.Module, input_shape: Sequence[int], groups: Sequence[C
         if isinstance(m, nn.Conv2d):
             spatial = out_shape[2] * out_shape[3]
             per_out = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-            layers.append(Layer(name, out_of.get(name), in_of.get(name), m.out_channels, m.in_channels,
-                                m.kernel_size[0], m.stride[0], in_shape[2], in_shape[3], spatial * m.out_channels * per_out,
-                                m.weight.numel(), bias, m.groups > 1))
+            layers.append(
+                Layer(
+                    name,
+                    out_of.get(name),
+                    in_of.get(name),
+                    m.out_channels,
+                    m.in_channels,
+                    m.kernel_size[0],
+                    m.stride[0],
+                    in_shape[2],
+                    in_shape[3],
+                    spatial * m.out_channels * per_out,
+                    m.weight.numel(),
+                    bias,
+                    m.groups > 1,
+                )
+            )
         else:
             tokens = int(torch.tensor(out_shape[1:-1]).prod()) if len(out_shape) > 2 else 1
-            layers.append(Layer(name, out_of.get(name), in_of.get(name), m.out_features, m.in_features, 1, 1, 1, 1,
-                                tokens * m.out_features * m.in_features, m.weight.numel(), bias, False))
+            layers.append(
+                Layer(
+                    name,
+                    out_of.get(name),
+                    in_of.get(name),
+                    m.out_features,
+                    m.in_features,
+                    1,
+                    1,
+                    1,
+                    1,
+                    tokens * m.out_features * m.in_features,
+                    m.weight.numel(),
+                    bias,
+                    False,
+                )
+            )
     return layers
 
 

@@ -3,6 +3,7 @@ actor and critic MLPs, truncated-normal exploration noise whose width decays aft
 warm-up episodes, a replay buffer, a moving-average baseline subtracted from the reward, and
 undiscounted targets (gamma = 1) because every transition of an episode carries that episode's
 final reward. Everything (weights, optimisers, buffer, noise schedule, RNG) is in `state_dict()`."""
+
 from __future__ import annotations
 
 import copy
@@ -36,8 +37,13 @@ class DDPGConfig:
 
 def _mlp(n_in: int, n_out: int, cfg: DDPGConfig, sigmoid: bool) -> nn.Sequential:
     """Two hidden ReLU layers; the last layer starts near zero as in the reference code."""
-    layers = [nn.Linear(n_in, cfg.hidden1), nn.ReLU(), nn.Linear(cfg.hidden1, cfg.hidden2), nn.ReLU(),
-              nn.Linear(cfg.hidden2, n_out)]
+    layers = [
+        nn.Linear(n_in, cfg.hidden1),
+        nn.ReLU(),
+        nn.Linear(cfg.hidden1, cfg.hidden2),
+        nn.ReLU(),
+        nn.Linear(cfg.hidden2, n_out),
+    ]
     nn.init.uniform_(layers[-1].weight, -cfg.init_w, cfg.init_w)
     nn.init.uniform_(layers[-1].bias, -cfg.init_w, cfg.init_w)
     if sigmoid:
@@ -58,7 +64,9 @@ class ReplayBuffer:
         self.size = 0
         self.pos = 0
 
-    def add(self, state: torch.Tensor, action: torch.Tensor, reward: float, next_state: torch.Tensor, done: bool) -> None:
+    def add(
+        self, state: torch.Tensor, action: torch.Tensor, reward: float, next_state: torch.Tensor, done: bool
+    ) -> None:
         """Store one transition, overwriting the oldest when full."""
         i = self.pos
         self.states[i], self.actions[i], self.next_states[i] = state, action, next_state
@@ -73,9 +81,14 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """The stored transitions (only the filled part) and the write position."""
-        return {"states": self.states[: self.size].clone(), "actions": self.actions[: self.size].clone(),
-                "rewards": self.rewards[: self.size].clone(), "next_states": self.next_states[: self.size].clone(),
-                "dones": self.dones[: self.size].clone(), "pos": self.pos}
+        return {
+            "states": self.states[: self.size].clone(),
+            "actions": self.actions[: self.size].clone(),
+            "rewards": self.rewards[: self.size].clone(),
+            "next_states": self.next_states[: self.size].clone(),
+            "dones": self.dones[: self.size].clone(),
+            "pos": self.pos,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` saved."""
@@ -85,7 +98,9 @@ class ReplayBuffer:
         self.size, self.pos = n, int(state["pos"])
 
 
-def truncated_normal(mu: torch.Tensor, sigma: float, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+def truncated_normal(
+    mu: torch.Tensor, sigma: float, low: float, high: float, generator: torch.Generator
+) -> torch.Tensor:
     """A sample of N(mu, sigma) truncated to [low, high], by inverse CDF (what AMC draws with
     scipy's truncnorm around the actor's action)."""
     if sigma <= 0:
@@ -134,7 +149,9 @@ class DDPG:
             return mu.clamp(self.cfg.low, self.cfg.high)
         return truncated_normal(mu, self.delta, self.cfg.low, self.cfg.high, self.generator)
 
-    def observe(self, state: torch.Tensor, action: torch.Tensor, reward: float, next_state: torch.Tensor, done: bool) -> None:
+    def observe(
+        self, state: torch.Tensor, action: torch.Tensor, reward: float, next_state: torch.Tensor, done: bool
+    ) -> None:
         """Store a transition."""
         self.buffer.add(state, action, reward, next_state, done)
 
@@ -164,7 +181,7 @@ class DDPG:
         self.actor_opt.step()
         with torch.no_grad():
             for net, tgt in ((self.actor, self.actor_target), (self.critic, self.critic_target)):
-                for p, tp in zip(net.parameters(), tgt.parameters()):
+                for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
                     tp.mul_(1 - self.cfg.tau).add_(p, alpha=self.cfg.tau)
         self.updates += 1
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item()}
@@ -172,11 +189,18 @@ class DDPG:
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimisers, buffer, baseline, noise and RNG: enough to resume exactly."""
         return {
-            "config": asdict(self.cfg), "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "actor_target": self.actor_target.state_dict(), "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-            "buffer": self.buffer.state_dict(), "moving_average": self.moving_average, "delta": self.delta,
-            "updates": self.updates, "rng": self.generator.get_state(),
+            "config": asdict(self.cfg),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "moving_average": self.moving_average,
+            "delta": self.delta,
+            "updates": self.updates,
+            "rng": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

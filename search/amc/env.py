@@ -17,10 +17,12 @@ The reward arrives at the last step: `reward_fn(policy)` when given (the RLlib a
 evaluate there and then), else 0 with the policy in `info`, for the ask/tell strategy to
 reward later. Rewards: "error" is AMC's FLOPs-constrained -error (the clamp guarantees the
 budget); "resource" is the resource-aware -error * log(resource)."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -63,10 +65,15 @@ class SpaceCosts:
 class PruningEnv(gym.Env):
     """AMC's layer-by-layer pruning environment over a search space."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium.Env declares it a plain attribute
 
-    def __init__(self, space: SearchSpace, reward: str = "error",
-                 reward_fn: Callable[[dict[str, float]], float] | None = None, costs: SpaceCosts | None = None) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        reward: str = "error",
+        reward_fn: Callable[[dict[str, float]], float] | None = None,
+        costs: SpaceCosts | None = None,
+    ) -> None:
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; choose one of: {', '.join(REWARDS)}")
         self.space, self.reward, self.reward_fn = space, reward, reward_fn
@@ -86,7 +93,9 @@ class PruningEnv(gym.Env):
         for i, key in enumerate(self.keys):
             root = by_name[self.space.by_key[key].members[0]]
             carried = sum(layer.macs for layer in cm.layers if key in (layer.out_group, layer.in_group))
-            rows.append([i, root.out_channels, root.in_channels, root.height, root.width, root.stride, root.kernel, carried])
+            rows.append(
+                [i, root.out_channels, root.in_channels, root.height, root.width, root.stride, root.kernel, carried]
+            )
         table = np.asarray(rows, dtype=np.float64)
         lo, hi = table.min(0), table.max(0)
         span = np.where(hi > lo, hi - lo, 1.0)
@@ -104,9 +113,11 @@ class PruningEnv(gym.Env):
         t = min(self.t, len(self.keys) - 1)
         decided = dict(self.rates)
         reduced = 1.0 - self._flops(decided) / self._full_flops
-        later = set(self.keys[t + 1:])
-        rest = sum(layer.macs for layer in self.costs.model.layers
-                   if layer.out_group in later or layer.in_group in later) / self._full_flops
+        later = set(self.keys[t + 1 :])
+        rest = (
+            sum(layer.macs for layer in self.costs.model.layers if layer.out_group in later or layer.in_group in later)
+            / self._full_flops
+        )
         dyn = [reduced, min(1.0, rest), self.previous]
         return np.clip(np.concatenate([self._static[t], dyn]), 0.0, 1.0).astype(np.float32)
 
@@ -115,7 +126,7 @@ class PruningEnv(gym.Env):
         reachable, largest allowed rate)."""
         key = self.keys[self.t]
         hi = self.space.bounds[key][1]
-        rest_max = {k: self.space.bounds[k][1] for k in self.keys[self.t + 1:]}
+        rest_max = {k: self.space.bounds[k][1] for k in self.keys[self.t + 1 :]}
         channels = self.space.by_key[key].channels
         lo_keep = self.space.kept({key: hi})[key]
         budget = self.space.budget

@@ -1,9 +1,10 @@
 """The `reconstruct` evaluator: AMC's evaluation without fine-tuning. Cut the channels by the
 job's criterion, recover every layer reading a cut group by least squares on calibration
 feature maps (`search.amc.reconstruct`), then validate."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from torch import nn
 
@@ -20,7 +21,9 @@ class ReconstructEvaluator(Evaluator):
 
     name = "reconstruct"
 
-    def __init__(self, context: EvalContext, n_points: int = 10, ridge: float = 1e-4, adaptive_bn: bool = False) -> None:
+    def __init__(
+        self, context: EvalContext, n_points: int = 10, ridge: float = 1e-4, adaptive_bn: bool = False
+    ) -> None:
         super().__init__(context)
         if int(n_points) < 1:
             raise SearchError(f"reconstruct n_points must be at least 1, got {n_points}")
@@ -33,8 +36,9 @@ class ReconstructEvaluator(Evaluator):
         if not ctx.calibration:
             raise SearchError("the reconstruct evaluator needs calibration batches from the training split")
         kept = ctx.space.kept(policy) if ctx.space is not None else dict(policy)
-        model, self.last_fits = prune_and_reconstruct(ctx.model, kept, ctx.criterion, ctx.input_shape, ctx.calibration,
-                                                      self.n_points, self.ridge, seed=ctx.seed)
+        model, self.last_fits = prune_and_reconstruct(
+            ctx.model, kept, ctx.criterion, ctx.input_shape, ctx.calibration, self.n_points, self.ridge, seed=ctx.seed
+        )
         return model
 
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:

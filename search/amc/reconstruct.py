@@ -11,18 +11,19 @@ Simplifications: channels are chosen per group by the job's criterion (AMC ranks
 input channels by weight magnitude; groups coupled by residual adds need one choice for all
 members); depthwise convs are left as cut (they mix no channels); a layer is reconstructed only
 when the samples outnumber its unknowns, otherwise it keeps its cut weights."""
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pruning.cut import Policy, group_scores, prepare_criterion, example_input, resolve_policy
 from pruning.criteria import Criterion, get_criterion
+from pruning.cut import Policy, example_input, group_scores, prepare_criterion, resolve_policy
 from pruning.graph import ChannelGroup, DependencyGraph
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -32,9 +33,14 @@ class _Stop(Exception):
     """Raised by a hook to end a forward once the wanted layer's input is seen."""
 
 
-def cut_with_indices(model: nn.Module, policy: Policy, criterion: str | Criterion, input_shape: Sequence[int],
-                     calibration: Batches | None = None, round_to: int = 1
-                     ) -> tuple[nn.Module, dict[str, list[int]], list[ChannelGroup]]:
+def cut_with_indices(
+    model: nn.Module,
+    policy: Policy,
+    criterion: str | Criterion,
+    input_shape: Sequence[int],
+    calibration: Batches | None = None,
+    round_to: int = 1,
+) -> tuple[nn.Module, dict[str, list[int]], list[ChannelGroup]]:
     """A pruned copy of `model` (as `pruning.cut.prune` makes it), per group the indices of
     the original channels it kept, and the original's groups."""
     target = copy.deepcopy(model)
@@ -72,7 +78,9 @@ def _capture(model: nn.Module, name: str, x: torch.Tensor, want: str) -> torch.T
     return box[0]
 
 
-def _samples(layer: nn.Module, x: torch.Tensor, y: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _samples(
+    layer: nn.Module, x: torch.Tensor, y: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of (input patch, output vector) at the sampled output positions of each image."""
     if isinstance(layer, nn.Linear):
         return x.flatten(1), y.flatten(1)
@@ -104,9 +112,17 @@ def _solve(x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct(original: nn.Module, pruned: nn.Module, kept: dict[str, list[int]], out_group: dict[str, str],
-                in_group: dict[str, str], calibration: Batches, n_points: int = 10, ridge: float = 1e-4,
-                seed: int = 0) -> list[LayerFit]:
+def reconstruct(
+    original: nn.Module,
+    pruned: nn.Module,
+    kept: dict[str, list[int]],
+    out_group: dict[str, str],
+    in_group: dict[str, str],
+    calibration: Batches,
+    n_points: int = 10,
+    ridge: float = 1e-4,
+    seed: int = 0,
+) -> list[LayerFit]:
     """Refit, in place and in model order, every non-depthwise conv/linear of `pruned` whose
     input group lost channels, to the original layer's outputs on its kept output channels.
     `out_group`/`in_group` map layer names to the groups owning their output/input channels."""
@@ -121,7 +137,6 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept: dict[str, list[int
     for name, layer in modules.items():
         if not isinstance(layer, (nn.Conv2d, nn.Linear)) or name not in in_group:
             continue
-        g_in = in_group[name]
         full_in = orig_modules[name].in_channels if isinstance(layer, nn.Conv2d) else orig_modules[name].in_features
         cur_in = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
         if cur_in == full_in or (isinstance(layer, nn.Conv2d) and layer.groups > 1):
@@ -131,7 +146,9 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept: dict[str, list[int
         y = y_full[:, kept[g_out]] if g_out is not None else y_full
         x = _capture(pruned, name, xs, "input")
         n_pos = y.shape[2] * y.shape[3] if y.dim() == 4 else 1
-        positions = torch.stack([torch.randperm(n_pos, generator=gen)[: min(n_points, n_pos)] for _ in range(len(xs))]).to(device)
+        positions = torch.stack(
+            [torch.randperm(n_pos, generator=gen)[: min(n_points, n_pos)] for _ in range(len(xs))]
+        ).to(device)
         x_rows, y_rows = _samples(layer, x, y, positions)
         bias = layer.bias is not None
         if bias:
@@ -157,9 +174,17 @@ def reconstruct(original: nn.Module, pruned: nn.Module, kept: dict[str, list[int
     return fits
 
 
-def prune_and_reconstruct(model: nn.Module, policy: Policy, criterion: str | Criterion, input_shape: Sequence[int],
-                          calibration: Batches, n_points: int = 10, ridge: float = 1e-4, round_to: int = 1,
-                          seed: int = 0) -> tuple[nn.Module, list[LayerFit]]:
+def prune_and_reconstruct(
+    model: nn.Module,
+    policy: Policy,
+    criterion: str | Criterion,
+    input_shape: Sequence[int],
+    calibration: Batches,
+    n_points: int = 10,
+    ridge: float = 1e-4,
+    round_to: int = 1,
+    seed: int = 0,
+) -> tuple[nn.Module, list[LayerFit]]:
     """Cut `model` by `policy` (channels chosen by `criterion`) and least-squares-reconstruct it."""
     pruned, kept, groups = cut_with_indices(model, policy, criterion, input_shape, calibration, round_to)
     out_group = {m: g.key for g in groups for m in g.members}

@@ -13,6 +13,7 @@ so the strategy's state stays `weights_only`-loadable) while the training thread
 episode's last step, and a new driver starts from them. Not kept: SAC's replay buffer, the
 episodes PPO has sampled since its last update, and RLlib's sampling RNG, so a resumed RLlib
 search carries on from the learned policy but does not repeat the exact episodes."""
+
 from __future__ import annotations
 
 import itertools
@@ -28,7 +29,7 @@ from ..space import SearchSpace
 from .env import PruningEnv
 
 ENV_NAME = "secateurs-amc"
-_BRIDGES: dict[str, "_Bridge"] = {}
+_BRIDGES: dict[str, _Bridge] = {}
 _ids = itertools.count()
 
 
@@ -85,25 +86,39 @@ def _config(algo: str, steps: int, seed: int, options: dict[str, Any]):
         from ray.rllib.algorithms.ppo import PPOConfig
 
         episodes = int(options.get("episodes_per_iteration", 4))
-        cfg = PPOConfig().training(train_batch_size_per_learner=steps * episodes, minibatch_size=steps,
-                                   num_epochs=int(options.get("num_epochs", 4)), lr=float(options.get("lr", 3e-4)))
+        cfg = PPOConfig().training(
+            train_batch_size_per_learner=steps * episodes,
+            minibatch_size=steps,
+            num_epochs=int(options.get("num_epochs", 4)),
+            lr=float(options.get("lr", 3e-4)),
+        )
     elif algo == "sac":
         from ray.rllib.algorithms.sac import SACConfig
 
-        cfg = SACConfig().training(train_batch_size_per_learner=int(options.get("batch_size", 64)),
-                                   num_steps_sampled_before_learning_starts=steps * int(options.get("warmup", 4)))
+        cfg = SACConfig().training(
+            train_batch_size_per_learner=int(options.get("batch_size", 64)),
+            num_steps_sampled_before_learning_starts=steps * int(options.get("warmup", 4)),
+        )
         cfg = cfg.reporting(min_sample_timesteps_per_iteration=steps, min_time_s_per_iteration=0)
     else:
         raise SearchError(f"unknown RLlib algorithm {algo!r}; choose sac or ppo")
-    return (cfg.env_runners(num_env_runners=0, rollout_fragment_length=steps)
-            .learners(num_learners=0).debugging(seed=seed))
+    return (
+        cfg.env_runners(num_env_runners=0, rollout_fragment_length=steps).learners(num_learners=0).debugging(seed=seed)
+    )
 
 
 class RLlibDriver:
     """An RLlib algorithm training on a background thread, fed rewards through ask/tell."""
 
-    def __init__(self, space: SearchSpace, algo: str, reward: str, seed: int = 0,
-                 options: dict[str, Any] | None = None, state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        algo: str,
+        reward: str,
+        seed: int = 0,
+        options: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
         try:
             import ray
             from ray.tune.registry import register_env
@@ -135,7 +150,7 @@ class RLlibDriver:
             while not self.bridge.closed.is_set():
                 self.algo.train()
                 self.iterations += 1
-        except BaseException as exc:  # surfaced to the strategy by next_policy
+        except BaseException as exc:  # noqa: BLE001 - whatever ends the thread is surfaced by next_policy
             self.error = exc
             self.bridge.policies.put(None)
 
@@ -161,7 +176,8 @@ class RLlibDriver:
         if not awaiting_reward and self.prefetched is None:
             self.prefetched = self.next_policy()
         state = self.algo.learner_group.get_state(
-            components=[f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", f"{COMPONENT_LEARNER}/optimizer"])
+            components=[f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", f"{COMPONENT_LEARNER}/optimizer"]
+        )
         return _to_torch(state)
 
     def give_reward(self, reward: float) -> None:

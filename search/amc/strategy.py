@@ -9,6 +9,7 @@ at once; after warm-up each episode waits for the previous one's reward.
 
 `agent="rllib-sac"` or `"rllib-ppo"` runs the same environment under an RLlib algorithm
 instead (see `search.amc.rllib_agent`)."""
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,26 @@ class AMCStrategy(SpaceStrategy):
     name = "amc"
     default_evaluator = "reconstruct"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, episodes: int = 100, warmup: int | None = None,
-                 reward: str = "error", agent: str = "ddpg", evaluator: str | None = "reconstruct",
-                 hidden: int = 300, lr_actor: float = 1e-4, lr_critic: float = 1e-3, tau: float = 0.01,
-                 batch_size: int = 64, init_delta: float = 0.5, delta_decay: float = 0.95,
-                 buffer_size: int | None = None, discount: float = 1.0, rllib_options: dict | None = None) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        episodes: int = 100,
+        warmup: int | None = None,
+        reward: str = "error",
+        agent: str = "ddpg",
+        evaluator: str | None = "reconstruct",
+        hidden: int = 300,
+        lr_actor: float = 1e-4,
+        lr_critic: float = 1e-3,
+        tau: float = 0.01,
+        batch_size: int = 64,
+        init_delta: float = 0.5,
+        delta_decay: float = 0.95,
+        buffer_size: int | None = None,
+        discount: float = 1.0,
+        rllib_options: dict | None = None,
+    ) -> None:
         super().__init__(space, seed)
         if int(episodes) < 1:
             raise SearchError(f"amc episodes must be at least 1, got {episodes}")
@@ -59,9 +75,18 @@ class AMCStrategy(SpaceStrategy):
         self.reward_kind, self.agent_name, self.evaluator = reward, agent, evaluator
         self.env = PruningEnv(space, reward)
         steps = len(self.env.keys)
-        cfg = DDPGConfig(hidden1=hidden, hidden2=hidden, lr_actor=lr_actor, lr_critic=lr_critic, tau=tau,
-                         batch_size=batch_size, init_delta=init_delta, delta_decay=delta_decay, discount=discount,
-                         buffer_size=int(buffer_size) if buffer_size else 100 * steps)
+        cfg = DDPGConfig(
+            hidden1=hidden,
+            hidden2=hidden,
+            lr_actor=lr_actor,
+            lr_critic=lr_critic,
+            tau=tau,
+            batch_size=batch_size,
+            init_delta=init_delta,
+            delta_decay=delta_decay,
+            discount=discount,
+            buffer_size=int(buffer_size) if buffer_size else 100 * steps,
+        )
         self.agent = DDPG(self.env.observation_space.shape[0], 1, cfg, seed=self.seed)
         self.rllib = None
         self.rllib_options = dict(rllib_options or {})
@@ -89,8 +114,12 @@ class AMCStrategy(SpaceStrategy):
             actions.append(torch.tensor([info["rate"]], dtype=torch.float32))
             nexts.append(torch.as_tensor(obs))
             dones.append(float(done))
-        trans = {"states": torch.stack(states), "actions": torch.stack(actions), "next_states": torch.stack(nexts),
-                 "dones": torch.tensor(dones)}
+        trans = {
+            "states": torch.stack(states),
+            "actions": torch.stack(actions),
+            "next_states": torch.stack(nexts),
+            "dones": torch.tensor(dones),
+        }
         return info["policy"], trans, noise
 
     def _propose_episode(self) -> Proposal:
@@ -110,8 +139,14 @@ class AMCStrategy(SpaceStrategy):
         if self.rllib is None:
             from .rllib_agent import RLlibDriver
 
-            self.rllib = RLlibDriver(self.space, self.agent_name.removeprefix("rllib-"), self.reward_kind,
-                                     seed=self.seed, options=self.rllib_options, state=self.rllib_state)
+            self.rllib = RLlibDriver(
+                self.space,
+                self.agent_name.removeprefix("rllib-"),
+                self.reward_kind,
+                seed=self.seed,
+                options=self.rllib_options,
+                state=self.rllib_state,
+            )
         return self.rllib
 
     def ask(self, n: int = 1) -> list[Proposal]:
@@ -137,8 +172,9 @@ class AMCStrategy(SpaceStrategy):
                 continue
             learn = int(r.meta.get("episode", 0)) >= self.warmup
             for i in range(len(trans.get("dones", []))):
-                self.agent.observe(trans["states"][i], trans["actions"][i], reward, trans["next_states"][i],
-                                   bool(trans["dones"][i]))
+                self.agent.observe(
+                    trans["states"][i], trans["actions"][i], reward, trans["next_states"][i], bool(trans["dones"][i])
+                )
                 if learn:
                     self.agent.update()
         if self.done and self.rllib is not None:
@@ -174,8 +210,14 @@ class AMCStrategy(SpaceStrategy):
             phase += " (warm-up)"
         if last is not None:
             phase += f", reward {last:.4f}, best {self.best_reward:.4f}, noise {self.agent.delta:.3f}"
-        return {"fraction": self.told / self.episodes, "phase": phase, "episode": self.told, "reward": last,
-                "best_reward": self.best_reward, "noise": self.agent.delta if self.told > self.warmup else None}
+        return {
+            "fraction": self.told / self.episodes,
+            "phase": phase,
+            "episode": self.told,
+            "reward": last,
+            "best_reward": self.best_reward,
+            "noise": self.agent.delta if self.told > self.warmup else None,
+        }
 
     # ---- artefacts ------------------------------------------------------------------------
     def write_artifacts(self, out_dir: str | Path) -> dict[str, str]:
@@ -183,8 +225,12 @@ class AMCStrategy(SpaceStrategy):
         episode with the best so far, the warm-up shaded."""
         out = Path(out_dir)
         noise = [r.meta.get("noise") for r in self.history]
-        (out / "amc_rewards.json").write_text(json.dumps(
-            {"warmup": self.warmup, "rewards": self.rewards, "noise": noise, "best_reward": self.best_reward}, indent=1))
+        (out / "amc_rewards.json").write_text(
+            json.dumps(
+                {"warmup": self.warmup, "rewards": self.rewards, "noise": noise, "best_reward": self.best_reward},
+                indent=1,
+            )
+        )
         import matplotlib
 
         matplotlib.use("Agg")
@@ -208,8 +254,11 @@ class AMCStrategy(SpaceStrategy):
     def _extra_state(self) -> dict[str, Any]:
         # rewards and the best episode come back from the record; transitions only of outstanding episodes
         return {
-            "agent": self.agent.state_dict(), "started": self.started, "told": self.told,
-            "pending": {str(k): v for k, v in self.pending.items()}, "rllib": self._rllib_snapshot(),
+            "agent": self.agent.state_dict(),
+            "started": self.started,
+            "told": self.told,
+            "pending": {str(k): v for k, v in self.pending.items()},
+            "rllib": self._rllib_snapshot(),
         }
 
     def _rllib_snapshot(self) -> dict[str, Any] | None:

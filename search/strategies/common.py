@@ -1,6 +1,7 @@
 """Shared plumbing for strategies over a `SearchSpace`: proposal ids, a seeded NumPy RNG whose
 state round-trips through `state_dict`, the told results (rebuilt from the caller's record on
 load, never saved) and (de)serialising results."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -63,12 +64,25 @@ class SpaceStrategy(Strategy):
         self.dropped: list[int] = []
         self._reissue: list[Proposal] = []
 
-    def _propose(self, policy: Mapping[str, float], phase: str, evaluator: str | None = None, *,
-                 evaluator_options: Mapping[str, Any] | None = None, kind: Kind = "candidate",
-                 **meta: Any) -> Proposal:
-        p = Proposal(id=self.next_id, policy={k: float(v) for k, v in self.space.clip(policy).items()},
-                     phase=phase, evaluator=evaluator, meta=dict(meta),
-                     evaluator_options=dict(evaluator_options or {}), kind=kind)
+    def _propose(
+        self,
+        policy: Mapping[str, float],
+        phase: str,
+        evaluator: str | None = None,
+        *,
+        evaluator_options: Mapping[str, Any] | None = None,
+        kind: Kind = "candidate",
+        **meta: Any,
+    ) -> Proposal:
+        p = Proposal(
+            id=self.next_id,
+            policy={k: float(v) for k, v in self.space.clip(policy).items()},
+            phase=phase,
+            evaluator=evaluator,
+            meta=dict(meta),
+            evaluator_options=dict(evaluator_options or {}),
+            kind=kind,
+        )
         self.next_id += 1
         self.outstanding[p.id] = p
         return p
@@ -116,17 +130,24 @@ class SpaceStrategy(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "seed": self.seed, "rng": self.rng.bit_generator.state, "next_id": self.next_id,
-            "outstanding": [asdict(p) for p in self.outstanding.values()], "dropped": list(self.dropped),
-            "told": len(self.history), "extra": self._extra_state(),
+            "name": self.name,
+            "seed": self.seed,
+            "rng": self.rng.bit_generator.state,
+            "next_id": self.next_id,
+            "outstanding": [asdict(p) for p in self.outstanding.values()],
+            "dropped": list(self.dropped),
+            "told": len(self.history),
+            "extra": self._extra_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any], history: Sequence[Result]) -> None:
         if state.get("name") != self.name:
             raise SearchError(f"state is for strategy {state.get('name')!r}, not {self.name!r}")
         if "history" in state:
-            raise SearchError("this checkpoint is from an older version that stored results in the strategy "
-                              "state; it cannot be resumed")
+            raise SearchError(
+                "this checkpoint is from an older version that stored results in the strategy "
+                "state; it cannot be resumed"
+            )
         self.seed = int(state["seed"])
         self.rng.bit_generator.state = state["rng"]
         self.next_id = int(state["next_id"])
@@ -134,8 +155,10 @@ class SpaceStrategy(Strategy):
         self.dropped = [int(i) for i in state.get("dropped", [])]
         self.history = told_results(history, self.next_id, set(self.outstanding) | set(self.dropped))
         if len(self.history) != int(state["told"]):
-            raise SearchError(f"the record holds {len(self.history)} of the {int(state['told'])} results the "
-                              f"{self.name} checkpoint had told; resume with the job's stored candidates")
+            raise SearchError(
+                f"the record holds {len(self.history)} of the {int(state['told'])} results the "
+                f"{self.name} checkpoint had told; resume with the job's stored candidates"
+            )
         self._reissue = list(self.outstanding.values())
         self._load_extra(state.get("extra", {}))
 

@@ -6,6 +6,7 @@ the top k briefly and return the best after fine-tuning.
 Simplification: the paper rejects random rate vectors whose FLOPs fall outside a band under
 the constraint; we draw a random direction per sample and scale it by bisection onto the
 budget, so every sample is used and lies just under the target."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,11 +26,23 @@ class EagleEyeStrategy(SpaceStrategy):
     name = "eagleeye"
     default_evaluator = "adaptive-bn"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, n_samples: int = 50, top_k: int = 3,
-                 finetune_steps: int = 100, finetune_lr: float = 0.01, tolerance: float = 0.01) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        n_samples: int = 50,
+        top_k: int = 3,
+        finetune_steps: int = 100,
+        finetune_lr: float = 0.01,
+        tolerance: float = 0.01,
+    ) -> None:
         super().__init__(space, seed)
         self.n_samples, self.top_k = int(n_samples), int(top_k)
-        self.finetune_steps, self.finetune_lr, self.tolerance = int(finetune_steps), float(finetune_lr), float(tolerance)
+        self.finetune_steps, self.finetune_lr, self.tolerance = (
+            int(finetune_steps),
+            float(finetune_lr),
+            float(tolerance),
+        )
         if self.n_samples < 1 or self.top_k < 0:
             from ..base import SearchError
 
@@ -44,8 +57,9 @@ class EagleEyeStrategy(SpaceStrategy):
         u = {k: float(self.rng.uniform(0.02, 1.0)) for k in self.space.keys}
 
         def at(alpha: float) -> dict[str, float]:
-            return self.space.clip({k: lo_hi[0] + min(1.0, alpha * u[k]) * (lo_hi[1] - lo_hi[0])
-                                    for k, lo_hi in self.space.bounds.items()})
+            return self.space.clip(
+                {k: lo_hi[0] + min(1.0, alpha * u[k]) * (lo_hi[1] - lo_hi[0]) for k, lo_hi in self.space.bounds.items()}
+            )
 
         _, policy = bisect_scalar(self.space, at, 0.0, 1.0 / min(u.values()), iters=25, tol=self.tolerance)
         return policy
@@ -63,9 +77,16 @@ class EagleEyeStrategy(SpaceStrategy):
         by_id = {r.proposal_id: r for r in self.samples}
         while self.finetune_queue and len(out) < n:
             src = by_id[self.finetune_queue.pop(0)]
-            out.append(self._propose(src.policy, "finetune", evaluator="finetune",
-                                     evaluator_options={"steps": self.finetune_steps, "lr": self.finetune_lr},
-                                     source=src.proposal_id, adaptive_bn_score=src.score))
+            out.append(
+                self._propose(
+                    src.policy,
+                    "finetune",
+                    evaluator="finetune",
+                    evaluator_options={"steps": self.finetune_steps, "lr": self.finetune_lr},
+                    source=src.proposal_id,
+                    adaptive_bn_score=src.score,
+                )
+            )
         return out
 
     def tell(self, results: list[Result]) -> None:
@@ -77,8 +98,12 @@ class EagleEyeStrategy(SpaceStrategy):
 
     @property
     def done(self) -> bool:
-        return (self.sampled >= self.n_samples and self.finetune_queue is not None and not self.finetune_queue
-                and not self.outstanding)
+        return (
+            self.sampled >= self.n_samples
+            and self.finetune_queue is not None
+            and not self.finetune_queue
+            and not self.outstanding
+        )
 
     @property
     def best(self) -> Result | None:
@@ -87,8 +112,11 @@ class EagleEyeStrategy(SpaceStrategy):
     def progress(self) -> dict[str, Any]:
         total = self.n_samples + self.top_k
         done = len(self.samples) + len(self.finetuned)
-        phase = f"EagleEye: sampled {len(self.samples)}/{self.n_samples}" if self.finetune_queue is None \
+        phase = (
+            f"EagleEye: sampled {len(self.samples)}/{self.n_samples}"
+            if self.finetune_queue is None
             else f"EagleEye: fine-tuned {len(self.finetuned)}/{min(self.top_k, len(self.samples))}"
+        )
         return {"fraction": min(1.0, done / max(1, total)), "phase": phase}
 
     def _extra_state(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ per-layer rates being chosen by hand. Structured: whole channels are ranked, wit
 criterion's scores normalised per group (mean 1; raw |gamma| for Slimming) so layers compare, as Torch-Pruning's
 global pruning does. The threshold (as the fraction of all channels under it) is bisected
 until the target is met."""
+
 from __future__ import annotations
 
 from pruning.cut import global_threshold_policy

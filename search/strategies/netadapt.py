@@ -8,6 +8,7 @@ resource is the per-layer lookup table (`search.latency`).
 Simplification: every proposal is cut from the original trained network and fine-tuned
 from there (the job's evaluator, `finetune` by default), instead of from the previous
 iteration's fine-tuned weights; proposals stay independent and a search resumes exactly."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,15 @@ class NetAdaptStrategy(SpaceStrategy):
     name = "netadapt"
     default_evaluator = "finetune"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, iterations: int | None = None, decay: float = 1.0,
-                 max_iterations: int = 100, step_share: float = 0.5) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        iterations: int | None = None,
+        decay: float = 1.0,
+        max_iterations: int = 100,
+        step_share: float = 0.5,
+    ) -> None:
         super().__init__(space, seed)
         if (iterations is not None and int(iterations) < 1) or not 0 < float(decay) <= 1.0:
             raise SearchError("netadapt needs iterations >= 1 and 0 < decay <= 1")
@@ -89,7 +97,7 @@ class NetAdaptStrategy(SpaceStrategy):
         if out or self.round_size or self.done:
             return out
         now = self._resource(self.current)
-        goal = max(self.space.budget, now - self.step0 * self.decay ** self.iteration)
+        goal = max(self.space.budget, now - self.step0 * self.decay**self.iteration)
         proposals = []
         for k in self.space.keys:
             c = self._fewest_removed(k, goal)
@@ -100,8 +108,10 @@ class NetAdaptStrategy(SpaceStrategy):
         if not proposals:
             raise SearchError("netadapt: every layer is at its bound and the target is still not met")
         self.round_size = len(proposals)
-        return [self._propose(self._policy({**self.current, k: c}), "iterate", layer=k, kept=c,
-                              iteration=self.iteration) for k, c in proposals]
+        return [
+            self._propose(self._policy({**self.current, k: c}), "iterate", layer=k, kept=c, iteration=self.iteration)
+            for k, c in proposals
+        ]
 
     def tell(self, results: list[Result]) -> None:
         for r in self._accept(results):

@@ -14,6 +14,7 @@ keeps only the asks that never became candidates (infeasible policies, told 0 un
 their ask numbers and rates, one row of floats each). An in-memory study is rebuilt from both,
 trial by trial in ask order (proposals still outstanding as running trials), so its trials and
 numbers are those of the uninterrupted study; a study in a database keeps its own trials."""
+
 from __future__ import annotations
 
 import inspect
@@ -28,8 +29,14 @@ from ..registry import register_strategy
 from ..space import SearchSpace
 from .common import SpaceStrategy
 
-SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "nsgaii": "NSGAIISampler",
-            "qmc": "QMCSampler", "gp": "GPSampler"}
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "nsgaii": "NSGAIISampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+}
 CONSTRAINT_KEY = "constraint"
 NATIVE_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna >= 5
 
@@ -46,9 +53,18 @@ class OptunaStrategy(SpaceStrategy):
     name = "optuna"
     default_evaluator = "adaptive-bn"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, n_trials: int = 30, sampler: str = "tpe",
-                 storage: str | None = None, study_name: str | None = None, step: float | None = None,
-                 max_asks: int | None = None, n_startup_trials: int = 10) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        n_trials: int = 30,
+        sampler: str = "tpe",
+        storage: str | None = None,
+        study_name: str | None = None,
+        step: float | None = None,
+        max_asks: int | None = None,
+        n_startup_trials: int = 10,
+    ) -> None:
         super().__init__(space, seed)
         if sampler not in SAMPLERS:
             raise SearchError(f"unknown optuna sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
@@ -58,11 +74,18 @@ class OptunaStrategy(SpaceStrategy):
         self.storage, self.study_name = storage, study_name or f"secateurs-{space.target.kind}-{seed}"
         self.distributions: dict[str, optuna.distributions.BaseDistribution] = {
             k: optuna.distributions.FloatDistribution(lo, hi, step=step)
-            for k, (lo, hi) in space.bounds.items() if hi > lo}
+            for k, (lo, hi) in space.bounds.items()
+            if hi > lo
+        }
         self.fixed = {k: lo for k, (lo, hi) in space.bounds.items() if hi <= lo}
         optuna.logging.set_verbosity(logging.WARNING)
-        self.study = optuna.create_study(direction="maximize", storage=storage, study_name=self.study_name,
-                                         sampler=self._sampler(0), load_if_exists=storage is not None)
+        self.study = optuna.create_study(
+            direction="maximize",
+            storage=storage,
+            study_name=self.study_name,
+            sampler=self._sampler(0),
+            load_if_exists=storage is not None,
+        )
         self.infeasible: list[tuple[int, dict[str, float]]] = []  # (ask number, rates): never candidates
         self.trial_of: dict[int, int] = {}
         self.evaluated: list[Result] = []
@@ -93,7 +116,9 @@ class OptunaStrategy(SpaceStrategy):
 
     def ask(self, n: int = 1) -> list[Proposal]:
         out = self._reissued(n)
-        while len(out) < n and len(self.evaluated) + len(self.outstanding) < self.n_trials and self.asks < self.max_asks:
+        while (
+            len(out) < n and len(self.evaluated) + len(self.outstanding) < self.n_trials and self.asks < self.max_asks
+        ):
             trial = self._new_trial()
             self.asks += 1
             policy = {**self.fixed, **{k: float(v) for k, v in trial.params.items()}}
@@ -103,8 +128,13 @@ class OptunaStrategy(SpaceStrategy):
                 self.study.tell(trial, 0.0)
                 self.infeasible.append((self.asks - 1, {k: float(v) for k, v in trial.params.items()}))
                 continue
-            p = self._propose(policy, "trial", trial=trial.number, ask=self.asks - 1,  # its trial's place in ask order
-                              constraint=c)
+            p = self._propose(
+                policy,
+                "trial",
+                trial=trial.number,
+                ask=self.asks - 1,  # its trial's place in ask order
+                constraint=c,
+            )
             self.trial_of[p.id] = trial.number
             out.append(p)
         return out
@@ -125,20 +155,31 @@ class OptunaStrategy(SpaceStrategy):
 
     def progress(self) -> dict[str, Any]:
         infeasible = len(self.infeasible)
-        return {"fraction": min(1.0, len(self.evaluated) / max(1, self.n_trials)),
-                "phase": f"Optuna {self.sampler_name}: {len(self.evaluated)}/{self.n_trials} trials ({infeasible} infeasible skipped)"}
+        return {
+            "fraction": min(1.0, len(self.evaluated) / max(1, self.n_trials)),
+            "phase": (
+                f"Optuna {self.sampler_name}: {len(self.evaluated)}/{self.n_trials} trials "
+                f"({infeasible} infeasible skipped)"
+            ),
+        }
 
     def _extra_state(self) -> dict[str, Any]:
         keys = list(self.distributions)
-        return {"asks": self.asks, "infeasible_asks": torch.tensor([a for a, _ in self.infeasible], dtype=torch.int64),
-                "infeasible_rates": torch.tensor([[params[k] for k in keys] for _, params in self.infeasible],
-                                                 dtype=torch.float64).reshape(len(self.infeasible), len(keys))}
+        return {
+            "asks": self.asks,
+            "infeasible_asks": torch.tensor([a for a, _ in self.infeasible], dtype=torch.int64),
+            "infeasible_rates": torch.tensor(
+                [[params[k] for k in keys] for _, params in self.infeasible], dtype=torch.float64
+            ).reshape(len(self.infeasible), len(keys)),
+        }
 
     def _load_extra(self, state: dict[str, Any]) -> None:
         keys = list(self.distributions)
         self.asks = int(state["asks"])
-        self.infeasible = [(int(a), {k: float(v) for k, v in zip(keys, row.tolist(), strict=True)})
-                           for a, row in zip(state["infeasible_asks"].tolist(), state["infeasible_rates"], strict=True)]
+        self.infeasible = [
+            (int(a), {k: float(v) for k, v in zip(keys, row.tolist(), strict=True)})
+            for a, row in zip(state["infeasible_asks"].tolist(), state["infeasible_rates"], strict=True)
+        ]
         self.evaluated = [r for r in self.history if r.phase == "trial"]
         self.trial_of = {}
         if self.storage is None or not self.study.trials:
@@ -170,10 +211,17 @@ class OptunaStrategy(SpaceStrategy):
         offset = len(self.study.trials)
         for a in range(self.asks):
             params, c, value, pid = entries[a]
-            self.study.add_trial(optuna.trial.create_trial(
-                state=running if value is None else optuna.trial.TrialState.COMPLETE, value=value,
-                params={k: float(v) for k, v in params.items() if k in self.distributions},
-                distributions=self.distributions, user_attrs={CONSTRAINT_KEY: [c]},
-                **({"constraints": {"budget": c}} if NATIVE_CONSTRAINTS else {"system_attrs": {"constraints": [c]}})))
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    state=running if value is None else optuna.trial.TrialState.COMPLETE,
+                    value=value,
+                    params={k: float(v) for k, v in params.items() if k in self.distributions},
+                    distributions=self.distributions,
+                    user_attrs={CONSTRAINT_KEY: [c]},
+                    **(
+                        {"constraints": {"budget": c}} if NATIVE_CONSTRAINTS else {"system_attrs": {"constraints": [c]}}
+                    ),
+                )
+            )
             if pid is not None:
                 self.trial_of[pid] = offset + a

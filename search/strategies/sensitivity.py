@@ -10,6 +10,7 @@ target. Li et al. pick the tolerance by hand and skip sensitive layers; solving 
 it meet any target. Li et al. score the cut layer as it is (`--evaluator plain`); we default
 to adaptive BN, since on BN networks the inherited statistics, not the lost filters, dominate
 the drop of a plain score."""
+
 from __future__ import annotations
 
 import csv
@@ -106,8 +107,9 @@ class SensitivityStrategy(SpaceStrategy):
         (bisected) so the network uses the budget instead of falling short of it."""
         top = max(self.drops(k)[1][-1] for k in self.space.keys) + 1.0
         self.epsilon, policy = bisect_scalar(self.space, self.policy_for, 0.0, top, iters=60)
-        _, policy = bisect_scalar(self.space, lambda t: self.space.clip({k: t * r for k, r in policy.items()}),
-                                  0.0, 1.0)
+        _, policy = bisect_scalar(
+            self.space, lambda t: self.space.clip({k: t * r for k, r in policy.items()}), 0.0, 1.0
+        )
         return policy
 
     # ---- state ----------------------------------------------------------------------------
@@ -129,7 +131,7 @@ class SensitivityStrategy(SpaceStrategy):
         return {"asked": self.total - 1 - len(self.queue), "allocated": self.allocated, "epsilon": self.epsilon}
 
     def _load_extra(self, state: dict[str, Any]) -> None:
-        self.queue = self.queue[int(state["asked"]):]
+        self.queue = self.queue[int(state["asked"]) :]
         self.allocated, self.epsilon = bool(state["allocated"]), state["epsilon"]
         self.table, self.base_score, self.final = {}, None, None
         for r in self.history:

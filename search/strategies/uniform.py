@@ -1,6 +1,7 @@
 """Uniform: one pruning rate for every searchable group, the largest network that meets the
 target (found by bisection on the rate). The baseline every other strategy must beat; with
 the L1 criterion it is Li et al. 2016's "prune the same fraction of each layer"."""
+
 from __future__ import annotations
 
 from ..registry import register_strategy
@@ -21,7 +22,7 @@ class UniformStrategy(OneShotStrategy):
         super().__init__(space, seed, upper=space.max_rate)
 
     def _policy(self, rate: float) -> dict[str, float]:
-        return self.space.clip({k: rate for k in self.space.keys})
+        return self.space.clip(dict.fromkeys(self.space.keys, rate))
 
     def _describe(self) -> str:
         return f"uniform rate {self.rate:.3f}"
