@@ -215,6 +215,8 @@ def test_cli_train_then_search_autoslim(digits, tmp_path, capsys) -> None:
             "search",
             "--model",
             "resnet20",
+            "--data",
+            "digits",
             "--strategy",
             "autoslim",
             "--option",
