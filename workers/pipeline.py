@@ -340,18 +340,21 @@ def run_pipeline(
         "search", {"strategy": cfg.strategy.name, "evaluator": evaluator.name, "budget": float(prep.space.budget)}
     )
     executor = executor_factory(evaluator) if executor_factory is not None else None
-    outcome = run_search(
-        strategy,
-        evaluator,
-        executor=executor,
-        batch_size=cfg.search.batch_size,
-        on_result=sink.candidate,
-        on_event=search_events(sink),
-        should_stop=sink.should_stop,
-        checkpoint=sink.checkpoint,
-        previous=resume.results if resume is not None else None,
-        max_candidates=cfg.search.max_candidates,
-    )
+    try:
+        outcome = run_search(
+            strategy,
+            evaluator,
+            executor=executor,
+            batch_size=cfg.search.batch_size,
+            on_result=sink.candidate,
+            on_event=search_events(sink),
+            should_stop=sink.should_stop,
+            checkpoint=sink.checkpoint,
+            previous=resume.results if resume is not None else None,
+            max_candidates=cfg.search.max_candidates,
+        )
+    finally:
+        strategy.close()  # e.g. AMC's RLlib training thread
     if outcome.stopped and not strategy.done:
         sink.phase("stopped")
         return {
