@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pruning.data import DATASETS
 from search.base import SearchError
+from search.space import SearchSpace
 from search.target import KINDS, Target
 
 # Data sets read from a folder the job names in `data.path`.
@@ -120,14 +121,18 @@ class FinetuneSpec(Section):
     kd_alpha: float = Field(0.0, ge=0, le=1, description="> 0 distils from the unpruned network with this weight")
 
 
+# The search space's bounds default to what `SearchSpace` itself defaults to (one place).
+_SPACE: dict[str, Any] = dict(SearchSpace.__init__.__kwdefaults__ or {})
+
+
 class SpaceSpec(Section):
     """Per-group bounds of the search (`search.space.SearchSpace`)."""
 
-    min_channels: int = Field(1, ge=1, description="fewest channels a group keeps")
-    max_rate: float = Field(0.9, ge=0, lt=1, description="largest rate any group may be cut by")
-    prune_stem: bool = Field(False, description="allow cutting the first conv's channels")
-    pinned: dict[str, float] | None = Field(None, description="group -> fixed rate (0: keep it whole)")
-    round_to: int = Field(1, ge=1, description="kept channels rounded to a multiple of this")
+    min_channels: int = Field(_SPACE["min_channels"], ge=1, description="fewest channels a group keeps")
+    max_rate: float = Field(_SPACE["max_rate"], ge=0, lt=1, description="largest rate any group may be cut by")
+    prune_stem: bool = Field(_SPACE["prune_stem"], description="allow cutting the first conv's channels")
+    pinned: dict[str, float] | None = Field(_SPACE["pinned"], description="group -> fixed rate (0: keep it whole)")
+    round_to: int = Field(_SPACE["round_to"], ge=1, description="kept channels rounded to a multiple of this")
 
     @field_validator("pinned", mode="before")
     @classmethod
