@@ -82,7 +82,7 @@ class AutoSlimStrategy(SpaceStrategy):
         if step <= 0 or (step >= 1 and step != int(step)):
             raise SearchError(f"autoslim step must be a fraction in (0, 1) or a whole channel count, got {step}")
         self.supernet = str(path)
-        self.options = {"supernet": self.supernet}
+        self.options: dict[str, Any] = {"supernet": self.supernet}
         if calibration_batches is not None:
             self.options["calibration_batches"] = int(calibration_batches)
         lowest = space.kept(space.smallest_policy())

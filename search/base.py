@@ -97,6 +97,13 @@ class Strategy(abc.ABC):
     """The search space the strategy searches (its target names the resource the runner
     puts on the Pareto front); None for a strategy without one."""
 
+    def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
+        """Every strategy is built as `Cls(space, seed=seed, **options)` (`search.registry.make_strategy`):
+        a subclass takes its options as keyword arguments; unknown ones are a TypeError."""
+        if options:
+            raise TypeError(f"unexpected option(s): {', '.join(sorted(options))}")
+        self.space = space
+
     @classmethod
     def base_model(cls, options: Mapping[str, Any], zoo: str, args: Mapping[str, Any]) -> tuple[str, str] | None:
         """For a strategy that brings the trained model (AutoSlim: its supernet at full width):

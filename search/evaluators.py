@@ -30,6 +30,7 @@ from pruning.registry import Registry
 from pruning.train import TrainConfig, evaluate, train
 
 from .base import Proposal, Result, SearchError
+from .space import SearchSpace
 
 
 @dataclass
@@ -46,7 +47,7 @@ class EvalContext:
     device: str | torch.device = "cpu"
     calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
     seed: int = 0
-    space: Any = None
+    space: SearchSpace | None = None
     val_batches: int | None = None
     batch_size: int = 256
     extras: dict[str, Any] = field(default_factory=dict)

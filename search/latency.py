@@ -116,6 +116,7 @@ class LatencyTable:
             for ci in ins:
                 row = []
                 for co in outs:
+                    layer: nn.Module
                     if depthwise:
                         layer = nn.Conv2d(
                             co, co, m.kernel_size, m.stride, m.padding, m.dilation, co, m.bias is not None

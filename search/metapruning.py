@@ -45,6 +45,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pruning.bn import recalibrate_bn
+from pruning.data import dataset_size
 from pruning.graph import ChannelGroup
 from pruning.train import evaluate
 
@@ -202,19 +203,26 @@ class PruningNetEvaluator(Evaluator):
         super().__init__(context)
         if context.space is None:
             raise SearchError("the pruningnet evaluator needs the job's search space")
+        self.space: SearchSpace = context.space
         self.hidden, self.lr, self.batch_size, self.cache = int(hidden), float(lr), int(batch_size), bool(cache)
         self.net: PruningNet | None = None
         self.step = 0
         self.last_loss: float | None = None
 
     # ---- training -----------------------------------------------------------------------
-    def _fresh(self) -> None:
+    def _fresh(self) -> PruningNet:
         ctx = self.context
         torch.manual_seed(ctx.seed)
-        self.net = PruningNet(ctx.model, ctx.space.groups, self.hidden).to(ctx.device)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        net = self.net = PruningNet(ctx.model, self.space.groups, self.hidden).to(ctx.device)
+        self.opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         self.gen = torch.Generator().manual_seed(ctx.seed)
         self.step = 0
+        return net
+
+    def _built(self) -> PruningNet:
+        if self.net is None:
+            raise SearchError("the PruningNet is not built yet (ensure() builds it)")
+        return self.net
 
     def fingerprint(self) -> str:
         """Identifies the model weights, data, space and options a PruningNet was trained for."""
@@ -227,12 +235,12 @@ class PruningNetEvaluator(Evaluator):
         h.update(
             repr(
                 (
-                    len(self.context.data.train),
+                    dataset_size(self.context.data.train),
                     self.context.seed,
                     self.hidden,
                     self.lr,
                     self.batch_size,
-                    self.context.space.describe()["groups"],
+                    self.space.describe()["groups"],
                 )
             ).encode()
         )
@@ -242,7 +250,7 @@ class PruningNetEvaluator(Evaluator):
         return cache_dir().parent / "pruningnet" / f"{self.fingerprint()}-{step}.pt"
 
     def _save(self) -> None:
-        if not self.cache:
+        if not self.cache or self.net is None:
             return
         path = self._path(self.step)
         try:
@@ -266,8 +274,7 @@ class PruningNetEvaluator(Evaluator):
         if not self.cache or not path.exists():
             return False
         state = torch.load(path, map_location=self.context.device, weights_only=True)
-        self._fresh()
-        self.net.load_state_dict(state["net"])
+        self._fresh().load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
         self.step = int(state["step"])
@@ -287,16 +294,17 @@ class PruningNetEvaluator(Evaluator):
         loss is left in `last_loss`)."""
         ctx = self.context
         data = ctx.data.train
-        n = len(data)
+        n = dataset_size(data)
+        net = self._built()
         correct = total = 0
         loss_sum, steps = 0.0, 0
-        self.net.template.train()
+        net.template.train()
         while self.step < step:
             idx = torch.randint(0, n, (self.batch_size,), generator=self.gen)
             x = torch.stack([data[int(i)][0] for i in idx]).to(ctx.device)
             y = torch.stack([torch.as_tensor(data[int(i)][1]) for i in idx]).to(ctx.device)
-            kept = random_kept(ctx.space, self.gen)
-            logits = self.net(x, kept)
+            kept = random_kept(self.space, self.gen)
+            logits = net(x, kept)
             loss = F.cross_entropy(logits, y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -305,7 +313,7 @@ class PruningNetEvaluator(Evaluator):
             total += len(y)
             loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
             self.step += 1
-        self.net.template.eval()
+        net.template.eval()
         self._save()
         self.last_loss = loss_sum / steps if steps else None
         return correct / max(1, total)
@@ -316,7 +324,7 @@ class PruningNetEvaluator(Evaluator):
         ctx = self.context
         if not ctx.calibration:
             raise SearchError("the pruningnet evaluator needs calibration batches from the training split")
-        gen = GeneratedNetwork(self.net, ctx.space.kept(policy))
+        gen = GeneratedNetwork(self._built(), self.space.kept(policy))
         recalibrate_bn(gen, ctx.calibration)
         return gen
 
@@ -331,7 +339,7 @@ class PruningNetEvaluator(Evaluator):
         the PruningNet trained for `meta["pruningnet_steps"]` steps."""
         t0 = time.perf_counter()
         meta = dict(meta or {})
-        space = self.context.space
+        space = self.space
         if phase == "train":
             self.ensure(int(meta.get("train_from", self.step)))
             score = self.train_to(int(meta["train_to"]))
@@ -490,7 +498,7 @@ class MetaPruningStrategy(SpaceStrategy):
                 return []
             self.queue = self._next_generation()
             self.generation += 1
-        out = []
+        out: list[Proposal] = []
         while self.queue and len(out) < n:
             kept = self.queue.pop(0)
             out.append(

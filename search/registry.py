@@ -4,11 +4,14 @@ registry is complete once the package is imported."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pruning.registry import Registry
 
 from .base import SearchError, Strategy
+
+if TYPE_CHECKING:
+    from .space import SearchSpace
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", error=SearchError)
 """Strategy classes by name, in registration order (the order `search/__init__` imports them)."""
@@ -27,7 +30,7 @@ def strategy_class(name: str) -> type[Strategy]:
     return STRATEGIES.get(name)
 
 
-def make_strategy(name: str, space: Any, seed: int = 0, **options: Any) -> Strategy:
+def make_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
     """Build a strategy by name as `Cls(space, seed=seed, **options)`; bad options are a SearchError."""
     cls = strategy_class(name)
     try:

@@ -7,9 +7,9 @@ import csv
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from .base import Result
+from .space import SearchSpace
 
 FIELDS = [
     "proposal_id",
@@ -61,7 +61,7 @@ def _plt():
 
 
 def write_pareto_plot(
-    results: Sequence[Result], front: Sequence[Result], best: Result | None, space: Any, path: str | Path
+    results: Sequence[Result], front: Sequence[Result], best: Result | None, space: SearchSpace, path: str | Path
 ) -> Path:
     """Score against the targeted resource (fraction of the original) for every candidate, the
     Pareto front as a line, the chosen one starred and the budget as a dashed line."""
@@ -94,7 +94,7 @@ def write_pareto_plot(
     return Path(path)
 
 
-def write_channels_plot(space: Any, kept: Mapping[str, int], path: str | Path) -> Path:
+def write_channels_plot(space: SearchSpace, kept: Mapping[str, int], path: str | Path) -> Path:
     """Bars of original and kept channels per group, in model order."""
     plt = _plt()
     keys = [g.key for g in space.groups]

@@ -10,20 +10,21 @@ lookup table (NetAdapt-style, see `search.latency`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from pruning.criteria import get_criterion
-from pruning.cut import kept_channels, prune
+from pruning.cut import Policy, kept_channels, prune
 from pruning.graph import ChannelGroup, DependencyGraph
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 
-from .base import SearchError
+from .base import Result, SearchError
 from .target import Target
 
-Policy = dict[str, float]
+if TYPE_CHECKING:
+    from .latency import LatencyTable
 
 
 class SearchSpace:
@@ -42,7 +43,7 @@ class SearchSpace:
         round_to: int = 1,
         criterion: str = "l1",
         calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-        latency_table: Any = None,
+        latency_table: LatencyTable | None = None,
     ) -> None:
         if not 0.0 <= max_rate < 1.0:
             raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
@@ -178,9 +179,8 @@ class SearchSpace:
         """Whether a policy's network fits the budget."""
         return self.resource(policy) <= self.budget
 
-    def meets(self, result: Any) -> bool:
-        """Whether an evaluated result (anything with the target's resource field, e.g. a
-        `search.base.Result`) fits the budget, read from its own counts (no cut)."""
+    def meets(self, result: Result) -> bool:
+        """Whether an evaluated result fits the budget, read from its own counts (no cut)."""
         value = getattr(result, self.target.resource_key, None)
         return value is not None and float(value) <= self.budget * (1 + 1e-9)
 

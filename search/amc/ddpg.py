@@ -37,15 +37,13 @@ class DDPGConfig:
 
 def _mlp(n_in: int, n_out: int, cfg: DDPGConfig, sigmoid: bool) -> nn.Sequential:
     """Two hidden ReLU layers; the last layer starts near zero as in the reference code."""
-    layers = [
-        nn.Linear(n_in, cfg.hidden1),
-        nn.ReLU(),
-        nn.Linear(cfg.hidden1, cfg.hidden2),
-        nn.ReLU(),
-        nn.Linear(cfg.hidden2, n_out),
-    ]
-    nn.init.uniform_(layers[-1].weight, -cfg.init_w, cfg.init_w)
-    nn.init.uniform_(layers[-1].bias, -cfg.init_w, cfg.init_w)
+    # built in this order so a seed gives the same initial weights as ever
+    first = nn.Linear(n_in, cfg.hidden1)
+    second = nn.Linear(cfg.hidden1, cfg.hidden2)
+    head = nn.Linear(cfg.hidden2, n_out)
+    nn.init.uniform_(head.weight, -cfg.init_w, cfg.init_w)
+    nn.init.uniform_(head.bias, -cfg.init_w, cfg.init_w)
+    layers: list[nn.Module] = [first, nn.ReLU(), second, nn.ReLU(), head]
     if sigmoid:
         layers.append(nn.Sigmoid())
     return nn.Sequential(*layers)

@@ -27,6 +27,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ..base import SearchError
 from ..space import SearchSpace
 from .costs import CostModel
 
@@ -57,7 +58,10 @@ class SpaceCosts:
         if self.kind in ("flops", "params"):
             return self.model.cost(self.kind, kept)
         if self.kind == "latency":
-            return float(self.space.latency_table.predict(self.space.graph, kept))
+            table = self.space.latency_table
+            if table is None:
+                raise SearchError("a latency target needs the space's latency table")
+            return float(table.predict(self.space.graph, kept))
         policy = {k: self.space.rate_for_kept(k, n) for k, n in kept.items() if k in self.space.bounds}
         return self.space.resource(policy)
 

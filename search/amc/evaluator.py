@@ -43,6 +43,7 @@ class ReconstructEvaluator(Evaluator):
 
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
         """Validation accuracy (after adaptive BN if asked)."""
-        if self.adaptive_bn:
-            recalibrate_bn(model, self.context.calibration)
+        calibration = self.context.calibration  # present: `cut` checked it
+        if self.adaptive_bn and calibration:
+            recalibrate_bn(model, calibration)
         return self.validate(model)

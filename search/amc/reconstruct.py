@@ -15,7 +15,7 @@ when the samples outnumber its unknowns, otherwise it keeps its cut weights."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from pruning.criteria import Criterion, get_criterion
-from pruning.cut import Policy, example_input, group_scores, prepare_criterion, resolve_policy
+from pruning.cut import example_input, group_scores, prepare_criterion, resolve_policy
 from pruning.graph import ChannelGroup, DependencyGraph
+
+from ..base import SearchError
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -35,7 +37,7 @@ class _Stop(Exception):
 
 def cut_with_indices(
     model: nn.Module,
-    policy: Policy,
+    policy: Mapping[str, float],
     criterion: str | Criterion,
     input_shape: Sequence[int],
     calibration: Batches | None = None,
@@ -79,11 +81,13 @@ def _capture(model: nn.Module, name: str, x: torch.Tensor, want: str) -> torch.T
 
 
 def _samples(
-    layer: nn.Module, x: torch.Tensor, y: torch.Tensor, positions: torch.Tensor
+    layer: nn.Conv2d | nn.Linear, x: torch.Tensor, y: torch.Tensor, positions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of (input patch, output vector) at the sampled output positions of each image."""
     if isinstance(layer, nn.Linear):
         return x.flatten(1), y.flatten(1)
+    if isinstance(layer.padding, str):
+        raise SearchError(f"reconstruct: a conv with padding={layer.padding!r} is not supported")
     patches = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)  # N, C*k*k, L
     n = x.shape[0]
     idx = positions[:n]
@@ -150,12 +154,12 @@ def reconstruct(
             [torch.randperm(n_pos, generator=gen)[: min(n_points, n_pos)] for _ in range(len(xs))]
         ).to(device)
         x_rows, y_rows = _samples(layer, x, y, positions)
-        bias = layer.bias is not None
-        if bias:
+        bias = layer.bias
+        if bias is not None:
             x_rows = torch.cat([x_rows, torch.ones(len(x_rows), 1, device=device)], 1)
         w_now = layer.weight.flatten(1).T
-        if bias:
-            w_now = torch.cat([w_now, layer.bias[None]], 0)
+        if bias is not None:
+            w_now = torch.cat([w_now, bias[None]], 0)
         scale = y_rows.pow(2).sum().clamp_min(1e-12)
         before = float((y_rows - x_rows @ w_now).pow(2).sum() / scale)
         solved = len(x_rows) >= x_rows.shape[1]
@@ -164,8 +168,8 @@ def reconstruct(
             w = _solve(x_rows.double(), y_rows.double(), ridge).float()
             after = float((y_rows - x_rows @ w).pow(2).sum() / scale)
             if after < before:
-                if bias:
-                    layer.bias.copy_(w[-1])
+                if bias is not None:
+                    bias.copy_(w[-1])
                     w = w[:-1]
                 layer.weight.copy_(w.T.reshape(layer.weight.shape))
             else:
@@ -176,7 +180,7 @@ def reconstruct(
 
 def prune_and_reconstruct(
     model: nn.Module,
-    policy: Policy,
+    policy: Mapping[str, float],
     criterion: str | Criterion,
     input_shape: Sequence[int],
     calibration: Batches,

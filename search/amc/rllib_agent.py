@@ -17,9 +17,10 @@ search carries on from the learned policy but does not repeat the exact episodes
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ import torch
 from ..base import SearchError
 from ..space import SearchSpace
 from .env import PruningEnv
+
+if TYPE_CHECKING:  # Ray loads only when an RLlib agent is chosen
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 ENV_NAME = "secateurs-amc"
 _BRIDGES: dict[str, _Bridge] = {}
@@ -80,8 +84,9 @@ def make_env(config: dict[str, Any]) -> PruningEnv:
     return PruningEnv(bridge.space, bridge.reward, reward_fn=bridge.evaluate)
 
 
-def _config(algo: str, steps: int, seed: int, options: dict[str, Any]):
+def _config(algo: str, steps: int, seed: int, options: dict[str, Any]) -> AlgorithmConfig:
     """A small RLlib config: one local env runner, a local learner, batches of a few episodes."""
+    cfg: AlgorithmConfig
     if algo == "ppo":
         from ray.rllib.algorithms.ppo import PPOConfig
 
@@ -131,7 +136,7 @@ class RLlibDriver:
         self._ray = ray
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
-            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         cfg = _config(algo, len(space.keys), seed, dict(options or {}))
         cfg = cfg.environment(ENV_NAME, env_config={"bridge": self.bridge_id})
         self.algo = cfg.build_algo()
@@ -175,7 +180,10 @@ class RLlibDriver:
 
         if not awaiting_reward and self.prefetched is None:
             self.prefetched = self.next_policy()
-        state = self.algo.learner_group.get_state(
+        learners = self.algo.learner_group
+        if learners is None:
+            raise SearchError("the RLlib algorithm has no learner group to take weights from")
+        state = learners.get_state(
             components=[f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", f"{COMPONENT_LEARNER}/optimizer"]
         )
         return _to_torch(state)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,7 +23,10 @@ from ..registry import register_strategy
 from ..space import SearchSpace
 from ..strategies.common import SpaceStrategy
 from .ddpg import DDPG, DDPGConfig
-from .env import REWARDS, PruningEnv, reward_value
+from .env import REWARDS, STATE_FEATURES, PruningEnv, reward_value
+
+if TYPE_CHECKING:  # the RLlib driver (and Ray) load only when an RLlib agent is chosen
+    from .rllib_agent import RLlibDriver
 
 AGENTS = ("ddpg", "rllib-sac", "rllib-ppo")
 
@@ -87,8 +90,8 @@ class AMCStrategy(SpaceStrategy):
             discount=discount,
             buffer_size=int(buffer_size) if buffer_size else 100 * steps,
         )
-        self.agent = DDPG(self.env.observation_space.shape[0], 1, cfg, seed=self.seed)
-        self.rllib = None
+        self.agent = DDPG(len(STATE_FEATURES), 1, cfg, seed=self.seed)  # the env's observation size
+        self.rllib: RLlibDriver | None = None
         self.rllib_options = dict(rllib_options or {})
         self.rllib_state: dict[str, Any] | None = None
         self.started = 0
@@ -127,7 +130,8 @@ class AMCStrategy(SpaceStrategy):
         self.started += 1
         if self.agent_name != "ddpg":
             policy = self._rllib().next_policy()
-            trans, noise = {}, None
+            trans: dict[str, torch.Tensor] = {}
+            noise = None
         else:
             policy, trans, noise = self._rollout(episode)
         meta: dict[str, Any] = {"episode": episode, "warmup": episode < self.warmup, "noise": noise}

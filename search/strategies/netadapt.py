@@ -121,6 +121,7 @@ class NetAdaptStrategy(SpaceStrategy):
         self.round.append(r)
         if len(self.round) == self.round_size:
             best = self._best_of(sorted(self.round, key=lambda x: x.proposal_id))
+            assert best is not None  # the round holds at least the result just added
             self.chosen.append(best)
             self.current = {**self.current, best.meta["layer"]: int(best.meta["kept"])}
             self.iteration += 1

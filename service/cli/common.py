@@ -8,10 +8,13 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pruning.errors import PruningError
 from search.base import SearchError
+
+if TYPE_CHECKING:  # tqdm loads only when a bar is shown
+    from tqdm import tqdm
 
 
 class CliError(Exception):
@@ -43,7 +46,7 @@ def emit_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def progress_bar(total: float, desc: str, unit: str = "it"):
+def progress_bar(total: float, desc: str, unit: str = "it") -> tqdm[NoReturn]:
     """A tqdm bar on stderr (stdout stays clean for `--json`)."""
     from tqdm import tqdm
 

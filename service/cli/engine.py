@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import torch
+from torch import nn
 
 from pruning.bn import recalibrate_bn
 from pruning.checkpoint import load_checkpoint, read_sidecar, resolve_args, save_checkpoint
-from pruning.criteria import CRITERIA, get_criterion, slimming_penalty
+from pruning.criteria import CRITERIA, Criterion, get_criterion, slimming_penalty
 from pruning.cut import global_policy, prune
 from pruning.data import DATASETS, DataSplits, calibration_batches, load_dataset
 from pruning.device import get_device
@@ -24,6 +28,9 @@ from pruning.models import build_model, list_models
 from pruning.train import TrainConfig, evaluate, seed_everything, train
 
 from .common import CliError, emit_json, progress_bar
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def check_model(name: str) -> None:
@@ -189,17 +196,28 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cut(args: argparse.Namespace, model: Any, data: DataSplits, shape: tuple[int, int, int], criterion: Any) -> Any:
+def _cut(
+    args: argparse.Namespace, model: nn.Module, data: DataSplits, shape: tuple[int, int, int], criterion: Criterion
+) -> nn.Module:
     """The cut copy of `model`: one rate everywhere, or ranked globally; BN recalibrated unless asked not to."""
     calibration = calibration_batches(data.train, args.calibration_batches, args.batch_size, args.seed)
-    policy: Any = global_policy(model, shape, args.rate, criterion, calibration) if args.global_rank else args.rate
+    policy: Mapping[str, float] | float = (
+        global_policy(model, shape, args.rate, criterion, calibration) if args.global_rank else args.rate
+    )
     pruned = prune(model, policy, criterion, input_shape=shape, calibration=calibration, round_to=args.round_to)
     if not args.no_adaptive_bn:
         recalibrate_bn(pruned, calibration)
     return pruned
 
 
-def _finetune(args: argparse.Namespace, pruned: Any, teacher: Any, data: DataSplits, device: Any, bar: Any) -> None:
+def _finetune(
+    args: argparse.Namespace,
+    pruned: nn.Module,
+    teacher: nn.Module,
+    data: DataSplits,
+    device: torch.device,
+    bar: tqdm[NoReturn],
+) -> None:
     """`--finetune-epochs` of SGD (distilled from the unpruned model with `--kd-alpha`), on the progress bar."""
     done = bar.n
 
@@ -215,7 +233,7 @@ def _finetune(args: argparse.Namespace, pruned: Any, teacher: Any, data: DataSpl
     bar.n = done + args.finetune_epochs
 
 
-def _export(pruned: Any, out: Path, zoo: str, zoo_args: dict[str, Any], shape: tuple[int, int, int]) -> float:
+def _export(pruned: nn.Module, out: Path, zoo: str, zoo_args: dict[str, Any], shape: tuple[int, int, int]) -> float:
     """safetensors + arch.json, ONNX (checked; returns its largest difference) and TorchScript."""
     save_model(pruned.cpu(), out, zoo, zoo_args)
     onnx_diff = export_onnx(pruned, out / "model.onnx", shape)
@@ -223,7 +241,7 @@ def _export(pruned: Any, out: Path, zoo: str, zoo_args: dict[str, Any], shape: t
     return onnx_diff
 
 
-def _measure(model: Any, data: DataSplits, shape: tuple[int, int, int], batch_size: int) -> dict[str, Any]:
+def _measure(model: nn.Module, data: DataSplits, shape: tuple[int, int, int], batch_size: int) -> dict[str, Any]:
     return {
         "accuracy": evaluate(model, data.test),
         "flops": count_flops(model, shape),
