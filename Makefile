@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock system-deps run test bench clean
+.PHONY: install lock system-deps run test lint bench clean
 
 TORCH := torch==2.13.0
 
@@ -44,5 +44,12 @@ run: install system-deps
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Lint, format check and type check (config in pyproject.toml); any finding fails. `ruff format .`
+# and `ruff check --fix .` repair most lint and format findings.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
