@@ -49,6 +49,10 @@ def _count_train_steps(model: torch.nn.Module) -> list[int]:
     return calls
 
 
+def _cosine(lr: float, step: int, budget: int) -> float:
+    return 0.5 * lr * (1 + math.cos(math.pi * step / budget))
+
+
 def _replay(history: list[tuple[int, float, float]], patience: int, min_delta: float = 0.0) -> int | None:
     """The index in `history` where the patience rule says stop (None: it never fires)."""
     best, since = history[0][1], 0
@@ -122,7 +126,12 @@ def test_early_stopping_follows_patience_and_decays_the_rate(digits, trained, pe
     assert out.start_val == 1.0
     assert out.stopped_early
     assert calls[0] == out.steps == 10
-    assert [(s, lr) for s, _, lr in out.history] == [(0, 0.001), (5, 0.001), (10, pytest.approx(0.0001))]
+    # the rate recorded at a validation is the one of the step before it, under the cosine envelope
+    assert [(s, lr) for s, _, lr in out.history] == [
+        (0, 0.001),
+        (5, pytest.approx(_cosine(0.001, 4, 1000))),
+        (10, pytest.approx(_cosine(0.0001, 9, 1000))),
+    ]
 
     # A converged model on the real split: it stops before the budget, where the rule says.
     converged = copy.deepcopy(trained)
@@ -134,18 +143,17 @@ def test_early_stopping_follows_patience_and_decays_the_rate(digits, trained, pe
     assert out.steps == out.history[-1][0]
 
 
-def test_cosine_schedule_anneals_over_the_budget(digits, trained) -> None:
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_a_short_budget_anneals(digits, trained, schedule) -> None:
+    # both schedules follow a cosine over max_steps (patience 100: no plateau decay in 20 steps)
     model = copy.deepcopy(trained)
     out = finetune(
         model,
         digits,
-        FinetuneConfig(max_steps=20, eval_every=10, patience=100, schedule="cosine", lr=0.01),
+        FinetuneConfig(max_steps=20, eval_every=10, patience=100, schedule=schedule, lr=0.01),
         device="cpu",
     )
-    # the rate recorded at a validation is the one of the step just before it
-    assert [lr for _, _, lr in out.history] == pytest.approx(
-        [0.01, 0.01 * 0.5 * (1 + math.cos(math.pi * 9 / 20)), 0.01 * 0.5 * (1 + math.cos(math.pi * 19 / 20))]
-    )
+    assert [lr for _, _, lr in out.history] == pytest.approx([0.01, _cosine(0.01, 9, 20), _cosine(0.01, 19, 20)])
 
 
 def test_epochs_mode_runs_exactly_its_length(digits, trained, perfect) -> None:
