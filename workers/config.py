@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pruning.data import DATASETS
+from pruning.train import FinetuneConfig
 from search.base import SearchError
 from search.space import SearchSpace
 from search.target import KINDS, Target
@@ -101,6 +102,10 @@ class TrainSpec(Section):
     batch_size: int = Field(64, ge=1, le=4096, description="training batch size")
 
 
+# The final fine-tune defaults to what `pruning.train.FinetuneConfig` defaults to (one place).
+_FT = FinetuneConfig()
+
+
 class FinetuneSpec(Section):
     """The final fine-tune of the chosen network. By default it runs until validation accuracy
     stops improving (`patience` validations without a gain), within `max_steps`, and keeps the
@@ -108,17 +113,21 @@ class FinetuneSpec(Section):
     search's evaluator scored (fine-tuned ones where the evaluator fine-tunes)."""
 
     epochs: float | None = Field(
-        None, ge=0, le=1000, description="fixed length in epochs, 0 for none (default: until no gain)"
+        _FT.epochs, ge=0, le=1000, description="fixed length in epochs, 0 for none (default: until no gain)"
     )
-    max_steps: int = Field(2000, ge=0, le=1_000_000, description="step budget (0: no fine-tune)")
-    patience: int = Field(5, ge=1, le=1000, description="validations without improvement before stopping")
-    eval_every: int | None = Field(None, ge=1, description="steps between validations (default: from the data size)")
+    max_steps: int = Field(_FT.max_steps, ge=0, le=1_000_000, description="step budget (0: no fine-tune)")
+    patience: int = Field(_FT.patience, ge=1, le=1000, description="validations without improvement before stopping")
+    eval_every: int | None = Field(
+        _FT.eval_every, ge=1, description="steps between validations (default: from the data size)"
+    )
     schedule: Literal["plateau", "cosine"] = Field(
-        "plateau", description="plateau: x0.1 when stuck; cosine over max_steps"
+        _FT.schedule, description="plateau: x0.1 when stuck; cosine: annealed over max_steps"
     )
-    lr: float = Field(0.01, gt=0, le=10, description="SGD learning rate")
-    batch_size: int = Field(64, ge=1, le=4096, description="batch size")
-    kd_alpha: float = Field(0.0, ge=0, le=1, description="> 0 distils from the unpruned network with this weight")
+    lr: float = Field(_FT.lr, gt=0, le=10, description="SGD learning rate")
+    batch_size: int = Field(_FT.batch_size, ge=1, le=4096, description="batch size")
+    kd_alpha: float = Field(
+        _FT.kd_alpha, ge=0, le=1, description="> 0 distils from the unpruned network with this weight"
+    )
 
 
 # The search space's bounds default to what `SearchSpace` itself defaults to (one place).
