@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -162,7 +163,8 @@ def evaluate(
     return correct / max(1, total)
 
 
-SCHEDULES = ("plateau", "cosine")
+Schedule = Literal["plateau", "cosine"]
+SCHEDULES: tuple[Schedule, ...] = ("plateau", "cosine")
 
 
 @dataclass
@@ -196,7 +198,7 @@ class FinetuneConfig:
     batch_size: int = 64
     max_steps: int = 3000
     epochs: float | None = None
-    schedule: str = "plateau"
+    schedule: Schedule = "plateau"
     patience: int = 5
     eval_every: int | None = None
     min_delta: float = 0.0

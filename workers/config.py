@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pruning.data import DATASETS
-from pruning.train import FinetuneConfig
+from pruning.train import FinetuneConfig, Schedule
 from search.base import SearchError
 from search.space import SearchSpace
 from search.target import KINDS, Target
@@ -120,9 +120,7 @@ class FinetuneSpec(Section):
     eval_every: int | None = Field(
         _FT.eval_every, ge=1, description="steps between validations (default: from the data size)"
     )
-    schedule: Literal["plateau", "cosine"] = Field(
-        _FT.schedule, description="plateau: x0.1 when stuck; cosine: annealed over max_steps"
-    )
+    schedule: Schedule = Field(_FT.schedule, description="plateau: x0.1 when stuck; cosine: annealed over max_steps")
     lr: float = Field(_FT.lr, gt=0, le=10, description="SGD learning rate")
     batch_size: int = Field(_FT.batch_size, ge=1, le=4096, description="batch size")
     kd_alpha: float = Field(
