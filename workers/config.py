@@ -8,7 +8,7 @@ The minimal job is `{"model": {"zoo": "convnet"}, "data": {"name": "digits"},
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +20,11 @@ from search.target import KINDS, Target
 
 # Data sets read from a folder the job names in `data.path`.
 PATH_DATASETS = ("cifar10", "imagefolder")
+
+ID_MAX = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=ID_MAX, json_schema_extra={"format": "int64"})]
+"""The id of a stored row (a job, an uploaded model) wherever one is given: a positive 64-bit
+integer (the REST paths use it too). An id no column holds is simply not found (404)."""
 
 
 class Section(BaseModel):
@@ -36,7 +41,7 @@ class ModelSpec(Section):
     args: dict[str, Any] = Field(
         default={}, description="zoo arguments (width, ...); num_classes/in_channels come from the data"
     )
-    upload: int | None = Field(None, ge=1, description="id of a model uploaded with POST /v1/models (service only)")
+    upload: RowId | None = Field(None, description="id of a model uploaded with POST /v1/models (service only)")
     weights: str | None = Field(
         None,
         description="trained weights file (.safetensors or weights-only .pt) on this machine (CLI only; "

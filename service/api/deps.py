@@ -1,41 +1,64 @@
-"""FastAPI dependencies: the store and settings held by the app, and the caller's team from
-`Authorization: Bearer <token>` (401 without a live token)."""
+"""FastAPI dependencies: the store and settings held by the app, and the caller (team and
+admin flag) from `Authorization: Bearer <token>` (401 without a live token)."""
 
 from __future__ import annotations
 
-from fastapi import Depends, HTTPException, Request, status
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..config import Settings
 from ..store import Store
-from ..store.tables import Team
+from ..store.tables import INT_MAX, Team
+
+After = Annotated[int, Query(ge=0, le=INT_MAX, description="only rows with a larger sequence number")]
+"""`?after=`: a sequence number, bounded by the column that holds them (larger ones are a 422)."""
+
+Offset = Annotated[int, Query(ge=0, le=INT_MAX, description="rows to skip")]
+"""`?offset=` of a paged list, bounded like the ids it pages over."""
 
 _bearer = HTTPBearer(auto_error=False, description="a team token from `secateurs token create`")
 
 
-def get_store(request: Request) -> Store:
-    """The app's store."""
+async def get_store(request: Request) -> Store:
+    """The app's store (async: no I/O, so no trip through the thread pool)."""
     return request.app.state.store
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+async def get_settings(request: Request) -> Settings:
+    """The app's settings (async: no I/O)."""
     return request.app.state.settings
 
 
-def current_team(
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's team, and whether the token is an admin's."""
+
+    team: Team
+    admin: bool
+
+
+def current_caller(
     creds: HTTPAuthorizationCredentials | None = Depends(_bearer), store: Store = Depends(get_store)
-) -> Team:
-    """The team owning the bearer token; 401 if it is missing, unknown or revoked."""
+) -> Caller:
+    """The bearer token's team and admin flag; 401 if it is missing, unknown or revoked. A plain
+    `def`: FastAPI runs it in the thread pool, so its database call never blocks the event loop."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing bearer token (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    team = store.team_for_token(creds.credentials)
-    if team is None:
+    found = store.caller_for_token(creds.credentials)
+    if found is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}
         )
-    return team
+    return Caller(*found)
+
+
+async def current_team(caller: Caller = Depends(current_caller)) -> Team:
+    """The team owning the bearer token (see `current_caller`)."""
+    return caller.team

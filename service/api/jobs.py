@@ -12,13 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from workers.config import JobConfig
+from workers.config import JobConfig, RowId
 
 from ..config import Settings
 from ..store import JobStatus, Store, as_utc, candidate_dict
 from ..store.tables import Job, Team
 from ..submit import SpecError, resolve_config
-from .deps import current_team, get_settings, get_store
+from .deps import After, Caller, Offset, current_caller, current_team, get_settings, get_store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -88,19 +88,38 @@ def _job(store: Store, team: Team, job_id: int) -> Job:
     return job
 
 
-@router.post("", status_code=201, response_model=JobOut, summary="Submit a compression job")
+DEFAULT_PRIORITY: int = JobConfig.model_fields["priority"].default
+"""A job's priority when its spec names none; only admin tokens may ask for more."""
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    summary="Submit a compression job",
+    responses={403: {"description": "a priority above the default from a token that is not an admin's"}},
+)
 async def submit_job(
     spec: JobConfig,
     request: Request,
-    team: Team = Depends(current_team),
+    caller: Caller = Depends(current_caller),
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> JobOut:
+    team = caller.team
+    if spec.priority > DEFAULT_PRIORITY and not caller.admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"priority: above {DEFAULT_PRIORITY} needs an admin token (secateurs token create --admin); "
+            f"use {DEFAULT_PRIORITY} or lower",
+        )
     try:
         config = await run_in_threadpool(resolve_config, spec, team.id, store, settings)
     except SpecError as exc:
         raise HTTPException(422, str(exc)) from exc
-    job = store.create_job(team.id, spec.model_dump(mode="json"), config.model_dump(mode="json"), spec.priority)
+    job = await run_in_threadpool(
+        store.create_job, team.id, spec.model_dump(mode="json"), config.model_dump(mode="json"), spec.priority
+    )
     request.app.state.wake_scheduler()
     return JobOut.of(job)
 
@@ -109,7 +128,7 @@ async def submit_job(
 def list_jobs(
     status_: JobStatus | None = Query(None, alias="status", description="only jobs with this status"),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
 ) -> JobPage:
@@ -118,15 +137,15 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="One job: status, phase, progress, best so far, error")
-def get_job(job_id: int, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobDetail:
+def get_job(job_id: RowId, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobDetail:
     job = _job(store, team, job_id)
     return JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback)
 
 
 @router.get("/{job_id}/candidates", summary="Evaluated candidates with seq > after")
 def list_candidates(
-    job_id: int,
-    after: int = Query(0, ge=0),
+    job_id: RowId,
+    after: After = 0,
     limit: int = Query(500, ge=1, le=5000),
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
@@ -140,8 +159,8 @@ def list_candidates(
 
 @router.get("/{job_id}/events", summary="Job events with seq > after")
 def list_events(
-    job_id: int,
-    after: int = Query(0, ge=0),
+    job_id: RowId,
+    after: After = 0,
     limit: int = Query(500, ge=1, le=5000),
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
@@ -155,7 +174,7 @@ def list_events(
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Stop a queued or running job")
 def cancel_job(
-    job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
+    job_id: RowId, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
 ) -> JobOut:
     job = store.request_cancel(job_id, team.id)
     if job is None:
@@ -169,7 +188,7 @@ def cancel_job(
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], summary="Output files of a finished job")
 def list_artifacts(
-    job_id: int, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
+    job_id: RowId, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
 ) -> list[ArtifactOut]:
     _job(store, team, job_id)
     return [
@@ -185,7 +204,7 @@ def list_artifacts(
 
 @router.get("/{job_id}/artifacts/{name:path}", summary="Download one artifact", response_class=FileResponse)
 def download_artifact(
-    job_id: int, name: str, team: Team = Depends(current_team), store: Store = Depends(get_store)
+    job_id: RowId, name: str, team: Team = Depends(current_team), store: Store = Depends(get_store)
 ) -> FileResponse:
     _job(store, team, job_id)
     match = next((a for a in store.list_artifacts(job_id) if a.name == name), None)

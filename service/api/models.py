@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pruning.errors import PruningError
 from pruning.export import load_weights
 from pruning.models import build_model
+from workers.config import RowId
 
 from ..config import Settings
 from ..store import Store, as_utc
@@ -128,7 +129,7 @@ def list_models(team: Team = Depends(current_team), store: Store = Depends(get_s
 
 
 @router.get("/{model_id}", response_model=ModelOut, summary="One uploaded model")
-def get_model(model_id: int, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> ModelOut:
+def get_model(model_id: RowId, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> ModelOut:
     m = store.get_model(team.id, model_id)
     if m is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {model_id} not found")

@@ -15,14 +15,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .engine import make_engine, migrate
 from .status import JobStatus
-from .tables import Artifact, Candidate, Checkpoint, Event, Job, Model, Team, Token, utcnow
+from .tables import INT_MAX, Artifact, Candidate, Checkpoint, Event, Job, Model, Team, Token, utcnow
 
 TOKEN_PREFIX = "sct_"
+CLAIM_LOCK = 726355
+"""PostgreSQL advisory lock key held while a scheduler claims a job (migrations use 726354)."""
 
 
 def hash_token(token: str) -> str:
@@ -46,6 +48,12 @@ def plain(value: Any) -> Any:
         return plain(item())
     tolist = getattr(value, "tolist", None)
     return plain(tolist()) if callable(tolist) else str(value)
+
+
+def storable(row_id: int) -> bool:
+    """True when `row_id` fits the Integer id columns; any other id names no row (and must not
+    reach PostgreSQL, which refuses it as out of range)."""
+    return 0 < row_id <= INT_MAX
 
 
 def as_utc(dt: datetime | None) -> datetime | None:
@@ -90,8 +98,9 @@ class Store:
             yield s
 
     # teams and tokens
-    def create_token(self, team: str) -> str:
-        """Make a token for `team` (creating the team); returns the plaintext, stored only hashed."""
+    def create_token(self, team: str, admin: bool = False) -> str:
+        """Make a token for `team` (creating the team); returns the plaintext, stored only hashed.
+        An `admin` token may also give jobs a priority above the default."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.write() as s:
             t = s.scalar(select(Team).where(Team.name == team))
@@ -99,7 +108,7 @@ class Store:
                 t = Team(name=team)
                 s.add(t)
                 s.flush()
-            s.add(Token(team_id=t.id, token_hash=hash_token(token), prefix=token[:12]))
+            s.add(Token(team_id=t.id, token_hash=hash_token(token), prefix=token[:12], admin=admin))
         return token
 
     def revoke_token(self, token: str) -> bool:
@@ -111,14 +120,20 @@ class Store:
             row.revoked_at = utcnow()
             return True
 
-    def team_for_token(self, token: str) -> Team | None:
-        """The team a live token belongs to, or None."""
+    def caller_for_token(self, token: str) -> tuple[Team, bool] | None:
+        """The team a live token belongs to and whether the token is an admin's, or None."""
         with self.read() as s:
-            return s.scalar(
-                select(Team)
+            row = s.execute(
+                select(Team, Token.admin)
                 .join(Token, Token.team_id == Team.id)
                 .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None))
-            )
+            ).first()
+            return None if row is None else (row[0], bool(row[1]))
+
+    def team_for_token(self, token: str) -> Team | None:
+        """The team a live token belongs to, or None."""
+        caller = self.caller_for_token(token)
+        return None if caller is None else caller[0]
 
     # models
     def add_model(self, team_id: int, **fields: Any) -> Model:
@@ -130,6 +145,8 @@ class Store:
 
     def get_model(self, team_id: int, model_id: int) -> Model | None:
         """A team's model by id (None for another team's)."""
+        if not storable(model_id):
+            return None
         with self.read() as s:
             return s.scalar(select(Model).where(Model.id == model_id, Model.team_id == team_id))
 
@@ -152,6 +169,8 @@ class Store:
 
     def get_job(self, job_id: int, team_id: int | None = None) -> Job | None:
         """A job by id, restricted to `team_id` when given."""
+        if not storable(job_id):
+            return None
         with self.read() as s:
             q = select(Job).where(Job.id == job_id)
             if team_id is not None:
@@ -170,6 +189,8 @@ class Store:
 
     def request_cancel(self, job_id: int, team_id: int) -> Job | None:
         """Cancel a job: a queued one at once, a running one by flagging it for its runner."""
+        if not storable(job_id):
+            return None
         with self.write() as s:
             job = s.scalar(self._lock(select(Job).where(Job.id == job_id, Job.team_id == team_id)))
             if job is None:
@@ -199,23 +220,49 @@ class Store:
         job.move(to, **fields)
         self._event(s, job.id, kind or to.value, message, data)
 
-    def claim_next(self) -> tuple[Job, str] | None:
-        """Atomically take the highest-priority, oldest queued job; returns it with the run's
-        lease token, or None if the queue is empty."""
+    def claim_next(self, scheduler: dict[str, Any] | None = None, team_limit: int = 0) -> tuple[Job, str] | None:
+        """Atomically take the next queued job, fair across teams: the highest priority first;
+        within a priority, the team with the fewest running jobs (over every scheduler), then
+        the team whose turn is oldest (round-robin), then the oldest job. Teams already running
+        `team_limit` jobs (0: no limit) wait. Returns the job with the run's lease token, or
+        None when nothing may start. `scheduler` ({"host", "pid"}) is recorded in the job's
+        "started" event."""
         lease = uuid.uuid4().hex
         with self.write() as s:  # SQLite: BEGIN IMMEDIATE, so no other writer runs between pick and move
-            pick = (
-                select(Job)
-                .where(Job.status == JobStatus.QUEUED)
-                .order_by(Job.priority.desc(), Job.created_at, Job.id)
-                .limit(1)
-            )
-            job = s.scalar(pick.with_for_update(skip_locked=True) if self.is_postgres else pick)
+            if self.is_postgres:  # one claim at a time, so the running counts are exact; SKIP LOCKED still
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})  # keeps rows single-owner
+            job = s.scalar(self._fair_pick(team_limit))
             if job is None:
                 return None
             job.move(JobStatus.RUNNING, lease=lease)
-            self._event(s, job.id, "started", f"run {job.attempts} started", {"attempt": job.attempts})
+            s.execute(update(Team).where(Team.id == job.team_id).values(last_claimed_at=utcnow()))
+            where = f" on {scheduler['host']} (pid {scheduler['pid']})" if scheduler else ""
+            data = {"attempt": job.attempts, **({"scheduler": scheduler} if scheduler else {})}
+            self._event(s, job.id, "started", f"run {job.attempts} started{where}", data)
         return job, lease
+
+    def _fair_pick(self, team_limit: int) -> Select[tuple[Job]]:
+        """The query for the next job `claim_next` takes (see there), locking it on PostgreSQL."""
+        running = (
+            select(Job.team_id, func.count().label("n"))
+            .where(Job.status == JobStatus.RUNNING)
+            .group_by(Job.team_id)
+            .subquery()
+        )
+        n_running = func.coalesce(running.c.n, 0)
+        pick = (
+            select(Job)
+            .join(Team, Team.id == Job.team_id)
+            .outerjoin(running, running.c.team_id == Job.team_id)
+            .where(Job.status == JobStatus.QUEUED)
+            .order_by(
+                Job.priority.desc(), n_running, Team.last_claimed_at.asc().nulls_first(), Job.created_at, Job.id
+            )
+            .limit(1)
+        )
+        if team_limit > 0:
+            pick = pick.where(n_running < team_limit)
+        return pick.with_for_update(of=Job, skip_locked=True) if self.is_postgres else pick
 
     def _held(self, s: Session, job_id: int, lease: str) -> Job:
         job = s.scalar(self._lock(select(Job).where(Job.id == job_id)))
@@ -328,11 +375,13 @@ class Store:
         error: str | None = None,
         traceback: str | None = None,
         artifacts: list[dict[str, Any]] | None = None,
+        scheduler: dict[str, Any] | None = None,
     ) -> bool:
         """Move a running job to a final status (only from the run holding it when `lease` is
         given); returns False if the job was not ours to finish (gone, already final, or held
         by another lease). A status that is not final raises ValueError; a move the table
-        forbids (a queued job to succeeded, with no lease) raises IllegalTransition."""
+        forbids (a queued job to succeeded, with no lease) raises IllegalTransition. The
+        scheduler that ran it ({"host", "pid"}), when given, goes in the final event."""
         status = JobStatus(status)
         if not status.final:
             raise ValueError(f"job {job_id}: finish_job takes a final status, not {status}")
@@ -343,7 +392,7 @@ class Store:
             msg = {JobStatus.SUCCEEDED: "job succeeded", JobStatus.CANCELLED: "job cancelled"}.get(
                 status, f"job failed: {error}"
             )
-            self._move(s, job, status, msg)
+            self._move(s, job, status, msg, data={"scheduler": scheduler} if scheduler else None)
             job.summary, job.error, job.traceback = plain(summary), error, traceback
             for a in artifacts or []:
                 s.add(Artifact(job_id=job_id, **a))

@@ -20,11 +20,16 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from .status import FINAL, JobStatus, check_move
+
+INT_MAX = 2**31 - 1
+"""The largest value an `Integer` column (ids, sequence numbers) holds on every backend
+(PostgreSQL's int4): larger ids name no row, larger sequence numbers are refused at the door."""
 
 JOB_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus)
 FINAL_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus if s in FINAL)
@@ -58,6 +63,7 @@ class Team(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)  # the queue's round-robin turn
 
 
 class Token(Base):
@@ -66,6 +72,7 @@ class Token(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # may raise priorities
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -106,7 +113,10 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
-    __table_args__ = (Index("ix_jobs_queue", "status", "priority", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_queue", "status", "priority", "created_at"),
+        Index("ix_jobs_status_team", "status", "team_id"),  # running jobs per team, for the fair claim
+    )
 
     def move(
         self, to: JobStatus | str, *, lease: str | None = None, phase: str | None = None, now: datetime | None = None
