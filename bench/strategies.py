@@ -12,6 +12,10 @@ against the same for plain validation without recalibration.
     python bench/strategies.py                                   # Fashion-MNIST, full settings
     python bench/strategies.py --data digits --quick --seeds 0   # a quick run
     python bench/strategies.py --data cifar10:/data/cifar10 --model resnet56
+
+Reproducible: the same command gives the same numbers on the same kind of machine (a fixed
+`--threads`, deterministic kernels, every row re-seeded from its own seed, the trained model
+cached in --out by a hash of model, data, training settings and seed).
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ from pruning.models import build_model
 from pruning.train import (
     FinetuneConfig,
     TrainConfig,
+    cached_weights,
     evaluate,
+    make_reproducible,
     train,
+    training_key,
 )
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
@@ -137,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--input-size", type=int, default=None, help="resize images to this side (default: the data set's own)"
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument(
+        "--threads", type=int, default=2, help="torch CPU threads, fixed so a row repeats bit for bit (default 2)"
+    )
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--weights", help="trained weights; default: train and cache in --out")
     ap.add_argument("--train-epochs", type=float, default=10)
@@ -160,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/bench-strategies")
     args = ap.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    make_reproducible(0, args.threads)
     device = get_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,16 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(
         args.model, num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.input_size
     ).to(device)
-    weights = (
-        Path(args.weights)
-        if args.weights
-        else out / f"{args.model}-{args.data.split(':')[0]}-{data.input_size}px-base.safetensors"
-    )
+    # the trained model is cached by a hash of everything that decides its weights
+    tcfg = TrainConfig(epochs=args.train_epochs, lr=0.05, seed=0)
+    data_facts = {"name": args.data, "input_size": data.input_size, "subset": args.subset, "split_seed": 0}
+    model_args = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
+    key = training_key(args.model, model_args, data_facts, tcfg)
+    weights = Path(args.weights) if args.weights else cached_weights(out, args.model, key)
     if weights.exists():
         load_weights(model, weights)
     else:
         t0 = time.perf_counter()
-        train(model, data.train, TrainConfig(epochs=args.train_epochs, lr=0.05, seed=0), device=device)
+        train(model, data.train, tcfg, device=device)
         save_weights(model, weights)
         print(f"trained {args.model} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     model.to(device).eval()
@@ -218,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             calib = calibration_batches(data.train, 4, 64, seed=seed)
             space = SearchSpace(model, shape, target, calibration=calib)
             for name in names:
+                make_reproducible(seed)  # each row starts from its seed alone, whatever ran before it
                 try:
                     ctx = EvalContext(
                         model,
@@ -253,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(rows[-1]), file=sys.stderr)
             if not args.baseline:
                 continue
+            make_reproducible(seed)
             t0 = time.perf_counter()
             tp_model = torch_pruning_global(model, shape, space.budget, 0.9)
             seconds = time.perf_counter() - t0
@@ -272,7 +283,18 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), file=sys.stderr)
     table = render(rows, base_acc, args, corr)
     (out / "results.json").write_text(
-        json.dumps({"rows": rows, "correlation": corr, "base_accuracy": base_acc}, indent=1)
+        json.dumps(
+            {
+                "rows": rows,
+                "correlation": corr,
+                "base_accuracy": base_acc,
+                "base_weights": str(weights),
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "argv": sys.argv[1:] if argv is None else argv,
+            },
+            indent=1,
+        )
     )
     (out / "results.md").write_text(table)
     print(table)
@@ -285,7 +307,7 @@ def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace
         (
             f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: "
             f"test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} epochs for every method; "
-            f"seeds {args.seeds}."
+            f"seeds {args.seeds}; {args.threads} torch threads."
         ),
         "",
         "| FLOPs cut | method | accuracy (mean ± std) | FLOPs kept | search s | candidates/s |",

@@ -7,11 +7,15 @@ network: validated, early-stopped, best checkpoint kept, within a step budget
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -34,6 +38,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_reproducible(seed: int, threads: int | None = None) -> None:
+    """Make a run repeat bit for bit on the same kind of machine: seed everything, ask torch for
+    deterministic kernels (the CPU's are; an op without one warns instead of failing) and, when
+    `threads` is given, fix torch's CPU thread count (sums split over another number of threads
+    round differently, so a trained model differs with it)."""
+    seed_everything(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, where CUDA is used
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+
+
 @dataclass
 class TrainConfig:
     """Settings of a training or fine-tuning run."""
@@ -47,6 +63,27 @@ class TrainConfig:
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
     max_steps: int | None = None
+
+
+def training_key(zoo: str, args: Mapping[str, object], data: Mapping[str, object], config: TrainConfig) -> str:
+    """A hex SHA-256 naming a trained model by everything that decides its weights: the
+    architecture and its arguments, the data (name, size, subset, path, split seed), the
+    training settings (seed included), and what changes the arithmetic (torch's version and
+    CPU thread count). Two runs with the same key train the same weights."""
+    facts = {
+        "zoo": zoo,
+        "args": dict(args),
+        "data": dict(data),
+        "train": asdict(config),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_weights(cache_dir: str | Path, zoo: str, key: str) -> Path:
+    """Where the trained weights named by a `training_key` live in a cache folder."""
+    return Path(cache_dir) / f"{zoo}-{key[:24]}.safetensors"
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -114,7 +114,8 @@ class Scheduler:
         relay = ray.remote(Relay).options(num_cpus=0, name=f"secateurs-relay-{job_id}-{lease[:8]}").remote()
         task = ray.remote(run_job).options(num_cpus=0, max_retries=0, name=f"secateurs-job-{job_id}")
         out_dir = str(self.settings.data_dir / "jobs" / str(job_id))
-        ref = task.remote(job.config, out_dir, relay, resume, self.settings.eval_workers)
+        cache_dir = str(self.settings.data_dir / "cache" / "base-models")  # trained zoo models, by training key
+        ref = task.remote(job.config, out_dir, relay, resume, self.settings.eval_workers, cache_dir)
         self.runs[job_id] = RunHandle(job_id, lease, ref, relay, beat=time.monotonic())
         log.info("job %s started (lease %s)", job_id, lease)
 

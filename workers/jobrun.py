@@ -55,9 +55,15 @@ def one_line(exc: BaseException) -> str:
 
 
 def run_job(
-    config: dict[str, Any], out_dir: str, relay: Any, resume: dict[str, Any] | None = None, eval_workers: int = 2
+    config: dict[str, Any],
+    out_dir: str,
+    relay: Any,
+    resume: dict[str, Any] | None = None,
+    eval_workers: int = 2,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) one job; returns `{"status": "succeeded"|"cancelled"|"failed", ...}`."""
+    """Run (or resume) one job; returns `{"status": "succeeded"|"cancelled"|"failed", ...}`.
+    `cache_dir` keeps trained base models across jobs (`run_pipeline`)."""
     from .executor import RayExecutor
     from .pipeline import run_pipeline
 
@@ -74,7 +80,7 @@ def run_job(
     if resume is not None:
         state = ResumeState(strategy=resume["strategy"], results=[result_from_dict(r) for r in resume["results"]])
     try:
-        summary = run_pipeline(config, out, sink, resume=state, executor_factory=executor_factory)
+        summary = run_pipeline(config, out, sink, resume=state, executor_factory=executor_factory, cache_dir=cache_dir)
         if summary.get("status") == "stopped":
             return {"status": "cancelled", "summary": public_summary(summary, out)}
         return {"status": "succeeded", "summary": public_summary(summary, out), "artifacts": collect_artifacts(out)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,17 @@ from pruning.device import get_device
 from pruning.export import export_onnx, load_weights, save_model, save_weights
 from pruning.measure import ModelStats, model_stats
 from pruning.models import build_model
-from pruning.train import FinetuneConfig, FinetuneOutcome, TrainConfig, evaluate, finetune, seed_everything, train
+from pruning.train import (
+    FinetuneConfig,
+    FinetuneOutcome,
+    TrainConfig,
+    cached_weights,
+    evaluate,
+    finetune,
+    make_reproducible,
+    train,
+    training_key,
+)
 from search.base import Proposal, Result, SearchError, Strategy
 from search.evaluators import EvalContext, Evaluator, EvaluatorPool, make_evaluator
 from search.registry import make_strategy, strategy_class
@@ -121,8 +132,12 @@ def finetune_policy(
     return finetune_model(pruned, model, data, settings, device, progress)
 
 
-def prepare(cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: torch.device) -> Prepared:
-    """Load the data, build the model, load or train its weights, build the search space."""
+def prepare(
+    cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: torch.device, cache_dir: Path | None = None
+) -> Prepared:
+    """Load the data, build the model, load or train its weights, build the search space. A zoo
+    model without weights is taken from `cache_dir` when one with the same `training_key` was
+    trained before (and put there when trained here)."""
     sink.phase("data")
     data = load_dataset(
         cfg.data.name, input_size=cfg.data.input_size, seed=DATA_SPLIT_SEED, subset=cfg.data.subset, path=cfg.data.path
@@ -140,7 +155,8 @@ def prepare(cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: tor
         weights, criterion = brought
     if cfg.model.zoo is None:
         raise SearchError("model.zoo is not set: an uploaded model must be resolved to its architecture first")
-    model = build_model(cfg.model.zoo, **args).to(device)
+    zoo = cfg.model.zoo
+    model = build_model(zoo, **args).to(device)
     calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
     space = SearchSpace(
         model,
@@ -155,15 +171,27 @@ def prepare(cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: tor
         calibration=calib,
     )
     base_path = out / BASE_WEIGHTS
+    tcfg = TrainConfig(epochs=cfg.train.epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=cfg.seed)
+    cached = None
+    if cache_dir is not None and not weights:
+        data_facts = {**cfg.data.model_dump(mode="json"), "input_size": data.input_size, "split_seed": DATA_SPLIT_SEED}
+        cached = cached_weights(cache_dir, zoo, training_key(zoo, args, data_facts, tcfg))
     if weights:
         load_weights(model, weights)
     elif resumed and base_path.exists():
         load_weights(model, base_path)
+    elif cached is not None and cached.exists():
+        load_weights(model, cached)
+        save_weights(model, base_path)
+        sink.event("cached", f"trained {zoo} taken from the cache", {"path": str(cached)})
     else:
         sink.phase("train")
-        tcfg = TrainConfig(epochs=cfg.train.epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=cfg.seed)
         train(model, data.train, tcfg, device=device, progress=lambda f, info: sink.progress("train", f))
         save_weights(model, base_path)
+        if cached is not None:  # written whole, then moved in: a reader never sees half a file
+            tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+            save_weights(model, tmp)
+            os.replace(tmp, cached)
     model.to(device).eval()
     return Prepared(
         data,
@@ -325,16 +353,23 @@ def run_pipeline(
     resume: ResumeState | None = None,
     executor_factory: ExecutorFactory | None = None,
     device: str | torch.device = "auto",
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run a whole job (see the module docstring) and return its summary. `resume` continues an
     interrupted run from its strategy state and stored candidates without re-evaluating them;
-    `executor_factory(evaluator)` gives the candidate executor (e.g. Ray actors)."""
+    `executor_factory(evaluator)` gives the candidate executor (e.g. Ray actors); `cache_dir`
+    keeps trained base models by their `pruning.train.training_key` across jobs. The same
+    config and seed give the same numbers on the same kind of machine (seeded data order,
+    deterministic kernels; the caller fixes the thread count)."""
     cfg = JobConfig.model_validate(config)
     sink = sink or JobSink()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    prep = prepare(cfg, out, sink, resume is not None, get_device(device))
+    make_reproducible(cfg.seed)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    prep = prepare(cfg, out, sink, resume is not None, get_device(device), cache)
     strategy, evaluator = build_search(cfg, prep, resume)
     sink.phase(
         "search", {"strategy": cfg.strategy.name, "evaluator": evaluator.name, "budget": float(prep.space.budget)}

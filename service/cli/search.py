@@ -4,6 +4,7 @@ export it, locally (the same `workers.pipeline.run_pipeline` the service's Ray t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Any
@@ -34,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_opts = p.add_argument_group("run", "where and how this machine runs the job")
     run_opts.add_argument("--device", default="auto", help="auto, cpu or cuda")
     run_opts.add_argument("--resume", action="store_true", help="resume an interrupted search from OUT")
+    run_opts.add_argument(
+        "--cache-dir",
+        default=os.environ.get("SECATEURS_CACHE_DIR"),
+        help="keep trained base models here by a hash of model, data, training settings and seed, and reuse "
+        "them (default: $SECATEURS_CACHE_DIR; unset: no cache)",
+    )
     run_opts.add_argument("--out", required=True, help="output folder")
     run_opts.add_argument("--json", action="store_true", help="print one JSON summary as the last stdout line")
     p.set_defaults(func=run)
@@ -91,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if resume is None:
         sink.start_fresh()
     try:
-        summary = run_pipeline(config, args.out, sink, resume=resume, device=args.device)
+        summary = run_pipeline(config, args.out, sink, resume=resume, device=args.device, cache_dir=args.cache_dir)
     finally:
         bar.close()
     if summary.get("status") != "done":
