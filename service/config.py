@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated folders data paths must lie under"
     )
     max_concurrent_jobs: int = Field(2, description="jobs one scheduler runs at a time")
+    max_running_per_team: int = Field(
+        0, ge=0, description="running jobs one team may have over all schedulers; 0: no limit"
+    )
     scheduler: bool = Field(True, description="run the scheduler inside the API process")
     poll_seconds: float = Field(1.0, description="scheduler loop period")
     heartbeat_seconds: float = Field(5.0, description="how often a running job writes its heartbeat")

@@ -1,5 +1,6 @@
 """The scheduler: a thread in the API process that claims queued jobs from the store (atomic,
-priority then age, up to `max_concurrent_jobs` at a time), runs each as a Ray task
+fair across teams: priority, then the team with the fewest running jobs, round-robin, then
+age; a team at `max_running_per_team` waits; up to `max_concurrent_jobs` here), runs each as a Ray task
 (`workers.jobrun.run_job`) with a relay actor for its reports, writes those reports to the
 store and beats the job's heartbeat while the task lives, requeues jobs whose heartbeat went
 stale (their scheduler died; the next run resumes them), and kills runs that ignore a cancel
@@ -39,7 +40,8 @@ class Scheduler:
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store, self.settings = store, settings
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.name = f"{self.identity['host']}:{self.identity['pid']}"
         self.runs: dict[int, RunHandle] = {}
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,7 +92,7 @@ class Scheduler:
         self._reap()
         self._enforce_cancels()
         while len(self.runs) < self.settings.max_concurrent_jobs and not self._stop.is_set():
-            claimed = self.store.claim_next()
+            claimed = self.store.claim_next(self.identity, self.settings.max_running_per_team)
             if claimed is None:
                 break
             job, lease = claimed
@@ -174,6 +176,7 @@ class Scheduler:
                 error=outcome.get("error"),
                 traceback=outcome.get("traceback"),
                 artifacts=outcome.get("artifacts"),
+                scheduler=self.identity,
             )
 
     def _enforce_cancels(self) -> None:
@@ -189,5 +192,5 @@ class Scheduler:
                 ray.cancel(run.ref, force=True)
                 self._pump(run)
                 ray.kill(run.relay, no_restart=True)
-                self.store.finish_job(run.job_id, run.lease, "cancelled")
+                self.store.finish_job(run.job_id, run.lease, "cancelled", scheduler=self.identity)
                 del self.runs[run.job_id]

@@ -241,7 +241,7 @@ def test_upload_checks_size_format_and_fit_and_stores_sha256(api):
 
 def test_list_filter_paginate_cancel_and_metrics(api):
     client, a, _, _, _ = api
-    ids = [client.post("/v1/jobs", json={**MINIMAL, "priority": i}, headers=a).json()["id"] for i in range(5)]
+    ids = [client.post("/v1/jobs", json={**MINIMAL, "priority": -i}, headers=a).json()["id"] for i in range(5)]
     page = client.get("/v1/jobs", params={"limit": 2, "offset": 1}, headers=a).json()
     assert page["total"] == 5
     assert [j["id"] for j in page["items"]] == ids[::-1][1:3]

@@ -216,7 +216,7 @@ class JobConfig(Section):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the search, training and fine-tune")
     onnx: bool = Field(True, description="also export model.onnx (checked against PyTorch)")
     priority: int = Field(
-        0, ge=-100, le=100, description="queue priority: higher runs first, ties by age (service only)"
+        0, ge=-100, le=100, description="queue priority: higher runs first; above 0 needs an admin token (service only)"
     )
 
     @field_validator("target", mode="before")

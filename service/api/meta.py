@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..store.tables import Team
-from .deps import current_team
+from .deps import Caller, current_caller, current_team
 
 router = APIRouter(prefix="/v1", tags=["meta"])
 
 
-@router.get("/me", summary="The team the token belongs to")
-def me(team: Team = Depends(current_team)) -> dict:
-    return {"team": team.name, "id": team.id}
+@router.get("/me", summary="The team the token belongs to, and whether the token is an admin's")
+def me(caller: Caller = Depends(current_caller)) -> dict:
+    return {"team": caller.team.name, "id": caller.team.id, "admin": caller.admin}
 
 
 @router.get("/strategies", summary="Strategy names a job may use")

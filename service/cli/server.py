@@ -38,14 +38,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    """Make a team token; the token alone is the last stdout line."""
+    """Make a team token (an admin's with --admin); the token alone is the last stdout line."""
     from .common import CliError
 
     team = args.team.strip()
     if not team or len(team) > 64:
         raise CliError("--team must be 1-64 characters")
-    token = _store().create_token(team)
-    print(f"token for team {team!r} (shown once; only its hash is stored):", file=sys.stderr)
+    token = _store().create_token(team, admin=args.admin)
+    kind = "admin token" if args.admin else "token"
+    print(f"{kind} for team {team!r} (shown once; only its hash is stored):", file=sys.stderr)
     print(token, flush=True)
     return 0
 
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tsub.required = True
     c = tsub.add_parser("create", help="make a token for a team; prints it alone on the last line")
     c.add_argument("--team", required=True)
+    c.add_argument("--admin", action="store_true", help="may give jobs a priority above the default (0)")
     c.set_defaults(func=cmd_token_create)
     r = tsub.add_parser("revoke", help="revoke a token")
     r.add_argument("token")

@@ -241,7 +241,7 @@ class Store:
             self._event(s, job.id, "started", f"run {job.attempts} started{where}", data)
         return job, lease
 
-    def _fair_pick(self, team_limit: int) -> Select[tuple[Job]]:
+    def _fair_pick(self, team_limit: int) -> Select[Job]:
         """The query for the next job `claim_next` takes (see there), locking it on PostgreSQL."""
         running = (
             select(Job.team_id, func.count().label("n"))
@@ -255,9 +255,7 @@ class Store:
             .join(Team, Team.id == Job.team_id)
             .outerjoin(running, running.c.team_id == Job.team_id)
             .where(Job.status == JobStatus.QUEUED)
-            .order_by(
-                Job.priority.desc(), n_running, Team.last_claimed_at.asc().nulls_first(), Job.created_at, Job.id
-            )
+            .order_by(Job.priority.desc(), n_running, Team.last_claimed_at.asc().nulls_first(), Job.created_at, Job.id)
             .limit(1)
         )
         if team_limit > 0:
