@@ -7,14 +7,14 @@ it). BatchNorm, activations, pooling and adds are not counted, as in the pruning
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .runtime import Runtime, prepare, time_forward
 
 
 def _input(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
@@ -70,26 +70,22 @@ def peak_memory_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
 
 
 def measure_latency(
-    model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5, repeats: int = 30
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 1,
+    warmup: int = 5,
+    repeats: int = 30,
+    runtime: Runtime = "eager",
 ) -> float:
-    """Median wall time of one forward in milliseconds, on the model's device, after warm-up."""
+    """Median wall time of one forward in milliseconds, on the model's device, after warm-up,
+    in the deployment `runtime` (`pruning.runtime`: eager, torchscript, onnxruntime, inductor)."""
     was_training = model.training
-    model.eval()
-    x = _input(model, input_shape, batch_size)
-    cuda = x.device.type == "cuda"
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x)
-            if cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
-    model.train(was_training)
-    return float(statistics.median(times))
+    run = prepare(model, input_shape, runtime, batch_size)
+    cuda = runtime != "onnxruntime" and _input(model, input_shape).device.type == "cuda"
+    try:
+        return time_forward(run, cuda=cuda, warmup=warmup, repeats=repeats)
+    finally:
+        model.train(was_training)
 
 
 @dataclass
@@ -105,11 +101,17 @@ class ModelStats:
         return asdict(self)
 
 
-def model_stats(model: nn.Module, input_shape: Sequence[int], latency: bool = True, batch_size: int = 1) -> ModelStats:
-    """FLOPs, params, memory and (optionally) measured latency in one call."""
+def model_stats(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    latency: bool = True,
+    batch_size: int = 1,
+    runtime: Runtime = "eager",
+) -> ModelStats:
+    """FLOPs, params, memory and (optionally) latency measured in `runtime`, in one call."""
     return ModelStats(
         flops=count_flops(model, input_shape),
         params=count_params(model),
         memory_bytes=peak_memory_bytes(model, input_shape),
-        latency_ms=measure_latency(model, input_shape, batch_size) if latency else None,
+        latency_ms=measure_latency(model, input_shape, batch_size, runtime=runtime) if latency else None,
     )

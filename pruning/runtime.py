@@ -1,0 +1,119 @@
+"""The runtime a user deploys with, for latency: a pruned network's speed-up depends on it as
+much as on its FLOPs (eager PyTorch's per-layer overhead dominates small networks at batch 1).
+
+`prepare(model, input_shape, runtime, batch_size)` returns a zero-argument callable that runs one
+forward of a fixed random batch in that runtime, built once (traced, exported or compiled) so
+that timing it measures inference only:
+
+- `eager`: the module in `torch.inference_mode()`;
+- `torchscript`: `torch.jit.trace` then `torch.jit.freeze` (deprecated by PyTorch in favour
+  of `torch.export`, still what many deployments run);
+- `onnxruntime`: exported to ONNX (opset of `torch.onnx.export`, dynamic batch) and run by an
+  onnxruntime CPU session with as many intra-op threads as torch uses;
+- `inductor`: `torch.compile(backend="inductor")` for the fixed input shape (needs a C++
+  compiler on the CPU; compiling takes seconds per network).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .errors import PruningError
+
+Runtime = Literal["eager", "torchscript", "onnxruntime", "inductor"]
+RUNTIMES: tuple[Runtime, ...] = ("eager", "torchscript", "onnxruntime", "inductor")
+
+
+def _example(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> torch.Tensor:
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    return torch.randn(batch_size, *input_shape[-3:], generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def prepare(
+    model: nn.Module, input_shape: Sequence[int], runtime: Runtime = "eager", batch_size: int = 1
+) -> Callable[[], object]:
+    """A callable running one forward of `model` on a fixed batch in `runtime` (eval mode)."""
+    if runtime not in RUNTIMES:
+        raise PruningError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
+    model = model.eval()
+    x = _example(model, input_shape, batch_size)
+    if runtime == "eager":
+
+        def run() -> object:
+            with torch.inference_mode():
+                return model(x)
+
+        return run
+    if runtime == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with torch.no_grad():
+                scripted = torch.jit.freeze(torch.jit.trace(model, (x,)))
+
+        def run_ts() -> object:
+            with torch.inference_mode():
+                return scripted(x)
+
+        return run_ts
+    if runtime == "inductor":
+        compiled = torch.compile(model, backend="inductor", dynamic=False)
+
+        def run_ind() -> object:
+            with torch.inference_mode():
+                return compiled(x)
+
+        return run_ind
+    return _onnxruntime(copy.deepcopy(model).cpu(), x.cpu())  # never move the caller's model
+
+
+def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                input_names=["input"],
+                dynamic_axes={"input": {0: "batch"}},
+                dynamo=False,
+            )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+
+    def run() -> object:
+        return sess.run(None, feed)
+
+    return run
+
+
+def time_forward(run: Callable[[], object], cuda: bool = False, warmup: int = 5, repeats: int = 30) -> float:
+    """Median wall time of `run()` in milliseconds after `warmup` calls."""
+    times = []
+    for i in range(warmup + repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return float(statistics.median(times))

@@ -1,0 +1,49 @@
+"""Deployment runtimes for latency (`pruning.runtime`): each runs the same network and gives the
+same outputs as eager PyTorch, so a latency measured in it is the latency of this network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pruning.errors import PruningError
+from pruning.measure import measure_latency
+from pruning.models import build_model
+from pruning.runtime import RUNTIMES, prepare
+
+SHAPE = (1, 16, 16)
+pytestmark = pytest.mark.slow  # inductor compiles for a minute on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def convnet():
+    torch.manual_seed(0)
+    return build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
+
+
+def _out(y) -> torch.Tensor:
+    y = y[0] if isinstance(y, (list, tuple)) else y
+    return torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y.detach()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runtime_matches_eager_outputs(convnet, runtime):
+    want = _out(prepare(convnet, SHAPE, "eager", batch_size=3)())
+    got = _out(prepare(convnet, SHAPE, runtime, batch_size=3)())
+    assert got.shape == want.shape == (3, 10)
+    assert torch.allclose(got.float(), want.float(), atol=1e-4), (got - want).abs().max()
+
+
+def test_latency_in_a_runtime_is_positive_and_leaves_the_model_alone(convnet):
+    before = {k: v.clone() for k, v in convnet.state_dict().items()}
+    convnet.train()
+    ms = measure_latency(convnet, SHAPE, runtime="onnxruntime", warmup=1, repeats=3)
+    assert ms > 0
+    assert convnet.training  # its mode is restored
+    assert all(torch.equal(before[k], v) for k, v in convnet.state_dict().items())
+
+
+def test_unknown_runtime_is_refused(convnet):
+    with pytest.raises(PruningError, match="unknown runtime 'tvm'"):
+        prepare(convnet, SHAPE, "tvm")  # type: ignore[arg-type]
