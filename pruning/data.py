@@ -4,11 +4,14 @@
 - `fashion-mnist`: 60k+10k 28x28 images from Debian's `dataset-fashion-mnist` (IDX files).
 - `cifar10:PATH`: the CIFAR-10 python layout (read with a restricted unpickler that only
   rebuilds numpy arrays) or the binary layout.
-- `imagefolder:PATH`: one sub-folder of images per class.
+- `imagefolder:PATH`: one sub-folder of images per class, at the top or under train/ (+ val/,
+  test/); streamed from disk with augmentation (`pruning.imagefolder`).
 - `synthetic`: random tensors, for smoke tests only.
 
-Every set is split train/val/test with a fixed seed; calibration batches for data-dependent
-criteria and BN recalibration are drawn at random from the training split.
+Every set is split train/val/test with a fixed seed (an image folder's own val/ and test/ are
+kept); calibration batches for data-dependent criteria and BN recalibration are drawn at random
+from the training split (without augmentation). Inputs are standardised per channel with the
+training split's mean and std (`DataSplits.normalization`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import struct
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +32,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import PruningError
+from .imagefolder import (
+    ImageFolderSet,
+    Normalization,
+    imagefolder_shape,
+    measure_normalization,
+    scan_imagefolder,
+    seeded_split,
+)
 
 FASHION_MNIST_DIR = Path(os.environ.get("SECATEURS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic")
@@ -44,18 +56,27 @@ class DataSplits:
     num_classes: int
     in_channels: int
     input_size: int
+    normalization: Normalization | None = None
+    classes: list[str] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The facts a job stores with its outputs: shape, class names and the normalisation
+        its inputs take (a resumed job reuses it)."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "input_size": self.input_size,
+            "classes": self.classes,
+            "normalization": self.normalization.as_dict() if self.normalization else None,
+            "sizes": {k: dataset_size(getattr(self, k)) for k in ("train", "val", "test")},
+        }
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def _standardise(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    mean = ref.mean(dim=(0, 2, 3), keepdim=True)
-    std = ref.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return (x - mean) / std
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, fractions: tuple[float, float], seed: int) -> tuple[TensorDataset, ...]:
@@ -73,9 +94,9 @@ def _digits(input_size: int, seed: int) -> DataSplits:
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(d.target, dtype=torch.long)
     x = _resize(x, input_size)
-    x = _standardise(x, x)
-    train, val, test = _split(x, y, (0.2, 0.2), seed)
-    return DataSplits("digits", train, val, test, 10, 1, input_size)
+    norm = Normalization.of(x)
+    train, val, test = _split(norm.apply(x), y, (0.2, 0.2), seed)
+    return DataSplits("digits", train, val, test, 10, 1, input_size, norm, [str(i) for i in range(10)])
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -127,11 +148,11 @@ def _from_arrays(
         te_perm = torch.randperm(len(yte), generator=g)[: max(1000, subset // 5)]
         xte, yte = xte[te_perm], yte[te_perm]
     x_train = _resize(xtr[train_idx], input_size)
-    ref = x_train
-    train = TensorDataset(_standardise(x_train, ref), ytr[train_idx])
-    val = TensorDataset(_standardise(_resize(xtr[val_idx], input_size), ref), ytr[val_idx])
-    test = TensorDataset(_standardise(_resize(xte, input_size), ref), yte)
-    return DataSplits(name, train, val, test, num_classes, xtr.shape[1], input_size)
+    norm = Normalization.of(x_train)
+    train = TensorDataset(norm.apply(x_train), ytr[train_idx])
+    val = TensorDataset(norm.apply(_resize(xtr[val_idx], input_size)), ytr[val_idx])
+    test = TensorDataset(norm.apply(_resize(xte, input_size)), yte)
+    return DataSplits(name, train, val, test, num_classes, xtr.shape[1], input_size, norm)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -184,31 +205,36 @@ def _cifar10(path: Path, input_size: int, seed: int, subset: int | None) -> Data
     return _from_arrays("cifar10", xtr, ytr, xte, yte, 10, input_size, seed, subset)
 
 
-def _imagefolder(path: Path, input_size: int, seed: int, subset: int | None) -> DataSplits:
-    from PIL import Image
-
-    root = Path(path)
-    if not root.is_dir():
-        raise PruningError(f"image folder {root} does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise PruningError(f"image folder {root} needs one sub-folder per class (found {len(classes)})")
-    xs, ys = [], []
-    for label, cls in enumerate(classes):
-        for f in sorted((root / cls).iterdir()):
-            if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}:
-                continue
-            img = Image.open(f).convert("RGB").resize((input_size, input_size))
-            xs.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
-            ys.append(label)
-    if not xs:
-        raise PruningError(f"no images under {root}")
-    x = torch.stack(xs).float() / 255.0
-    y = torch.tensor(ys)
-    train, val, test = _split(_standardise(x, x), y, (0.15, 0.15), seed)
+def _imagefolder(
+    path: Path,
+    input_size: int,
+    seed: int,
+    subset: int | None,
+    augment: bool = True,
+    normalization: Normalization | None = None,
+) -> DataSplits:
+    index = scan_imagefolder(path)
+    if index.val is not None:
+        train, val = index.train, index.val
+        test = index.test if index.test is not None else index.val
+    else:
+        train, val, test = seeded_split(index.train, 1 if index.test is not None else 2, seed)
+        test = index.test if index.test is not None else test
+    if not val or not test:
+        raise PruningError(f"image folder {path}: too few images ({len(index.train)}) to split off validation")
     if subset:
-        train = TensorDataset(*(t[:subset] for t in train.tensors))
-    return DataSplits("imagefolder", train, val, test, len(classes), 3, input_size)
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:subset]
+        train = [train[i] for i in keep.tolist()]
+    channels, _ = imagefolder_shape(path)
+    norm = normalization or measure_normalization([f for f, _ in train], input_size, channels, seed)
+    if len(norm.mean) != channels:
+        raise PruningError(f"stored normalisation has {len(norm.mean)} channels, the images {channels}")
+    train_set = ImageFolderSet(train, input_size, channels, norm, augment=augment)
+    val_set = ImageFolderSet(val, input_size, channels, norm, augment=False)
+    test_set = val_set if test is val else ImageFolderSet(test, input_size, channels, norm, augment=False)
+    return DataSplits(
+        "imagefolder", train_set, val_set, test_set, len(index.classes), channels, input_size, norm, index.classes
+    )
 
 
 def _synthetic(input_size: int, seed: int, in_channels: int = 3, num_classes: int = 10, n: int = 256) -> DataSplits:
@@ -223,11 +249,19 @@ DEFAULT_SIZES = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "imagefolder"
 
 
 def load_dataset(
-    spec: str, input_size: int | None = None, seed: int = 0, subset: int | None = None, path: str | Path | None = None
+    spec: str,
+    input_size: int | None = None,
+    seed: int = 0,
+    subset: int | None = None,
+    path: str | Path | None = None,
+    augment: bool = True,
+    normalization: Normalization | None = None,
 ) -> DataSplits:
     """Load a data set by name (`digits`, `fashion-mnist`, `cifar10`, `imagefolder`, `synthetic`)
     with its folder in `path`; the command line's `cifar10:PATH` form is accepted too. `subset`
-    takes a seeded subset of the training split (for speed)."""
+    takes a seeded subset of the training split (for speed). For `imagefolder` only: `augment`
+    turns training augmentation on, and `normalization` is used instead of measuring it (a
+    resumed job passes the one it stored)."""
     name, _, inline = spec.partition(":")
     path = str(path) if path else inline
     if name not in DATASETS:
@@ -243,15 +277,55 @@ def load_dataset(
         raise PruningError(f"data set {name} needs a local path: {name}:/path/to/data")
     if not Path(path).exists():
         raise PruningError(f"{name} path {path} does not exist")
-    return (
-        _cifar10(Path(path), size, seed, subset) if name == "cifar10" else _imagefolder(Path(path), size, seed, subset)
-    )
+    if name == "cifar10":
+        return _cifar10(Path(path), size, seed, subset)
+    return _imagefolder(Path(path), size, seed, subset, augment, normalization)
+
+
+def data_workers() -> int:
+    """Worker processes that decode a set read from disk: `SECATEURS_DATA_WORKERS`, by default
+    one per CPU but one, at most 4."""
+    env = os.environ.get("SECATEURS_DATA_WORKERS")
+    if env is not None and env.strip():
+        return max(0, int(env))
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _base(ds: Dataset) -> Dataset:
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    return ds
+
+
+def streams(ds: Dataset) -> bool:
+    """Whether a set (or a Subset of one) decodes its samples from disk on access."""
+    return bool(getattr(_base(ds), "streams", False))
 
 
 def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader over an in-memory set; shuffling is seeded so runs repeat."""
+    """A DataLoader over a set; shuffling is seeded so runs repeat. A set read from disk is
+    decoded in `data_workers()` worker processes (their random augmentation seeded from the
+    loader's generator when shuffling, from torch's global one otherwise)."""
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None)
+    workers = data_workers() if streams(ds) else 0
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None, num_workers=workers)
+
+
+def without_augmentation(ds: Dataset) -> Dataset:
+    """The same samples without random augmentation (an `ImageFolderSet`'s evaluation view,
+    kept inside a Subset); in-memory sets are returned as they are."""
+    if isinstance(ds, Subset):
+        return Subset(without_augmentation(ds.dataset), ds.indices)
+    return ds.plain() if isinstance(ds, ImageFolderSet) else ds
+
+
+def sample_fingerprint(ds: Dataset) -> bytes:
+    """Bytes that identify a data set's contents for caches (an in-memory set's first input; a
+    set read from disk: its files, labels and transform, not one random draw)."""
+    if isinstance(ds, ImageFolderSet):
+        return ds.fingerprint()
+    x, _ = ds[0]
+    return x.numpy().tobytes()
 
 
 def dataset_size(ds: Dataset) -> int:
@@ -267,12 +341,13 @@ def calibration_batches(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batches sampled at random (without replacement) from a training split, for
     data-dependent criteria and BN recalibration (the survey's caveat: share the
-    training distribution)."""
+    training distribution); images read from disk come without augmentation, so the
+    batches repeat."""
     g = torch.Generator().manual_seed(seed)
     size = dataset_size(ds)
     n = min(size, n_batches * batch_size)
     idx = torch.randperm(size, generator=g)[:n]
-    loader = DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False)
+    loader = make_loader(Subset(without_augmentation(ds), idx.tolist()), batch_size=batch_size)
     return [(x, y) for x, y in loader]
 
 

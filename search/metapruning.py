@@ -45,7 +45,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pruning.bn import recalibrate_bn
-from pruning.data import dataset_size
+from pruning.data import dataset_size, sample_fingerprint
 from pruning.graph import ChannelGroup
 from pruning.train import evaluate
 
@@ -230,8 +230,7 @@ class PruningNetEvaluator(Evaluator):
         for k, v in self.context.model.state_dict().items():
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        x, _ = self.context.data.train[0]
-        h.update(x.numpy().tobytes())
+        h.update(sample_fingerprint(self.context.data.train))
         h.update(
             repr(
                 (
