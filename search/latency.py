@@ -25,6 +25,9 @@ from torch import nn
 from pruning.export import architecture
 from pruning.graph import DependencyGraph
 from pruning.measure import measure_latency
+from pruning.runtime import Runtime
+
+from .base import SearchError
 
 
 def device_name(device: torch.device) -> str:
@@ -63,18 +66,30 @@ class LatencyTable:
 
     @classmethod
     def for_model(
-        cls, model: nn.Module, input_shape: Sequence[int], grid: int = 6, use_cache: bool = True, repeats: int = 10
+        cls,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        grid: int = 6,
+        use_cache: bool = True,
+        repeats: int = 10,
+        runtime: Runtime = "eager",
     ) -> LatencyTable:
-        """The table for `model` on its own device, from the disk cache or measured now."""
+        """The table for `model` on its own device in the deployment `runtime` (each layer timed
+        as that runtime runs it), from the disk cache or measured now."""
+        if runtime == "inductor":
+            raise SearchError(
+                "latency tables cannot be measured in inductor (a compile per layer and channel count "
+                "takes hours); use onnxruntime or torchscript for a latency target"
+            )
         device = next(model.parameters()).device
-        name = device_name(device)
+        name = device_name(device) + ("" if runtime == "eager" else f"-{runtime}")
         arch = architecture(model, "any", {})["layers"]
         key = hashlib.sha1(json.dumps([arch, list(input_shape), name, grid], sort_keys=True).encode()).hexdigest()[:20]
         path = cache_dir() / f"{key}.json"
         if use_cache and path.exists():
             data = json.loads(path.read_text())
             return cls(data["layers"], data["offset_ms"], data["device"])
-        table = cls._measure(model, tuple(input_shape), grid, repeats, name)
+        table = cls._measure(model, tuple(input_shape), grid, repeats, name, runtime)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
@@ -84,7 +99,7 @@ class LatencyTable:
 
     @classmethod
     def _measure(
-        cls, model: nn.Module, input_shape: tuple[int, ...], grid: int, repeats: int, name: str
+        cls, model: nn.Module, input_shape: tuple[int, ...], grid: int, repeats: int, name: str, runtime: Runtime
     ) -> LatencyTable:
         device = next(model.parameters()).device
         graph = DependencyGraph(model, torch.zeros(1, *input_shape, device=device))
@@ -128,7 +143,7 @@ class LatencyTable:
                     else:
                         layer = nn.Linear(ci, co, m.bias is not None)
                         shp = (ci,)
-                    row.append(measure_latency(layer.to(device), shp, warmup=2, repeats=repeats))
+                    row.append(measure_latency(layer.to(device), shp, warmup=2, repeats=repeats, runtime=runtime))
                 table.append(row)
             layers[n] = {
                 "in_group": None if depthwise else in_of.get(n),
@@ -139,7 +154,7 @@ class LatencyTable:
                 "depthwise": depthwise,
             }
             full_sum += table[-1][-1]
-        total = measure_latency(model, input_shape, repeats=max(repeats, 20))
+        total = measure_latency(model, input_shape, repeats=max(repeats, 20), runtime=runtime)
         model.train(was_training)
         return cls(layers, max(0.0, total - full_sum), name)  # noise can make the difference negative
 

@@ -47,3 +47,23 @@ def test_latency_in_a_runtime_is_positive_and_leaves_the_model_alone(convnet):
 def test_unknown_runtime_is_refused(convnet):
     with pytest.raises(PruningError, match="unknown runtime 'tvm'"):
         prepare(convnet, SHAPE, "tvm")  # type: ignore[arg-type]
+
+
+def test_latency_table_in_onnxruntime_predicts_the_whole_network(convnet):
+    from search.latency import LatencyTable
+    from search.space import SearchSpace
+
+    table = LatencyTable.for_model(convnet, SHAPE, grid=2, use_cache=False, repeats=5, runtime="onnxruntime")
+    assert table.device.endswith("-onnxruntime")
+    space = SearchSpace(convnet, SHAPE, "flops=0.9", latency_table=table)
+    full = table.predict(space.graph, {g.key: g.channels for g in space.groups})
+    quarter = table.predict(space.graph, {g.key: max(1, g.channels // 4) for g in space.groups})
+    assert 0 < quarter < full
+
+
+def test_latency_tables_refuse_inductor(convnet):
+    from search.base import SearchError
+    from search.latency import LatencyTable
+
+    with pytest.raises(SearchError, match="onnxruntime or torchscript"):
+        LatencyTable.for_model(convnet, SHAPE, use_cache=False, runtime="inductor")
