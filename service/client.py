@@ -36,6 +36,7 @@ class Client:
         self.token = token if token is not None else os.environ.get("SECATEURS_TOKEN")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._polled: dict[str, tuple[str, bytes]] = {}  # URL -> (ETag, body) of polled GETs
 
     def close(self) -> None:
         self.http.close()
@@ -58,6 +59,20 @@ class Client:
                 detail = r.text
             raise ApiError(r.status_code, detail if isinstance(detail, str) else json.dumps(detail))
         return r
+
+    def _poll(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET a polled resource conditionally: send the ETag of the last answer for this URL and,
+        on 304 Not Modified, reuse that answer (the server skipped the body)."""
+        key = str(self.http.build_request("GET", path, params=params).url)
+        seen = self._polled.get(key)
+        r = self._call("GET", path, params=params, headers={"If-None-Match": seen[0]} if seen else None)
+        if r.status_code == 304 and seen is not None:
+            return json.loads(seen[1])
+        if etag := r.headers.get("etag"):
+            if len(self._polled) >= 256:  # cursors make new URLs; keep the latest few
+                self._polled.pop(next(iter(self._polled)))
+            self._polled[key] = (etag, r.content)
+        return r.json()
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz").json()
@@ -86,13 +101,16 @@ class Client:
         return self._call("GET", "/v1/jobs", params=params).json()
 
     def job(self, job_id: int) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}").json()
+        """The job (a conditional GET: an unchanged job costs a 304)."""
+        return self._poll(f"/v1/jobs/{job_id}")
 
     def candidates(self, job_id: int, after: int = 0) -> list[dict[str, Any]]:
-        return self._call("GET", f"/v1/jobs/{job_id}/candidates", params={"after": after}).json()
+        """Candidates with id > after (conditional GET)."""
+        return self._poll(f"/v1/jobs/{job_id}/candidates", {"after": after})
 
     def events(self, job_id: int, after: int = 0) -> list[dict[str, Any]]:
-        return self._call("GET", f"/v1/jobs/{job_id}/events", params={"after": after}).json()
+        """Events with id > after (conditional GET)."""
+        return self._poll(f"/v1/jobs/{job_id}/events", {"after": after})
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()

@@ -1,5 +1,6 @@
 """`/v1/jobs`: submit, list, inspect, follow (candidates and events after N), cancel, and the
-artifacts of finished jobs. Every id belongs to one team; another team's id answers 404."""
+artifacts of finished jobs. Every id belongs to one team; another team's id answers 404. The
+job, its candidates and its events answer conditional GETs (ETag, 304; `conditional`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
@@ -18,6 +19,8 @@ from ..config import Settings
 from ..store import JobStatus, Store, as_utc, candidate_dict
 from ..store.tables import Job, Team
 from ..submit import SpecError, resolve_config
+from . import conditional
+from .conditional import NOT_MODIFIED_RESPONSE, IfNoneMatch
 from .deps import After, Caller, Offset, current_caller, current_team, get_settings, get_store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -136,39 +139,62 @@ def list_jobs(
     return JobPage(items=[JobOut.of(j) for j in items], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobDetail, summary="One job: status, phase, progress, best so far, error")
-def get_job(job_id: RowId, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> JobDetail:
+@router.get(
+    "/{job_id}",
+    response_model=JobDetail,
+    summary="One job: status, phase, progress, best so far, error",
+    responses=NOT_MODIFIED_RESPONSE,
+)
+def get_job(
+    job_id: RowId,
+    response: Response,
+    if_none_match: IfNoneMatch = None,
+    team: Team = Depends(current_team),
+    store: Store = Depends(get_store),
+) -> JobDetail:
     job = _job(store, team, job_id)
-    return JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback)
+    detail = JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback)
+    conditional.check(response, if_none_match, conditional.body_etag(detail.model_dump_json()))
+    return detail
 
 
-@router.get("/{job_id}/candidates", summary="Evaluated candidates with seq > after")
+@router.get("/{job_id}/candidates", summary="Evaluated candidates with seq > after", responses=NOT_MODIFIED_RESPONSE)
 def list_candidates(
     job_id: RowId,
+    response: Response,
     after: After = 0,
     limit: int = Query(500, ge=1, le=5000),
+    if_none_match: IfNoneMatch = None,
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
 ) -> list[dict[str, Any]]:
-    _job(store, team, job_id)
-    return [
-        {"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)}
-        for c in store.list_candidates(job_id, after, limit)
-    ]
+    job = _job(store, team, job_id)
+    # Candidates are append-only with seq 1..candidates_evaluated (written in one transaction),
+    # so the job row alone names this answer: no candidate is read for an unchanged poll.
+    last = min(job.candidates_evaluated, after + limit)
+    conditional.check(response, if_none_match, conditional.make_etag("c", job_id, after, limit, last))
+    rows = store.list_candidates(job_id, after, last - after) if last > after else []
+    return [{"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)} for c in rows]
 
 
-@router.get("/{job_id}/events", summary="Job events with seq > after")
+@router.get("/{job_id}/events", summary="Job events with seq > after", responses=NOT_MODIFIED_RESPONSE)
 def list_events(
     job_id: RowId,
+    response: Response,
     after: After = 0,
     limit: int = Query(500, ge=1, le=5000),
+    if_none_match: IfNoneMatch = None,
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
 ) -> list[dict[str, Any]]:
     _job(store, team, job_id)
+    # Events are append-only with contiguous seq: the last seq (one index lookup) names this answer.
+    last = min(store.last_event_seq(job_id), after + limit)
+    conditional.check(response, if_none_match, conditional.make_etag("e", job_id, after, limit, last))
+    rows = store.list_events(job_id, after, last - after) if last > after else []
     return [
         {"id": e.seq, "kind": e.kind, "message": e.message, "data": e.data, "created_at": as_utc(e.created_at)}
-        for e in store.list_events(job_id, after, limit)
+        for e in rows
     ]
 
 

@@ -451,6 +451,12 @@ class Store:
                 )
             )
 
+    def last_event_seq(self, job_id: int) -> int:
+        """The sequence number of a job's latest event (0 if none): one lookup in the
+        (job_id, seq) index, for the events' ETag."""
+        with self.read() as s:
+            return int(s.scalar(select(func.max(Event.seq)).where(Event.job_id == job_id)) or 0)
+
     def list_artifacts(self, job_id: int) -> list[Artifact]:
         """A job's output files."""
         with self.read() as s:

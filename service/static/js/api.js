@@ -43,9 +43,18 @@ function describeError(status, body) {
   return new ApiError(status, detail ? String(detail) : `HTTP ${status}`);
 }
 
+// Polled GETs are conditional: the ETag of the last answer per URL goes out as If-None-Match,
+// and a 304 (nothing changed, no body sent) reuses that answer. Cursors (`?after=`) make new
+// URLs, so only the latest few are kept.
+const polled = new Map(); // path -> {etag, data}
+const POLLED_MAX = 200;
+
 export async function request(method, path, body) {
   const headers = { Accept: "application/json", Authorization: `Bearer ${getToken()}` };
   const init = { method, headers };
+  const seen = method === "GET" ? polled.get(path) : undefined;
+  if (method === "GET") init.cache = "no-store"; // the page revalidates itself, below
+  if (seen) headers["If-None-Match"] = seen.etag;
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -60,6 +69,7 @@ export async function request(method, path, body) {
     onUnauthorized();
     throw new ApiError(401, "the token was not accepted");
   }
+  if (resp.status === 304 && seen) return seen.data;
   let data = null;
   const text = await resp.text();
   if (text) {
@@ -70,6 +80,12 @@ export async function request(method, path, body) {
     }
   }
   if (!resp.ok) throw describeError(resp.status, data);
+  const etag = resp.headers.get("ETag");
+  if (method === "GET" && etag) {
+    polled.delete(path);
+    if (polled.size >= POLLED_MAX) polled.delete(polled.keys().next().value);
+    polled.set(path, { etag, data });
+  }
   return data;
 }
 
