@@ -181,3 +181,20 @@ def export_torchscript(model: nn.Module, path: str | Path, input_shape: Sequence
     traced = torch.jit.trace(model.eval().cpu(), torch.randn(1, *input_shape[-3:]))
     traced.save(str(p))
     return p
+
+
+def export_program(model: nn.Module, path: str | Path, input_shape: Sequence[int], batch: int = 2) -> Path:
+    """Write `model` as a `.pt2` with a dynamic batch dimension (loads with `torch.export.load`
+    and runs with no Secateurs code)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        x = torch.randn(batch, *input_shape[-3:], device=device)
+        ep = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(ep, str(p))
+    finally:
+        model.train(was_training)
+    return p
