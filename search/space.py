@@ -3,8 +3,10 @@ resource accounting every strategy checks its policies against.
 
 Bounds: every group keeps at least `min_channels`; no group is cut by more than `max_rate`;
 the stem (the first conv's group) is kept whole unless `prune_stem`; `pinned` groups keep the
-rate the user gave (or stay whole). Resources are counted by the engine on the really cut
-model (`pruning.measure`), cached by kept-channel counts; latency comes from the per-layer
+rate the user gave (or stay whole). Resources come from the
+exact cost model (`pruning.cost`, traced once with the graph: microseconds a query, equal to
+`pruning.measure` on the cut network; a model it cannot follow is counted on a real cut, cached by
+kept-channel counts); latency comes from the per-layer
 lookup table (NetAdapt-style, see `search.latency`)."""
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from pruning.cost import trace
 from pruning.criteria import get_criterion
 from pruning.cut import Policy, kept_channels, prune
-from pruning.graph import ChannelGroup, DependencyGraph
+from pruning.graph import ChannelGroup
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 
 from .base import Result, SearchError
@@ -54,8 +57,7 @@ class SearchSpace:
         self.target = Target.from_value(target)
         self.min_channels, self.max_rate, self.prune_stem, self.round_to = min_channels, max_rate, prune_stem, round_to
         self.criterion, self.calibration = criterion, calibration
-        device = next(model.parameters()).device
-        self.graph = DependencyGraph(model, torch.zeros(1, *self.input_shape, device=device))
+        self.graph, self.costs = trace(model, self.input_shape)
         self.groups: list[ChannelGroup] = self.graph.groups
         self.by_key = {g.key: g for g in self.groups}
         self.pinned = self._pins(pinned)
@@ -153,14 +155,20 @@ class SearchSpace:
         return self.count(self.kept(policy), cut)
 
     def count(self, kept: Mapping[str, int], cut: nn.Module | None = None) -> dict[str, float]:
-        """Resources of the network with `kept` channels per group (cached)."""
+        """Resources of the network with `kept` channels per group: from the cost model, or, for
+        a model it cannot follow (`self.costs.reason`), counted on `cut` or a cut made here (cached)."""
+        if self.costs.exact:
+            res: dict[str, Any] = {**self.costs.count(kept), "latency_ms": None}
+            if self.latency_table is not None:
+                res["latency_ms"] = self.latency_table.predict(self.graph, kept)
+            return res
         key = tuple(int(kept[g.key]) for g in self.groups)
         if key not in self._cache:
             if cut is None and all(kept[g.key] == g.channels for g in self.groups):
                 cut = self.model
             elif cut is None:
                 cut = prune(self.model, dict(kept), "l1", input_shape=self.input_shape)
-            res: dict[str, Any] = {
+            res = {
                 "flops": count_flops(cut, self.input_shape),
                 "params": count_params(cut),
                 "memory_bytes": peak_memory_bytes(cut, self.input_shape),

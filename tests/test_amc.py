@@ -17,8 +17,7 @@ from pruning.data import calibration_batches
 from pruning.measure import count_flops, count_params
 from pruning.train import TrainConfig, evaluate, train
 from search.amc import DDPG, DDPGConfig, PruningEnv, prune_and_reconstruct
-from search.amc.costs import CostModel
-from search.amc.env import STATE_FEATURES
+from search.amc.env import STATE_FEATURES, SpaceCosts
 from search.evaluators import EvalContext, make_evaluator
 from search.registry import make_strategy
 from search.runner import run_search
@@ -45,7 +44,7 @@ def trained_convnet(digits):
 def test_cost_model_matches_engine_counters() -> None:
     model = build_model("resnet20", num_classes=10, in_channels=1).eval()
     space = SearchSpace(model, SHAPE, "flops=0.5")
-    costs = CostModel(model, SHAPE, space.groups)
+    costs = SpaceCosts(space).model
     rng = np.random.default_rng(0)
     policy = {k: float(rng.uniform(0, 0.8)) for k in space.keys}
     kept = space.kept(policy)

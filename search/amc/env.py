@@ -10,8 +10,8 @@ features are min-max normalised over the groups, FLOPs as fractions of the full 
 The action is clamped so the budget stays reachable: it is raised to the smallest rate with
 which the groups still to come, at their largest allowed rates, can bring the network under
 the target, and never above the group's `max_rate` (so no group is ever cut to empty). Any
-target kind of the space works: FLOPs and parameters are counted analytically
-(`search.amc.costs`), latency from the space's lookup table, memory by the space's counters.
+target kind of the space works: FLOPs, parameters and memory come from the space's exact cost
+model (`pruning.cost`), latency from its lookup table.
 
 The reward arrives at the last step: `reward_fn(policy)` when given (the RLlib agents use it to
 evaluate there and then), else 0 with the policy in `info`, for the ask/tell strategy to
@@ -21,15 +21,15 @@ budget); "resource" is the resource-aware -error * log(resource)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from ..base import SearchError
+from pruning.cost import CostModel
+
 from ..space import SearchSpace
-from .costs import CostModel
 
 REWARDS = ("error", "resource")
 STATE_FEATURES = ("index", "n", "c", "h", "w", "stride", "k", "flops", "reduced", "rest", "previous")
@@ -46,24 +46,17 @@ def reward_value(kind: str, score: float, resource: float) -> float:
 
 
 class SpaceCosts:
-    """The targeted resource of kept-channel counts, as fast as the target kind allows."""
+    """The targeted resource of kept-channel counts (the space's cost model or latency table),
+    and the cost model's layer table for the state."""
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
-        self.model = CostModel(space.model, space.input_shape, space.groups)
-        self.kind = space.target.kind
+        self.model: CostModel = space.costs
+        self.key = space.target.resource_key
 
-    def resource(self, kept: dict[str, int]) -> float:
+    def resource(self, kept: Mapping[str, int]) -> float:
         """The targeted resource of the network with `kept` channels per group."""
-        if self.kind in ("flops", "params"):
-            return self.model.cost(self.kind, kept)
-        if self.kind == "latency":
-            table = self.space.latency_table
-            if table is None:
-                raise SearchError("a latency target needs the space's latency table")
-            return float(table.predict(self.space.graph, kept))
-        policy = {k: self.space.rate_for_kept(k, n) for k, n in kept.items() if k in self.space.bounds}
-        return self.space.resource(policy)
+        return float(self.space.count(kept)[self.key])
 
 
 class PruningEnv(gym.Env):
