@@ -3,25 +3,32 @@
 `build_model(name, num_classes=, in_channels=, input_size=, width=)` builds one; every zoo
 model accepts those keywords so a job spec or an architecture JSON can rebuild it. Each zoo
 module registers its factories with `@register_model("name")`; importing this package imports
-them all, so `MODELS` / `list_models()` is complete after `import pruning.models`.
+them all, so `MODELS` / `list_models()` is complete after `import pruning.models`; then the
+factories installed packages declare as `secateurs.models` entry points join (`plugins`).
 """
 
 from __future__ import annotations
 
 from .convnet import convnet
 from .mobilenetv2 import mobilenetv2
+from .plugins import GROUP as ENTRY_POINT_GROUP
+from .plugins import load_entry_points
 from .resnet import resnet20, resnet56
 from .vgg import vgg16_bn
 from .zoo import MODELS, build_model, list_models, register_model
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "MODELS",
     "build_model",
     "convnet",
     "list_models",
+    "load_entry_points",
     "mobilenetv2",
     "register_model",
     "resnet20",
     "resnet56",
     "vgg16_bn",
 ]
+
+load_entry_points()

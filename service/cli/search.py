@@ -17,6 +17,7 @@ from .jobflags import add_job_flags, config_from_args
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `search` command: one flag per job field (service.cli.jobflags) plus how to run it."""
+    from pruning.models import list_models
     from search.registry import list_strategies
 
     names = list_strategies()
@@ -28,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="strategies:\n"
         + "\n".join(f"  {n}" for n in names)
+        + "\n\nmodels (--model NAME; or --model FILE.pt2, a torch.export program; or --model package.module:factory):\n"
+        + "\n".join(f"  {n}" for n in list_models())
         + "\n\nexample:\n  secateurs search --model resnet20 --data digits --target flops=0.5 "
         "--strategy eagleeye --out out/ --json",
     )
