@@ -95,6 +95,14 @@ DEFAULT_PRIORITY: int = JobConfig.model_fields["priority"].default
 """A job's priority when its spec names none; only admin tokens may ask for more."""
 
 
+def _marks(store: Store, team: Team, job_id: int) -> tuple[int, int]:
+    """The job's candidate count and last event seq (`Store.poll_marks`); 404 if not the team's."""
+    marks = store.poll_marks(job_id, team.id)
+    if marks is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+    return marks
+
+
 @router.post(
     "",
     status_code=201,
@@ -168,10 +176,9 @@ def list_candidates(
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
 ) -> list[dict[str, Any]]:
-    job = _job(store, team, job_id)
     # Candidates are append-only with seq 1..candidates_evaluated (written in one transaction),
-    # so the job row alone names this answer: no candidate is read for an unchanged poll.
-    last = min(job.candidates_evaluated, after + limit)
+    # so the job's count alone names this answer: no candidate is read for an unchanged poll.
+    last = min(_marks(store, team, job_id)[0], after + limit)
     conditional.check(response, if_none_match, conditional.make_etag("c", job_id, after, limit, last))
     rows = store.list_candidates(job_id, after, last - after) if last > after else []
     return [{"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)} for c in rows]
@@ -187,9 +194,8 @@ def list_events(
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
 ) -> list[dict[str, Any]]:
-    _job(store, team, job_id)
-    # Events are append-only with contiguous seq: the last seq (one index lookup) names this answer.
-    last = min(store.last_event_seq(job_id), after + limit)
+    # Events are append-only with contiguous seq: the last one's seq names this answer.
+    last = min(_marks(store, team, job_id)[1], after + limit)
     conditional.check(response, if_none_match, conditional.make_etag("e", job_id, after, limit, last))
     rows = store.list_events(job_id, after, last - after) if last > after else []
     return [

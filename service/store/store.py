@@ -451,11 +451,18 @@ class Store:
                 )
             )
 
-    def last_event_seq(self, job_id: int) -> int:
-        """The sequence number of a job's latest event (0 if none): one lookup in the
-        (job_id, seq) index, for the events' ETag."""
+    def poll_marks(self, job_id: int, team_id: int) -> tuple[int, int] | None:
+        """A team's job's candidate count and its latest event's sequence number, in one query
+        (the second from the (job_id, seq) index), or None for no such job of the team: what
+        the candidates' and events' ETags are made of, without loading the job."""
+        if not storable(job_id):
+            return None
+        last_event = select(func.coalesce(func.max(Event.seq), 0)).where(Event.job_id == Job.id).scalar_subquery()
         with self.read() as s:
-            return int(s.scalar(select(func.max(Event.seq)).where(Event.job_id == job_id)) or 0)
+            row = s.execute(
+                select(Job.candidates_evaluated, last_event).where(Job.id == job_id, Job.team_id == team_id)
+            ).first()
+            return None if row is None else (int(row[0]), int(row[1]))
 
     def list_artifacts(self, job_id: int) -> list[Artifact]:
         """A job's output files."""
