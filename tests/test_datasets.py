@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import os
 import tarfile
 import zipfile
@@ -249,3 +250,35 @@ def archive(root: Path, kind: str = "tar.gz", prefix: str = "") -> bytes:
 
 
 __all__ = ["archive", "write_tree"]
+
+
+def test_job_stores_the_data_facts_and_a_resumed_run_reuses_its_normalisation(tmp_path):
+    from workers.config import JobConfig
+    from workers.pipeline import DATA_FACTS, prepare
+    from workers.sink import JobSink
+
+    root = write_tree(tmp_path / "tree", "split", classes=3)
+    cfg = JobConfig.model_validate(
+        {
+            "model": {"zoo": "convnet"},
+            "data": {"name": "imagefolder", "path": str(root), "input_size": 16},
+            "target": {"flops": 0.5},
+            "strategy": {"name": "uniform"},
+            "train": {"epochs": 0.1},
+        }
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    prep = prepare(cfg, out, JobSink(), False, torch.device("cpu"))
+    facts = json.loads((out / DATA_FACTS).read_text())
+    assert facts["classes"] == ["digit0", "digit1", "digit2"]
+    assert facts["in_channels"] == 1
+    assert facts["normalization"] == prep.data.normalization.as_dict()
+    assert facts["sizes"] == {"train": 24, "val": 12, "test": 12}
+    # a resumed run takes the stored normalisation instead of measuring again
+    facts["normalization"] = {"mean": [0.25], "std": [0.5]}
+    (out / DATA_FACTS).write_text(json.dumps(facts))
+    resumed = prepare(cfg, out, JobSink(), True, torch.device("cpu"))
+    assert resumed.data.normalization == Normalization((0.25,), (0.5,))
+    fresh = prepare(cfg, out, JobSink(), False, torch.device("cpu"))
+    assert fresh.data.normalization == prep.data.normalization

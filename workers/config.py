@@ -75,6 +75,7 @@ class DataSpec(Section):
         None, ge=8, le=1024, description="resize images to this many pixels (default: the set's)"
     )
     subset: int | None = Field(None, gt=0, description="use at most this many training images")
+    augment: bool = Field(True, description="random crops and flips of imagefolder training images")
 
     @model_validator(mode="after")
     def _path_rule(self) -> DataSpec:

@@ -7,7 +7,8 @@ evaluates candidates with the executor it is handed (in this process by default)
 
 Files written to `out_dir`: `model.safetensors` + `arch.json` (rebuild with
 `pruning.export.load_model`), `model.onnx` (checked against PyTorch with onnxruntime),
-`report.json`, `candidates.csv` / `candidates.json`, `pareto.png`, `channels.png`,
+`report.json`, `data.json` (the data's classes and input normalisation), `candidates.csv` /
+`candidates.json`, `pareto.png`, `channels.png`,
 `base_model.safetensors` (the trained original, when the job trained it) and whatever the
 strategy adds (e.g. sensitivity's table and plot)."""
 
@@ -28,6 +29,7 @@ from pruning.bn import recalibrate_bn
 from pruning.data import DataSplits, calibration_batches, load_dataset
 from pruning.device import get_device
 from pruning.export import export_onnx, load_weights, save_model, save_weights
+from pruning.imagefolder import Normalization
 from pruning.measure import ModelStats, model_stats
 from pruning.models import build_model
 from pruning.train import (
@@ -53,6 +55,7 @@ from .sink import JobSink, ResumeState
 
 BASE_WEIGHTS = "base_model.safetensors"
 DATA_SPLIT_SEED = 0  # the train/val/test split is the same for every job seed
+DATA_FACTS = "data.json"  # the data's shape, classes and normalisation, stored with the outputs
 ExecutorFactory = Callable[[Evaluator], Executor]
 
 
@@ -132,6 +135,22 @@ def finetune_policy(
     return finetune_model(pruned, model, data, settings, device, progress)
 
 
+def write_data_facts(data: DataSplits, out: Path) -> None:
+    """Store the data's facts with the job's outputs (`data.json`): shape, class names in label
+    order and the per-channel normalisation inputs take, which a resumed run reuses and a user
+    of the exported model applies."""
+    (out / DATA_FACTS).write_text(json.dumps(data.describe(), indent=1))
+
+
+def stored_normalization(out: Path) -> Normalization | None:
+    """The normalisation an earlier run of the job stored in `data.json`, if any."""
+    path = out / DATA_FACTS
+    if not path.exists():
+        return None
+    norm = json.loads(path.read_text()).get("normalization")
+    return Normalization.from_dict(norm) if norm else None
+
+
 def prepare(
     cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: torch.device, cache_dir: Path | None = None
 ) -> Prepared:
@@ -140,8 +159,15 @@ def prepare(
     trained before (and put there when trained here)."""
     sink.phase("data")
     data = load_dataset(
-        cfg.data.name, input_size=cfg.data.input_size, seed=DATA_SPLIT_SEED, subset=cfg.data.subset, path=cfg.data.path
+        cfg.data.name,
+        input_size=cfg.data.input_size,
+        seed=DATA_SPLIT_SEED,
+        subset=cfg.data.subset,
+        path=cfg.data.path,
+        augment=cfg.data.augment,
+        normalization=stored_normalization(out) if resumed else None,
     )
+    write_data_facts(data, out)
     input_shape = (data.in_channels, data.input_size, data.input_size)
     args = {
         "num_classes": data.num_classes,
@@ -312,6 +338,7 @@ def summarize(
         "budget": space.budget,
         "model": cfg.model.zoo,
         "data": cfg.data.name,
+        "dataset": prep.data.describe(),
         "policy": space.full_policy(best.policy),
         "kept_channels": space.kept(best.policy),
         "original_channels": {g.key: g.channels for g in space.groups},
