@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -85,10 +86,18 @@ class EvalWorker:
         self.pool = EvaluatorPool(make_evaluator(p["evaluator"], ctx, **p["evaluator_options"]))
 
     def evaluate(self, proposals: list[Proposal]) -> list[Result]:
-        """Evaluate proposals in turn (each result names the worker process in `meta`)."""
+        """Evaluate proposals in turn (each result names, in `meta`, the Ray node, host and
+        process that evaluated it, so operators can see where the work ran)."""
+        import ray
+
+        where = {
+            "worker_pid": os.getpid(),
+            "worker_host": socket.gethostname(),
+            "worker_node": ray.get_runtime_context().get_node_id(),
+        }
         results = [self.pool.evaluate(p) for p in proposals]
         for r in results:
-            r.meta["worker_pid"] = os.getpid()
+            r.meta.update(where)
         return results
 
     def ready(self) -> bool:
@@ -104,7 +113,8 @@ class RayExecutor:
         import ray
 
         ref = ray.put(base_payload(evaluator, evaluator_options))
-        actor = ray.remote(EvalWorker).options(num_cpus=cpus_per_worker, max_restarts=0)
+        # SPREAD: one actor per node first, so a multi-node cluster evaluates on all its nodes
+        actor = ray.remote(EvalWorker).options(num_cpus=cpus_per_worker, max_restarts=0, scheduling_strategy="SPREAD")
         # never more actors than the cluster has CPUs for: an actor that cannot be placed
         # would hold its share of every batch forever
         fits = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-6)))
