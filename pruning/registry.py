@@ -10,12 +10,21 @@
 
 Entries are added when the defining module is imported; each package imports its defining
 modules from its `__init__`, so a registry is complete once its package is imported.
+
+What an entry accepts (a model's arguments, a strategy's or an evaluator's options) is declared
+once, in its factory's signature, each parameter typed and bounded with
+`Annotated[int, Field(ge=1, le=...)]`; `signature_schema` turns that signature into a pydantic
+model, which checks input at the door (`check_values`) and publishes it as JSON Schema.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar, overload
+import inspect
+import typing
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from .errors import PruningError
 
@@ -90,3 +99,47 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def signature_schema(fn: Callable[..., Any], title: str, skip: Collection[str] = ()) -> type[BaseModel]:
+    """A pydantic model of `fn`'s named parameters (but `self`, *args, **kwargs and `skip`):
+    each parameter's annotation, bounds included, and its default; unknown keys are refused.
+    The signature stays the one declaration, so the schema cannot drift from what `fn` takes."""
+    fields: dict[str, Any] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.name == "self" or p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        ann = p.annotation
+        if ann is p.empty:
+            ann = Any
+        elif isinstance(ann, str):  # postponed (`from __future__ import annotations`)
+            ann = eval(ann, {**vars(typing), **getattr(fn, "__globals__", {})})
+        fields[p.name] = (ann, ... if p.default is p.empty else p.default)
+    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, title=title)
+    return create_model(title.replace(" ", "_").replace("'", ""), __config__=config, **fields)
+
+
+def check_values(
+    schema: type[BaseModel], values: Mapping[str, Any], what: str, noun: str, error: type[Exception] = PruningError
+) -> BaseModel:
+    """`values` validated by `schema`; on failure `error` with one line naming each bad key, e.g.
+    "strategy 'eagleeye' option n_samples: Input should be greater than or equal to 1" or
+    "model 'convnet' takes no argument(s) depth; it takes: in_channels, num_classes, width"."""
+    try:
+        return schema.model_validate(dict(values))
+    except ValidationError as exc:
+        unknown = sorted(str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"])
+        parts = []
+        if unknown:
+            known = ", ".join(sorted(schema.model_fields)) or "none"
+            parts.append(f"{what} takes no {noun}(s) {', '.join(unknown)}; it takes: {known}")
+        for e in exc.errors():
+            if e["type"] != "extra_forbidden":
+                key = ".".join(str(x) for x in e["loc"]) or "value"
+                parts.append(f"{what} {noun} {key}: {e['msg']}")
+        raise error("; ".join(parts)) from None
+
+
+def given(parsed: BaseModel, json: bool = False) -> dict[str, Any]:
+    """The values a caller set on a `check_values` result (defaults stay the factory's own)."""
+    return parsed.model_dump(mode="json" if json else "python", include=set(parsed.model_fields_set))

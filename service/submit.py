@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from pruning.data import DEFAULT_SIZES
 from pruning.errors import PruningError
 from pruning.models import build_model
@@ -62,7 +64,10 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         up = store.get_model(team_id, spec.model.upload)
         if up is None:
             raise SpecError(f"model.upload: model {spec.model.upload} not found")
-        cfg.model = type(spec.model)(zoo=up.zoo, args={**up.args, **spec.model.args}, weights=up.path)
+        try:
+            cfg.model = type(spec.model)(zoo=up.zoo, args={**up.args, **spec.model.args}, weights=up.path)
+        except ValidationError as exc:
+            raise SpecError(f"model.args: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from exc
     for section, options in (("strategy", cfg.strategy.options), ("evaluator", cfg.evaluator.options)):
         for key in REFUSED_OPTIONS:
             if key in options:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pruning.data import DATASETS
+from pruning.models.zoo import InputSize
 from pruning.train import FinetuneConfig, Schedule
 from search.base import SearchError
 from search.space import SearchSpace
@@ -56,9 +57,11 @@ class ModelSpec(Section):
             raise ValueError("give zoo (an architecture name) or upload (an uploaded model's id)")
         if self.zoo is not None:
             from pruning.models import list_models
+            from pruning.models.zoo import check_model_args
 
             if self.zoo not in list_models():
                 raise ValueError(f"unknown zoo model {self.zoo!r}; choose one of: {', '.join(list_models())}")
+            self.args = check_model_args(self.zoo, self.args)
         return self
 
 
@@ -71,9 +74,7 @@ class DataSpec(Section):
     path: str | None = Field(
         None, description="folder for cifar10/imagefolder (the service requires it under SECATEURS_ALLOWED_DATA_ROOTS)"
     )
-    input_size: int | None = Field(
-        None, ge=8, le=1024, description="resize images to this many pixels (default: the set's)"
-    )
+    input_size: InputSize | None = Field(None, description="resize images to this many pixels (default: the set's)")
     subset: int | None = Field(None, gt=0, description="use at most this many training images")
     augment: bool = Field(True, description="random crops and flips of imagefolder training images")
 

@@ -3,10 +3,16 @@ flatten into a linear layer (so the flatten dependency is exercised)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from .zoo import register_model
+from .zoo import InChannels, NumClasses, Width, register_model
+
+# fc1 grows with the input's area: up to 224 px keeps the largest convnet under MAX_PARAMS.
+ConvNetInputSize = Annotated[int, Field(ge=8, le=224, description="input image side in pixels (sets the flatten)")]
 
 
 class ConvNet(nn.Module):
@@ -38,6 +44,8 @@ class ConvNet(nn.Module):
 
 
 @register_model("convnet")
-def convnet(num_classes: int = 10, in_channels: int = 1, input_size: int = 16, width: float = 1.0) -> ConvNet:
+def convnet(
+    num_classes: NumClasses = 10, in_channels: InChannels = 1, input_size: ConvNetInputSize = 16, width: Width = 1.0
+) -> ConvNet:
     """The small test network; `input_size` fixes the flatten width."""
     return ConvNet(num_classes, in_channels, input_size, width)

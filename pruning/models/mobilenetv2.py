@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .zoo import register_model
+from .zoo import InChannels, NumClasses, Width, register_model
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int, groups: int = 1, act: bool = True) -> nn.Sequential:
@@ -68,6 +68,6 @@ class MobileNetV2(nn.Module):
 
 
 @register_model("mobilenetv2")
-def mobilenetv2(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> MobileNetV2:
+def mobilenetv2(num_classes: NumClasses = 10, in_channels: InChannels = 3, width: Width = 1.0) -> MobileNetV2:
     """MobileNetV2 for CIFAR-size inputs."""
     return MobileNetV2(num_classes, in_channels, width)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .zoo import register_model
+from .zoo import InChannels, NumClasses, Width, register_model
 
 
 class BasicBlock(nn.Module):
@@ -65,12 +65,12 @@ class CifarResNet(nn.Module):
 
 
 @register_model("resnet20")
-def resnet20(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> CifarResNet:
+def resnet20(num_classes: NumClasses = 10, in_channels: InChannels = 3, width: Width = 1.0) -> CifarResNet:
     """ResNet-20 (n=3), 0.27M parameters at width 1."""
     return CifarResNet(20, num_classes, in_channels, width)
 
 
 @register_model("resnet56")
-def resnet56(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> CifarResNet:
+def resnet56(num_classes: NumClasses = 10, in_channels: InChannels = 3, width: Width = 1.0) -> CifarResNet:
     """ResNet-56 (n=9), 0.85M parameters at width 1."""
     return CifarResNet(56, num_classes, in_channels, width)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .zoo import register_model
+from .zoo import InChannels, NumClasses, Width, register_model
 
 CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
 
@@ -34,6 +34,6 @@ class VGG(nn.Module):
 
 
 @register_model("vgg16_bn")
-def vgg16_bn(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> VGG:
+def vgg16_bn(num_classes: NumClasses = 10, in_channels: InChannels = 3, width: Width = 1.0) -> VGG:
     """VGG-16-BN for CIFAR-size inputs."""
     return VGG(CFG16, num_classes, in_channels, width)

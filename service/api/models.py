@@ -18,7 +18,8 @@ from pydantic import BaseModel
 
 from pruning.errors import PruningError
 from pruning.export import load_weights
-from pruning.models import build_model
+from pruning.models import MODELS, build_model
+from pruning.models.zoo import check_model_args
 from workers.config import RowId
 
 from ..config import Settings
@@ -61,6 +62,16 @@ def _parse_args(text: str) -> dict[str, Any]:
     if not isinstance(args, dict):
         raise HTTPException(422, "args: must be a JSON object of zoo model arguments")
     return args
+
+
+def _check_args(zoo: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The zoo name and its arguments, checked before a byte of the file is read (422)."""
+    if zoo not in MODELS:
+        raise HTTPException(422, f"zoo: unknown model {zoo!r}; choose one of: {', '.join(MODELS.names())}")
+    try:
+        return check_model_args(zoo, args)
+    except PruningError as exc:
+        raise HTTPException(422, f"args: {exc}") from exc
 
 
 def _validate(zoo: str, args: dict[str, Any], path: Path) -> None:
@@ -107,7 +118,7 @@ async def upload_model(
     suffix = Path(name).suffix.lower()
     if suffix not in SUFFIXES:
         raise HTTPException(422, f"file: must be {', '.join(SUFFIXES)}, got {name or 'no name'!r}")
-    parsed = _parse_args(args)
+    parsed = _check_args(zoo, _parse_args(args))
     team_dir = settings.data_dir / "uploads" / str(team.id)
     tmp, size, sha = await _save_bounded(file, team_dir, suffix, settings.max_upload_bytes)
     try:

@@ -84,11 +84,14 @@ def leaves(model: type[BaseModel] = JobConfig, prefix: str = "") -> list[Leaf]:
 
 
 def _scalar(annotation: Any) -> tuple[Any, bool]:
-    """(the non-None type of an annotation, whether None is allowed)."""
+    """(the non-None type of an annotation, whether None is allowed); `Annotated` bounds are
+    pydantic's to check, so they are looked through."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return (args[0] if len(args) == 1 else annotation), True
+        return (_scalar(args[0])[0] if len(args) == 1 else annotation), True
+    if origin is typing.Annotated:
+        return _scalar(typing.get_args(annotation)[0])
     return annotation, False
 
 
