@@ -3,20 +3,36 @@
 Built on Torch-Pruning's DepGraph (Fang et al., CVPR 2023), which traces the model and follows
 channels through residual adds, concatenations, depthwise convs, BatchNorm and the flatten into
 a linear layer. This module turns its groups into stable, named `ChannelGroup`s that a policy
-can address, ordered as the layers appear in the model.
+can address, ordered as the layers appear in the model, and adds what DepGraph leaves to its
+own pruner or gets wrong:
+
+- a grouped convolution (ResNeXt, RegNet) joins the group that feeds it and its own output
+  group into one, cut in whole convolution groups (`unit` = the group width);
+- a group that a split/chunk divides records its parts (`parts`), each of which must lose the
+  same number of channels;
+- a group DepGraph cannot follow (a channel shuffle's reshapes, a layer whose channels it maps
+  out of range, a grouped conv whose two sides cannot be cut together) is kept whole:
+  `pinned` says why, and `prune` leaves it alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from .errors import UnsupportedModelError
 
+OPTYPE = tp.ops.OPTYPE
 PRUNABLE = (nn.Conv2d, nn.Linear)
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+_SPLITS = (OPTYPE.SPLIT, OPTYPE.UNBIND)
 
 
 @dataclass
@@ -25,7 +41,10 @@ class ChannelGroup:
 
     `key` names the group by its first layer in model order; `members` are the convs/linears
     whose output channels are cut, `bns` their BatchNorms, `consumers` the layers whose
-    input channels shrink with them."""
+    input channels shrink with them. `unit` > 1: channels go in aligned blocks of that many
+    (whole groups of a grouped conv); `parts`: the channel indices of each part a split or
+    chunk makes, each part losing the same number; `pinned`: why the group is kept whole
+    (None when it can be cut)."""
 
     key: str
     channels: int
@@ -34,6 +53,18 @@ class ChannelGroup:
     consumers: list[str] = field(default_factory=list)
     is_stem: bool = False
     depthwise: bool = False
+    unit: int = 1
+    parts: list[list[int]] = field(default_factory=list)
+    pinned: str | None = None
+
+    @property
+    def step(self) -> int:
+        """Kept channels change in steps of this many: the group width, the number of parts, or 1."""
+        return self.unit if self.unit > 1 else max(1, len(self.parts))
+
+    def describe_pin(self) -> str:
+        """One line naming the pinned group, its layers and why it is kept whole."""
+        return f"channel group {self.key} ({', '.join(self.members)}) is kept whole: {self.pinned}"
 
 
 def output_layer(model: nn.Module) -> nn.Module | None:
@@ -49,6 +80,48 @@ def output_layer(model: nn.Module) -> nn.Module | None:
     return last
 
 
+def _plain(i: Any) -> int:
+    return int(getattr(i, "idx", i))
+
+
+def _root(i: Any) -> int | None:
+    r = getattr(i, "root_idx", i)
+    return None if r is None else int(r)
+
+
+def _is_grouped(m: nn.Module) -> TypeGuard[_ConvNd]:
+    """A conv with groups that DepGraph does not treat as depthwise (in = out = groups)."""
+    if not isinstance(m, _CONV_TYPES) or m.groups == 1:
+        return False
+    return not (m.in_channels == m.out_channels == m.groups)
+
+
+def _channel_size(module: nn.Module, out: bool) -> int | None:
+    """How many channels `module` has on the side a dependency prunes (None: not a layer we check)."""
+    if isinstance(module, _CONV_TYPES):
+        return int(module.out_channels if out else module.in_channels)
+    if isinstance(module, nn.Linear):
+        return int(module.out_features if out else module.in_features)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return int(module.num_features)
+    return None
+
+
+@dataclass
+class _Raw:
+    """One DepGraph group (or a root DepGraph could not follow), before merging."""
+
+    root: nn.Module
+    name: str
+    channels: int
+    members: list[str] = field(default_factory=list)
+    bns: list[str] = field(default_factory=list)
+    consumers: list[str] = field(default_factory=list)
+    grouped_in: list[_ConvNd] = field(default_factory=list)
+    parts: list[list[int]] = field(default_factory=list)
+    problem: str | None = None
+
+
 class DependencyGraph:
     """Prunable channel groups of a model, traced with one forward on `example_inputs`."""
 
@@ -57,54 +130,229 @@ class DependencyGraph:
         self.example_inputs = example_inputs
         names = {m: n for n, m in model.named_modules()}
         self._names = names
-        order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+        self._order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         modules = dict(model.named_modules())
+        self._modules = modules
         ignored_modules = [modules[n] for n in (ignored or []) if n in modules]
         out = output_layer(model)
         if out is not None:
             ignored_modules.append(out)
         try:
             self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
-            raw = list(self.dg.get_all_groups(ignored_layers=ignored_modules, root_module_types=list(PRUNABLE)))
         except Exception as exc:  # the tracer fails in many ways on unsupported code
             raise UnsupportedModelError(f"cannot trace the model's channel dependencies: {exc}") from exc
+        self._bad_splits = self._order_split_outputs()
+        raw = self._raw_groups(ignored_modules)
         first_conv = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-        groups: list[ChannelGroup] = []
-        self._roots: dict[str, nn.Module] = {}
-        for g in raw:
-            members, bns, consumers = [], [], []
-            for dep, _ in g:
-                mod = dep.target.module
-                name = names.get(mod)
-                if name is None:
-                    continue
-                handler = getattr(dep.handler, "__name__", "")
-                if isinstance(mod, PRUNABLE) and "out_channels" in handler:
-                    members.append(name)
-                elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                    bns.append(name)
-                elif isinstance(mod, PRUNABLE) and "in_channels" in handler:
-                    consumers.append(name)
-            if not members:
-                continue
-            members = sorted(set(members), key=order.__getitem__)
-            root = modules[members[0]]
-            channels = root.out_channels if isinstance(root, nn.Conv2d) else root.out_features
-            depthwise = any(isinstance(modules[m], nn.Conv2d) and modules[m].groups > 1 for m in members)
-            groups.append(
-                ChannelGroup(
-                    key=members[0],
-                    channels=channels,
-                    members=members,
-                    bns=sorted(set(bns), key=order.__getitem__),
-                    consumers=sorted(set(consumers) - set(members), key=order.__getitem__),
-                    is_stem=first_conv in members,
-                    depthwise=depthwise,
-                )
-            )
-            self._roots[members[0]] = root
-        self.groups = sorted(groups, key=lambda grp: order[grp.key])
+        self._roots: dict[str, list[nn.Module]] = {}
+        self._grouped_in: dict[str, list[_ConvNd]] = {}
+        groups = [self._merge(comp, first_conv) for comp in self._components(raw)]
+        self.groups = sorted(groups, key=lambda grp: self._order[grp.key])
         self.by_key = {grp.key: grp for grp in self.groups}
+
+    # ---- building ---------------------------------------------------------------------------
+    def _order_split_outputs(self) -> set[nn.Module]:
+        """Put each split's consumers in the order of the parts they read. DepGraph maps part i
+        to its i-th consumer in traversal order, which can be the reverse (a chunk's halves
+        swapped: the producer loses one half's channels, the consumers the other's). Returns
+        the splits whose parts cannot be told apart (a part read by several consumers)."""
+        bad: set[nn.Module] = set()
+        for node in self.dg.module2node.values():
+            if node.type not in _SPLITS or node.grad_fn is None:
+                continue
+            part: dict[int, int] = {}
+            for k, out in enumerate(node.outputs):
+                nrs = [nr for fn, nr in getattr(out.grad_fn, "next_functions", ()) if fn is node.grad_fn]
+                if len(nrs) == 1:
+                    part[k] = nrs[0]
+            if len(part) != len(node.outputs) or len(set(part.values())) != len(part):
+                bad.add(node.module)
+                continue
+            node.outputs = [node.outputs[k] for k in sorted(part, key=part.__getitem__)]
+        return bad
+
+    def _raw_groups(self, ignored: list[nn.Module]) -> list[_Raw]:
+        """DepGraph's groups, one root at a time (as `get_all_groups` does), so one root the
+        tracer cannot follow becomes a pinned group instead of failing the whole model."""
+        visited: set[nn.Module] = set()
+        skip = set(ignored) | set(self.dg.IGNORED_LAYERS_IN_TRACING)
+        raw: list[_Raw] = []
+        roots = sorted((m for m in self.dg.module2node if m in self._names), key=lambda m: self._order[self._names[m]])
+        for m in roots:
+            if m in skip or m in visited or not isinstance(m, PRUNABLE) or m not in self._names:
+                continue
+            channels = int(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            fn = tp.prune_conv_out_channels if isinstance(m, nn.Conv2d) else tp.prune_linear_out_channels
+            name = self._names[m]
+            try:
+                group = self.dg.get_pruning_group(m, fn, list(range(channels)))
+            except Exception as exc:  # noqa: BLE001 - e.g. DepGraph's reshape mapping divides by zero; pinned
+                visited.add(m)
+                raw.append(_Raw(m, name, channels, [name], problem=f"the graph cannot follow its channels ({exc})"))
+                continue
+            outs = [dep.target.module for dep, _ in group if self.dg.is_out_channel_pruning_fn(dep.handler)]
+            visited.update(outs)
+            if any(o in skip for o in outs):
+                continue  # coupled to the output layer or an ignored one: not prunable
+            raw.append(self._describe(m, name, channels, group))
+        return raw
+
+    def _describe(self, root: nn.Module, name: str, channels: int, group: Any) -> _Raw:
+        """Members, BNs and consumers of one DepGraph group, its split parts, and what is wrong
+        with it, if anything (checked on DepGraph's own index mapping)."""
+        r = _Raw(root, name, channels)
+        partitions: list[list[list[int]]] = []
+        shuffle = False
+        for dep, idxs in group:
+            mod = dep.target.module
+            out = self.dg.is_out_channel_pruning_fn(dep.handler)
+            kind = dep.target.type
+            if kind == OPTYPE.RESHAPE:
+                fn = dep.target.grad_fn
+                sizes = getattr(fn, "_saved_self_sym_sizes", None) or getattr(fn, "_saved_self_sizes", None)
+                shuffle = shuffle or (sizes is not None and len(sizes) >= 5)
+            if mod in self._bad_splits:
+                r.problem = r.problem or "a split's parts are read by several layers the graph cannot tell apart"
+            if kind in _SPLITS and getattr(mod, "offsets", None):
+                partitions.append(self._split_parts(mod.offsets, idxs))
+            layer = self._names.get(mod)
+            if layer is None:
+                continue
+            size = _channel_size(mod, out)
+            plain = [_plain(i) for i in idxs]
+            if size is not None and (len(set(plain)) != len(plain) or any(not 0 <= i < size for i in plain)):
+                r.problem = r.problem or f"the graph maps its channels out of range at {layer}"
+            if isinstance(mod, PRUNABLE) and out:
+                r.members.append(layer)
+                if size != channels:
+                    r.problem = r.problem or f"{layer} has {size} channels where the group has {channels}"
+            elif isinstance(mod, _NORMS):
+                r.bns.append(layer)
+            elif isinstance(mod, PRUNABLE):
+                r.consumers.append(layer)
+                if _is_grouped(mod):
+                    r.grouped_in.append(mod)
+        if shuffle:  # the most telling reason first
+            r.problem = "a reshape splits its channels into groups (a channel shuffle)"
+        distinct = {tuple(map(tuple, p)) for p in partitions if len(p) > 1}
+        if len(distinct) > 1:
+            r.problem = r.problem or "its channels are split in two different ways"
+        elif distinct:
+            r.parts = [list(p) for p in next(iter(distinct))]
+            if sum(len(p) for p in r.parts) != channels:
+                r.problem = r.problem or "a split takes only some of its channels"
+        return r
+
+    @staticmethod
+    def _split_parts(offsets: list[int], idxs: Iterable[Any]) -> list[list[int]]:
+        """The group's (root) channel indices in each part of a split with these offsets."""
+        parts: list[list[int]] = [[] for _ in range(len(offsets) - 1)]
+        for i in idxs:
+            pos, root = _plain(i), _root(i)
+            for k in range(len(offsets) - 1):
+                if offsets[k] <= pos < offsets[k + 1] and root is not None:
+                    parts[k].append(root)
+        return [sorted(p) for p in parts if p]
+
+    def _components(self, raw: list[_Raw]) -> list[tuple[list[_Raw], int, str | None]]:
+        """Raw groups joined through grouped convs (its input group with its output group),
+        each with its unit (the group width) and a reason when they cannot be cut together."""
+        parent = list(range(len(raw)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        owner_out = {r.name: i for i, r in enumerate(raw)}
+        for i, r in enumerate(raw):
+            for name in r.members:
+                owner_out.setdefault(name, i)
+        units: dict[int, set[int]] = {}
+        problems: dict[int, str] = {}
+        for i, r in enumerate(raw):
+            for conv in r.grouped_in:
+                name = self._names[conv]
+                j = owner_out.get(name)
+                ipg, opg = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+                if j is None:
+                    problems[i] = f"grouped conv {name} feeds the output, so its groups cannot be cut"
+                    continue
+                a, b = find(i), find(j)
+                parent[a] = b
+                units.setdefault(b, set()).update(units.pop(a, set()) if a != b else set())
+                units[b].add(opg)
+                if ipg != opg:
+                    problems[i] = f"grouped conv {name} has {ipg} input and {opg} output channels per group"
+                elif r.channels != conv.in_channels:
+                    problems[i] = f"grouped conv {name} sees only part of the group's channels"
+        for j, r in enumerate(raw):  # a grouped conv whose input group does not exist
+            for name in r.members:
+                conv = self._modules[name]
+                if _is_grouped(conv) and not any(conv in x.grouped_in for x in raw):
+                    problems[j] = f"the input of grouped conv {name} cannot be cut"
+        comps: dict[int, list[int]] = {}
+        for i in range(len(raw)):
+            comps.setdefault(find(i), []).append(i)
+        out = []
+        for root, idx in comps.items():
+            members = [raw[i] for i in idx]
+            unit_set = units.get(root, set())
+            reason = next((problems[i] for i in idx if i in problems), None)
+            reason = reason or next((r.problem for r in members if r.problem), None)
+            if len(unit_set) > 1:
+                reason = reason or f"grouped convs with different group widths {sorted(unit_set)} share its channels"
+            unit = next(iter(unit_set)) if len(unit_set) == 1 else 1
+            if len(members) > 1 and len({r.channels for r in members}) > 1:
+                reason = reason or "grouped convs join groups with different channel counts"
+            if unit > 1 and any(r.parts for r in members):
+                reason = reason or "a grouped conv and a split share its channels"
+            if unit > 1 and members[0].channels % unit:
+                reason = reason or f"{members[0].channels} channels are not whole groups of {unit}"
+            out.append((members, unit, reason))
+        return out
+
+    def _merge(self, comp: tuple[list[_Raw], int, str | None], first_conv: str | None) -> ChannelGroup:
+        raws, unit, reason = comp
+        order = self._order
+
+        def ordered(names: Iterable[str]) -> list[str]:
+            return sorted(set(names), key=order.__getitem__)
+
+        members = ordered(n for r in raws for n in r.members)
+        roots = sorted(raws, key=lambda r: order[r.name])
+        key = members[0]
+        self._roots[key] = [r.root for r in roots]
+        self._grouped_in[key] = [c for r in raws for c in r.grouped_in]
+        channels = roots[0].channels
+        parts = next((r.parts for r in raws if r.parts), [])
+        if parts and len({len(p) for p in parts}) > 1:
+            reason = reason or "a split makes parts of different sizes"
+        return ChannelGroup(
+            key=key,
+            channels=channels,
+            members=members,
+            bns=ordered(n for r in raws for n in r.bns),
+            consumers=ordered({n for r in raws for n in r.consumers} - set(members)),
+            is_stem=first_conv in members,
+            depthwise=any(isinstance(self._modules[m], nn.Conv2d) and self._modules[m].groups > 1 for m in members),
+            unit=unit if reason is None else 1,
+            parts=parts if reason is None else [],
+            pinned=reason,
+        )
+
+    # ---- queries and cutting ------------------------------------------------------------------
+    @property
+    def pinned(self) -> dict[str, str]:
+        """Groups kept whole, with why."""
+        return {g.key: g.pinned for g in self.groups if g.pinned is not None}
+
+    def pin(self, key: str, reason: str) -> None:
+        """Keep group `key` whole from now on (e.g. after a trial cut of it failed)."""
+        group = self.by_key[key]
+        if group.pinned is None:
+            group.pinned, group.unit, group.parts = reason, 1, []
 
     def following_bn(self, member: str) -> str | None:
         """The BatchNorm that directly consumes a member layer's output, if any (where
@@ -119,10 +367,23 @@ class DependencyGraph:
         return None
 
     def prune_group(self, key: str, idxs: list[int]) -> None:
-        """Remove output channels `idxs` of group `key` and everything coupled to them."""
+        """Remove output channels `idxs` of group `key` and everything coupled to them. A
+        grouped conv joined into the group loses the whole conv groups whose channels go."""
         if not idxs:
             return
-        root = self._roots[key]
-        fn = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
-        group = self.dg.get_pruning_group(root, fn, idxs=sorted(idxs))
-        group.prune()
+        grouped = self._grouped_in[key]
+        before = {conv: (conv.in_channels, conv.in_channels // conv.groups) for conv in grouped}
+        for root in self._roots[key]:
+            fn = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
+            group = self.dg.get_pruning_group(root, fn, idxs=sorted(idxs))
+            # DepGraph's own cut of a grouped conv's inputs assumes its pruner's channel layout;
+            # whole groups leave the per-group weights as they are, so only the counts change
+            group._group = [
+                item
+                for item in group._group
+                if not (item.dep.target.module in before and self.dg.is_in_channel_pruning_fn(item.dep.handler))
+            ]
+            group.prune()
+        for conv, (in_channels, per_group) in before.items():
+            conv.in_channels = in_channels - len(idxs)
+            conv.groups = conv.in_channels // per_group

@@ -3,7 +3,9 @@ resource accounting every strategy checks its policies against.
 
 Bounds: every group keeps at least `min_channels`; no group is cut by more than `max_rate`;
 the stem (the first conv's group) is kept whole unless `prune_stem`; `pinned` groups keep the
-rate the user gave (or stay whole). Resources come from the
+rate the user gave (or stay whole); groups the engine cannot cut correctly (`ChannelGroup.pinned`,
+or a trial cut that breaks the network, `pruning.cut.trial_pins`) stay whole, listed with why in
+`engine_pins`. Resources come from the
 exact cost model (`pruning.cost`, traced once with the graph: microseconds a query, equal to
 `pruning.measure` on the cut network; a model it cannot follow is counted on a real cut, cached by
 kept-channel counts); latency comes from the per-layer
@@ -19,7 +21,7 @@ from torch import nn
 
 from pruning.cost import trace
 from pruning.criteria import get_criterion
-from pruning.cut import Policy, kept_channels, prune
+from pruning.cut import Policy, channels_to_cut, group_kept, group_scores, prepare_criterion, prune, trial_pins
 from pruning.graph import ChannelGroup
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 
@@ -60,13 +62,16 @@ class SearchSpace:
         self.graph, self.costs = trace(model, self.input_shape)
         self.groups: list[ChannelGroup] = self.graph.groups
         self.by_key = {g.key: g for g in self.groups}
-        self.pinned = self._pins(pinned)
+        trial_pins(model, self.input_shape, self.graph)
+        self.engine_pins: dict[str, str] = self.graph.pinned
+        self.pinned = {**self._pins(pinned), **dict.fromkeys(self.engine_pins, 0.0)}
         self.keys = [g.key for g in self.groups if g.key not in self.pinned and (prune_stem or not g.is_stem)]
         if not self.keys:
             raise SearchError("nothing to search: every channel group is pinned or the stem")
         self.bounds = {k: (0.0, self._max_rate(self.by_key[k])) for k in self.keys}
         self._cache: dict[tuple[int, ...], dict[str, float]] = {}
         self._scores: dict[str, torch.Tensor] | None = None
+        self._group_scores: tuple[tuple, dict[str, torch.Tensor]] = ((), {})
         self.latency_table = latency_table
         if self.target.kind == "latency" and latency_table is None:
             from .latency import LatencyTable
@@ -121,7 +126,7 @@ class SearchSpace:
     def kept(self, policy: Mapping[str, float]) -> dict[str, int]:
         """Kept channels per group (all groups) for a policy."""
         full = self.full_policy(policy)
-        return {g.key: kept_channels(g.channels, full.get(g.key, 0.0), self.round_to) for g in self.groups}
+        return {g.key: group_kept(g, full.get(g.key, 0.0), self.round_to) for g in self.groups}
 
     def rate_for_kept(self, key: str, kept: int) -> float:
         """The rate that keeps exactly `kept` channels of group `key`."""
@@ -137,17 +142,46 @@ class SearchSpace:
         model: nn.Module | None = None,
     ) -> nn.Module:
         """The physically cut copy of the model (or of `model`, same architecture) for a policy."""
+        return self.cut_indices(policy, criterion, calibration, model)[0]
+
+    def cut_indices(
+        self,
+        policy: Mapping[str, float],
+        criterion: str | None = None,
+        calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        model: nn.Module | None = None,
+    ) -> tuple[nn.Module, dict[str, list[int]]]:
+        """The cut copy for a policy and, per group, the original channels it kept: the channels
+        `pruning.cut.prune` chooses (the criterion's scores, computed once per model state),
+        removed by index selection on the trace the space already holds (no re-trace)."""
         crit = criterion or self.criterion
         calib = calibration if calibration is not None else self.calibration
+        net = model if model is not None else self.model
         kept = self.kept(policy)
-        return prune(
-            model if model is not None else self.model,
-            kept,
-            crit,
-            input_shape=self.input_shape,
-            calibration=calib if get_criterion(crit).needs_data else None,
-            round_to=1,
-        )
+        scores = self.group_scores(net, crit, calib if get_criterion(crit).needs_data else None)
+        removed = {
+            g.key: channels_to_cut(g, scores[g.key], g.channels - kept[g.key])
+            for g in self.groups
+            if g.pinned is None and kept[g.key] < g.channels
+        }
+        indices = {g.key: sorted(set(range(g.channels)) - set(removed.get(g.key, []))) for g in self.groups}
+        return self.costs.cut(net, removed), indices
+
+    def group_scores(
+        self,
+        model: nn.Module,
+        criterion: str,
+        calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The criterion's raw per-channel scores of every cuttable group of `model` (the space's
+        architecture), as `pruning.cut.prune` computes them; kept until the weights change."""
+        versions = tuple((p.data_ptr(), p._version) for p in model.parameters())
+        state = (id(model), criterion, id(calibration), versions)
+        if self._group_scores[0] != state:
+            crit = get_criterion(criterion)
+            prepare_criterion(crit, model, self.graph, calibration)
+            self._group_scores = (state, group_scores(model, self.graph, crit))
+        return self._group_scores[1]
 
     def resources(self, policy: Mapping[str, float], cut: nn.Module | None = None) -> dict[str, float]:
         """`flops`, `params`, `memory_bytes` and `latency_ms` (lookup table; None without one)
@@ -209,6 +243,7 @@ class SearchSpace:
             self._scores = {
                 g.key: crit.normalise(crit.scores(self.model, self.graph, g).detach().cpu().float())
                 for g in self.groups
+                if g.pinned is None
             }
         return self._scores
 
@@ -227,6 +262,7 @@ class SearchSpace:
                     "searchable": g.key in self.bounds,
                     "max_rate": self.bounds.get(g.key, (0, 0))[1],
                     "pinned": self.pinned.get(g.key),
+                    "pinned_reason": self.engine_pins.get(g.key),
                 }
                 for g in self.groups
             ],

@@ -342,6 +342,7 @@ def summarize(
         "policy": space.full_policy(best.policy),
         "kept_channels": space.kept(best.policy),
         "original_channels": {g.key: g.channels for g in space.groups},
+        "pinned_groups": dict(space.engine_pins),
         "accuracy_before": prep.accuracy_before,
         "accuracy_pruned": tuned.accuracy_pruned,
         "accuracy_after": tuned.accuracy_after,
@@ -397,6 +398,9 @@ def run_pipeline(
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     prep = prepare(cfg, out, sink, resume is not None, get_device(device), cache)
+    for key, why in prep.space.engine_pins.items():  # groups the engine cannot cut: kept whole, said so
+        group = prep.space.by_key[key]
+        sink.event("warning", group.describe_pin(), {"group": key, "layers": group.members, "reason": why})
     strategy, evaluator = build_search(cfg, prep, resume)
     sink.phase(
         "search", {"strategy": cfg.strategy.name, "evaluator": evaluator.name, "budget": float(prep.space.budget)}

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pruning.criteria import Criterion, get_criterion
-from pruning.cut import example_input, group_scores, prepare_criterion, resolve_policy
+from pruning.cut import cut_groups, example_input, group_scores, prepare_criterion, resolve_policy
 from pruning.graph import ChannelGroup, DependencyGraph
 
 from ..base import SearchError
@@ -50,14 +50,7 @@ def cut_with_indices(
     keep = resolve_policy(graph, policy, round_to)
     crit = get_criterion(criterion)
     prepare_criterion(crit, target, graph, calibration)
-    scores = group_scores(target, graph, crit)
-    kept: dict[str, list[int]] = {}
-    for g in graph.groups:
-        order = torch.argsort(scores[g.key], stable=True)
-        n_cut = g.channels - keep[g.key]
-        kept[g.key] = sorted(order[n_cut:].tolist())
-        if n_cut > 0:
-            graph.prune_group(g.key, order[:n_cut].tolist())
+    kept = cut_groups(graph, keep, group_scores(target, graph, crit))
     return target, kept, graph.groups
 
 
@@ -191,7 +184,20 @@ def prune_and_reconstruct(
 ) -> tuple[nn.Module, list[LayerFit]]:
     """Cut `model` by `policy` (channels chosen by `criterion`) and least-squares-reconstruct it."""
     pruned, kept, groups = cut_with_indices(model, policy, criterion, input_shape, calibration, round_to)
+    return pruned, reconstruct_groups(model, pruned, kept, groups, calibration, n_points, ridge, seed)
+
+
+def reconstruct_groups(
+    original: nn.Module,
+    pruned: nn.Module,
+    kept: dict[str, list[int]],
+    groups: Sequence[ChannelGroup],
+    calibration: Batches,
+    n_points: int = 10,
+    ridge: float = 1e-4,
+    seed: int = 0,
+) -> list[LayerFit]:
+    """`reconstruct` a cut network whose `groups` kept the original channels `kept`."""
     out_group = {m: g.key for g in groups for m in g.members}
     in_group = {c: g.key for g in groups for c in g.consumers}
-    fits = reconstruct(model, pruned, kept, out_group, in_group, calibration, n_points, ridge, seed)
-    return pruned, fits
+    return reconstruct(original, pruned, kept, out_group, in_group, calibration, n_points, ridge, seed)

@@ -112,5 +112,7 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(summary)
     if summary.get("warning"):
         print(f"secateurs: warning: {summary['warning']}", file=sys.stderr)
+    for key, why in (summary.get("pinned_groups") or {}).items():
+        print(f"secateurs: warning: channel group {key} is kept whole: {why}", file=sys.stderr)
     sys.stdout.flush()
     return 0
