@@ -35,8 +35,8 @@ class Section(BaseModel):
 
 
 class ModelSpec(Section):
-    """The network to prune: a zoo architecture (trained on the data first when no weights are
-    given), or an uploaded model."""
+    """The network to prune: a zoo architecture or a factory (trained on the data first when no
+    weights are given), an uploaded model, or a torch.export program file (CLI)."""
 
     zoo: str | None = Field(None, description="zoo architecture, e.g. convnet, resnet20 (GET /v1/zoo)")
     args: dict[str, Any] = Field(
@@ -49,12 +49,37 @@ class ModelSpec(Section):
         "the service fills it from model.upload); without weights the model is trained first",
     )
 
+    program: str | None = Field(
+        None,
+        description="a torch.export program (.pt2) on this machine, with its trained weights (CLI only; "
+        "the service fills it from model.upload)",
+    )
+    factory: str | None = Field(
+        None, description="package.module:function that builds the network on this machine (CLI only)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference(cls, v: Any) -> Any:
+        """`zoo: FILE.pt2` or `zoo: package.module:function` (what `--model` takes) names a
+        program or a factory."""
+        if isinstance(v, dict) and isinstance(v.get("zoo"), str):
+            from pruning.intake import model_reference
+
+            kind, value = model_reference(v["zoo"])
+            if kind != "zoo":
+                return {**v, "zoo": None, kind: value}
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        if self.upload is not None and (self.zoo is not None or self.weights is not None):
-            raise ValueError("give either zoo (with optional weights) or upload (an uploaded model's id), not both")
-        if self.upload is None and self.zoo is None:
+        sources = [k for k in ("zoo", "upload", "program", "factory") if getattr(self, k) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"give one of zoo, upload, program or factory, not both {sources[0]} and {sources[1]}")
+        if not sources:
             raise ValueError("give zoo (an architecture name) or upload (an uploaded model's id)")
+        if self.weights is not None and self.zoo is None and self.factory is None:
+            raise ValueError("weights go with zoo or factory (an uploaded model or a program carries its own)")
         if self.zoo is not None:
             from pruning.models import list_models
             from pruning.models.zoo import check_model_args

@@ -1,7 +1,7 @@
 """A whole job, train → search → fine-tune → export, from a `JobConfig`: load the data, build
 or load the model (training it first when no weights are given), search per-layer rates,
 fine-tune the chosen network from the weights its evaluator scored, export it and write the
-report. The CLI (`secateurs search`), notebooks (`prune_job`) and the service's Ray task
+report. The CLI (`secateurs search`), notebooks (`prune_module`) and the service's Ray task
 (`workers.jobrun`) all call `run_pipeline`; it reports through a `workers.sink.JobSink` and
 evaluates candidates with the executor it is handed (in this process by default).
 
@@ -28,10 +28,9 @@ from torch import nn
 from pruning.bn import recalibrate_bn
 from pruning.data import DataSplits, calibration_batches, load_dataset
 from pruning.device import get_device
-from pruning.export import export_onnx, load_weights, save_model, save_weights
+from pruning.export import export_onnx, export_program, load_weights, save_weights
 from pruning.imagefolder import Normalization
 from pruning.measure import ModelStats, model_stats
-from pruning.models import build_model
 from pruning.train import (
     FinetuneConfig,
     FinetuneOutcome,
@@ -51,6 +50,7 @@ from search.runner import Executor, SearchOutcome, run_search
 from search.space import SearchSpace
 
 from .config import FinetuneSpec, JobConfig
+from .network import build_network, layer_channels, load_intake, network_name, save_network
 from .sink import JobSink, ResumeState
 
 BASE_WEIGHTS = "base_model.safetensors"
@@ -158,9 +158,10 @@ def prepare(
     model without weights is taken from `cache_dir` when one with the same `training_key` was
     trained before (and put there when trained here)."""
     sink.phase("data")
+    intake = load_intake(cfg.model)  # a program fixes the input size; its data must fit it
     data = load_dataset(
         cfg.data.name,
-        input_size=cfg.data.input_size,
+        input_size=cfg.data.input_size or (intake.input_shape[1] if intake is not None else None),
         seed=DATA_SPLIT_SEED,
         subset=cfg.data.subset,
         path=cfg.data.path,
@@ -179,10 +180,8 @@ def prepare(
     brought = strategy_class(cfg.strategy.name).base_model(cfg.strategy.options, cfg.model.zoo or "", args)
     if brought is not None:  # a strategy that brings the trained model (AutoSlim: its supernet at full width)
         weights, criterion = brought
-    if cfg.model.zoo is None:
-        raise SearchError("model.zoo is not set: an uploaded model must be resolved to its architecture first")
     zoo = cfg.model.zoo
-    model = build_model(zoo, **args).to(device)
+    model = build_network(cfg.model, args, intake, cfg.data.name).to(device)
     calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
     space = SearchSpace(
         model,
@@ -199,11 +198,13 @@ def prepare(
     base_path = out / BASE_WEIGHTS
     tcfg = TrainConfig(epochs=cfg.train.epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=cfg.seed)
     cached = None
-    if cache_dir is not None and not weights:
+    if cache_dir is not None and not weights and zoo is not None:
         data_facts = {**cfg.data.model_dump(mode="json"), "input_size": data.input_size, "split_seed": DATA_SPLIT_SEED}
         cached = cached_weights(cache_dir, zoo, training_key(zoo, args, data_facts, tcfg))
     if weights:
         load_weights(model, weights)
+    elif intake is not None:
+        pass  # a program carries its trained weights
     elif resumed and base_path.exists():
         load_weights(model, base_path)
     elif cached is not None and cached.exists():
@@ -298,7 +299,7 @@ def chosen_model(evaluator: Evaluator, best: Result, prep: Prepared) -> tuple[nn
 def export(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutcome, out: Path) -> dict[str, str]:
     """Write the model (safetensors + arch, ONNX), the candidates and the plots; returns the files."""
     assert outcome.best is not None
-    files = {k: str(v) for k, v in save_model(tuned.model, out, cfg.model.zoo or "", prep.args).items()}
+    files = {k: str(v) for k, v in save_network(tuned.model, out, cfg.model, prep.args, prep.input_shape).items()}
     if cfg.onnx:
         onnx_path = out / "model.onnx"
         export_onnx(tuned.model, onnx_path, prep.input_shape)
@@ -336,12 +337,13 @@ def summarize(
         "criterion": space.criterion,
         "target": cfg.target_spec.describe(),
         "budget": space.budget,
-        "model": cfg.model.zoo,
+        "model": network_name(cfg.model),
         "data": cfg.data.name,
         "dataset": prep.data.describe(),
         "policy": space.full_policy(best.policy),
         "kept_channels": space.kept(best.policy),
         "original_channels": {g.key: g.channels for g in space.groups},
+        "layer_channels": layer_channels(prep.model, tuned.model),
         "pinned_groups": dict(space.engine_pins),
         "accuracy_before": prep.accuracy_before,
         "accuracy_pruned": tuned.accuracy_pruned,
@@ -467,3 +469,30 @@ def run_pipeline(
     summary["files"]["report"] = str(out / "report.json")
     sink.phase("done")
     return summary
+
+
+def prune_module(
+    module: nn.Module,
+    example_input: torch.Tensor,
+    config: Mapping[str, Any],
+    out_dir: str | Path,
+    sink: JobSink | None = None,
+    device: str | torch.device = "auto",
+) -> dict[str, Any]:
+    """Run a whole job on a network in memory, as the service runs it on an uploaded program:
+    `module` (with its trained weights) is exported with a dynamic batch from `example_input`
+    (one batch, N x C x H x W) to `out_dir/input.pt2`, and `run_pipeline` takes that program.
+    `config` is a job config without `model` (data, target, strategy, ...). Returns the summary;
+    `out_dir` gets the pruned network as `model.pt2`, `model.safetensors` and `model.onnx`.
+
+        from workers.pipeline import prune_module
+        summary = prune_module(net, torch.randn(2, 3, 32, 32), {"data": {"name": "cifar10", "path": "data/"},
+                               "target": {"flops": 0.5}, "strategy": {"name": "eagleeye"}}, "out/")"""
+    if "model" in config:
+        raise SearchError("prune_module takes the network as `module`; leave model out of the config")
+    if example_input.dim() != 4:
+        raise SearchError(f"example_input must be one N x C x H x W batch, got shape {list(example_input.shape)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    program = export_program(module, out / "input.pt2", tuple(example_input.shape[1:]))
+    return run_pipeline({**config, "model": {"program": str(program)}}, out, sink, device=device)

@@ -24,10 +24,13 @@ from pruning.cut import global_policy, prune
 from pruning.data import DATASETS, DataSplits, calibration_batches, load_dataset
 from pruning.device import get_device
 from pruning.errors import PinnedGroupWarning
-from pruning.export import export_onnx, export_torchscript, save_model
+from pruning.export import export_onnx, export_torchscript, load_weights
+from pruning.intake import intake_program, model_reference
 from pruning.measure import count_flops, count_params, measure_latency
 from pruning.models import build_model, list_models
 from pruning.train import TrainConfig, evaluate, seed_everything, train
+from workers.config import ModelSpec
+from workers.network import build_factory, check_data_fits, save_network
 
 from .common import CliError, emit_json, progress_bar
 
@@ -48,7 +51,11 @@ def warn(message: str) -> None:
 
 def add_model_args(p: argparse.ArgumentParser, weights_required: bool = False) -> None:
     """The options every engine command shares: model, weights, data and shape."""
-    p.add_argument("--model", required=True, help=f"zoo model: {', '.join(list_models())}")
+    p.add_argument(
+        "--model",
+        required=True,
+        help=f"zoo model ({', '.join(list_models())}), a torch.export program FILE.pt2, or package.module:factory",
+    )
     p.add_argument("--weights", required=weights_required, help="safetensors (or weights-only .pt) checkpoint")
     p.add_argument("--data", required=True, help=f"data set: {', '.join(DATASETS)} (cifar10:PATH, imagefolder:PATH)")
     p.add_argument(
@@ -65,9 +72,14 @@ def add_model_args(p: argparse.ArgumentParser, weights_required: bool = False) -
 
 
 def load_model_and_data(args: argparse.Namespace, warn_random: bool = True) -> tuple[Any, DataSplits, dict[str, Any]]:
-    """Data set and zoo model (with `--weights` loaded) for a command; warns (if `warn_random`)
-    when there are no weights."""
-    check_model(args.model)
+    """Data set and model (with `--weights` loaded) for a command; warns (if `warn_random`)
+    when there are no weights. `--model` names a zoo model, a `.pt2` program (its weights
+    inside; the data must fit its input and outputs) or a `package.module:factory`."""
+    kind, ref = model_reference(args.model)
+    if kind == "program":
+        return _load_program(args, ref)
+    if kind == "zoo":
+        check_model(args.model)
     weights = getattr(args, "weights", None)
     if weights and not Path(weights).exists():
         raise CliError(f"weights file {weights} does not exist")
@@ -76,6 +88,13 @@ def load_model_and_data(args: argparse.Namespace, warn_random: bool = True) -> t
     data = load_dataset(args.data, input_size=size, seed=args.seed, subset=args.subset)
     zoo_args = resolve_args(args.model, data, weights, args.width)
     seed_everything(args.seed)
+    if kind == "factory":
+        model = build_factory(ref, **zoo_args)
+        if weights:
+            load_weights(model, weights)
+        elif warn_random:
+            warn("no --weights given: the model starts from random initialisation")
+        return model, data, zoo_args
     if weights:
         model = load_checkpoint(args.model, zoo_args, weights)
     else:
@@ -85,11 +104,31 @@ def load_model_and_data(args: argparse.Namespace, warn_random: bool = True) -> t
     return model, data, zoo_args
 
 
+def _load_program(args: argparse.Namespace, path: str) -> tuple[Any, DataSplits, dict[str, Any]]:
+    """A converted `.pt2` program and the data, which must fit its input and outputs."""
+    if getattr(args, "weights", None):
+        raise CliError("--weights does not go with a .pt2 program: the program carries its weights")
+    intake = intake_program(path)
+    data = load_dataset(
+        args.data, input_size=args.input_size or intake.input_shape[1], seed=args.seed, subset=args.subset
+    )
+    shape = (data.in_channels, data.input_size, data.input_size)
+    check_data_fits(intake.input_shape, intake.num_outputs, shape, data.num_classes, args.data)
+    seed_everything(args.seed)
+    return (
+        intake.module,
+        data,
+        {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size},
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.epochs <= 0:
         raise CliError("--epochs must be positive")
     if not args.out.endswith(".safetensors"):
         raise CliError("--out must name a .safetensors file")
+    if model_reference(args.model)[0] == "program":
+        raise CliError("train takes a zoo model or a factory; a .pt2 program is already trained")
     model, data, zoo_args = load_model_and_data(args, warn_random=False)
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     extra = slimming_penalty(args.slimming_penalty) if args.slimming_penalty > 0 else None
@@ -145,7 +184,8 @@ def _summary_lines(r: dict[str, Any]) -> list[str]:
 def _cmd_prune(args: argparse.Namespace) -> int:
     """Cut one rate by a criterion, fine-tune, measure before and after, export."""
     _check_rate(args.rate)
-    check_model(args.model)
+    if model_reference(args.model)[0] == "zoo":
+        check_model(args.model)
     criterion = get_criterion(args.criterion)
     if args.finetune_epochs < 0:
         raise CliError("--finetune-epochs must be >= 0")
@@ -243,8 +283,9 @@ def _finetune(
 
 
 def _export(pruned: nn.Module, out: Path, zoo: str, zoo_args: dict[str, Any], shape: tuple[int, int, int]) -> float:
-    """safetensors + arch.json, ONNX (checked; returns its largest difference) and TorchScript."""
-    save_model(pruned.cpu(), out, zoo, zoo_args)
+    """safetensors + arch.json (a zoo model) or model.pt2 (a program or factory), ONNX (checked;
+    returns its largest difference) and TorchScript."""
+    save_network(pruned.cpu(), out, ModelSpec.model_validate({"zoo": zoo}), zoo_args, shape)
     onnx_diff = export_onnx(pruned, out / "model.onnx", shape)
     export_torchscript(pruned, out / "model.torchscript.pt", shape)
     return onnx_diff
