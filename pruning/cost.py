@@ -391,7 +391,12 @@ class CostModel:
     def removed(self, kept: Mapping[str, int]) -> np.ndarray:
         """Channels removed per group (groups missing from `kept` keep all)."""
         k = np.fromiter((kept.get(key, -1) for key in self.keys), dtype=np.int64, count=len(self.keys))
-        return np.where((k < 0) | self._pinned, 0, self.channels - k)
+        return np.where((k < 0) | self._pinned | self._pinned_now(), 0, self.channels - k)
+
+    def _pinned_now(self) -> np.ndarray:
+        """Groups pinned after the trace (e.g. by a trial cut): kept whole like the others."""
+        groups = self.graph.groups
+        return np.fromiter((getattr(g, "pinned", None) is not None for g in groups), dtype=bool, count=len(groups))
 
     def dims(self, kept: Mapping[str, int]) -> np.ndarray:
         """Every traced size of the cut network."""
@@ -431,9 +436,10 @@ class CostModel:
         target = copy.deepcopy(model)
         modules = dict(target.named_modules())
         todo: dict[tuple[str, Any, int], set[int]] = {}
+        pinned = self._pinned | self._pinned_now()
         for key, idxs in removed.items():
             drop = {int(i) for i in idxs}
-            if not drop:
+            if not drop or pinned[self._pos[key]]:
                 continue
             for dep, dep_idxs, roots in self._items[self._pos[key]]:
                 name = self._names.get(dep.target.module)
@@ -446,7 +452,7 @@ class CostModel:
             handler.__self__.pruning_dim = dim  # as Torch-Pruning's Dependency.__call__ does
             handler(modules[name], sorted(hits))
         for key, idxs in removed.items():
-            for conv in self._grouped[self._pos[key]] if idxs else []:
+            for conv in self._grouped[self._pos[key]] if idxs and not pinned[self._pos[key]] else []:
                 cut, full = modules[self._names[conv]], conv
                 assert isinstance(cut, nn.modules.conv._ConvNd)
                 assert isinstance(full, nn.modules.conv._ConvNd)

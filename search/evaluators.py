@@ -1,7 +1,7 @@
 """Evaluators turn a policy into a score, apart from the strategies that propose policies.
 
-Each cuts the model with the job's criterion, then scores the cut network on the validation
-split:
+Each cuts the model with the job's criterion (from the search space's cached trace, by index
+selection, when the context has a space), then scores the cut network on the validation split:
 - `plain`: validation accuracy as cut (BN statistics inherited from the full network);
 - `adaptive-bn`: EagleEye (Li et al. 2020): reset the BN statistics and re-estimate them on
   calibration batches from the training split, then validate;
@@ -9,12 +9,17 @@ split:
   the training split, then validate.
 Other modules add theirs (AMC's `reconstruct`, MetaPruning's `pruningnet`, AutoSlim's
 `shared-weights`) with `@register_evaluator("name")`; `import search` imports them all, so
-`EVALUATORS` is complete once the package is imported."""
+`EVALUATORS` is complete once the package is imported.
+
+Every result's `meta["timing"]` splits its wall time into seconds per step: `cut`, `count`
+(resources), `bn` (BN recalibration), `train` (fine-tune steps), `reconstruct` (AMC's least
+squares) and `validate`, the steps the evaluator ran."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +71,17 @@ class Evaluator:
         if options:
             raise SearchError(f"evaluator {self.name!r} takes no option(s) {', '.join(sorted(options))}")
         self.context = context
+        self.timing: dict[str, float] = {}
+        """Seconds per step of the last evaluation (see the module doc)."""
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Add the time spent in the block to `timing[step]`."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timing[step] = self.timing.get(step, 0.0) + time.perf_counter() - t0
 
     def cut(self, policy: Mapping[str, float]) -> nn.Module:
         """The cut copy of the context's model for a policy (bounds applied when a space is known)."""
@@ -78,9 +94,15 @@ class Evaluator:
 
     def validate(self, model: nn.Module) -> float:
         """Validation accuracy of a model."""
-        return evaluate(
-            model, self.context.data.val, batch_size=self.context.batch_size, max_batches=self.context.val_batches
-        )
+        with self.timed("validate"):
+            return evaluate(
+                model, self.context.data.val, batch_size=self.context.batch_size, max_batches=self.context.val_batches
+            )
+
+    def recalibrate(self, model: nn.Module) -> None:
+        """Adaptive BN: re-estimate the model's BN statistics on the context's calibration batches."""
+        with self.timed("bn"):
+            recalibrate_bn(model, self.context.calibration or [])
 
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
         """The score of a cut model (higher is better)."""
@@ -100,8 +122,12 @@ class Evaluator:
 
     def _cut_and_score(self, policy: Mapping[str, float], phase: str) -> tuple[nn.Module, float, dict[str, Any]]:
         torch.manual_seed(self.context.seed)
+        self.timing = {}
+        t0 = time.perf_counter()
         model = self.cut(policy)
-        res = self.resources(model, policy)
+        self.timing["cut"] = time.perf_counter() - t0 - sum(self.timing.values())  # less steps timed inside
+        with self.timed("count"):
+            res = self.resources(model, policy)
         return model, float(self.score(model, policy, phase)), res
 
     def scored_model(self, policy: Mapping[str, float], phase: str = "search") -> tuple[nn.Module, float]:
@@ -131,7 +157,7 @@ class Evaluator:
             latency_ms=res.get("latency_ms"),
             phase=phase,
             wall_seconds=time.perf_counter() - t0,
-            meta={**(meta or {}), "evaluator": self.name},
+            meta={**(meta or {}), "evaluator": self.name, "timing": {k: round(v, 6) for k, v in self.timing.items()}},
         )
 
 
@@ -162,7 +188,7 @@ class AdaptiveBNEvaluator(Evaluator):
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
         if not self.context.calibration:
             raise SearchError("the adaptive-bn evaluator needs calibration batches from the training split")
-        recalibrate_bn(model, self.context.calibration)
+        self.recalibrate(model)
         return self.validate(model)
 
 
@@ -189,10 +215,11 @@ class FinetuneEvaluator(Evaluator):
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
         ctx = self.context
         if self.adaptive_bn and ctx.calibration:
-            recalibrate_bn(model, ctx.calibration)
+            self.recalibrate(model)
         if self.steps > 0:
             cfg = TrainConfig(epochs=1e9, lr=self.lr, batch_size=self.batch_size, seed=ctx.seed, max_steps=self.steps)
-            train(model, ctx.data.train, cfg, device=model_device(model))
+            with self.timed("train"):
+                train(model, ctx.data.train, cfg, device=model_device(model))
         return self.validate(model)
 
 

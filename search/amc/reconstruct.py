@@ -184,7 +184,20 @@ def prune_and_reconstruct(
 ) -> tuple[nn.Module, list[LayerFit]]:
     """Cut `model` by `policy` (channels chosen by `criterion`) and least-squares-reconstruct it."""
     pruned, kept, groups = cut_with_indices(model, policy, criterion, input_shape, calibration, round_to)
+    return pruned, reconstruct_groups(model, pruned, kept, groups, calibration, n_points, ridge, seed)
+
+
+def reconstruct_groups(
+    original: nn.Module,
+    pruned: nn.Module,
+    kept: dict[str, list[int]],
+    groups: Sequence[ChannelGroup],
+    calibration: Batches,
+    n_points: int = 10,
+    ridge: float = 1e-4,
+    seed: int = 0,
+) -> list[LayerFit]:
+    """`reconstruct` a cut network whose `groups` kept the original channels `kept`."""
     out_group = {m: g.key for g in groups for m in g.members}
     in_group = {c: g.key for g in groups for c in g.consumers}
-    fits = reconstruct(model, pruned, kept, out_group, in_group, calibration, n_points, ridge, seed)
-    return pruned, fits
+    return reconstruct(original, pruned, kept, out_group, in_group, calibration, n_points, ridge, seed)
