@@ -44,6 +44,14 @@ function rateBars(policy, channels, keys) {
   return list;
 }
 
+// Where a candidate's evaluation time went (search/evaluators.py `meta.timing`, seconds per step).
+function fmtTiming(c) {
+  const t = (c.meta || {}).timing;
+  if (!t) return c.wall_seconds ? `${Number(c.wall_seconds).toFixed(2)} s` : "—";
+  const parts = Object.entries(t).map(([step, s]) => `${step} ${fmtMs(Number(s) * 1000)}`);
+  return `${Number(c.wall_seconds || 0).toFixed(2)} s: ${parts.join(" · ")}`;
+}
+
 // AMC's reward for an episode (search/amc/env.py `reward_value`): -error, or -error·log(resource).
 function amcReward(c, kind, rewardKind) {
   const m = c.meta || {};
@@ -156,7 +164,7 @@ export class CandidatePanels {
       el(
         "dl",
         { class: "facts compact" },
-        [["score", fmtScore(c.score)], ["FLOPs", fmtCount(c.flops)], ["params", fmtCount(c.params)], ["latency", fmtMs(c.latency_ms)], ["phase", c.phase || "—"]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
+        [["score", fmtScore(c.score)], ["FLOPs", fmtCount(c.flops)], ["params", fmtCount(c.params)], ["latency", fmtMs(c.latency_ms)], ["phase", c.phase || "—"], ["time", fmtTiming(c)]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
       ),
       el("h4", {}, "Per-layer kept channels"),
       rateBars(c.policy, this.channels(), this.layerKeys),
