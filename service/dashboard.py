@@ -34,12 +34,21 @@ def index() -> FileResponse:
 @router.get("/dashboard/choices.json")
 def choices() -> dict[str, Any]:
     """Names the submit form offers that `/v1` has no endpoint for (data sets, criteria, target
-    kinds), read from the registries so the form never lists something the API refuses."""
+    kinds, pruning schedules), read from the registries and the job model so the form never
+    lists something the API refuses."""
+    import typing
+
     from pruning.criteria import CRITERIA
     from pruning.data import DATASETS
     from search.target import KINDS
+    from workers.config import PruneSchedule
 
-    return {"datasets": list(DATASETS), "criteria": sorted(CRITERIA), "targets": list(KINDS)}
+    return {
+        "datasets": list(DATASETS),
+        "criteria": sorted(CRITERIA),
+        "targets": list(KINDS),
+        "prune_schedules": list(typing.get_args(PruneSchedule)),
+    }
 
 
 @router.get("/static/{path:path}")

@@ -276,6 +276,7 @@ def test_submit_form_shows_api_errors_and_cancel_stops_a_job(server, page):
 
 N_CANDIDATES = 5000
 N_EPISODES = 40
+SUBMITTED: list[dict] = []  # job bodies the stand-in API received
 
 
 def _candidate(rng, i: int, keys: list[str], phase: str = "search", meta: dict | None = None) -> dict:
@@ -303,7 +304,7 @@ def _standin_api(hits: dict[str, int]):
     search. `hits` counts requests per path."""
     import random
 
-    from fastapi import FastAPI, Header, HTTPException, Request
+    from fastapi import Body, FastAPI, Header, HTTPException, Request
 
     from service.dashboard import router
 
@@ -417,6 +418,12 @@ def _standin_api(hits: dict[str, int]):
         auth(authorization)
         return events[after:]
 
+    @app.post("/v1/jobs", status_code=201)
+    def submit(body: dict = Body(...), authorization: str = Header("")):
+        auth(authorization)
+        SUBMITTED.append(body)
+        return jobs[2][0]
+
     return app
 
 
@@ -496,3 +503,22 @@ def test_failed_job_amc_rewards_and_polling_pauses_on_a_hidden_tab(standin, page
     while hits.get("/v1/jobs/3", 0) == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert hits.get("/v1/jobs/3", 0) > before
+
+
+def test_submit_form_sends_the_iterative_schedule(standin, page):
+    from workers.config import JobConfig
+
+    base, _ = standin
+    assert httpx.get(base + "/dashboard/choices.json").json()["prune_schedules"] == ["one-shot", "iterative"]
+    _sign_in(page, base, "standin")
+    page.goto(base + "/#/submit")
+    page.wait_for_selector("#prune-schedule option[value=iterative]", state="attached")
+    page.select_option("#prune-schedule", "iterative")
+    page.fill("#rounds", "4")
+    page.fill("#kd-alpha", "0.5")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"#/jobs/2$"))
+    body = SUBMITTED[-1]
+    assert body["finetune"] == {"prune_schedule": "iterative", "rounds": 4, "kd_alpha": 0.5}
+    cfg = JobConfig.model_validate(body)  # what the form sends is a job the API takes
+    assert (cfg.finetune.prune_schedule, cfg.finetune.rounds, cfg.finetune.kd_alpha) == ("iterative", 4, 0.5)

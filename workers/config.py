@@ -22,6 +22,10 @@ from search.target import KINDS, Target
 # Data sets read from a folder the job names in `data.path`.
 PATH_DATASETS = ("cifar10", "imagefolder")
 
+PruneSchedule = Literal["one-shot", "iterative"]
+"""How the chosen widths are reached: one cut then the fine-tune, or `rounds` cuts along a geometric
+path with a share of the fine-tune after each (`workers.pipeline.iterative_finetune`)."""
+
 ID_MAX = 2**63 - 1
 RowId = Annotated[int, Field(ge=1, le=ID_MAX, json_schema_extra={"format": "int64"})]
 """The id of a stored row (a job, an uploaded model) wherever one is given: a positive 64-bit
@@ -142,7 +146,9 @@ class FinetuneSpec(Section):
     """The final fine-tune of the chosen network. By default it runs until validation accuracy
     stops improving (`patience` validations without a gain), within `max_steps`, and keeps the
     best checkpoint; `epochs` asks for a fixed length instead. It starts from the weights the
-    search's evaluator scored (fine-tuned ones where the evaluator fine-tunes)."""
+    search's evaluator scored (fine-tuned ones where the evaluator fine-tunes). With
+    `prune_schedule: iterative` it starts from the full network instead and cuts it `rounds`
+    times, each cut followed by its share of the same budget (steps or epochs)."""
 
     epochs: float | None = Field(
         _FT.epochs, ge=0, le=1000, description="fixed length in epochs, 0 for none (default: until no gain)"
@@ -158,6 +164,12 @@ class FinetuneSpec(Section):
     kd_alpha: float = Field(
         _FT.kd_alpha, ge=0, le=1, description="> 0 distils from the unpruned network with this weight"
     )
+    prune_schedule: PruneSchedule = Field(
+        "one-shot",
+        description="one-shot: cut once, then fine-tune; iterative: reach the chosen widths in `rounds` cuts along a "
+        "geometric path from the full network, each followed by its share of the same fine-tune budget",
+    )
+    rounds: int = Field(3, ge=1, le=50, description="cuts of the iterative schedule")
 
 
 # The search space's bounds default to what `SearchSpace` itself defaults to (one place).

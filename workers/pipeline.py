@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,14 @@ import torch
 from torch import nn
 
 from pruning.bn import recalibrate_bn
-from pruning.data import DataSplits, calibration_batches, load_dataset
+from pruning.criteria import get_criterion
+from pruning.cut import prune
+from pruning.data import DataSplits, calibration_batches, dataset_size, load_dataset
 from pruning.device import get_device
-from pruning.export import export_onnx, export_program, load_weights, save_weights
+from pruning.export import export_onnx, export_program, load_model, load_weights, save_model, save_weights
 from pruning.imagefolder import Normalization
 from pruning.measure import ModelStats, model_stats
+from pruning.schedule import geometric_path, split_budget
 from pruning.train import (
     FinetuneConfig,
     FinetuneOutcome,
@@ -54,6 +59,7 @@ from .network import build_network, layer_channels, load_intake, network_name, s
 from .sink import JobSink, ResumeState
 
 BASE_WEIGHTS = "base_model.safetensors"
+ROUNDS_DIR = "finetune-rounds"  # resume-only: the network after each finished iterative round
 DATA_SPLIT_SEED = 0  # the train/val/test split is the same for every job seed
 DATA_FACTS = "data.json"  # the data's shape, classes and normalisation, stored with the outputs
 ExecutorFactory = Callable[[Evaluator], Executor]
@@ -84,6 +90,8 @@ class Finetuned:
     accuracy_after: float
     val_after: float
     outcome: FinetuneOutcome | None
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    """One record per round of an iterative schedule (empty for one-shot)."""
 
 
 def finetune_settings(spec: FinetuneSpec, seed: int) -> FinetuneConfig:
@@ -117,6 +125,120 @@ def finetune_model(
         kd_teacher = copy.deepcopy(teacher) if teacher is not None and settings.kd_alpha > 0 else None
         outcome = finetune(pruned, data, settings, teacher=kd_teacher, device=device, progress=progress)
     return Finetuned(pruned, acc_pruned, evaluate(pruned, data.test), evaluate(pruned, data.val), outcome)
+
+
+def steps_per_epoch(settings: FinetuneConfig, train_size: int) -> int:
+    """Optimizer steps in one epoch of a fine-tune (`pruning.train.finetune`'s loader)."""
+    return max(1, math.ceil(train_size / settings.batch_size))
+
+
+def budget_steps(settings: FinetuneConfig, train_size: int) -> int:
+    """The step budget of a fine-tune: its fixed length in steps when `epochs` is set, else
+    `max_steps` (patience may end it sooner)."""
+    if settings.epochs is None:
+        return settings.max_steps
+    return math.ceil(settings.epochs * steps_per_epoch(settings, train_size) - 1e-9)
+
+
+def round_settings(settings: FinetuneConfig, train_size: int, rounds: int) -> list[FinetuneConfig]:
+    """The fine-tune settings of each round of an iterative schedule: the one-shot budget
+    (`budget_steps`) split over the rounds so that together they run exactly as many steps as
+    one-shot would; each round is seeded on its own."""
+    per_epoch = steps_per_epoch(settings, train_size)
+    fixed = settings.epochs is not None
+    total = budget_steps(settings, train_size)
+    return [
+        replace(
+            settings,
+            epochs=part / per_epoch if fixed else None,
+            max_steps=settings.max_steps if fixed else part,
+            seed=settings.seed + k,
+        )
+        for k, part in enumerate(split_budget(total, rounds))
+    ]
+
+
+def _resumed_rounds(out: Path, plan: dict[str, Any]) -> tuple[int, nn.Module | None, list[dict[str, Any]]]:
+    """The last round of `plan` a stopped run finished (its network and the rounds' records);
+    (0, None, []) when none was."""
+    root = out / ROUNDS_DIR
+    for k in sorted((int(d.name.split("-")[1]) for d in root.glob("round-*") if d.is_dir()), reverse=True):
+        meta = root / f"round-{k}" / "round.json"
+        if meta.exists():
+            saved = json.loads(meta.read_text())
+            if saved.get("plan") == plan:
+                return k, load_model(root / f"round-{k}"), list(saved["rounds"])
+    return 0, None, []
+
+
+def iterative_finetune(
+    cfg: JobConfig, prep: Prepared, best: Result, sink: JobSink, out: Path, resumed: bool
+) -> Finetuned | None:
+    """Reach the chosen widths in `cfg.finetune.rounds` cuts along a geometric path from the
+    full network (`pruning.schedule.geometric_path`), each cut (by the job's criterion, BN
+    recalibrated) followed by its share of the fine-tune budget, distilled from the unpruned
+    network when `kd_alpha` > 0. Each round is a "finetune" phase with its own progress, a
+    "round" event and a saved network, so a run stopped between rounds (returns None) resumes
+    at the round it reached."""
+    space, rounds = prep.space, cfg.finetune.rounds
+    original = {g.key: g.channels for g in space.groups}
+    path = geometric_path(original, space.kept(best.policy), rounds)
+    settings = round_settings(finetune_settings(cfg.finetune, cfg.seed), dataset_size(prep.data.train), rounds)
+    plan = json.loads(
+        json.dumps(
+            {"path": path, "settings": [vars(s) for s in settings], "criterion": space.criterion, "seed": cfg.seed}
+        )
+    )
+    done, model, records = _resumed_rounds(out, plan) if resumed else (0, None, [])
+    if done:
+        sink.event("resumed", f"iterative fine-tune resumes after round {done}/{rounds}", {"round": done})
+    current = model.to(prep.device) if model is not None else prep.model
+    calib = prep.calibration if get_criterion(space.criterion).needs_data else None
+    resource = space.target.resource_key
+    for k in range(done, rounds):
+        counts = space.count(path[k])
+        sink.phase("finetune", {"round": k + 1, "rounds": rounds, resource: counts[resource]})
+        cut = prune(current, path[k], space.criterion, input_shape=prep.input_shape, calibration=calib)
+        recalibrate_bn(cut, prep.calibration)
+
+        def progress(f: float, info: dict, k: int = k) -> None:
+            sink.progress("finetune", (k + f) / rounds, f"round {k + 1}/{rounds}")
+
+        tuned = finetune_model(cut, prep.model, prep.data, settings[k], prep.device, progress)
+        record = {
+            "round": k + 1,
+            "kept": path[k],
+            resource: counts[resource],
+            "budget_steps": budget_steps(settings[k], dataset_size(prep.data.train)),
+            "steps": tuned.outcome.steps if tuned.outcome is not None else 0,
+            "accuracy_cut": tuned.accuracy_pruned,
+            "accuracy_after": tuned.accuracy_after,
+            "val_accuracy_after": tuned.val_after,
+        }
+        records.append(record)
+        folder = out / ROUNDS_DIR / f"round-{k + 1}"
+        save_model(tuned.model, folder, cfg.model.zoo or "", prep.args)
+        (folder / "round.json").write_text(json.dumps({"plan": plan, "rounds": records}, default=str))
+        sink.event(
+            "round",
+            f"round {k + 1}/{rounds}: {resource} {counts[resource]:,.6g}, test accuracy "
+            f"{tuned.accuracy_pruned:.4f} cut -> {tuned.accuracy_after:.4f} after {record['steps']} steps",
+            record,
+        )
+        current = tuned.model
+        if k + 1 < rounds and sink.should_stop():
+            return None
+    oneshot = space.cut(best.policy, model=prep.model)  # what one cut would have given, for the report
+    recalibrate_bn(oneshot, prep.calibration)
+    current.to(prep.device).eval()
+    return Finetuned(
+        current,
+        evaluate(oneshot, prep.data.test),
+        records[-1]["accuracy_after"],
+        records[-1]["val_accuracy_after"],
+        None,
+        records,
+    )
 
 
 def finetune_policy(
@@ -351,8 +473,10 @@ def summarize(
         "val_accuracy_after": tuned.val_after,
         "search_score": best.score,
         "finetune_start": start,
-        "finetune_steps": ft.steps if ft is not None else 0,
+        "finetune_schedule": cfg.finetune.prune_schedule,
+        "finetune_steps": sum(r["steps"] for r in tuned.rounds) if tuned.rounds else ft.steps if ft is not None else 0,
         "finetune_stopped_early": ft.stopped_early if ft is not None else False,
+        "finetune_rounds": tuned.rounds,
         "flops_before": before.flops,
         "flops_after": after.flops,
         "params_before": before.params,
@@ -373,6 +497,18 @@ def summarize(
         "seed": cfg.seed,
         "out_dir": str(out),
         "files": files,
+    }
+
+
+def stopped(cfg: JobConfig, outcome: SearchOutcome, out: Path, sink: JobSink) -> dict[str, Any]:
+    """The summary of a run asked to stop (during the search or between iterative rounds)."""
+    sink.phase("stopped")
+    return {
+        "status": "stopped",
+        "strategy": cfg.strategy.name,
+        "candidates": len(outcome.results),
+        "search_seconds": outcome.seconds,
+        "out_dir": str(out),
     }
 
 
@@ -424,30 +560,30 @@ def run_pipeline(
     finally:
         strategy.close()  # e.g. AMC's RLlib training thread
     if outcome.stopped and not strategy.done:
-        sink.phase("stopped")
-        return {
-            "status": "stopped",
-            "strategy": cfg.strategy.name,
-            "candidates": len(outcome.results),
-            "search_seconds": outcome.seconds,
-            "out_dir": str(out),
-        }
+        return stopped(cfg, outcome, out, sink)
     best = outcome.best
     if best is None:
         raise SearchError(f"strategy {cfg.strategy.name!r} finished without a result")
     sink.best(best)
     strategy.write_artifacts(out)
 
-    sink.phase("finetune")
-    start_model, start = chosen_model(evaluator, best, prep)
-    tuned = finetune_model(
-        start_model,
-        prep.model,
-        prep.data,
-        finetune_settings(cfg.finetune, cfg.seed),
-        prep.device,
-        progress=lambda f, info: sink.progress("finetune", f),
-    )
+    if cfg.finetune.prune_schedule == "iterative":
+        start = "full network, iterative"
+        maybe = iterative_finetune(cfg, prep, best, sink, out, resume is not None)
+        if maybe is None:
+            return stopped(cfg, outcome, out, sink)
+        tuned = maybe
+    else:
+        sink.phase("finetune")
+        start_model, start = chosen_model(evaluator, best, prep)
+        tuned = finetune_model(
+            start_model,
+            prep.model,
+            prep.data,
+            finetune_settings(cfg.finetune, cfg.seed),
+            prep.device,
+            progress=lambda f, info: sink.progress("finetune", f),
+        )
     if tuned.val_after < best.score - 1e-9:
         sink.event(
             "warning",
@@ -467,6 +603,7 @@ def run_pipeline(
     report = {**summary, "config": cfg.model_dump(mode="json"), "space": prep.space.describe()}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     summary["files"]["report"] = str(out / "report.json")
+    shutil.rmtree(out / ROUNDS_DIR, ignore_errors=True)  # resume-only state, not an artifact
     sink.phase("done")
     return summary
 

@@ -11,6 +11,7 @@ const FALLBACK = {
   criteria: ["l1", "l2"],
   evaluators: ["adaptive-bn", "plain", "finetune"],
   targets: ["flops", "params", "memory", "latency"],
+  prune_schedules: ["one-shot", "iterative"],
 };
 
 function field(label, id, input, help) {
@@ -36,6 +37,9 @@ const FIELD_OF = [
   [/^strategy/, "strategy"],
   [/^criterion/, "criterion"],
   [/^evaluator/, "evaluator"],
+  [/^finetune\.prune_schedule/, "prune-schedule"],
+  [/^finetune\.rounds/, "rounds"],
+  [/^finetune\.kd_alpha/, "kd-alpha"],
   [/^finetune/, "finetune-epochs"],
   [/^train/, "train-epochs"],
   [/^priority/, "priority"],
@@ -62,6 +66,9 @@ export function mountSubmit(root) {
   const criterion = el("select", { id: "criterion", name: "criterion" });
   const evaluator = el("select", { id: "evaluator", name: "evaluator" });
   const finetuneEpochs = el("input", { id: "finetune-epochs", name: "finetune-epochs", type: "number", min: "0", step: "any", placeholder: "API default" });
+  const pruneSchedule = el("select", { id: "prune-schedule", name: "prune-schedule" });
+  const rounds = el("input", { id: "rounds", name: "rounds", type: "number", min: "1", step: "1", placeholder: "API default" });
+  const kdAlpha = el("input", { id: "kd-alpha", name: "kd-alpha", type: "number", min: "0", max: "1", step: "any", placeholder: "API default" });
   const trainEpochs = el("input", { id: "train-epochs", name: "train-epochs", type: "number", min: "0", step: "any", placeholder: "API default" });
   const priority = el("input", { id: "priority", name: "priority", type: "number", min: "-100", max: "100", value: "0" });
   const summary = el("div", { class: "error-box", id: "submit-error", role: "alert", tabindex: "-1", hidden: true });
@@ -99,7 +106,10 @@ export function mountSubmit(root) {
       "fieldset",
       {},
       el("legend", {}, "Training"),
-      field("Fine-tune epochs", "finetune-epochs", finetuneEpochs, "blank keeps all the API's fine-tune defaults; a value sends {epochs} alone"),
+      field("Fine-tune epochs", "finetune-epochs", finetuneEpochs, "blank keeps the API's fine-tune length (until no gain, within its step budget)"),
+      field("Pruning schedule", "prune-schedule", pruneSchedule, "one-shot: cut once, then fine-tune; iterative: reach the widths in several cuts, each followed by its share of the same fine-tune"),
+      field("Rounds (iterative)", "rounds", rounds, "cuts of the iterative schedule"),
+      field("Distillation weight", "kd-alpha", kdAlpha, "0..1; above 0 the fine-tune distils from the unpruned network"),
       field("Pre-train epochs (zoo model)", "train-epochs", trainEpochs, "blank keeps the API's training defaults"),
       field("Priority", "priority", priority, "higher runs first"),
     ),
@@ -123,6 +133,7 @@ export function mountSubmit(root) {
     set(strategy, choices.strategies, "uniform");
     set(criterion, choices.criteria, "", true);
     set(evaluator, choices.evaluators, "", true);
+    set(pruneSchedule, choices.prune_schedules, "", true);
   }
   fill(FALLBACK);
   // Choices from the API itself (/v1/zoo, /v1/strategies, /v1/evaluators) and, for what /v1
@@ -130,7 +141,7 @@ export function mountSubmit(root) {
   const fetchJson = (url) => fetch(url).then((r) => (r.ok ? r.json() : null)).catch(() => null);
   Promise.all([get("/v1/zoo").catch(() => null), get("/v1/strategies").catch(() => null), get("/v1/evaluators").catch(() => null), fetchJson("/dashboard/choices.json")]).then(
     ([models, strategies, evaluators, local]) => {
-      fill({ ...FALLBACK, ...(local || {}), ...(models ? { models } : {}), ...(strategies ? { strategies } : {}), ...(evaluators ? { evaluators } : {}) });
+      fill({ ...FALLBACK, ...(local || {}), ...(models ? { models } : {}), ...(strategies ? { strategies: strategies.map((s) => s.name) } : {}), ...(evaluators ? { evaluators: evaluators.map((e) => e.name) } : {}) });
     },
   );
 
@@ -188,7 +199,12 @@ export function mountSubmit(root) {
     if (evaluator.value) spec.evaluator = { name: evaluator.value };
     if (dataPath.value.trim()) spec.data.path = dataPath.value.trim();
     if (inputSize.value) spec.data.input_size = Number(inputSize.value);
-    if (finetuneEpochs.value !== "") spec.finetune = { epochs: Number(finetuneEpochs.value) };
+    const finetune = {};
+    if (finetuneEpochs.value !== "") finetune.epochs = Number(finetuneEpochs.value);
+    if (pruneSchedule.value) finetune.prune_schedule = pruneSchedule.value;
+    if (rounds.value !== "") finetune.rounds = Number(rounds.value);
+    if (kdAlpha.value !== "") finetune.kd_alpha = Number(kdAlpha.value);
+    if (Object.keys(finetune).length) spec.finetune = finetune;
     if (trainEpochs.value !== "") spec.train = { epochs: Number(trainEpochs.value) };
     return spec;
   }
