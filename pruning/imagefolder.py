@@ -194,6 +194,8 @@ def imagefolder_shape(path: str | Path) -> tuple[int, int]:
     file: the reader and the checks at submit time both decide channels with it. A folder
     without images counts as RGB (reading it fails later, with the reason)."""
     root = Path(path)
+    if not root.is_dir():
+        raise PruningError(f"image folder {root} does not exist")
     splits = split_dirs(root)
     train_root = splits["train"] if splits else root
     dirs = _class_dirs(train_root)

@@ -90,6 +90,21 @@ class Client:
                 files={"file": (p.name, f, "application/octet-stream")},
             ).json()
 
+    def upload_dataset(self, path: str | Path, timeout: float = 900.0) -> dict[str, Any]:
+        """Upload an image folder archive (.tar, .tar.gz, .zip); the server unpacks and checks
+        it before answering, hence the longer `timeout`. Returns the data set (its `id`)."""
+        p = Path(path)
+        if not p.is_file():
+            raise CliError(f"{p} does not exist")
+        with open(p, "rb") as f:
+            return self._call(
+                "POST", "/v1/datasets", files={"file": (p.name, f, "application/octet-stream")}, timeout=timeout
+            ).json()
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """The team's uploaded data sets, newest first."""
+        return self._call("GET", "/v1/datasets").json()
+
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Submit a job spec; returns the job (with its `id`)."""
         return self._call("POST", "/v1/jobs", json=spec).json()

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest accepted weights file")
+    max_dataset_upload_bytes: int = Field(1 << 30, description="largest accepted data set archive")
+    max_dataset_bytes: int = Field(4 << 30, description="most bytes a data set archive may unpack to")
+    max_dataset_files: int = Field(200_000, description="most files a data set archive may hold")
+    max_image_pixels: int = Field(40_000_000, description="largest image (width x height) in a data set archive")
     allowed_data_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="comma-separated folders data paths must lie under"
     )

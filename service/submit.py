@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from pruning.data import DEFAULT_SIZES
 from pruning.errors import PruningError
+from pruning.imagefolder import imagefolder_shape
 from pruning.models import build_model
 from search.base import SearchError
 from workers.config import JobConfig
@@ -43,12 +44,13 @@ def check_data_path(path: str, roots: list[Path]) -> Path:
 
 
 def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
-    """(in_channels, num_classes, input_size) of a job's data, reading only folder names."""
+    """(in_channels, num_classes, input_size) of a job's data, reading only folder names and a
+    few image headers (`pruning.imagefolder.imagefolder_shape`)."""
     size = cfg.data.input_size or DEFAULT_SIZES[cfg.data.name]
     if cfg.data.name == "imagefolder":
         assert cfg.data.path is not None
-        classes = [p for p in Path(cfg.data.path).iterdir() if p.is_dir()]
-        return 3, len(classes), size
+        channels, classes = imagefolder_shape(cfg.data.path)
+        return channels, classes, size
     c, k = KNOWN_SHAPES[cfg.data.name]
     return c, k, size
 
@@ -83,18 +85,41 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
             cfg.data.path = str(check_data_path(cfg.data.path, settings.allowed_data_roots))
         except ValueError as exc:
             raise SpecError(str(exc)) from exc
-    check_feasible(cfg)
+    if spec.data.upload is not None:
+        ds = store.get_dataset(team_id, spec.data.upload)
+        if ds is None:
+            raise SpecError(f"data.upload: data set {spec.data.upload} not found")
+        cfg.data = cfg.data.model_copy(update={"path": ds.path, "upload": None})
+    try:
+        shape = data_shape(cfg)
+    except PruningError as exc:
+        raise SpecError(f"data: {exc}") from exc
+    check_data_fits(cfg, shape[0], shape[1])
+    check_feasible(cfg, shape)
     return cfg
 
 
-def check_feasible(cfg: JobConfig) -> None:
+def check_data_fits(cfg: JobConfig, channels: int, classes: int) -> None:
+    """Refuse data whose image channels or classes differ from those the model's arguments fix
+    (an uploaded model's, or zoo arguments given in model.args), naming both numbers."""
+    args = cfg.model.args
+    want = args.get("num_classes")
+    if want is not None and want != classes:
+        raise SpecError(f"data: the data set has {classes} classes, the model outputs {want} (model.args.num_classes)")
+    want = args.get("in_channels")
+    if want is not None and want != channels:
+        raise SpecError(f"data: the images have {channels} channels, the model takes {want} (model.args.in_channels)")
+
+
+def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) -> None:
     """Refuse a target the smallest network the bounds allow cannot meet (latency targets are
-    checked by the job itself: measuring the lookup table takes too long for a request)."""
+    checked by the job itself: measuring the lookup table takes too long for a request).
+    `shape` is the data's `data_shape` when known."""
     from search.space import SearchSpace
 
     if cfg.target["kind"] == "latency":
         return
-    c, k, size = data_shape(cfg)
+    c, k, size = shape or data_shape(cfg)
     args: dict[str, Any] = {"num_classes": k, "in_channels": c, "input_size": size, **cfg.model.args}
     zoo = cfg.model.zoo or ""
     try:

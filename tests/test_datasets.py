@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tarfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -282,3 +283,316 @@ def test_job_stores_the_data_facts_and_a_resumed_run_reuses_its_normalisation(tm
     assert resumed.data.normalization == Normalization((0.25,), (0.5,))
     fresh = prepare(cfg, out, JobSink(), False, torch.device("cpu"))
     assert fresh.data.normalization == prep.data.normalization
+
+
+# --- POST /v1/datasets ---
+
+
+@pytest.fixture
+def api(tmp_path):
+    """A client on a fresh app (scheduler off) with small archive limits, two teams' headers."""
+    from fastapi.testclient import TestClient
+
+    from service.api import create_app
+    from service.config import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        scheduler=False,
+        max_dataset_upload_bytes=2_000_000,
+        max_dataset_bytes=1_000_000,
+        max_dataset_files=200,
+        max_image_pixels=100_000,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        store = app.state.store
+        a = {"Authorization": f"Bearer {store.create_token('alpha')}"}
+        b = {"Authorization": f"Bearer {store.create_token('beta')}"}
+        yield client, a, b, settings
+
+
+def _post(client, headers, name: str, body: bytes):
+    return client.post("/v1/datasets", files={"file": (name, body)}, headers=headers)
+
+
+def _refused(r, status: int, words: str) -> None:
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert words in detail, detail
+    assert "\n" not in detail
+    assert "/tmp" not in detail
+    assert "Traceback" not in detail
+
+
+def _left(settings) -> list[str]:
+    """Files left under the data sets folder (a refused upload leaves none)."""
+    root = settings.data_dir / "datasets"
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "tar", "zip"])
+def test_upload_each_archive_kind_and_list_it(api, tmp_path, kind):
+    client, a, b, settings = api
+    tree = write_tree(tmp_path / "tree", "split", classes=3)
+    r = _post(client, a, f"digits.{kind}", archive(tree, kind, prefix="mydata/"))  # one wrapping folder
+    assert r.status_code == 201, r.text
+    d = r.json()
+    assert d["classes"] == ["digit0", "digit1", "digit2"]
+    assert (d["num_classes"], d["in_channels"], d["layout"]) == (3, 1, "split")
+    assert d["images"] == {"train": 24, "val": 12}
+    assert d["filename"] == f"digits.{kind}"
+    assert [x["id"] for x in client.get("/v1/datasets", headers=a).json()] == [d["id"]]
+    assert client.get(f"/v1/datasets/{d['id']}", headers=a).json()["sha256"] == d["sha256"]
+    # stored per team: the other team sees nothing and gets 404 on the id
+    assert client.get("/v1/datasets", headers=b).json() == []
+    r = client.get(f"/v1/datasets/{d['id']}", headers=b)
+    assert r.status_code == 404
+    assert "not found" in r.json()["detail"]
+    # the stored tree is the image folder itself, readable by the reader
+    stored = next((settings.data_dir / "datasets").glob("*/*/train"))
+    assert load_dataset("imagefolder", path=stored.parent, input_size=16).num_classes == 3
+
+
+def test_flat_archive_and_hidden_files_are_fine(api, tmp_path):
+    client, a, _, _ = api
+    tree = write_tree(tmp_path / "flat", "flat", classes=2)
+    (tree / "digit0" / ".DS_Store").write_bytes(b"\0junk")
+    (tree / "__MACOSX").mkdir()
+    (tree / "__MACOSX" / "._000.png").write_bytes(b"junk")
+    (tree / "README.txt").write_text("not an image")
+    r = _post(client, a, "flat.zip", archive(tree, "zip"))
+    assert r.status_code == 201, r.text
+    assert r.json()["layout"] == "flat"
+    assert r.json()["images"] == {"train": 2 * PER_CLASS}
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]], gz: bool = True) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz" if gz else "w") as t:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        ([(_member("../evil.png"), b"x")], "'..' in its path"),
+        ([(_member("a/../../evil.png"), b"x")], "'..' in its path"),
+        ([(_member("/etc/evil.png"), b"x")], "absolute path"),
+        ([(_member("a\\..\\evil.png"), b"x")], "backslash"),
+        ([(_member("a/link.png", tarfile.SYMTYPE, "/etc/passwd"), None)], "a link"),
+        ([(_member("a/0.png"), b"x"), (_member("a/hard.png", tarfile.LNKTYPE, "a/0.png"), None)], "a link"),
+        ([(_member("a/fifo", tarfile.FIFOTYPE), None)], "not a regular file"),
+        ([(_member("a/dev", tarfile.CHRTYPE), None)], "not a regular file"),
+    ],
+)
+def test_unsafe_tar_members_refuse_the_archive(api, tmp_path, members, words):
+    client, a, _, settings = api
+    r = _post(client, a, "evil.tar.gz", _tar(members))
+    _refused(r, 422, words)
+    assert _left(settings) == []
+    assert not (tmp_path / "evil.png").exists()
+    assert not (settings.data_dir / "evil.png").exists()
+
+
+def test_unsafe_zip_members_refuse_the_archive(api):
+    client, a, _, settings = api
+    for name, words in (("../evil.png", "'..' in its path"), ("/abs.png", "absolute path")):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(name, _png())
+        _refused(_post(client, a, "evil.zip", buf.getvalue()), 422, words)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        link = zipfile.ZipInfo("a/link.png")
+        link.external_attr = (0o120777) << 16  # a symlink
+        z.writestr(link, "/etc/passwd")
+    _refused(_post(client, a, "link.zip", buf.getvalue()), 422, "a link")
+    assert _left(settings) == []
+
+
+def test_malformed_archives_and_wrong_suffixes_are_422(api, tmp_path):
+    client, a, _, settings = api
+    good = archive(write_tree(tmp_path / "t", "split", classes=2), "zip")
+    _refused(_post(client, a, "cut.zip", good[: len(good) // 2]), 422, "malformed .zip archive")
+    _refused(_post(client, a, "noise.tar.gz", os.urandom(4096)), 422, "malformed .tar.gz archive")
+    _refused(_post(client, a, "noise.tar", b"\x01" * 1024), 422, "malformed .tar archive")
+    gz = archive(write_tree(tmp_path / "u", "split", classes=2), "tar.gz")
+    _refused(_post(client, a, "cut.tar.gz", gz[: len(gz) // 2]), 422, "malformed .tar.gz archive")
+    _refused(_post(client, a, "data.rar", good), 422, "must be a .tar, .tar.gz, .tgz, .zip archive")
+    _refused(_post(client, a, "empty.zip", b""), 422, "is empty")
+    dup = io.BytesIO()
+    with zipfile.ZipFile(dup, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate it is asked to write
+        z.writestr("a/0.png", _png())
+        z.writestr("a/0.png", _png())
+    _refused(_post(client, a, "dup.zip", dup.getvalue()), 422, "holds '0.png' twice")
+    assert _left(settings) == []
+
+
+def test_too_big_archives_are_413_and_a_zip_bomb_stops_at_the_limit(api, tmp_path):
+    client, a, _, settings = api
+    # the upload itself over the limit
+    _refused(_post(client, a, "big.tar", os.urandom(2_100_000)), 413, "2,000,000 byte limit")
+    # a zip bomb: 20 MB of zeros compress to ~20 kB; unpacking stops at the 1 MB limit
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a/zeros.png", b"\0" * 20_000_000)
+    assert len(bomb.getvalue()) < 100_000
+    _refused(_post(client, a, "bomb.zip", bomb.getvalue()), 413, "more than 1,000,000 bytes")
+    # the same in a gzipped tar (headers claim the true size; the stream is counted as read)
+    _refused(_post(client, a, "bomb.tar.gz", _tar([(_member("a/zeros.png"), b"\0" * 5_000_000)])), 413, "bytes")
+    # too many files
+    many = _tar([(_member(f"a/{i}.png"), _png()) for i in range(201)])
+    _refused(_post(client, a, "many.tar.gz", many), 413, "more than 200 files")
+    # one image over the pixel limit
+    big = io.BytesIO()
+    Image.new("L", (400, 400)).save(big, "PNG")
+    members = [(_member(f"{c}/{i}.png"), _png()) for c in "ab" for i in range(4)]
+    _refused(
+        _post(client, a, "huge.tar.gz", _tar([*members, (_member("a/big.png"), big.getvalue())])),
+        413,
+        "a/big.png is 400 x 400",
+    )
+    assert _left(settings) == []
+
+
+def test_no_images_or_images_that_do_not_decode_are_422(api, tmp_path):
+    client, a, _, settings = api
+    texts = _tar([(_member(f"{c}/{i}.txt"), b"hello") for c in "ab" for i in range(3)])
+    _refused(_post(client, a, "texts.tar.gz", texts), 422, "no images")
+    one = _tar([(_member(f"only/{i}.png"), _png()) for i in range(3)])
+    _refused(_post(client, a, "one.tar.gz", one), 422, "one sub-folder per class")
+    broken = [(_member(f"{c}/{i}.png"), _png()) for c in "ab" for i in range(3)]
+    broken.append((_member("b/bad.png"), b"\x89PNG\r\n\x1a\n" + b"garbage" * 20))
+    _refused(_post(client, a, "broken.tar.gz", _tar(broken)), 422, "image b/bad.png does not decode")
+    truncated = _png()[:40]
+    _refused(_post(client, a, "trunc.tar.gz", _tar([*broken[:-1], (_member("a/t.png"), truncated)])), 422, "a/t.png")
+    assert _left(settings) == []
+
+
+# --- jobs on an uploaded data set ---
+
+
+def _job(data: dict, model: dict | None = None) -> dict:
+    return {
+        "model": model or {"zoo": "convnet"},
+        "data": data,
+        "target": {"flops": 0.5},
+        "strategy": {"name": "uniform"},
+    }
+
+
+def test_a_job_references_an_upload_and_mismatches_are_refused_at_submit(api, tmp_path):
+    client, a, b, settings = api
+    gray = _post(client, a, "gray.tar.gz", archive(write_tree(tmp_path / "g", "split", classes=3))).json()
+    rgb = _post(client, a, "rgb.tar.gz", archive(write_tree(tmp_path / "c", "flat", classes=3, rgb=True))).json()
+    r = client.post("/v1/jobs", json=_job({"upload": gray["id"], "input_size": 16}), headers=a)
+    assert r.status_code == 201, r.text
+    job = client.get(f"/v1/jobs/{r.json()['id']}", headers=a).json()
+    assert job["spec"]["data"]["upload"] == gray["id"]
+    from service.store.tables import Job
+
+    store = client.app.state.store
+    with store.read() as s:
+        config = s.get(Job, job["id"]).config
+    assert config["data"]["name"] == "imagefolder"
+    assert config["data"]["upload"] is None
+    assert config["data"]["path"].startswith(str(settings.data_dir / "datasets"))
+    # another team's data set id is not found, nothing is queued
+    r = client.post("/v1/jobs", json=_job({"upload": gray["id"]}), headers=b)
+    _refused(r, 422, f"data.upload: data set {gray['id']} not found")
+    # classes that do not match the model's outputs
+    r = client.post(
+        "/v1/jobs", json=_job({"upload": gray["id"]}, {"zoo": "convnet", "args": {"num_classes": 10}}), headers=a
+    )
+    _refused(r, 422, "the data set has 3 classes, the model outputs 10 (model.args.num_classes)")
+    # channels that do not match the model's input
+    r = client.post(
+        "/v1/jobs", json=_job({"upload": rgb["id"]}, {"zoo": "convnet", "args": {"in_channels": 1}}), headers=a
+    )
+    _refused(r, 422, "the images have 3 channels, the model takes 1 (model.args.in_channels)")
+    # an uploaded model's arguments count too (digits convnet: 10 classes, 1 channel)
+    from safetensors.torch import save as st_save
+
+    from pruning.models import build_model
+
+    net = build_model("convnet", num_classes=10, in_channels=1, input_size=16)
+    weights = st_save({k: v.contiguous() for k, v in net.state_dict().items()})
+    model = client.post(
+        "/v1/models",
+        data={"zoo": "convnet", "args": json.dumps({"num_classes": 10, "in_channels": 1, "input_size": 16})},
+        files={"file": ("m.safetensors", weights)},
+        headers=a,
+    ).json()
+    r = client.post("/v1/jobs", json=_job({"upload": gray["id"]}, {"upload": model["id"]}), headers=a)
+    _refused(r, 422, "the data set has 3 classes, the model outputs 10")
+    # upload with a name or path is refused
+    r = client.post("/v1/jobs", json=_job({"upload": gray["id"], "name": "digits"}), headers=a)
+    _refused(r, 422, "not both")
+
+
+@pytest.mark.slow
+def test_end_to_end_job_on_an_uploaded_digits_archive(tmp_path):
+    """Through the real server: `secateurs datasets upload` a digits archive (train/ + val/),
+    submit a job on it over REST, and fetch outputs that carry the data's facts."""
+    from service.client import Client
+    from service.devserver import ServerProcess
+
+    tree = write_tree(tmp_path / "digits", "split", classes=10, per_class=30)
+    path = tmp_path / "digits.tar.gz"
+    path.write_bytes(archive(tree, "tar.gz"))
+    srv = ServerProcess(tmp_path / "data", SECATEURS_DATA_WORKERS="1").start()
+    try:
+        token = srv.cli("token", "create", "--team", "data-team").stdout.strip().splitlines()[-1]
+        up = srv.cli("datasets", "upload", str(path), "--token", token)
+        assert up.returncode == 0, up.stderr
+        assert "10 classes, 1 channel(s)" in up.stderr
+        dataset_id = int(up.stdout.strip().splitlines()[-1])
+        listed = srv.cli("datasets", "list", "--json", "--token", token)
+        assert [d["id"] for d in json.loads(listed.stdout.strip().splitlines()[-1])] == [dataset_id]
+        bad = srv.cli("datasets", "upload", str(tmp_path / "missing.zip"), "--token", token)
+        assert bad.returncode == 2
+        assert "does not exist" in bad.stderr
+        client = Client(srv.url, token)
+        job = client.submit(
+            {
+                "model": {"zoo": "convnet"},
+                "data": {"upload": dataset_id, "input_size": 16},
+                "target": {"flops": 0.6},
+                "strategy": {"name": "uniform"},
+                "train": {"epochs": 3},
+                "finetune": {"max_steps": 20},
+                "search": {"max_candidates": 2},
+            }
+        )
+        done = client.wait(job["id"], poll=0.5, timeout=400)
+        assert done["status"] == "succeeded", done.get("error")
+        files = client.download(job["id"], tmp_path / "out")
+        assert {p.name for p in files} >= {"data.json", "report.json", "model.safetensors", "model.onnx"}
+        facts = json.loads((tmp_path / "out" / "data.json").read_text())
+        assert facts["classes"] == [f"digit{c}" for c in range(10)]
+        assert facts["sizes"] == {"train": 200, "val": 100, "test": 100}
+        assert facts["in_channels"] == 1
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert report["dataset"]["normalization"] == facts["normalization"]
+        assert report["flops_after"] <= 0.6 * report["flops_before"]
+        assert report["accuracy_before"] > 0.3  # learnt something from the uploaded images
+    finally:
+        srv.stop()

@@ -72,7 +72,7 @@ def test_every_field_is_a_cli_flag_and_an_openapi_property_with_the_same_default
         }
     ).model_dump()
     assert from_cli == from_model
-    assert set(NOT_ON_CLI) == {"model.upload", "priority"}
+    assert set(NOT_ON_CLI) == {"model.upload", "data.upload", "priority"}
 
 
 def test_cli_flags_reach_the_config() -> None:

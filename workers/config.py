@@ -95,7 +95,8 @@ class ModelSpec(Section):
 
 
 class DataSpec(Section):
-    """A data set: digits, fashion-mnist, synthetic, or cifar10/imagefolder read from `path`."""
+    """A data set: digits, fashion-mnist, synthetic, cifar10/imagefolder read from `path`, or an
+    image folder archive uploaded with POST /v1/datasets (`{"upload": ID}`, an imagefolder)."""
 
     name: Literal["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic"] = Field(
         ..., description=f"one of {', '.join(DATASETS)}"
@@ -103,12 +104,28 @@ class DataSpec(Section):
     path: str | None = Field(
         None, description="folder for cifar10/imagefolder (the service requires it under SECATEURS_ALLOWED_DATA_ROOTS)"
     )
+    upload: RowId | None = Field(
+        None, description="id of an image folder archive uploaded with POST /v1/datasets (service only; no name/path)"
+    )
     input_size: InputSize | None = Field(None, description="resize images to this many pixels (default: the set's)")
     subset: int | None = Field(None, gt=0, description="use at most this many training images")
     augment: bool = Field(True, description="random crops and flips of imagefolder training images")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upload_is_imagefolder(cls, v: Any) -> Any:
+        if isinstance(v, dict) and v.get("upload") is not None:
+            if v.get("path") is not None or v.get("name") not in (None, "imagefolder"):
+                raise ValueError("give either name (with path) or upload (an uploaded data set's id), not both")
+            return {**v, "name": "imagefolder"}
+        if isinstance(v, dict) and v.get("name") is None:
+            raise ValueError("give name (a data set) or upload (an uploaded data set's id)")
+        return v
+
     @model_validator(mode="after")
     def _path_rule(self) -> DataSpec:
+        if self.upload is not None:
+            return self
         if self.name in PATH_DATASETS and not self.path:
             raise ValueError(f"data set {self.name} needs a path")
         if self.name not in PATH_DATASETS and self.path and self.name != "fashion-mnist":

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from .. import dashboard
 from ..config import Settings, get_settings
 from ..store import Store
-from . import conditional, health, jobs, meta, models
+from . import conditional, datasets, health, jobs, meta, models
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -72,6 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = health.metrics_registry(store)
     app.exception_handler(RequestValidationError)(validation_error)  # typed per exception class, unlike add_...
     app.exception_handler(conditional.NotModified)(conditional.not_modified_handler)  # 304 for ETag polls
-    for r in (health.router, meta.router, models.router, jobs.router, dashboard.router):
+    for r in (health.router, meta.router, models.router, datasets.router, jobs.router, dashboard.router):
         app.include_router(r)
     return app

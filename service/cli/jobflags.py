@@ -38,6 +38,7 @@ ALIASES: dict[str, str] = {
 }
 NOT_ON_CLI: dict[str, str] = {
     "model.upload": "an id of the service's uploads; the CLI takes --weights FILE",
+    "data.upload": "an id of the service's uploads; the CLI takes --data imagefolder --data-path DIR",
     "priority": "the service's queue order",
 }
 

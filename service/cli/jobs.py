@@ -1,5 +1,6 @@
 """Job commands against a running server: `submit`, `jobs`, `status`, `watch` (live tqdm
-bar), `cancel`, `fetch`, `upload`. Server and token from `--url`/`--token` or
+bar), `cancel`, `fetch`, `upload`, and `datasets upload|list` (image folder archives for
+`data: {upload: ID}`). Server and token from `--url`/`--token` or
 `SECATEURS_URL`/`SECATEURS_TOKEN`."""
 
 from __future__ import annotations
@@ -150,6 +151,30 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets_upload(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        d = c.upload_dataset(args.file)
+    images = ", ".join(f"{n:,} {split}" for split, n in d["images"].items())
+    print(
+        f"uploaded data set {d['id']}: {d['num_classes']} classes, {d['in_channels']} channel(s), images: {images}",
+        file=sys.stderr,
+    )
+    emit_json(d) if args.json else print(d["id"])
+    return 0
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        items = c.datasets()
+    if args.json:
+        emit_json(items)
+        return 0
+    for d in items:
+        n = sum(d["images"].values())
+        print(f"{d['id']:>5}  {d['num_classes']:>4} classes  {d['in_channels']} ch  {n:>7,} images  {d['filename']}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the job commands."""
     common = argparse.ArgumentParser(add_help=False)
@@ -177,6 +202,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("fetch", cmd_fetch, "download a finished job's artifacts")
     p.add_argument("id", type=int)
     p.add_argument("--out", default=None, help="folder (default job-ID)")
+    datasets = subparsers.add_parser(
+        "datasets", help="upload or list image folder archives (use one in a job as data: {upload: ID})"
+    ).add_subparsers(dest="datasets_command", metavar="COMMAND", required=True)
+    p = datasets.add_parser(
+        "upload", parents=[common], help="upload a .tar, .tar.gz or .zip of <class>/* or train/<class>/* (+ val/)"
+    )
+    p.add_argument("file")
+    p.set_defaults(func=cmd_datasets_upload)
+    datasets.add_parser("list", parents=[common], help="list your team's data sets").set_defaults(
+        func=cmd_datasets_list
+    )
     p = add("upload", cmd_upload, "upload trained weights (safetensors or weights-only .pt); prints the model id")
     p.add_argument("file")
     p.add_argument("--zoo", required=True, help="zoo architecture of the weights")

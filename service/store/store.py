@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .engine import make_engine, migrate
 from .status import JobStatus
-from .tables import INT_MAX, Artifact, Candidate, Checkpoint, Event, Job, Model, Team, Token, utcnow
+from .tables import INT_MAX, Artifact, Candidate, Checkpoint, Dataset, Event, Job, Model, Team, Token, utcnow
 
 TOKEN_PREFIX = "sct_"
 CLAIM_LOCK = 726355
@@ -154,6 +154,26 @@ class Store:
         """A team's uploaded models, newest first."""
         with self.read() as s:
             return list(s.scalars(select(Model).where(Model.team_id == team_id).order_by(Model.id.desc())))
+
+    # data sets
+    def add_dataset(self, team_id: int, **fields: Any) -> Dataset:
+        """Record an uploaded, unpacked data set."""
+        with self.write() as s:
+            d = Dataset(team_id=team_id, **fields)
+            s.add(d)
+        return d
+
+    def get_dataset(self, team_id: int, dataset_id: int) -> Dataset | None:
+        """A team's data set by id (None for another team's)."""
+        if not storable(dataset_id):
+            return None
+        with self.read() as s:
+            return s.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.team_id == team_id))
+
+    def list_datasets(self, team_id: int) -> list[Dataset]:
+        """A team's uploaded data sets, newest first."""
+        with self.read() as s:
+            return list(s.scalars(select(Dataset).where(Dataset.team_id == team_id).order_by(Dataset.id.desc())))
 
     # jobs
     def create_job(self, team_id: int, spec: dict[str, Any], config: dict[str, Any], priority: int = 0) -> Job:

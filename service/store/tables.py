@@ -1,4 +1,5 @@
-"""The SQL schema (SQLAlchemy 2 declarative): teams and their tokens, uploaded models, jobs,
+"""The SQL schema (SQLAlchemy 2 declarative): teams and their tokens, uploaded models and data
+sets, jobs,
 their candidates, events and artifacts, and each job's strategy checkpoint. Alembic
 migrations in `service/migrations` create it; keep both in step."""
 
@@ -87,6 +88,23 @@ class Model(Base):
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    """An uploaded image folder archive, unpacked under `path` (`service.archive`)."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)  # of the archive
+    sha256: Mapped[str] = mapped_column(String(64))  # of the archive
+    layout: Mapped[str] = mapped_column(String(16))  # flat (<class>/) or split (train/ + val/, test/)
+    classes: Mapped[list[str]] = mapped_column(JSON)  # in label order
+    in_channels: Mapped[int] = mapped_column(Integer)
+    images: Mapped[dict[str, Any]] = mapped_column(default=dict)  # split -> image count
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
