@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated folders data paths must lie under"
     )
     max_concurrent_jobs: int = Field(2, description="jobs one scheduler runs at a time")
+    token_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="seconds the API trusts a checked token (a CLI revoke holds after at most this)",
+    )
     max_running_per_team: int = Field(
         0, ge=0, description="running jobs one team may have over all schedulers; 0: no limit"
     )

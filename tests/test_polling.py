@@ -138,7 +138,7 @@ def test_job_endpoints_do_no_database_call_on_the_event_loop():
     from service.api import jobs
 
     polled = {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/candidates", "/v1/jobs/{job_id}/events"}
-    direct_call = re.compile(r"\bstore\.\w+\(")
+    direct_call = re.compile(r"\bstore\.(?!cached_caller\()\w+\(")  # cached_caller reads memory only
     seen = set()
     for route in jobs.router.routes:
         assert isinstance(route, APIRoute)
@@ -178,3 +178,34 @@ def test_candidate_and_event_queries_use_an_index(pg_url):
             )
     finally:
         store.dispose()
+
+
+def test_token_cache_forgets_revoked_tokens(db_url):
+    """A checked token is answered from memory for `token_cache_seconds`; a revoke through the
+    same store forgets it at once, one through another store (the CLI) once the time is up."""
+    import time
+
+    from service.store import Store
+
+    api = Store(db_url, token_cache_seconds=0.5)
+    api.migrate()
+    cli = Store(db_url)
+    try:
+        token = cli.create_token("a")
+        assert api.cached_caller(token) is None  # never checked
+        team, admin = api.caller_for_token(token)
+        assert api.cached_caller(token) == (team, admin)
+        api.revoke_token(token)
+        assert api.cached_caller(token) is None
+        assert api.caller_for_token(token) is None
+        other = cli.create_token("a")
+        assert api.caller_for_token(other) is not None
+        cli.revoke_token(other)
+        assert api.cached_caller(other) is not None  # another process's revoke: not seen yet
+        time.sleep(0.6)
+        assert api.cached_caller(other) is None
+        assert api.caller_for_token(other) is None
+        assert Store(db_url).cached_caller(token) is None  # no cache unless asked for
+    finally:
+        api.dispose()
+        cli.dispose()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..config import Settings
@@ -40,18 +41,19 @@ class Caller:
     admin: bool
 
 
-def current_caller(
+async def current_caller(
     creds: HTTPAuthorizationCredentials | None = Depends(_bearer), store: Store = Depends(get_store)
 ) -> Caller:
-    """The bearer token's team and admin flag; 401 if it is missing, unknown or revoked. A plain
-    `def`: FastAPI runs it in the thread pool, so its database call never blocks the event loop."""
+    """The bearer token's team and admin flag; 401 if it is missing, unknown or revoked. A token
+    checked within `SECATEURS_TOKEN_CACHE_SECONDS` is answered from memory; otherwise the
+    database call runs in the thread pool, never on the event loop."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing bearer token (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    found = store.caller_for_token(creds.credentials)
+    found = store.cached_caller(creds.credentials) or await run_in_threadpool(store.caller_for_token, creds.credentials)
     if found is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"}

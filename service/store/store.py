@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,8 +71,10 @@ class LeaseLost(RuntimeError):
 class Store:
     """Data access over one SQLAlchemy engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, url: str, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, engine: Engine | None = None, token_cache_seconds: float = 0.0) -> None:
         self.url = url
+        self.token_cache_seconds = token_cache_seconds
+        self._callers: dict[str, tuple[float, Team, bool]] = {}  # token hash -> (checked at, team, admin)
         self.engine = engine or make_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
@@ -118,17 +121,36 @@ class Store:
             if row is None:
                 return False
             row.revoked_at = utcnow()
+            self._callers.clear()
             return True
 
     def caller_for_token(self, token: str) -> tuple[Team, bool] | None:
-        """The team a live token belongs to and whether the token is an admin's, or None."""
+        """The team a live token belongs to and whether the token is an admin's, or None. With
+        `token_cache_seconds`, a live token is remembered that long (see `cached_caller`)."""
+        digest = hash_token(token)
         with self.read() as s:
             row = s.execute(
                 select(Team, Token.admin)
                 .join(Token, Token.team_id == Team.id)
-                .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None))
+                .where(Token.token_hash == digest, Token.revoked_at.is_(None))
             ).first()
-            return None if row is None else (row[0], bool(row[1]))
+        if row is None:
+            return None
+        if self.token_cache_seconds > 0:
+            if len(self._callers) >= 10_000:
+                self._callers.clear()
+            self._callers[digest] = (time.monotonic(), row[0], bool(row[1]))
+        return row[0], bool(row[1])
+
+    def cached_caller(self, token: str) -> tuple[Team, bool] | None:
+        """The caller of a token checked less than `token_cache_seconds` ago, from memory (no
+        database call, so the API may ask on its event loop); None if it must be checked. A
+        revoke through this store forgets every token at once; one made by another process
+        (the CLI) holds after at most `token_cache_seconds`."""
+        hit = self._callers.get(hash_token(token))
+        if hit is None or time.monotonic() - hit[0] > self.token_cache_seconds:
+            return None
+        return hit[1], hit[2]
 
     def team_for_token(self, token: str) -> Team | None:
         """The team a live token belongs to, or None."""
