@@ -1,19 +1,39 @@
 """The FastAPI app: routers per resource, the store and scheduler held in `app.state`,
-migrations applied at start, validation errors as one readable line plus the details
-(`errors.validation_error`, in the `ErrorOut` body every 4xx answer has)."""
+migrations applied at start, validation errors as one readable line (plus the details)."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from .. import dashboard
 from ..config import Settings, get_settings
 from ..store import Store
 from . import conditional, datasets, health, jobs, meta, models
-from .errors import validation_error
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with `detail` as one line naming each bad field and why."""
+    lines = []
+    for e in exc.errors():
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        if e.get("type") == "json_invalid":
+            msg = f"malformed JSON: {e.get('ctx', {}).get('error', msg)}"
+        lines.append(f"{_where(tuple(e.get('loc', ())))}: {msg}")
+    return JSONResponse(status_code=422, content={"detail": "; ".join(lines), "errors": jsonable_errors(exc)})
+
+
+def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")} for e in exc.errors()]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
