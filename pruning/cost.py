@@ -467,7 +467,7 @@ def _coupled(graph: DependencyGraph, key: str, channels: int) -> list[Any]:
     roots = graph._roots[key]
     items: list[Any] = []
     for root in roots if isinstance(roots, list) else [roots]:
-        fn = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
+        fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
         items.extend(graph.dg.get_pruning_group(root, fn, idxs=list(range(channels))))
     return items
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from pruning.cost import trace
 from pruning.criteria import get_criterion
-from pruning.cut import Policy, group_kept, prune, trial_pins
+from pruning.cut import Policy, channels_to_cut, group_kept, group_scores, prepare_criterion, prune, trial_pins
 from pruning.graph import ChannelGroup
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 
@@ -71,6 +71,7 @@ class SearchSpace:
         self.bounds = {k: (0.0, self._max_rate(self.by_key[k])) for k in self.keys}
         self._cache: dict[tuple[int, ...], dict[str, float]] = {}
         self._scores: dict[str, torch.Tensor] | None = None
+        self._group_scores: tuple[tuple, dict[str, torch.Tensor]] = ((), {})
         self.latency_table = latency_table
         if self.target.kind == "latency" and latency_table is None:
             from .latency import LatencyTable
@@ -141,17 +142,46 @@ class SearchSpace:
         model: nn.Module | None = None,
     ) -> nn.Module:
         """The physically cut copy of the model (or of `model`, same architecture) for a policy."""
+        return self.cut_indices(policy, criterion, calibration, model)[0]
+
+    def cut_indices(
+        self,
+        policy: Mapping[str, float],
+        criterion: str | None = None,
+        calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        model: nn.Module | None = None,
+    ) -> tuple[nn.Module, dict[str, list[int]]]:
+        """The cut copy for a policy and, per group, the original channels it kept: the channels
+        `pruning.cut.prune` chooses (the criterion's scores, computed once per model state),
+        removed by index selection on the trace the space already holds (no re-trace)."""
         crit = criterion or self.criterion
         calib = calibration if calibration is not None else self.calibration
+        net = model if model is not None else self.model
         kept = self.kept(policy)
-        return prune(
-            model if model is not None else self.model,
-            kept,
-            crit,
-            input_shape=self.input_shape,
-            calibration=calib if get_criterion(crit).needs_data else None,
-            round_to=1,
-        )
+        scores = self.group_scores(net, crit, calib if get_criterion(crit).needs_data else None)
+        removed = {
+            g.key: channels_to_cut(g, scores[g.key], g.channels - kept[g.key])
+            for g in self.groups
+            if g.pinned is None and kept[g.key] < g.channels
+        }
+        indices = {g.key: sorted(set(range(g.channels)) - set(removed.get(g.key, []))) for g in self.groups}
+        return self.costs.cut(net, removed), indices
+
+    def group_scores(
+        self,
+        model: nn.Module,
+        criterion: str,
+        calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The criterion's raw per-channel scores of every cuttable group of `model` (the space's
+        architecture), as `pruning.cut.prune` computes them; kept until the weights change."""
+        versions = tuple((p.data_ptr(), p._version) for p in model.parameters())
+        state = (id(model), criterion, id(calibration), versions)
+        if self._group_scores[0] != state:
+            crit = get_criterion(criterion)
+            prepare_criterion(crit, model, self.graph, calibration)
+            self._group_scores = (state, group_scores(model, self.graph, crit))
+        return self._group_scores[1]
 
     def resources(self, policy: Mapping[str, float], cut: nn.Module | None = None) -> dict[str, float]:
         """`flops`, `params`, `memory_bytes` and `latency_ms` (lookup table; None without one)
