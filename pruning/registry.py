@@ -24,7 +24,8 @@ import typing
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationError, create_model
+from pydantic_core import PydanticCustomError, core_schema
 
 from .errors import PruningError
 
@@ -101,11 +102,37 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, {self.names()})"
 
 
+class OneOf:
+    """`Annotated[str, OneOf(choices)]`: a name that must be one of `choices`, a collection (an
+    enum in the JSON schema) or a callable giving them when checked (a registry filled later)."""
+
+    def __init__(self, choices: Collection[str] | Callable[[], Collection[str]]) -> None:
+        self.choices = choices
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        if not callable(self.choices):
+            return core_schema.literal_schema(list(self.choices))
+        names = self.choices
+
+        def check(value: str) -> str:
+            if value not in names():
+                raise PydanticCustomError(
+                    "one_of",
+                    "unknown name '{value}'; choose one of: {names}",
+                    {"value": value, "names": ", ".join(names())},
+                )
+            return value
+
+        return core_schema.no_info_after_validator_function(check, core_schema.str_schema())
+
+
 def signature_schema(fn: Callable[..., Any], title: str, skip: Collection[str] = ()) -> type[BaseModel]:
     """A pydantic model of `fn`'s named parameters (but `self`, *args, **kwargs and `skip`):
     each parameter's annotation, bounds included, and its default; unknown keys are refused.
     The signature stays the one declaration, so the schema cannot drift from what `fn` takes."""
     fields: dict[str, Any] = {}
+    code = getattr(fn, "__init__", fn) if isinstance(fn, type) else fn  # where the annotations were written
+    namespace = {**vars(typing), **getattr(code, "__globals__", {})}
     for p in inspect.signature(fn).parameters.values():
         if p.name == "self" or p.name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -113,7 +140,7 @@ def signature_schema(fn: Callable[..., Any], title: str, skip: Collection[str] =
         if ann is p.empty:
             ann = Any
         elif isinstance(ann, str):  # postponed (`from __future__ import annotations`)
-            ann = eval(ann, {**vars(typing), **getattr(fn, "__globals__", {})})
+            ann = eval(ann, namespace)
         fields[p.name] = (ann, ... if p.default is p.empty else p.default)
     config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, title=title)
     return create_model(title.replace(" ", "_").replace("'", ""), __config__=config, **fields)
@@ -135,7 +162,8 @@ def check_values(
             parts.append(f"{what} takes no {noun}(s) {', '.join(unknown)}; it takes: {known}")
         for e in exc.errors():
             if e["type"] != "extra_forbidden":
-                key = ".".join(str(x) for x in e["loc"]) or "value"
+                loc = e["loc"]  # the key, then list indices (a union's member tags are left out)
+                key = ".".join([str(loc[0]), *(str(x) for x in loc[1:] if isinstance(x, int))]) if loc else "value"
                 parts.append(f"{what} {noun} {key}: {e['msg']}")
         raise error("; ".join(parts)) from None
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from pruning.data import calibration_batches
@@ -28,7 +29,7 @@ from pruning.device import get_device
 from pruning.errors import PruningError
 from pruning.slimmable import FirstK, SlimmableNet, calibrate_bn, load_supernet, supernet_meta, width_channels
 
-from .base import Proposal, Result, SearchError
+from .base import Count, Proposal, Result, SearchError
 from .evaluators import EvalContext, Evaluator, register_evaluator
 from .registry import register_strategy
 from .space import SearchSpace
@@ -64,8 +65,8 @@ class AutoSlimStrategy(SpaceStrategy):
         space: SearchSpace,
         seed: int = 0,
         supernet: str | Path | None = None,
-        step: float | int = 0.1,
-        calibration_batches: int | None = None,
+        step: Annotated[float, Field(gt=0, le=100_000)] = 0.1,
+        calibration_batches: Count | None = None,
     ) -> None:
         super().__init__(space, seed)
         path = _resolve(supernet)
@@ -295,7 +296,7 @@ class SharedWeightsEvaluator(Evaluator):
     gives_cut_model = False  # it scores generated/shared weights, not the cut network's own
 
     def __init__(
-        self, context: EvalContext, supernet: str | Path | None = None, calibration_batches: int | None = None
+        self, context: EvalContext, supernet: str | Path | None = None, calibration_batches: Count | None = None
     ) -> None:
         super().__init__(context)
         if supernet is None and isinstance(context.model, SlimmableNet):

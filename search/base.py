@@ -8,12 +8,27 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 if TYPE_CHECKING:  # the space module imports this one
     from .space import SearchSpace
 
 Kind = Literal["candidate", "work"]
+
+# The types strategies and evaluators annotate their options with: each constructor's signature
+# declares its options, bounds included, and is their schema (`search.registry.strategy_options`,
+# `search.evaluators.evaluator_options`): a bad value is refused at submit, naming the option.
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
+"""How many of something (samples, trials, episodes, iterations): at least one."""
+Steps = Annotated[int, Field(ge=0, le=1_000_000)]
+"""A number of SGD steps (or other work) that may be zero."""
+LearningRate = Annotated[float, Field(gt=0, le=10)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+BatchSize = Annotated[int, Field(ge=1, le=4096)]
+Rate = Annotated[float, Field(ge=0, lt=1)]
+"""A pruning rate: the share of a group's channels cut."""
 
 
 class SearchError(ValueError):
@@ -87,7 +102,8 @@ class Strategy(abc.ABC):
     the search exactly as it stood when `state_dict()` was called.
 
     Optional capabilities, with defaults here, that callers use without probing:
-    `default_evaluator`, `space`, `base_model()`, `write_artifacts()`, `close()`."""
+    `default_evaluator`, `space`, `base_model()`, `without_selection()`, `write_artifacts()`,
+    `close()`."""
 
     name: ClassVar[str] = ""
     default_evaluator: ClassVar[str] = "adaptive-bn"
@@ -111,6 +127,13 @@ class Strategy(abc.ABC):
         options, the model zoo name and the model's arguments; raises SearchError when they
         do not fit. None (the default): the job's model and criterion."""
         return None
+
+    @classmethod
+    def without_selection(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The strategy's options with its own final selection stage turned off (EagleEye's
+        fine-tune of its top k), for a caller that selects among the candidates itself (the
+        job's `search.selection: asha`). By default the options as given: nothing to turn off."""
+        return dict(options)
 
     @abc.abstractmethod
     def ask(self, n: int = 1) -> list[Proposal]:

@@ -17,6 +17,7 @@ squares) and `validate`, the steps the evaluator ran."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from pruning.bn import recalibrate_bn
@@ -31,10 +33,10 @@ from pruning.criteria import get_criterion
 from pruning.cut import prune
 from pruning.data import DataSplits
 from pruning.measure import count_flops, count_params, peak_memory_bytes
-from pruning.registry import Registry
+from pruning.registry import Registry, check_values, given, signature_schema
 from pruning.train import TrainConfig, evaluate, train
 
-from .base import Proposal, Result, SearchError
+from .base import BatchSize, LearningRate, Proposal, Result, SearchError, Steps
 from .space import SearchSpace
 
 
@@ -200,11 +202,14 @@ class FinetuneEvaluator(Evaluator):
     name = "finetune"
 
     def __init__(
-        self, context: EvalContext, steps: int = 50, lr: float = 0.01, batch_size: int = 64, adaptive_bn: bool = True
+        self,
+        context: EvalContext,
+        steps: Steps = 50,
+        lr: LearningRate = 0.01,
+        batch_size: BatchSize = 64,
+        adaptive_bn: bool = True,
     ) -> None:
         super().__init__(context)
-        if int(steps) < 0:
-            raise SearchError(f"finetune steps must be >= 0, got {steps}")
         self.steps, self.lr, self.batch_size, self.adaptive_bn = (
             int(steps),
             float(lr),
@@ -238,11 +243,31 @@ def evaluator_class(name: str) -> Callable[..., Evaluator]:
     return EVALUATORS.get(name)
 
 
+@functools.cache
+def _options(cls: Callable[..., Evaluator]) -> type[BaseModel]:
+    return signature_schema(cls, f"{getattr(cls, 'name', '')} options", skip=("context",))
+
+
+def evaluator_options(name: str) -> type[BaseModel]:
+    """The pydantic schema of an evaluator's options: its constructor's keyword parameters,
+    their annotations (bounds included) and defaults (`pruning.registry.signature_schema`)."""
+    return _options(evaluator_class(name))
+
+
+def check_evaluator_options(name: str, options: Mapping[str, Any], json: bool = False) -> dict[str, Any]:
+    """The given options, validated by the evaluator's schema (JSON-ready values with `json`);
+    a SearchError names each bad or unknown option."""
+    parsed = check_values(evaluator_options(name), options, f"evaluator {name!r}", "option", error=SearchError)
+    return given(parsed, json=json)
+
+
 def make_evaluator(name: str, context: EvalContext, **options: Any) -> Evaluator:
-    """An evaluator by name, built on `context` with its options."""
+    """An evaluator by name, built on `context` with its options (checked first,
+    `check_evaluator_options`)."""
     cls = evaluator_class(name)
+    checked = check_evaluator_options(name, options)
     try:
-        return cls(context, **options)
+        return cls(context, **checked)
     except TypeError as exc:
         raise SearchError(f"bad option for evaluator {name!r}: {exc}") from exc
 

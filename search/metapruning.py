@@ -37,21 +37,23 @@ import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from torch.func import functional_call
 
 from pruning.bn import recalibrate_bn
 from pruning.data import dataset_size, sample_fingerprint
 from pruning.graph import ChannelGroup
+from pruning.registry import OneOf
 from pruning.train import evaluate
 
 from .amc.env import SpaceCosts
-from .base import Proposal, Result, SearchError
-from .evaluators import EvalContext, Evaluator, register_evaluator
+from .base import BatchSize, Count, Fraction, LearningRate, Proposal, Result, SearchError, Steps
+from .evaluators import EvalContext, Evaluator, list_evaluators, register_evaluator
 from .latency import cache_dir
 from .registry import register_strategy
 from .space import SearchSpace
@@ -198,7 +200,12 @@ class PruningNetEvaluator(Evaluator):
     gives_cut_model = False  # it scores generated/shared weights, not the cut network's own
 
     def __init__(
-        self, context: EvalContext, hidden: int = 32, lr: float = 1e-3, batch_size: int = 64, cache: bool = True
+        self,
+        context: EvalContext,
+        hidden: Annotated[int, Field(ge=1, le=4096)] = 32,
+        lr: LearningRate = 1e-3,
+        batch_size: BatchSize = 64,
+        cache: bool = True,
     ) -> None:
         super().__init__(context)
         if context.space is None:
@@ -383,29 +390,16 @@ class MetaPruningStrategy(SpaceStrategy):
         self,
         space: SearchSpace,
         seed: int = 0,
-        train_steps: int = 400,
-        train_chunk: int = 100,
-        population: int = 20,
-        generations: int = 8,
-        topk: int = 5,
-        mutation_prob: float = 0.1,
-        min_fraction: float = 0.9,
-        evaluator: str = EVALUATOR,
+        train_steps: Steps = 400,
+        train_chunk: Count = 100,
+        population: Count = 20,
+        generations: Count = 8,
+        topk: Count = 5,
+        mutation_prob: Fraction = 0.1,
+        min_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.9,
+        evaluator: Annotated[str, OneOf(list_evaluators)] = EVALUATOR,
     ) -> None:
         super().__init__(space, seed)
-        for label, value in (
-            ("train_steps", train_steps),
-            ("train_chunk", train_chunk),
-            ("population", population),
-            ("generations", generations),
-            ("topk", topk),
-        ):
-            if int(value) < (0 if label == "train_steps" else 1):
-                raise SearchError(f"metapruning {label} must be positive, got {value}")
-        if not 0.0 <= float(mutation_prob) <= 1.0:
-            raise SearchError(f"metapruning mutation_prob must be in [0, 1], got {mutation_prob}")
-        if not 0.0 <= float(min_fraction) < 1.0:
-            raise SearchError(f"metapruning min_fraction must be in [0, 1), got {min_fraction}")
         self.train_steps, self.train_chunk = int(train_steps), int(train_chunk)
         self.population, self.generations, self.topk = int(population), int(generations), int(topk)
         self.mutation_prob, self.evaluator = float(mutation_prob), evaluator

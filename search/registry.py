@@ -4,9 +4,12 @@ registry is complete once the package is imported."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
-from pruning.registry import Registry
+from pydantic import BaseModel
+
+from pruning.registry import Registry, check_values, given, signature_schema
 
 from .base import SearchError, Strategy
 
@@ -30,10 +33,30 @@ def strategy_class(name: str) -> type[Strategy]:
     return STRATEGIES.get(name)
 
 
+@functools.cache
+def _options(cls: type[Strategy]) -> type[BaseModel]:
+    return signature_schema(cls, f"{cls.name} options", skip=("space", "seed"))
+
+
+def strategy_options(name: str) -> type[BaseModel]:
+    """The pydantic schema of a strategy's options: its constructor's keyword parameters, their
+    annotations (bounds included) and defaults (`pruning.registry.signature_schema`)."""
+    return _options(strategy_class(name))
+
+
+def check_strategy_options(name: str, options: dict[str, Any], json: bool = False) -> dict[str, Any]:
+    """The given options, validated by the strategy's schema (JSON-ready values with `json`);
+    a SearchError names each bad or unknown option."""
+    parsed = check_values(strategy_options(name), options, f"strategy {name!r}", "option", error=SearchError)
+    return given(parsed, json=json)
+
+
 def make_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
-    """Build a strategy by name as `Cls(space, seed=seed, **options)`; bad options are a SearchError."""
+    """Build a strategy by name as `Cls(space, seed=seed, **options)`, the options checked
+    first (`check_strategy_options`); bad options are a SearchError."""
     cls = strategy_class(name)
+    checked = check_strategy_options(name, options)
     try:
-        return cls(space, seed=seed, **options)
+        return cls(space, seed=seed, **checked)
     except TypeError as exc:
         raise SearchError(f"bad option for strategy {name!r}: {exc}") from exc

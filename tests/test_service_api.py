@@ -262,4 +262,4 @@ def test_list_filter_paginate_cancel_and_metrics(api):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/jobs", "/v1/jobs/{job_id}/candidates", "/v1/jobs/{job_id}/artifacts", "/v1/models"} <= set(paths)
-    assert client.get("/v1/strategies", headers=a).json()[0] == "uniform"
+    assert client.get("/v1/strategies", headers=a).json()[0]["name"] == "uniform"

@@ -186,3 +186,105 @@ def test_no_model_within_its_declared_bounds_exceeds_max_params():
             net = factory(**{k: v for k, v in largest.items() if k in inspect.signature(factory).parameters})
         n = sum(p.numel() for p in net.parameters())
         assert 0 < n <= MAX_PARAMS, (name, largest, n)
+
+
+BAD_OPTIONS = [
+    ({"n_samples": "x"}, "option n_samples: Input should be a valid integer"),
+    ({"n_samples": -5}, "option n_samples: Input should be greater than or equal to 1"),
+    ({"n_samples": 0}, "option n_samples: Input should be greater than or equal to 1"),
+    ({"n_samples": 1.5}, "option n_samples: Input should be a valid integer, got a number with a fractional part"),
+    ({"top_k": "x"}, "option top_k: Input should be a valid integer"),
+    ({"finetune_lr": 1e30}, "option finetune_lr: Input should be less than or equal to 10"),
+    ({"seed": 1e30}, "takes no option(s) seed"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD_OPTIONS)
+def test_bad_strategy_options_are_a_422_at_submit_naming_the_option(edge_api, options, message):
+    client, h, store = edge_api
+    r = client.post("/v1/jobs", json={**MINIMAL, "strategy": {"name": "eagleeye", "options": options}}, headers=h)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+    assert r.json()["detail"].startswith("strategy: strategy 'eagleeye' ")
+    assert store.list_jobs(1)[1] == 0
+
+
+@pytest.mark.parametrize(
+    "evaluator, message",
+    [
+        ({"name": "finetune", "options": {"steps": -1}}, "evaluator 'finetune' option steps"),
+        ({"name": "finetune", "options": {"lr": "fast"}}, "evaluator 'finetune' option lr"),
+        ({"options": {"n_points": 0}}, "evaluator 'reconstruct' option n_points"),  # amc's default evaluator
+    ],
+)
+def test_bad_evaluator_options_are_a_422_at_submit(edge_api, evaluator, message):
+    client, h, _ = edge_api
+    body = {**MINIMAL, "strategy": {"name": "amc"}, "evaluator": evaluator}
+    r = client.post("/v1/jobs", json=body, headers=h)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+
+
+def test_accepted_options_are_stored_as_the_strategy_reads_them(edge_api):
+    client, h, _ = edge_api
+    options = {"n_samples": "7", "finetune_lr": 1, "top_k": 2}
+    r = client.post("/v1/jobs", json={**MINIMAL, "strategy": {"name": "eagleeye", "options": options}}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["strategy"]["options"] == {"n_samples": 7, "finetune_lr": 1.0, "top_k": 2}
+
+
+def test_the_cli_refuses_the_same_options_with_exit_2_and_the_same_message(tmp_path, capsys):
+    from service.cli import main
+
+    argv = ["search", "--model", "convnet", "--data", "digits", "--target", "flops=0.5", "--strategy", "eagleeye"]
+    code = main([*argv, "--option", "n_samples=1.5", "--out", str(tmp_path / "x")])
+    assert code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        "secateurs: error: strategy: strategy 'eagleeye' option n_samples: "
+        "Input should be a valid integer, got a number with a fractional part"
+    )
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_strategies_and_evaluators_publish_their_option_schemas(edge_api):
+    from search.evaluators import list_evaluators
+    from search.registry import list_strategies
+
+    client, h, _ = edge_api
+    strategies = {s["name"]: s for s in client.get("/v1/strategies", headers=h).json()}
+    assert list(strategies) == list_strategies()
+    eagle = strategies["eagleeye"]
+    assert eagle["default_evaluator"] == "adaptive-bn"
+    n_samples = eagle["options"]["properties"]["n_samples"]
+    assert (n_samples["type"], n_samples["minimum"], n_samples["default"]) == ("integer", 1, 50)
+    assert eagle["options"]["additionalProperties"] is False
+    assert strategies["optuna"]["options"]["properties"]["sampler"]["enum"][0] == "tpe"
+    evaluators = {e["name"]: e for e in client.get("/v1/evaluators", headers=h).json()}
+    assert sorted(evaluators) == list_evaluators()
+    assert evaluators["finetune"]["options"]["properties"]["steps"]["minimum"] == 0
+
+
+def test_every_declared_default_meets_its_own_schema():
+    """The constructor defaults are inside the bounds their annotations declare."""
+    from pruning.registry import check_values
+    from search.evaluators import evaluator_options, list_evaluators
+    from search.registry import list_strategies, strategy_options
+
+    schemas = [strategy_options(n) for n in list_strategies()] + [evaluator_options(n) for n in list_evaluators()]
+    for schema in schemas:
+        for key, field in schema.model_fields.items():
+            if field.default is not None:
+                check_values(schema, {key: field.default}, schema.__name__, "option")
+
+
+def test_make_strategy_checks_options_like_a_job_spec():
+    from pruning.models import build_model
+    from search.base import SearchError
+    from search.registry import make_strategy
+    from search.space import SearchSpace
+
+    space = SearchSpace(build_model("convnet", in_channels=1, input_size=16), (1, 16, 16), "flops=0.5")
+    with pytest.raises(SearchError, match="option n_samples: Input should be greater than or equal to 1"):
+        make_strategy("eagleeye", space, n_samples=0)
+    assert make_strategy("eagleeye", space, n_samples="3").n_samples == 3

@@ -7,7 +7,6 @@ The minimal job is `{"model": {"zoo": "convnet"}, "data": {"name": "digits"},
 
 from __future__ import annotations
 
-import inspect
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -243,17 +242,6 @@ def parse_target(value: Any) -> dict[str, Any]:
         raise ValueError(str(exc)) from exc
 
 
-def check_options(factory: Any, options: dict[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
-    """Refuse option names the factory's constructor does not take (unless it takes **kwargs)."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(options) - (set(params) - set(skip)))
-    if unknown:
-        known = sorted(k for k in params if k not in skip and k not in ("self", "context"))
-        raise ValueError(f"{what} takes no option(s) {', '.join(unknown)}; it takes: {', '.join(known) or 'none'}")
-
-
 class JobConfig(Section):
     """A compression job. Every field but model, data, target and strategy has a default."""
 
@@ -283,15 +271,12 @@ class JobConfig(Section):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: NamedSpec) -> NamedSpec:
-        from search.registry import list_strategies, strategy_class
+        from search.registry import check_strategy_options, list_strategies
 
         names = list_strategies()
         if v.name not in names:
             raise ValueError(f"unknown strategy {v.name!r}; choose one of: {', '.join(names)}")
-        try:
-            check_options(strategy_class(v.name), v.options, f"strategy {v.name!r}", skip=("space", "seed"))
-        except SearchError as exc:
-            raise ValueError(str(exc)) from exc
+        v.options = check_strategy_options(v.name, v.options, json=True)  # a SearchError is a ValueError
         return v
 
     @field_validator("evaluator")
@@ -299,15 +284,23 @@ class JobConfig(Section):
     def _known_evaluator(cls, v: EvaluatorSpec) -> EvaluatorSpec:
         if v.name is None:
             return v
-        from search.evaluators import evaluator_class, list_evaluators
+        from search.evaluators import check_evaluator_options, list_evaluators
 
         if v.name not in list_evaluators():
             raise ValueError(f"unknown evaluator {v.name!r}; choose one of: {', '.join(list_evaluators())}")
-        try:
-            check_options(evaluator_class(v.name), v.options, f"evaluator {v.name!r}", skip=("context",))
-        except SearchError as exc:
-            raise ValueError(str(exc)) from exc
+        v.options = check_evaluator_options(v.name, v.options, json=True)  # a SearchError is a ValueError
         return v
+
+    @model_validator(mode="after")
+    def _default_evaluator_options(self) -> JobConfig:
+        """Evaluator options given without a name are the strategy's default evaluator's."""
+        if self.evaluator.name is None and self.evaluator.options:
+            from search.evaluators import check_evaluator_options
+            from search.registry import strategy_class
+
+            default = strategy_class(self.strategy.name).default_evaluator
+            self.evaluator.options = check_evaluator_options(default, self.evaluator.options, json=True)
+        return self
 
     @field_validator("criterion")
     @classmethod

@@ -5,12 +5,14 @@ by least squares on calibration feature maps (`search.amc.reconstruct`), then va
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
+from pydantic import Field
 from torch import nn
 
 from pruning.criteria import get_criterion
 
-from ..base import SearchError
+from ..base import Count, SearchError
 from ..evaluators import EvalContext, Evaluator, register_evaluator
 from .reconstruct import prune_and_reconstruct, reconstruct_groups
 
@@ -22,11 +24,13 @@ class ReconstructEvaluator(Evaluator):
     name = "reconstruct"
 
     def __init__(
-        self, context: EvalContext, n_points: int = 10, ridge: float = 1e-4, adaptive_bn: bool = False
+        self,
+        context: EvalContext,
+        n_points: Count = 10,
+        ridge: Annotated[float, Field(ge=0, le=1e3)] = 1e-4,
+        adaptive_bn: bool = False,
     ) -> None:
         super().__init__(context)
-        if int(n_points) < 1:
-            raise SearchError(f"reconstruct n_points must be at least 1, got {n_points}")
         self.n_points, self.ridge, self.adaptive_bn = int(n_points), float(ridge), bool(adaptive_bn)
         self.last_fits: list = []
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
+from pydantic import Field
 
-from ..base import Proposal, Result, SearchError
+from pruning.registry import OneOf
+
+from ..base import BatchSize, Count, Fraction, LearningRate, Proposal, Result, SearchError, Steps
+from ..evaluators import list_evaluators
 from ..registry import register_strategy
 from ..space import SearchSpace
 from ..strategies.common import SpaceStrategy
@@ -48,26 +52,24 @@ class AMCStrategy(SpaceStrategy):
         self,
         space: SearchSpace,
         seed: int = 0,
-        episodes: int = 100,
-        warmup: int | None = None,
-        reward: str = "error",
-        agent: str = "ddpg",
-        evaluator: str | None = "reconstruct",
-        hidden: int = 300,
-        lr_actor: float = 1e-4,
-        lr_critic: float = 1e-3,
-        tau: float = 0.01,
-        batch_size: int = 64,
-        init_delta: float = 0.5,
-        delta_decay: float = 0.95,
-        buffer_size: int | None = None,
-        discount: float = 1.0,
-        rllib_options: dict | None = None,
+        episodes: Count = 100,
+        warmup: Steps | None = None,
+        reward: Annotated[str, OneOf(REWARDS)] = "error",
+        agent: Annotated[str, OneOf(AGENTS)] = "ddpg",
+        evaluator: Annotated[str, OneOf(list_evaluators)] | None = "reconstruct",
+        hidden: Annotated[int, Field(ge=1, le=4096)] = 300,
+        lr_actor: LearningRate = 1e-4,
+        lr_critic: LearningRate = 1e-3,
+        tau: Fraction = 0.01,
+        batch_size: BatchSize = 64,
+        init_delta: Annotated[float, Field(ge=0, le=10)] = 0.5,
+        delta_decay: Fraction = 0.95,
+        buffer_size: Count | None = None,
+        discount: Fraction = 1.0,
+        rllib_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(space, seed)
-        if int(episodes) < 1:
-            raise SearchError(f"amc episodes must be at least 1, got {episodes}")
-        if reward not in REWARDS:
+        if reward not in REWARDS:  # names checked again for callers that build the class directly
             raise SearchError(f"unknown amc reward {reward!r}; choose one of: {', '.join(REWARDS)}")
         if agent not in AGENTS:
             raise SearchError(f"unknown amc agent {agent!r}; choose one of: {', '.join(AGENTS)}")

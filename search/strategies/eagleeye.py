@@ -9,9 +9,10 @@ budget, so every sample is used and lies just under the target."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ..base import Proposal, Result
+from ..base import Count, Fraction, LearningRate, Proposal, Result, Steps
 from ..registry import register_strategy
 from ..space import SearchSpace, bisect_scalar
 from .common import SpaceStrategy
@@ -26,15 +27,20 @@ class EagleEyeStrategy(SpaceStrategy):
     name = "eagleeye"
     default_evaluator = "adaptive-bn"
 
+    @classmethod
+    def without_selection(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """No top-k fine-tunes: the caller picks among the sampled candidates itself."""
+        return {**options, "top_k": 0}
+
     def __init__(
         self,
         space: SearchSpace,
         seed: int = 0,
-        n_samples: int = 50,
-        top_k: int = 3,
-        finetune_steps: int = 100,
-        finetune_lr: float = 0.01,
-        tolerance: float = 0.01,
+        n_samples: Count = 50,
+        top_k: Steps = 3,
+        finetune_steps: Steps = 100,
+        finetune_lr: LearningRate = 0.01,
+        tolerance: Fraction = 0.01,
     ) -> None:
         super().__init__(space, seed)
         self.n_samples, self.top_k = int(n_samples), int(top_k)
@@ -43,10 +49,6 @@ class EagleEyeStrategy(SpaceStrategy):
             float(finetune_lr),
             float(tolerance),
         )
-        if self.n_samples < 1 or self.top_k < 0:
-            from ..base import SearchError
-
-            raise SearchError("eagleeye needs n_samples >= 1 and top_k >= 0")
         self.sampled = 0
         self.finetune_queue: list[int] | None = None
         self.samples: list[Result] = []

@@ -12,9 +12,11 @@ iteration's fine-tuned weights; proposals stay independent and a search resumes 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from ..base import Proposal, Result, SearchError
+from pydantic import Field
+
+from ..base import Count, Proposal, Result, SearchError
 from ..registry import register_strategy
 from ..space import SearchSpace
 from .common import SpaceStrategy
@@ -38,16 +40,12 @@ class NetAdaptStrategy(SpaceStrategy):
         self,
         space: SearchSpace,
         seed: int = 0,
-        iterations: int | None = None,
-        decay: float = 1.0,
-        max_iterations: int = 100,
-        step_share: float = 0.5,
+        iterations: Count | None = None,
+        decay: Annotated[float, Field(gt=0, le=1)] = 1.0,
+        max_iterations: Count = 100,
+        step_share: Annotated[float, Field(gt=0, le=1)] = 0.5,
     ) -> None:
         super().__init__(space, seed)
-        if (iterations is not None and int(iterations) < 1) or not 0 < float(decay) <= 1.0:
-            raise SearchError("netadapt needs iterations >= 1 and 0 < decay <= 1")
-        if not 0 < float(step_share) <= 1.0:
-            raise SearchError(f"netadapt step_share must be in (0, 1], got {step_share}")
         self.decay, self.max_iterations = float(decay), int(max_iterations)
         self.current = {k: space.by_key[k].channels for k in space.keys}
         self.min_kept = {k: space.kept(space.smallest_policy())[k] for k in space.keys}

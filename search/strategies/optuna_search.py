@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
 import torch
+from pydantic import Field
 
-from ..base import Proposal, Result, SearchError
+from pruning.registry import OneOf
+
+from ..base import Count, Proposal, Result, SearchError, Steps
 from ..registry import register_strategy
 from ..space import SearchSpace
 from .common import SpaceStrategy
@@ -57,16 +60,16 @@ class OptunaStrategy(SpaceStrategy):
         self,
         space: SearchSpace,
         seed: int = 0,
-        n_trials: int = 30,
-        sampler: str = "tpe",
+        n_trials: Count = 30,
+        sampler: Annotated[str, OneOf(SAMPLERS)] = "tpe",
         storage: str | None = None,
-        study_name: str | None = None,
-        step: float | None = None,
-        max_asks: int | None = None,
-        n_startup_trials: int = 10,
+        study_name: Annotated[str, Field(max_length=200)] | None = None,
+        step: Annotated[float, Field(gt=0, lt=1)] | None = None,
+        max_asks: Count | None = None,
+        n_startup_trials: Steps = 10,
     ) -> None:
         super().__init__(space, seed)
-        if sampler not in SAMPLERS:
+        if sampler not in SAMPLERS:  # for callers that build the class directly
             raise SearchError(f"unknown optuna sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         self.n_trials, self.sampler_name, self.step = int(n_trials), sampler, step
         self.n_startup_trials = int(n_startup_trials)

@@ -14,17 +14,24 @@ the drop of a plain score."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BeforeValidator, Field
 
-from ..base import Proposal, Result
+from ..base import Proposal, Rate, Result
 from ..registry import register_strategy
 from ..space import SearchSpace, bisect_scalar
 from .common import SpaceStrategy
 
 DEFAULT_RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _listed(value: Any) -> Any:
+    """One rate is a list of one."""
+    return value if isinstance(value, (list, tuple)) else [value]
 
 
 @register_strategy("sensitivity")
@@ -35,9 +42,14 @@ class SensitivityStrategy(SpaceStrategy):
     name = "sensitivity"
     default_evaluator = "adaptive-bn"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, rates: Any = DEFAULT_RATES) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        rates: Annotated[Sequence[Rate], BeforeValidator(_listed), Field(min_length=1, max_length=100)] = DEFAULT_RATES,
+    ) -> None:
         super().__init__(space, seed)
-        self.rates = sorted({float(r) for r in (rates if isinstance(rates, (list, tuple)) else [rates])})
+        self.rates = sorted({float(r) for r in _listed(rates)})
         self.queue: list[tuple[str, float]] = [("", 0.0)] + [(k, r) for k in space.keys for r in self.rates]
         self.total = len(self.queue) + 1
         self.table: dict[str, dict[float, float]] = {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
 
 from ..store.tables import Team
 from .deps import Caller, current_caller, current_team
@@ -15,18 +18,34 @@ def me(caller: Caller = Depends(current_caller)) -> dict:
     return {"team": caller.team.name, "id": caller.team.id, "admin": caller.admin}
 
 
-@router.get("/strategies", summary="Strategy names a job may use")
-def strategies(team: Team = Depends(current_team)) -> list[str]:
-    from search.registry import list_strategies
+class Choice(BaseModel):
+    """A strategy or an evaluator a job may name, and its options as JSON Schema (types, ranges,
+    defaults): what `strategy.options` / `evaluator.options` accept, checked at submit."""
 
-    return list_strategies()
+    name: str
+    default_evaluator: str | None = Field(None, description="the evaluator a job uses when it names none (strategies)")
+    options: dict[str, Any] = Field(description="JSON Schema of the options object")
 
 
-@router.get("/evaluators", summary="Evaluator names a job may use")
-def evaluators(team: Team = Depends(current_team)) -> list[str]:
-    from search.evaluators import list_evaluators
+@router.get("/strategies", response_model=list[Choice], summary="Strategies a job may use, with their options' schemas")
+def strategies(team: Team = Depends(current_team)) -> list[Choice]:
+    from search.registry import list_strategies, strategy_class, strategy_options
 
-    return list_evaluators()
+    return [
+        Choice(
+            name=n,
+            default_evaluator=strategy_class(n).default_evaluator,
+            options=strategy_options(n).model_json_schema(),
+        )
+        for n in list_strategies()
+    ]
+
+
+@router.get("/evaluators", response_model=list[Choice], summary="Evaluators a job may use, with their options' schemas")
+def evaluators(team: Team = Depends(current_team)) -> list[Choice]:
+    from search.evaluators import evaluator_options, list_evaluators
+
+    return [Choice(name=n, options=evaluator_options(n).model_json_schema()) for n in list_evaluators()]
 
 
 @router.get("/zoo", summary="Architectures models may use")
