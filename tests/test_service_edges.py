@@ -288,3 +288,85 @@ def test_make_strategy_checks_options_like_a_job_spec():
     with pytest.raises(SearchError, match="option n_samples: Input should be greater than or equal to 1"):
         make_strategy("eagleeye", space, n_samples=0)
     assert make_strategy("eagleeye", space, n_samples="3").n_samples == 3
+
+
+def _raw_upload(app, token: str, chunks, headers: list[tuple[bytes, bytes]] = ()) -> tuple[int, dict, int]:
+    """POST /v1/models straight into the ASGI app, the body fed chunk by chunk without
+    Content-Length (as a chunked upload arrives): (status, JSON body, chunks the app pulled)."""
+    import asyncio
+    import json
+
+    pulled, sent = 0, []
+    it = iter(chunks)
+
+    async def receive():
+        nonlocal pulled
+        chunk = next(it, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        pulled += 1
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/models",
+        "raw_path": b"/v1/models",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"test"),
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"multipart/form-data; boundary=BOUNDARY"),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), pulled
+
+
+def _long_multipart():
+    """A multipart body whose file part goes on (64 KiB chunks, 12.8 MB: the limit is 100 kB)."""
+    yield (
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="zoo"\r\n\r\nconvnet\r\n'
+        b'--BOUNDARY\r\nContent-Disposition: form-data; name="file"; filename="m.safetensors"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+    )
+    for _ in range(200):
+        yield b"\0" * (64 << 10)
+
+
+def test_a_chunked_upload_is_cut_off_at_the_limit_as_it_arrives(tmp_path):
+    from service.api.models import FORM_SLACK
+
+    settings = Settings(data_dir=tmp_path / "data", scheduler=False, max_upload_bytes=100_000)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        token = client.app.state.store.create_token("alpha")
+    status, body, pulled = _raw_upload(app, token, _long_multipart())
+    assert status == 413
+    assert body == {"detail": "file: larger than the 100,000 byte limit"}
+    # the body stopped being read at the limit: (100,000 + slack) / 64 KiB chunks, plus the headers' chunk
+    assert pulled <= 2 + (100_000 + FORM_SLACK) // (64 << 10)
+    assert not any(p.is_file() for p in (tmp_path / "data" / "uploads").rglob("*"))
+
+
+def test_a_declared_length_over_the_limit_is_refused_unread(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", scheduler=False, max_upload_bytes=100_000)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        token = client.app.state.store.create_token("alpha")
+    status, body, pulled = _raw_upload(app, token, _long_multipart(), [(b"content-length", b"3000000000")])
+    assert status == 413
+    assert body["detail"] == "file: larger than the 100,000 byte limit"
+    assert pulled == 0

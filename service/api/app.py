@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.wake_scheduler = lambda: None
     app.state.metrics = health.metrics_registry(store)
     app.exception_handler(RequestValidationError)(validation_error)  # typed per exception class, unlike add_...
+    app.add_middleware(models.UploadLimit)  # counts upload bytes as they arrive
     app.exception_handler(conditional.NotModified)(conditional.not_modified_handler)  # 304 for ETag polls
     for r in (health.router, meta.router, models.router, datasets.router, jobs.router, dashboard.router):
         app.include_router(r)

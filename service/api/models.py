@@ -12,9 +12,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pruning.errors import PruningError
 from pruning.export import load_weights
@@ -30,6 +33,8 @@ from .deps import current_team, get_settings, get_store
 router = APIRouter(prefix="/v1/models", tags=["models"])
 SUFFIXES = (".safetensors", ".pt", ".pth")
 CHUNK = 1 << 20
+FORM_SLACK = 64 << 10
+"""Bytes a model upload's body may hold beyond the file: multipart headers, `zoo` and `args`."""
 
 
 class ModelOut(BaseModel):
@@ -52,6 +57,42 @@ class ModelOut(BaseModel):
             sha256=m.sha256,
             created_at=as_utc(m.created_at),
         )
+
+
+def _too_large(limit: int) -> str:
+    return f"file: larger than the {limit:,} byte limit"
+
+
+class UploadLimit:
+    """ASGI middleware that bounds the body of `POST /v1/models` as it arrives, before the form
+    parser spools it: a declared Content-Length over the limit is refused unread, and a body
+    without one (chunked) is counted chunk by chunk and cut off at the limit, so no more than
+    the limit (plus `FORM_SLACK` for the form's other fields) is ever read. 413 either way; the
+    file itself is then held to the exact limit by `_save_bounded`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != router.prefix:
+            await self.app(scope, receive, send)
+            return
+        limit = scope["app"].state.settings.max_upload_bytes
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + FORM_SLACK:
+            await JSONResponse({"detail": _too_large(limit)}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit + FORM_SLACK:
+                raise HTTPException(413, _too_large(limit))  # answered by the app's handler, as JSON
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _parse_args(text: str) -> dict[str, Any]:
@@ -92,7 +133,7 @@ async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: 
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, f"file: larger than the {limit:,} byte limit")
+                    raise HTTPException(413, _too_large(limit))
                 digest.update(chunk)
                 out.write(chunk)
     except BaseException:
@@ -103,7 +144,6 @@ async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: 
 
 @router.post("", status_code=201, response_model=ModelOut, summary="Upload trained weights for a zoo model")
 async def upload_model(
-    request: Request,
     zoo: str = Form(..., description="zoo architecture, e.g. convnet"),
     args: str = Form("{}", description="JSON object of the zoo model's arguments"),
     file: UploadFile = File(..., description="safetensors or weights-only .pt state dict"),
@@ -111,9 +151,6 @@ async def upload_model(
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> ModelOut:
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > settings.max_upload_bytes + CHUNK:
-        raise HTTPException(413, f"file: larger than the {settings.max_upload_bytes:,} byte limit")
     name = Path(file.filename or "").name
     suffix = Path(name).suffix.lower()
     if suffix not in SUFFIXES:
