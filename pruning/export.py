@@ -8,6 +8,7 @@ in layers of the recorded shapes."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,23 +96,72 @@ def build_from_arch(arch: dict[str, Any]) -> nn.Module:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load safetensors or a weights-only `.pt` state dict (never unpickles objects)."""
+    """Load safetensors or a weights-only `.pt` state dict (never unpickles objects). A file
+    that cannot be read or does not fit is a one-line PruningError in our words (the library's
+    own multi-line text stays out of messages users see)."""
     p = Path(path)
     if not p.exists():
         raise PruningError(f"weights file {p} does not exist")
-    try:
-        state = (
-            load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
-        )
-    except Exception as exc:
-        raise PruningError(f"cannot read weights from {p}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise PruningError(f"{p} does not hold a state dict")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise PruningError(f"weights in {p} do not fit the model: {str(exc).splitlines()[0]}") from exc
+    state = _read_state(p)
+    problem = state_mismatch(model, state)
+    if problem:
+        raise PruningError(f"weights in {p} do not fit the model: {problem}")
+    model.load_state_dict(state, strict=True)
     return model
+
+
+def _read_state(p: Path) -> dict[str, Any]:
+    """The state dict in a safetensors or weights-only `.pt` file."""
+    if p.suffix == ".safetensors":
+        try:
+            return load_file(str(p))
+        except Exception as exc:
+            raise PruningError(f"cannot read weights from {p}: not a valid safetensors file") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notes from the weights-only unpickler
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "GLOBAL" in str(exc):
+            raise PruningError(
+                f"cannot read weights from {p}: it holds Python objects besides tensors, which are never "
+                "unpickled; save model.state_dict() with torch.save, or use safetensors"
+            ) from exc
+        raise PruningError(
+            f"cannot read weights from {p}: not a PyTorch state dict file (torch.save(model.state_dict(), path))"
+        ) from exc
+    if not isinstance(state, dict):
+        raise PruningError(f"cannot read weights from {p}: it does not hold a state dict")
+    return state
+
+
+def state_mismatch(model: nn.Module, state: dict[str, Any], shown: int = 3) -> str | None:
+    """Why `state` does not fit `model` in one line (missing and unexpected keys, non-tensor
+    values, shape differences; the first `shown` of each), or None when it fits."""
+    own = model.state_dict()
+
+    def some(keys: Sequence[str]) -> str:
+        return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    not_tensors = [k for k in state if k in own and not isinstance(state[k], torch.Tensor)]
+    shapes = [
+        f"{k} is {tuple(state[k].shape)}, the model's {tuple(own[k].shape)}"
+        for k in own
+        if isinstance(state.get(k), torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    parts = [
+        f"{label} {some(keys)}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("not tensors:", not_tensors),
+            ("shape of", shapes),
+        )
+        if keys
+    ]
+    return "; ".join(parts) or None
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:

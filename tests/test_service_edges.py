@@ -370,3 +370,59 @@ def test_a_declared_length_over_the_limit_is_refused_unread(tmp_path):
     assert status == 413
     assert body["detail"] == "file: larger than the 100,000 byte limit"
     assert pulled == 0
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def _pt_bytes(obj) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _rejected_files():
+    from safetensors.torch import save as st_save
+
+    from pruning.models import build_model
+
+    five = build_model("convnet", num_classes=5, in_channels=1, input_size=16, width=0.25).state_dict()
+    return [
+        ("m.pt", b"garbage" * 50, "file: cannot read weights from the uploaded file: not a PyTorch state dict file"),
+        (
+            "m.pt",
+            _pt_bytes({"x": _Evil()}),
+            "file: cannot read weights from the uploaded file: it holds Python objects",
+        ),
+        ("m.safetensors", b"garbage" * 50, "file: cannot read weights from the uploaded file: not a valid safetensors"),
+        (
+            "m.safetensors",
+            st_save({k: v.contiguous() for k, v in five.items()}),
+            "file: weights in the uploaded file do not fit the model: shape of fc2.weight is (5, 32)",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_rejected_weight_files_answer_one_line_in_our_words(edge_api, index):
+    import json
+
+    client, h, _ = edge_api
+    name, content, start = _rejected_files()[index]
+    args = {"num_classes": 10, "in_channels": 1, "input_size": 16, "width": 0.25}
+    r = client.post(
+        "/v1/models", data={"zoo": "convnet", "args": json.dumps(args)}, files={"file": (name, content)}, headers=h
+    )
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith(start), detail
+    assert "\n" not in detail
+    assert "\x1b" not in detail
+    assert "Weights only load failed" not in detail
+    assert "Error(s) in loading state_dict" not in detail
