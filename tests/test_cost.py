@@ -90,6 +90,34 @@ def test_depthwise_transposed_concat_and_flatten_layers_count_exactly() -> None:
     assert costs.count(some)["flops"] < full["flops"]  # the cut is seen at all
 
 
+class Grouped(nn.Module):
+    """A ResNeXt-style grouped conv (4 groups of 4) between two plain convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.g = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.b = nn.Conv2d(16, 24, 1)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.b(self.g(self.a(x))).mean((2, 3)))
+
+
+def test_grouped_conv_cut_in_whole_groups_counts_exactly() -> None:
+    model, shape = Grouped().eval(), (1, 16, 16)
+    graph, costs = trace(model, shape)
+    assert costs.exact, costs.reason
+    grouped = next(g for g in graph.groups if "g.0" in g.members)
+    assert grouped.unit == 4
+    for kept in random_policies(graph, 4, seed=5):
+        cut = prune(model, kept, "l1", input_shape=shape)
+        conv = cut.get_submodule("g.0")
+        assert isinstance(conv, nn.Conv2d)
+        assert conv.groups == kept[grouped.key] // 4  # whole conv groups went
+        assert costs.count(kept) == counted(cut, shape), kept
+
+
 def test_query_makes_no_forward_and_no_copy() -> None:
     """A query only reads the trace: the model is never run (a forward would raise) and its
     weights are untouched."""

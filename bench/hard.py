@@ -1,0 +1,273 @@
+"""The hard setting (issue 15): deep and compact networks cut to 20% and 10% of their FLOPs (and
+one latency target), where per-layer allocation matters. Run by hand; not part of the suite.
+
+Every Secateurs row is a real job (`workers.pipeline.run_pipeline`, the code the service runs),
+from the same trained base model; every peer row (bench/peers.py: Torch-Pruning global
+magnitude, Torch-Pruning GroupNormPruner with its sparsity training, ModelOpt FastNAS) is cut
+onto the same FLOPs budget and fine-tuned by the same routine (`pruning.train.finetune`) with the
+same total epochs. Test accuracy, mean ± std over seeds.
+
+    # the setting sized for the 2-core machine (Fashion-MNIST, 10,000 training images, 16 px)
+    python bench/hard.py
+    # the full setting (all 55,000 images at 28 px, more fine-tune) on a bigger machine or a GPU
+    python bench/hard.py --subset 0 --input-size 28 --train-epochs 30 --finetune-epochs 10 --device cuda
+    # ModelOpt's row needs scripts/install-peers.sh, then PYTHONPATH=.peers
+    PYTHONPATH=.peers python bench/hard.py --peers tp-global tp-groupnorm fastnas
+
+Writes bench/results/hard-*.json (every row, with the config and the load average), a Markdown
+table and a plot of accuracy against FLOPs kept (one line per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import peers
+
+from pruning.bn import recalibrate_bn
+from pruning.data import calibration_batches, dataset_size, load_dataset
+from pruning.device import get_device
+from pruning.export import load_weights, save_weights
+from pruning.measure import count_flops
+from pruning.models import build_model
+from pruning.train import FinetuneConfig, TrainConfig, evaluate, finetune, train
+from workers.pipeline import run_pipeline
+
+# Each Secateurs row: a label, the strategy (with options) and changes to the job's sections.
+ROWS: dict[str, dict[str, Any]] = {
+    "uniform": {"strategy": {"name": "uniform"}},
+    "global": {"strategy": {"name": "global"}},
+    "sensitivity": {"strategy": {"name": "sensitivity"}},
+    "eagleeye": {"strategy": {"name": "eagleeye"}},
+    "netadapt": {"strategy": {"name": "netadapt"}},
+    "optuna": {"strategy": {"name": "optuna", "options": {"n_trials": 30}}},
+    "eagleeye iterative": {"strategy": {"name": "eagleeye"}, "finetune": {"prune_schedule": "iterative"}},
+    "eagleeye iterative + KD": {
+        "strategy": {"name": "eagleeye"},
+        "finetune": {"prune_schedule": "iterative", "kd_alpha": 0.5},
+    },
+    "sensitivity iterative": {"strategy": {"name": "sensitivity"}, "finetune": {"prune_schedule": "iterative"}},
+    "sensitivity iterative + KD": {
+        "strategy": {"name": "sensitivity"},
+        "finetune": {"prune_schedule": "iterative", "kd_alpha": 0.5},
+    },
+}
+PEERS = ("tp-global", "tp-groupnorm", "fastnas")
+
+
+def base_model(args: argparse.Namespace, model_name: str, data: Any, device: torch.device) -> tuple[Path, float]:
+    """The trained base model's weights (trained once, cached in --out) and its test accuracy."""
+    margs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
+    path = (
+        Path(args.out)
+        / f"base-{model_name}-{args.data}-{data.input_size}px-{args.subset}-{args.train_epochs:g}ep.safetensors"
+    )
+    model = build_model(model_name, **margs).to(device)
+    if path.exists():
+        load_weights(model, path)
+    else:
+        torch.manual_seed(0)
+        train(model, data.train, TrainConfig(epochs=args.train_epochs, lr=0.05, seed=0), device=device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(model, path)
+    return path, evaluate(model.eval(), data.test)
+
+
+def job_row(
+    args: argparse.Namespace, model_name: str, weights: Path, target: str, seed: int, label: str, out: Path
+) -> dict[str, Any]:
+    """One Secateurs row: the job as the service would run it, fixed-length fine-tune."""
+    spec = copy.deepcopy(ROWS[label])
+    finetune_spec = {"epochs": args.finetune_epochs, "lr": args.finetune_lr, **spec.pop("finetune", {})}
+    config = {
+        "model": {"zoo": model_name, "weights": str(weights)},
+        "data": {"name": args.data, "input_size": args.input_size, "subset": args.subset or None},
+        "target": target,
+        "finetune": finetune_spec,
+        "search": {"val_batches": args.val_batches},
+        "seed": seed,
+        "onnx": False,
+        **spec,
+    }
+    t0 = time.perf_counter()
+    summary = run_pipeline(config, out, device=args.device)
+    return {
+        "accuracy": summary["accuracy_after"],
+        "flops_fraction": summary["flops_after"] / summary["flops_before"],
+        "search_score": summary["search_score"],
+        "candidates": summary["candidates"],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def peer_row(
+    args: argparse.Namespace, model_name: str, weights: Path, data: Any, ratio: float, seed: int, name: str
+) -> dict[str, Any]:
+    """One peer row: cut by the peer onto the FLOPs budget, then the same fine-tune as a job's."""
+    device = get_device(args.device)
+    shape = (data.in_channels, data.input_size, data.input_size)
+    margs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
+    model = build_model(model_name, **margs).to(device)
+    load_weights(model, weights)
+    model.eval()
+    torch.manual_seed(seed)
+    budget = ratio * count_flops(model, shape)
+    steps_per_epoch = -(-dataset_size(data.train) // 64)
+    epochs = args.finetune_epochs
+    t0 = time.perf_counter()
+    if name == "tp-global":
+        cut = peers.torch_pruning_global(model, shape, budget, 0.9)
+    elif name == "tp-groupnorm":
+        # its sparsity training takes a third of the fine-tune budget; the rest fine-tunes the cut
+        sparse_epochs = epochs / 3
+        cut = peers.torch_pruning_group_norm(
+            model, data, shape, budget, 0.9, sparsity_steps=round(sparse_epochs * steps_per_epoch), seed=seed
+        )
+        epochs -= sparse_epochs
+    elif name == "fastnas":
+        cut = peers.modelopt_fastnas(model, data, shape, ratio)
+    else:
+        raise ValueError(f"unknown peer {name!r}")
+    cut = cut.to(device)
+    recalibrate_bn(cut, calibration_batches(data.train, 4, 64, seed=seed))
+    cfg = replace(FinetuneConfig(), epochs=epochs, lr=args.finetune_lr, seed=seed)
+    finetune(cut, data, cfg, device=device)
+    return {
+        "accuracy": evaluate(cut, data.test),
+        "flops_fraction": count_flops(cut, shape) / count_flops(model, shape),
+        "search_score": None,
+        "candidates": None,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.Namespace) -> str:
+    """Markdown: one line per model, target and method; accuracy mean ± std over seeds."""
+    lines = [
+        f"{args.data}, {args.subset or 'all'} training images at {args.input_size} px; base models trained "
+        f"{args.train_epochs:g} epochs; every method fine-tuned {args.finetune_epochs:g} epochs in total "
+        f"(lr {args.finetune_lr}); seeds {args.seeds}. Base test accuracy: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in bases.items()),
+        "",
+        "| model | target | method | test accuracy | FLOPs kept | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["target"], r["method"]), []).append(r)
+    for (model, target, method), rs in groups.items():
+        accs = [r["accuracy"] for r in rs]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        lines.append(
+            f"| {model} | {target} | {method} | {statistics.mean(accs):.4f} ± {std:.4f} "
+            f"| {statistics.mean(r['flops_fraction'] for r in rs):.3f} "
+            f"| {statistics.mean(r['seconds'] for r in rs):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def draw(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against FLOPs kept, one line per method, one panel per model (FLOPs targets)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                if r["model"] == model and r["method"] == method and r["target"].startswith("flops"):
+                    pts.setdefault(r["target"], []).append(r)
+            if not pts:
+                continue
+            xs = [statistics.mean(r["flops_fraction"] for r in rs) for rs in pts.values()]
+            ys = [statistics.mean(r["accuracy"] for r in rs) for rs in pts.values()]
+            order = sorted(range(len(xs)), key=xs.__getitem__)
+            ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=method)
+        ax.set_title(model)
+        ax.set_xlabel("FLOPs kept")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--subset", type=int, default=10000, help="training images (0: all)")
+    ap.add_argument("--input-size", type=int, default=16)
+    ap.add_argument("--models", nargs="+", default=["resnet56", "mobilenetv2"])
+    ap.add_argument("--targets", nargs="+", default=["flops=0.2", "flops=0.1", "latency=0.3"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--peers", nargs="*", default=["tp-global", "tp-groupnorm"], choices=PEERS)
+    ap.add_argument("--train-epochs", type=float, default=10)
+    ap.add_argument("--finetune-epochs", type=float, default=3)
+    ap.add_argument("--finetune-lr", type=float, default=0.05)
+    ap.add_argument("--val-batches", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="runs/bench-hard")
+    ap.add_argument("--results", default=None, help="JSON (default bench/results/hard-DATA-SIZEpx.json)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = get_device(args.device)
+    data = load_dataset(args.data, input_size=args.input_size, subset=args.subset or None, seed=0)
+    results = Path(args.results or ROOT / "bench" / "results" / f"hard-{args.data}-{args.input_size}px.json")
+    rows: list[dict[str, Any]] = []
+    bases: dict[str, float] = {}
+    load = os.getloadavg()[0]
+    for model_name in args.models:
+        weights, bases[model_name] = base_model(args, model_name, data, device)
+        for target in args.targets:
+            for seed in args.seeds:
+                key = {"model": model_name, "target": target, "seed": seed}
+                for label in args.rows:
+                    out = Path(args.out) / model_name / target / f"seed{seed}" / label.replace(" ", "_")
+                    rows.append(
+                        {**key, "method": label, **job_row(args, model_name, weights, target, seed, label, out)}
+                    )
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                if not target.startswith("flops="):
+                    continue  # the peers cut onto FLOPs budgets only
+                for name in args.peers or []:
+                    ratio = float(target.split("=", 1)[1])
+                    rows.append({**key, "method": name, **peer_row(args, model_name, weights, data, ratio, seed, name)})
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                results.parent.mkdir(parents=True, exist_ok=True)
+                results.write_text(
+                    json.dumps({"config": vars(args), "load_average": load, "bases": bases, "rows": rows}, indent=1)
+                )
+    table = render(rows, bases, args)
+    results.write_text(
+        json.dumps({"config": vars(args), "load_average": load, "bases": bases, "rows": rows, "table": table}, indent=1)
+    )
+    draw(rows, results.with_suffix(".png"))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
