@@ -290,7 +290,9 @@ def test_make_strategy_checks_options_like_a_job_spec():
     assert make_strategy("eagleeye", space, n_samples="3").n_samples == 3
 
 
-def _raw_upload(app, token: str, chunks, headers: list[tuple[bytes, bytes]] = ()) -> tuple[int, dict, int]:
+def _raw_upload(
+    app, token: str, chunks, headers: list[tuple[bytes, bytes]] = (), path: str = "/v1/models"
+) -> tuple[int, dict, int]:
     """POST /v1/models straight into the ASGI app, the body fed chunk by chunk without
     Content-Length (as a chunked upload arrives): (status, JSON body, chunks the app pulled)."""
     import asyncio
@@ -316,8 +318,8 @@ def _raw_upload(app, token: str, chunks, headers: list[tuple[bytes, bytes]] = ()
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/models",
-        "raw_path": b"/v1/models",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
@@ -347,7 +349,7 @@ def _long_multipart():
 
 
 def test_a_chunked_upload_is_cut_off_at_the_limit_as_it_arrives(tmp_path):
-    from service.api.models import FORM_SLACK
+    from service.api.limits import FORM_SLACK
 
     settings = Settings(data_dir=tmp_path / "data", scheduler=False, max_upload_bytes=100_000)
     app = create_app(settings)
@@ -359,6 +361,19 @@ def test_a_chunked_upload_is_cut_off_at_the_limit_as_it_arrives(tmp_path):
     # the body stopped being read at the limit: (100,000 + slack) / 64 KiB chunks, plus the headers' chunk
     assert pulled <= 2 + (100_000 + FORM_SLACK) // (64 << 10)
     assert not any(p.is_file() for p in (tmp_path / "data" / "uploads").rglob("*"))
+
+
+def test_a_chunked_data_set_upload_is_cut_off_at_its_limit_too(tmp_path):
+    from service.api.limits import FORM_SLACK
+
+    settings = Settings(data_dir=tmp_path / "data", scheduler=False, max_dataset_upload_bytes=200_000)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        token = client.app.state.store.create_token("alpha")
+    status, body, pulled = _raw_upload(app, token, _long_multipart(), path="/v1/datasets")
+    assert status == 413
+    assert body == {"detail": "file: larger than the 200,000 byte limit"}
+    assert pulled <= 2 + (200_000 + FORM_SLACK) // (64 << 10)
 
 
 def test_a_declared_length_over_the_limit_is_refused_unread(tmp_path):
@@ -426,3 +441,48 @@ def test_rejected_weight_files_answer_one_line_in_our_words(edge_api, index):
     assert "\x1b" not in detail
     assert "Weights only load failed" not in detail
     assert "Error(s) in loading state_dict" not in detail
+
+
+def _openapi(tmp_path) -> dict:
+    return create_app(Settings(data_dir=tmp_path / "data", scheduler=False)).openapi()
+
+
+def test_the_openapi_document_declares_every_error_body_as_it_is_sent(tmp_path, edge_api):
+    from service.api.errors import ErrorOut
+
+    doc = _openapi(tmp_path)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            assert "401" in op["responses"] or not path.startswith("/v1/"), where
+            for code, response in op["responses"].items():
+                if code.startswith("4"):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (where, code)
+            if "{job_id}" in path or "{model_id}" in path:
+                assert "404" in op["responses"], where
+    upload = doc["paths"]["/v1/models"]["post"]["responses"]
+    assert {"400", "413", "422"} <= set(upload)
+    # and the bodies really are ErrorOut: a validation 422, a handler's 422, a 401, a 404
+    client, h, _ = edge_api
+    for r in (
+        client.get("/v1/jobs?limit=0", headers=h),
+        client.post("/v1/jobs", json={**MINIMAL, "model": {"upload": 7}}, headers=h),
+        client.get("/v1/jobs"),
+        client.get("/v1/jobs/7", headers=h),
+    ):
+        assert r.status_code in (401, 404, 422)
+        ErrorOut.model_validate(r.json(), strict=True)
+    assert isinstance(client.get("/v1/jobs?limit=0", headers=h).json()["errors"], list)
+
+
+def test_job_status_is_an_enum_in_the_document(tmp_path):
+    from service.store import JobStatus
+
+    doc = _openapi(tmp_path)
+    schemas = doc["components"]["schemas"]
+    assert schemas["JobStatus"]["enum"] == [s.value for s in JobStatus]
+    assert schemas["JobOut"]["properties"]["status"] == {"$ref": "#/components/schemas/JobStatus"}
+    status_param = next(p for p in doc["paths"]["/v1/jobs"]["get"]["parameters"] if p["name"] == "status")
+    assert {"$ref": "#/components/schemas/JobStatus"} in status_param["schema"]["anyOf"]

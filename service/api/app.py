@@ -1,39 +1,20 @@
 """The FastAPI app: routers per resource, the store and scheduler held in `app.state`,
-migrations applied at start, validation errors as one readable line (plus the details)."""
+migrations applied at start, validation errors as one readable line plus the details
+(`errors.validation_error`, in the `ErrorOut` body every 4xx answer has)."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from .. import dashboard
 from ..config import Settings, get_settings
 from ..store import Store
 from . import conditional, datasets, health, jobs, meta, models
-
-
-def _where(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
-
-
-async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with `detail` as one line naming each bad field and why."""
-    lines = []
-    for e in exc.errors():
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        if e.get("type") == "json_invalid":
-            msg = f"malformed JSON: {e.get('ctx', {}).get('error', msg)}"
-        lines.append(f"{_where(tuple(e.get('loc', ())))}: {msg}")
-    return JSONResponse(status_code=422, content={"detail": "; ".join(lines), "errors": jsonable_errors(exc)})
-
-
-def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")} for e in exc.errors()]
+from .errors import error_responses, validation_error
+from .limits import UploadLimit
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Secateurs",
         version="0.1.0",
         lifespan=lifespan,
+        responses=error_responses(422),  # every route's bad input: the ErrorOut body `validation_error` sends
         description="Prune convolutional networks as a service: upload a model, submit a compression job, "
         "follow its candidates, download the pruned model.",
     )
@@ -71,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.wake_scheduler = lambda: None
     app.state.metrics = health.metrics_registry(store)
     app.exception_handler(RequestValidationError)(validation_error)  # typed per exception class, unlike add_...
-    app.add_middleware(models.UploadLimit)  # counts upload bytes as they arrive
+    app.add_middleware(UploadLimit)  # counts upload bytes as they arrive
     app.exception_handler(conditional.NotModified)(conditional.not_modified_handler)  # 304 for ETag polls
     for r in (health.router, meta.router, models.router, datasets.router, jobs.router, dashboard.router):
         app.include_router(r)

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
@@ -22,9 +22,10 @@ from ..config import Settings
 from ..store import Store, as_utc
 from ..store.tables import Dataset, Team
 from .deps import current_team, get_settings, get_store
-from .models import CHUNK, _save_bounded
+from .errors import error_responses
+from .models import _save_bounded
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 422))
 
 
 class DatasetOut(BaseModel):
@@ -70,18 +71,20 @@ def _unpack(archive: Path, suffix: str, work: Path, final_dir: Path, bounds: Lim
         shutil.rmtree(work, ignore_errors=True)
 
 
-@router.post("", status_code=201, response_model=DatasetOut, summary="Upload an image folder archive")
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    summary="Upload an image folder archive",
+    responses=error_responses(400, 413),
+)
 async def upload_dataset(
-    request: Request,
     file: UploadFile = File(..., description="a .tar, .tar.gz or .zip of <class>/* or train/<class>/* (+ val/)"),
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> DatasetOut:
-    limit = settings.max_dataset_upload_bytes
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > limit + CHUNK:
-        raise HTTPException(413, f"file: larger than the {limit:,} byte limit")
+    limit = settings.max_dataset_upload_bytes  # the body was counted on arrival (limits.UploadLimit)
     name = Path(file.filename or "").name
     try:
         suffix = archive_suffix(name)
@@ -117,7 +120,7 @@ def list_datasets(team: Team = Depends(current_team), store: Store = Depends(get
     return [DatasetOut.of(d) for d in store.list_datasets(team.id)]
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, summary="One uploaded data set")
+@router.get("/{dataset_id}", response_model=DatasetOut, summary="One uploaded data set", responses=error_responses(404))
 def get_dataset(dataset_id: RowId, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> DatasetOut:
     d = store.get_dataset(team.id, dataset_id)
     if d is None:

@@ -22,8 +22,9 @@ from ..submit import SpecError, resolve_config
 from . import conditional
 from .conditional import NOT_MODIFIED_RESPONSE, IfNoneMatch
 from .deps import After, Caller, Offset, current_caller, current_team, get_settings, get_store
+from .errors import ErrorOut, error_responses
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422))
 
 
 class JobOut(BaseModel):
@@ -108,7 +109,9 @@ def _marks(store: Store, team: Team, job_id: int) -> tuple[int, int]:
     status_code=201,
     response_model=JobOut,
     summary="Submit a compression job",
-    responses={403: {"description": "a priority above the default from a token that is not an admin's"}},
+    responses={
+        403: {"model": ErrorOut, "description": "a priority above the default from a token that is not an admin's"}
+    },
 )
 async def submit_job(
     spec: JobConfig,
@@ -151,7 +154,7 @@ def list_jobs(
     "/{job_id}",
     response_model=JobDetail,
     summary="One job: status, phase, progress, best so far, error",
-    responses=NOT_MODIFIED_RESPONSE,
+    responses={**NOT_MODIFIED_RESPONSE, **error_responses(404)},
 )
 def get_job(
     job_id: RowId,
@@ -166,7 +169,11 @@ def get_job(
     return detail
 
 
-@router.get("/{job_id}/candidates", summary="Evaluated candidates with seq > after", responses=NOT_MODIFIED_RESPONSE)
+@router.get(
+    "/{job_id}/candidates",
+    summary="Evaluated candidates with seq > after",
+    responses={**NOT_MODIFIED_RESPONSE, **error_responses(404)},
+)
 def list_candidates(
     job_id: RowId,
     response: Response,
@@ -184,7 +191,11 @@ def list_candidates(
     return [{"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)} for c in rows]
 
 
-@router.get("/{job_id}/events", summary="Job events with seq > after", responses=NOT_MODIFIED_RESPONSE)
+@router.get(
+    "/{job_id}/events",
+    summary="Job events with seq > after",
+    responses={**NOT_MODIFIED_RESPONSE, **error_responses(404)},
+)
 def list_events(
     job_id: RowId,
     response: Response,
@@ -204,7 +215,9 @@ def list_events(
     ]
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, summary="Stop a queued or running job")
+@router.post(
+    "/{job_id}/cancel", response_model=JobOut, summary="Stop a queued or running job", responses=error_responses(404)
+)
 def cancel_job(
     job_id: RowId, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
 ) -> JobOut:
@@ -218,7 +231,12 @@ def cancel_job(
     return JobOut.of(current)
 
 
-@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut], summary="Output files of a finished job")
+@router.get(
+    "/{job_id}/artifacts",
+    response_model=list[ArtifactOut],
+    summary="Output files of a finished job",
+    responses=error_responses(404),
+)
 def list_artifacts(
     job_id: RowId, request: Request, team: Team = Depends(current_team), store: Store = Depends(get_store)
 ) -> list[ArtifactOut]:
@@ -234,7 +252,12 @@ def list_artifacts(
     ]
 
 
-@router.get("/{job_id}/artifacts/{name:path}", summary="Download one artifact", response_class=FileResponse)
+@router.get(
+    "/{job_id}/artifacts/{name:path}",
+    summary="Download one artifact",
+    response_class=FileResponse,
+    responses=error_responses(404),
+)
 def download_artifact(
     job_id: RowId, name: str, team: Team = Depends(current_team), store: Store = Depends(get_store)
 ) -> FileResponse:

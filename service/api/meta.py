@@ -9,8 +9,9 @@ from pydantic import BaseModel, Field
 
 from ..store.tables import Team
 from .deps import Caller, current_caller, current_team
+from .errors import error_responses
 
-router = APIRouter(prefix="/v1", tags=["meta"])
+router = APIRouter(prefix="/v1", tags=["meta"], responses=error_responses(401))
 
 
 @router.get("/me", summary="The team the token belongs to, and whether the token is an admin's")
