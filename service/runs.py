@@ -14,7 +14,8 @@ from .store import Store
 PHASE_SPANS = {
     "data": (0.0, 0.02),
     "train": (0.02, 0.2),
-    "search": (0.2, 0.85),
+    "search": (0.2, 0.8),
+    "select": (0.8, 0.85),  # the ASHA selection (search.selection: asha)
     "finetune": (0.85, 0.97),
     "export": (0.97, 0.99),
     "done": (0.99, 0.99),

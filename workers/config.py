@@ -21,6 +21,10 @@ from search.target import KINDS, Target
 # Data sets read from a folder the job names in `data.path`.
 PATH_DATASETS = ("cifar10", "imagefolder")
 
+Selection = Literal["top-k", "asha"]
+"""The final pick among the best candidates: the strategy's own (EagleEye's top-k fine-tune; the
+best score otherwise), or Ray Tune trials under ASHA (`workers.selection`)."""
+
 PruneSchedule = Literal["one-shot", "iterative"]
 """How the chosen widths are reached: one cut then the fine-tune, or `rounds` cuts along a geometric
 path with a share of the fine-tune after each (`workers.pipeline.iterative_finetune`)."""
@@ -219,6 +223,15 @@ class SearchSpec(Section):
     )
     calibration_batches: int = Field(4, ge=1, le=1000, description="training batches for adaptive BN and data criteria")
     calibration_batch_size: int = Field(64, ge=1, le=4096, description="size of those batches")
+    selection: Selection = Field(
+        "top-k",
+        description="final pick: top-k (the strategy's own, e.g. EagleEye's top-k fine-tune) or asha (the best "
+        "selection_candidates policies fine-tuned as Ray Tune trials, ASHA stopping the weak ones early)",
+    )
+    selection_candidates: int = Field(9, ge=1, le=1000, description="policies that start an ASHA trial")
+    selection_steps: int = Field(100, ge=1, le=100_000, description="fine-tune steps of the longest ASHA trial")
+    selection_reduction: int = Field(3, ge=2, le=100, description="ASHA's reduction factor (1/factor go on)")
+    selection_lr: float = Field(0.01, gt=0, le=10, description="learning rate of the ASHA trials' fine-tune")
 
 
 def parse_target(value: Any) -> dict[str, Any]:

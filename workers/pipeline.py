@@ -54,6 +54,7 @@ from search.report import write_candidates, write_channels_plot, write_pareto_pl
 from search.runner import Executor, SearchOutcome, run_search
 from search.space import SearchSpace
 
+from . import selection
 from .config import FinetuneSpec, JobConfig
 from .network import build_network, layer_channels, load_intake, network_name, save_network
 from .sink import JobSink, ResumeState
@@ -371,7 +372,10 @@ def build_search(cfg: JobConfig, prep: Prepared, resume: ResumeState | None) -> 
         val_batches=cfg.search.val_batches,
     )
     evaluator = make_evaluator(ev_name, ctx, **cfg.evaluator.options)
-    strategy = make_strategy(cfg.strategy.name, prep.space, seed=cfg.seed, **cfg.strategy.options)
+    options = dict(cfg.strategy.options)
+    if cfg.search.selection == "asha":  # the job picks among the candidates itself
+        options = cls.without_selection(options)
+    strategy = make_strategy(cfg.strategy.name, prep.space, seed=cfg.seed, **options)
     if resume is not None:
         strategy.load_state_dict(resume.strategy, resume.results)
     return strategy, evaluator
@@ -500,6 +504,113 @@ def summarize(
     }
 
 
+def finalists(results: Iterable[Result], space: SearchSpace, n: int) -> list[Result]:
+    """The `n` best candidates by search score that meet the target, one per network (distinct
+    kept widths), earlier first on ties; earlier selections' results left out."""
+    seen: set[tuple[int, ...]] = set()
+    out: list[Result] = []
+    for r in sorted(results, key=lambda r: (-r.score, r.proposal_id)):
+        widths = tuple(space.kept(r.policy).values())
+        if r.kind != "candidate" or r.phase == selection.PHASE or widths in seen or not space.meets(r):
+            continue
+        seen.add(widths)
+        out.append(r)
+        if len(out) == n:
+            break
+    return out
+
+
+def asha_selection(
+    cfg: JobConfig, prep: Prepared, outcome: SearchOutcome, sink: JobSink
+) -> tuple[Result, nn.Module, dict[str, Any]]:
+    """The job's final pick by Ray Tune trials under ASHA (`workers.selection`) among the best
+    `search.selection_candidates` feasible candidates: each trial's result is recorded as a
+    candidate of phase "asha" (a resumed job reuses them instead of running the trials again);
+    returns the winner, its network rebuilt here and a summary of the selection."""
+    s, space = cfg.search, prep.space
+    plan = selection.AshaPlan(
+        candidates=s.selection_candidates,
+        max_steps=s.selection_steps,
+        reduction=s.selection_reduction,
+        lr=s.selection_lr,
+        batch_size=cfg.finetune.batch_size,
+        seed=cfg.seed,
+        val_batches=s.val_batches,
+    )
+    done = [r for r in outcome.results if r.phase == selection.PHASE]
+    if not done:
+        pool = finalists(outcome.results, space, plan.candidates)
+        if not pool:
+            raise SearchError("no candidate meets the target: nothing for the ASHA selection to pick from")
+        sink.phase(
+            "select",
+            {"method": "asha", "candidates": len(pool), "iterations": plan.iterations, "chunk_steps": plan.chunk},
+        )
+        trials = selection.asha_select(
+            prep.model,
+            prep.data,
+            prep.calibration,
+            prep.input_shape,
+            space.criterion,
+            [space.kept(r.policy) for r in pool],
+            plan,
+            max_concurrent=s.batch_size,
+            on_trial=lambda i, n: sink.progress("select", i / n, f"ASHA: {i}/{n} trials"),
+        )
+        first = max(r.proposal_id for r in outcome.results) + 1
+        for t in trials:
+            src = pool[t.index]
+            r = Result(
+                proposal_id=first + t.index,
+                policy=dict(src.policy),
+                score=t.val_acc,
+                flops=src.flops,
+                params=src.params,
+                memory_bytes=src.memory_bytes,
+                latency_ms=src.latency_ms,
+                phase=selection.PHASE,
+                meta={
+                    "evaluator": selection.PHASE,
+                    "source": src.proposal_id,
+                    "source_score": src.score,
+                    "steps": t.steps,
+                    "node": t.node,
+                },
+            )
+            sink.candidate(r)
+            outcome.results.append(r)
+            done.append(r)
+    trial = selection.winner([selection.Trial(i, int(r.meta["steps"]), r.score) for i, r in enumerate(done)])
+    win = done[trial.index]
+    model = selection.replay(
+        prep.model,
+        prep.data,
+        prep.calibration,
+        prep.input_shape,
+        space.criterion,
+        space.kept(win.policy),
+        plan,
+        trial.steps,
+        prep.device,
+    )
+    info = {
+        "method": "asha",
+        "candidates": len(done),
+        "steps": sum(int(r.meta["steps"]) for r in done),
+        "longest_steps": plan.chunk * plan.iterations,
+        "winner": win.proposal_id,
+        "winner_steps": trial.steps,
+        "winner_score": win.score,
+    }
+    sink.event(
+        "selection",
+        f"ASHA picked candidate {win.meta['source']} (validation {win.score:.4f} after {trial.steps} steps); "
+        f"{info['steps']} fine-tune steps over {len(done)} trials",
+        info,
+    )
+    return win, model, info
+
+
 def stopped(cfg: JobConfig, outcome: SearchOutcome, out: Path, sink: JobSink) -> dict[str, Any]:
     """The summary of a run asked to stop (during the search or between iterative rounds)."""
     sink.phase("stopped")
@@ -564,6 +675,13 @@ def run_pipeline(
     best = outcome.best
     if best is None:
         raise SearchError(f"strategy {cfg.strategy.name!r} finished without a result")
+    selected: tuple[nn.Module, dict[str, Any]] | None = None
+    if cfg.search.selection == "asha":
+        close = getattr(executor, "close", None)
+        if callable(close):
+            close()  # the evaluation actors' CPUs go to the trials
+        best, picked, info = asha_selection(cfg, prep, outcome, sink)
+        outcome.best, selected = best, (picked, info)
     sink.best(best)
     strategy.write_artifacts(out)
 
@@ -575,7 +693,7 @@ def run_pipeline(
         tuned = maybe
     else:
         sink.phase("finetune")
-        start_model, start = chosen_model(evaluator, best, prep)
+        start_model, start = (selected[0], "asha") if selected is not None else chosen_model(evaluator, best, prep)
         tuned = finetune_model(
             start_model,
             prep.model,
@@ -595,6 +713,8 @@ def run_pipeline(
     sink.phase("export")
     files = export(cfg, prep, tuned, outcome, out)
     summary = summarize(cfg, prep, tuned, outcome, evaluator.name, start, files, out)
+    if selected is not None:
+        summary["selection"] = selected[1]
     if tuned.val_after < best.score - 1e-9:
         summary["warning"] = (
             f"validation accuracy after the fine-tune ({tuned.val_after:.4f}) is below the search "

@@ -1,0 +1,137 @@
+"""The final pick among EagleEye's candidates: today's fixed top-k fine-tune against Ray Tune
+trials under ASHA (`search.selection: asha`), at about the same fine-tune steps (run by hand;
+not part of the test suite).
+
+Both arms run the whole job pipeline (`workers.pipeline.run_pipeline`) on the same trained
+model (cached by its training key), the same EagleEye samples (same seed) and the same final
+fine-tune; only the selection differs:
+
+- top-k: EagleEye's `top_k` best adaptive-BN samples fine-tuned `finetune_steps` each (k x S steps);
+- asha: the best `candidates` samples start a trial, ASHA (reduction factor 3) keeps the best
+  third at each rung, the longest trial runs S steps; the steps it used are reported.
+
+    python bench/selection.py                            # digits, resnet20, seeds 0 1 2
+    python bench/selection.py --seeds 0 --n-samples 20   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workers.pipeline import run_pipeline
+
+
+def job(args: argparse.Namespace, seed: int, method: str) -> dict[str, Any]:
+    """The job of one arm and seed."""
+    eagleeye = {"n_samples": args.n_samples, "top_k": args.top_k, "finetune_steps": args.steps}
+    search: dict[str, Any] = {"batch_size": args.concurrency}
+    if method == "asha":
+        search.update(
+            selection="asha",
+            selection_candidates=args.candidates,
+            selection_steps=args.steps,
+            selection_reduction=args.reduction,
+        )
+    return {
+        "model": {"zoo": args.model},
+        "data": {"name": args.data},
+        "target": {"flops": 1 - args.reduction_flops},
+        "strategy": {"name": "eagleeye", "options": eagleeye},
+        "search": search,
+        "train": {"epochs": args.train_epochs},
+        "finetune": {"epochs": args.finetune_epochs},
+        "onnx": False,
+        "seed": seed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--train-epochs", type=float, default=5)
+    ap.add_argument("--reduction-flops", type=float, default=0.7, help="FLOPs cut (0.7: keep 30%%)")
+    ap.add_argument("--n-samples", type=int, default=30, help="EagleEye's adaptive-BN samples")
+    ap.add_argument("--top-k", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=100, help="top-k: steps each; asha: steps of the longest trial")
+    ap.add_argument("--candidates", type=int, default=9, help="ASHA trials")
+    ap.add_argument("--reduction", type=int, default=3, help="ASHA's reduction factor")
+    ap.add_argument("--concurrency", type=int, default=2, help="trials (and evaluations) at a time")
+    ap.add_argument("--finetune-epochs", type=float, default=2)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the job process")
+    ap.add_argument("--out", default="runs/bench-selection")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "selection-digits.json"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    rows: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        for method in ("top-k", "asha"):
+            t0 = time.perf_counter()
+            load = os.getloadavg()[0]
+            s = run_pipeline(job(args, seed, method), out / f"{method}-{seed}", cache_dir=out / "cache")
+            sel = s.get("selection")
+            rows.append(
+                {
+                    "seed": seed,
+                    "method": method,
+                    "accuracy": s["accuracy_after"],
+                    "search_score": s["search_score"],
+                    "selection_steps": sel["steps"] if sel else args.top_k * args.steps,
+                    "trials": sel["candidates"] if sel else args.top_k,
+                    "flops_fraction": s["flops_after"] / s["flops_before"],
+                    "seconds": time.perf_counter() - t0,
+                    "load_average_1min": load,
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    table = render(rows, args)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(
+        json.dumps({"rows": rows, "argv": sys.argv[1:] if argv is None else argv, "table": table}, indent=1)
+    )
+    print(table)
+    return 0
+
+
+def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """A Markdown table: one row per method, mean ± std over seeds."""
+    lines = [
+        (
+            f"{args.model} on {args.data}, {args.reduction_flops:.0%} FLOPs cut, EagleEye {args.n_samples} samples, "
+            f"final fine-tune {args.finetune_epochs} epochs, seeds {args.seeds}."
+        ),
+        "",
+        "| selection | test accuracy (mean ± std) | selection fine-tune steps | trials | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for method in ("top-k", "asha"):
+        rs = [r for r in rows if r["method"] == method]
+        if not rs:
+            continue
+        acc = [r["accuracy"] for r in rs]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        lines.append(
+            f"| {method} | {statistics.mean(acc):.4f} ± {std:.4f} | "
+            f"{statistics.mean(r['selection_steps'] for r in rs):.0f} | {rs[0]['trials']} | "
+            f"{statistics.mean(r['seconds'] for r in rs):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
