@@ -58,6 +58,16 @@ def _interp(xs: list[int], x: float) -> tuple[int, int, float]:
     return i, j, (x - xs[i]) / (xs[j] - xs[i])
 
 
+def check_table_runtime(runtime: str) -> None:
+    """Refuse a runtime per-layer tables cannot be measured in (inductor: a compile per layer and
+    channel count), so a latency target in it is refused before any work (the job config, here)."""
+    if runtime == "inductor":
+        raise SearchError(
+            "latency tables cannot be measured in inductor (a compile per layer and channel count "
+            "takes hours); use onnxruntime or torchscript for a latency target"
+        )
+
+
 class LatencyTable:
     """Measured per-layer latencies of one architecture on one device (milliseconds)."""
 
@@ -76,11 +86,7 @@ class LatencyTable:
     ) -> LatencyTable:
         """The table for `model` on its own device in the deployment `runtime` (each layer timed
         as that runtime runs it), from the disk cache or measured now."""
-        if runtime == "inductor":
-            raise SearchError(
-                "latency tables cannot be measured in inductor (a compile per layer and channel count "
-                "takes hours); use onnxruntime or torchscript for a latency target"
-            )
+        check_table_runtime(runtime)
         device = next(model.parameters()).device
         name = device_name(device) + ("" if runtime == "eager" else f"-{runtime}")
         arch = architecture(model, "any", {})["layers"]

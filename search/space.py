@@ -9,7 +9,7 @@ or a trial cut that breaks the network, `pruning.cut.trial_pins`) stay whole, li
 exact cost model (`pruning.cost`, traced once with the graph: microseconds a query, equal to
 `pruning.measure` on the cut network; a model it cannot follow is counted on a real cut, cached by
 kept-channel counts); latency comes from the per-layer
-lookup table (NetAdapt-style, see `search.latency`)."""
+lookup table (NetAdapt-style, see `search.latency`), measured in the deployment `runtime`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pruning.criteria import get_criterion
 from pruning.cut import Policy, channels_to_cut, group_kept, group_scores, prepare_criterion, prune, trial_pins
 from pruning.graph import ChannelGroup
 from pruning.measure import count_flops, count_params, peak_memory_bytes
+from pruning.runtime import Runtime
 
 from .base import Result, SearchError
 from .target import Target
@@ -49,6 +50,7 @@ class SearchSpace:
         criterion: str = "l1",
         calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
         latency_table: LatencyTable | None = None,
+        runtime: Runtime = "eager",
     ) -> None:
         if not 0.0 <= max_rate < 1.0:
             raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
@@ -72,11 +74,11 @@ class SearchSpace:
         self._cache: dict[tuple[int, ...], dict[str, float]] = {}
         self._scores: dict[str, torch.Tensor] | None = None
         self._group_scores: tuple[tuple, dict[str, torch.Tensor]] = ((), {})
-        self.latency_table = latency_table
+        self.latency_table, self.runtime = latency_table, runtime
         if self.target.kind == "latency" and latency_table is None:
             from .latency import LatencyTable
 
-            self.latency_table = LatencyTable.for_model(model, self.input_shape)
+            self.latency_table = LatencyTable.for_model(model, self.input_shape, runtime=runtime)
         self.original = self.count({g.key: g.channels for g in self.groups})
         self.budget = self.target.budget(self.original[self.target.resource_key])
         smallest = self.resource(self.smallest_policy())
@@ -253,6 +255,7 @@ class SearchSpace:
             "target": self.target.as_dict(),
             "budget": self.budget,
             "original": self.original,
+            "latency_table": self.latency_table.device if self.latency_table is not None else None,
             "groups": [
                 {
                     "key": g.key,

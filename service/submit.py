@@ -135,6 +135,7 @@ def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) ->
             prune_stem=s.prune_stem,
             pinned=s.pinned,
             round_to=s.round_to,
+            runtime=cfg.runtime,
         )
     except (SearchError, PruningError) as exc:
         raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc

@@ -62,7 +62,14 @@ def test_bundled_chart_library_ships_with_its_licence(client):
 def test_form_choices_come_from_the_registries(client):
     from pruning.criteria import CRITERIA
     from pruning.data import DATASETS
+    from pruning.runtime import RUNTIMES
     from search.target import KINDS
 
     got = client.get("/dashboard/choices.json").json()
-    assert got == {"datasets": list(DATASETS), "criteria": sorted(CRITERIA), "targets": list(KINDS)}
+    assert got == {
+        "datasets": list(DATASETS),
+        "criteria": sorted(CRITERIA),
+        "targets": list(KINDS),
+        "prune_schedules": ["one-shot", "iterative"],
+        "runtimes": list(RUNTIMES),
+    }

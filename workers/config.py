@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from pruning.data import DATASETS
 from pruning.models.zoo import InputSize
+from pruning.runtime import Runtime
 from pruning.train import FinetuneConfig, Schedule
 from search.base import SearchError
+from search.latency import check_table_runtime
 from search.space import SearchSpace
 from search.target import KINDS, Target
 
@@ -272,6 +274,12 @@ class JobConfig(Section):
     search: SearchSpec = Field(default_factory=SearchSpec, description="runner settings")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the search, training and fine-tune")
     onnx: bool = Field(True, description="also export model.onnx (checked against PyTorch)")
+    runtime: Runtime = Field(
+        "eager",
+        description="the runtime the pruned network is deployed with (eager, torchscript, onnxruntime, inductor): "
+        "a latency target's lookup table and the report's latency before/after are measured in it "
+        "(inductor: the report only, not a latency target)",
+    )
     priority: int = Field(
         0, ge=-100, le=100, description="queue priority: higher runs first; above 0 needs an admin token (service only)"
     )
@@ -302,6 +310,14 @@ class JobConfig(Section):
         if v.name not in list_evaluators():
             raise ValueError(f"unknown evaluator {v.name!r}; choose one of: {', '.join(list_evaluators())}")
         v.options = check_evaluator_options(v.name, v.options, json=True)  # a SearchError is a ValueError
+        return v
+
+    @field_validator("runtime")
+    @classmethod
+    def _latency_runtime(cls, v: Runtime, info: ValidationInfo) -> Runtime:
+        """A latency target needs a runtime its lookup table can be measured in."""
+        if (info.data.get("target") or {}).get("kind") == "latency":
+            check_table_runtime(v)  # a SearchError is a ValueError
         return v
 
     @model_validator(mode="after")

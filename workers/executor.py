@@ -38,6 +38,7 @@ def _space_args(space: SearchSpace) -> dict[str, Any]:
         "round_to": space.round_to,
         "criterion": space.criterion,
         "latency_table": table,
+        "runtime": space.runtime,
     }
 
 

@@ -317,6 +317,7 @@ def prepare(
         round_to=cfg.space.round_to,
         criterion=criterion,
         calibration=calib,
+        runtime=cfg.runtime,
     )
     base_path = out / BASE_WEIGHTS
     tcfg = TrainConfig(epochs=cfg.train.epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=cfg.seed)
@@ -352,7 +353,7 @@ def prepare(
         calib,
         device,
         evaluate(model, data.test),
-        model_stats(model, input_shape),
+        model_stats(model, input_shape, runtime=cfg.runtime),
     )
 
 
@@ -453,7 +454,7 @@ def summarize(
     """The job's summary (the API's `summary`, the CLI's `--json`)."""
     best, space = outcome.best, prep.space
     assert best is not None
-    after = model_stats(tuned.model, prep.input_shape)
+    after = model_stats(tuned.model, prep.input_shape, runtime=cfg.runtime)
     before = prep.stats_before
     ft = tuned.outcome
     return {
@@ -490,6 +491,7 @@ def summarize(
         "latency_ms_before": before.latency_ms,
         "latency_ms_after": after.latency_ms,
         "latency_ms_predicted": best.latency_ms,
+        "runtime": cfg.runtime,  # what the latency figures were measured (and the table built) in
         "candidates": len(outcome.results),
         "search_seconds": outcome.seconds,
         "candidates_per_second": outcome.candidates_per_second,

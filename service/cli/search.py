@@ -73,7 +73,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     )
     print(f"  FLOPs     {s['flops_before']:,} -> {s['flops_after']:,} ({s['flops_after'] / s['flops_before']:.1%})")
     print(f"  params    {s['params_before']:,} -> {s['params_after']:,} ({s['params_after'] / s['params_before']:.1%})")
-    print(f"  latency   {lat(s['latency_ms_before'])} -> {lat(s['latency_ms_after'])}")
+    print(f"  latency   {lat(s['latency_ms_before'])} -> {lat(s['latency_ms_after'])} (batch 1, {s['runtime']})")
     print("  policy (kept / original channels):")
     for key, kept in s["kept_channels"].items():
         print(f"    {key:<28} {kept:>5} / {s['original_channels'][key]:<5} rate {s['policy'].get(key, 0.0):.3f}")

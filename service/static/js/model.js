@@ -15,8 +15,10 @@ export function resourceOf(candidate, kind) {
   return v === null || v === undefined ? null : Number(v);
 }
 
-export function resourceLabel(kind) {
-  return RESOURCE_LABEL[kind] || kind;
+// A latency is a latency in one runtime (the job's `runtime`): the label names it.
+export function resourceLabel(kind, runtime) {
+  const label = RESOURCE_LABEL[kind] || kind;
+  return kind === "latency" && runtime ? `${label}, ${runtime}` : label;
 }
 
 // The API stores a job's spec validated, with its target as {"kind", "value", "absolute"}.
@@ -46,6 +48,7 @@ export function normJob(raw) {
     data: (spec.data && spec.data.name) || "—",
     strategy: (spec.strategy && spec.strategy.name) || "—",
     target: spec.target && spec.target.kind ? spec.target : null,
+    runtime: spec.runtime || "eager", // the deployment runtime its latency figures are measured in
     createdAt: raw.created_at,
     startedAt: raw.started_at,
     finishedAt: raw.finished_at,

@@ -103,6 +103,10 @@ export class CandidatePanels {
     return this.job && this.job.target ? this.job.target.kind : "flops";
   }
 
+  runtime() {
+    return (this.job && this.job.runtime) || "eager";
+  }
+
   finished() {
     return Boolean(this.job && this.job.summary);
   }
@@ -147,7 +151,7 @@ export class CandidatePanels {
 
   describe(p) {
     const c = p.c;
-    const lines = [`#${idOf(c)} · ${c.phase || ""}`, `score ${fmtScore(c.score)}`, `${resourceLabel(this.kind())}: ${fmtCount(p.x)}`];
+    const lines = [`#${idOf(c)} · ${c.phase || ""}`, `score ${fmtScore(c.score)}`, `${resourceLabel(this.kind(), this.runtime())}: ${fmtCount(p.x)}`];
     const entries = Object.entries(c.policy || {});
     for (const [key, v] of entries.slice(0, 12)) lines.push(`  ${key}: ${Number.isInteger(v) && v >= 1 ? `${v} ch` : `${(Number(v) * 100).toFixed(0)}% pruned`}`);
     if (entries.length > 12) lines.push(`  … ${entries.length - 12} more layers (see Inspect)`);
@@ -164,7 +168,7 @@ export class CandidatePanels {
       el(
         "dl",
         { class: "facts compact" },
-        [["score", fmtScore(c.score)], ["FLOPs", fmtCount(c.flops)], ["params", fmtCount(c.params)], ["latency", fmtMs(c.latency_ms)], ["phase", c.phase || "—"], ["time", fmtTiming(c)]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
+        [["score", fmtScore(c.score)], ["FLOPs", fmtCount(c.flops)], ["params", fmtCount(c.params)], [`latency (${this.runtime()})`, fmtMs(c.latency_ms)], ["phase", c.phase || "—"], ["time", fmtTiming(c)]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
       ),
       el("h4", {}, "Per-layer kept channels"),
       rateBars(c.policy, this.channels(), this.layerKeys),
@@ -191,7 +195,7 @@ export class CandidatePanels {
     const opts = this.scatter.options;
     opts.plugins.targetLine.value = budget;
     opts.plugins.targetLine.label = `target (${describeTarget(this.job.target)})`;
-    opts.scales.x.title.text = resourceLabel(k);
+    opts.scales.x.title.text = resourceLabel(k, this.runtime());
     if (budget !== null) {
       // "suggested" bounds only widen the axis, so the target line is always in view.
       opts.scales.x.suggestedMin = budget * 0.95;

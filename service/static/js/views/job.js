@@ -75,7 +75,7 @@ export function mountJob(root, jobId) {
     document.title = `${job.name} · Secateurs`;
     title.textContent = job.name;
     badge.replaceChildren(statusBadge(job.status));
-    meta.textContent = `#${job.id} · model ${job.model} · data ${job.data} · strategy ${job.strategy} · target ${describeTarget(job.target)}`;
+    meta.textContent = `#${job.id} · model ${job.model} · data ${job.data} · strategy ${job.strategy} · target ${describeTarget(job.target)} · runtime ${job.runtime}`;
     cancelBtn.hidden = !running || !confirmBox.hidden;
     if (!running) {
       confirmBox.hidden = true;

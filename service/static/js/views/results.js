@@ -27,7 +27,7 @@ function beforeAfterTable(s, artifacts) {
     ["Accuracy", s.accuracy_before, s.accuracy_after, fmtScore, true],
     ["FLOPs (MACs)", s.flops_before, s.flops_after, fmtCount, false],
     ["Parameters", s.params_before, s.params_after, fmtCount, false],
-    ["Latency (batch 1)", s.latency_ms_before, s.latency_ms_after, fmtMs, false],
+    [`Latency (batch 1, ${s.runtime || "eager"})`, s.latency_ms_before, s.latency_ms_after, fmtMs, false],
     ["Weights size", sizeBefore, sizeAfter, fmtBytes, false],
   ];
   return el(
