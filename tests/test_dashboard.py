@@ -301,7 +301,7 @@ def _candidate(rng, i: int, keys: list[str], phase: str = "search", meta: dict |
 def _standin_api(hits: dict[str, int]):
     """A tiny stand-in for `/v1` serving the real dashboard router, for what a short real job
     cannot show: job 1 runs with 5,000 candidates of 20 layers, job 2 failed, job 3 is an AMC
-    search. `hits` counts requests per path."""
+    search, job 4 a finished latency search deployed with onnxruntime. `hits` counts requests per path."""
     import random
 
     from fastapi import Body, FastAPI, Header, HTTPException, Request
@@ -370,6 +370,38 @@ def _standin_api(hits: dict[str, int]):
                 _candidate(rng, i, keys[:4], "episode", {"episode": i - 1, "warmup": i <= 10})
                 for i in range(1, N_EPISODES + 1)
             ],
+        ),
+        4: (
+            {
+                **base,
+                "id": 4,
+                "status": "succeeded",
+                "phase": "done",
+                "progress": 1.0,
+                "candidates_evaluated": 3,
+                "finished_at": "2026-01-01T00:02:00Z",
+                "spec": {
+                    **spec,
+                    "target": {"kind": "latency", "value": 0.6, "absolute": False},
+                    "strategy": {"name": "uniform"},
+                    "runtime": "onnxruntime",
+                },
+                "summary": {
+                    "candidates": 3,
+                    "search_seconds": 4.0,
+                    "accuracy_before": 0.9,
+                    "accuracy_after": 0.88,
+                    "flops_before": 4e7,
+                    "flops_after": 1e7,
+                    "params_before": 1e6,
+                    "params_after": 2.5e5,
+                    "latency_ms_before": 2.5,
+                    "latency_ms_after": 1.25,
+                    "runtime": "onnxruntime",
+                    "original_channels": dict.fromkeys(keys[:4], 16),
+                },
+            },
+            [{**_candidate(rng, i, keys[:4]), "latency_ms": 2.5 - 0.4 * i} for i in range(1, 4)],
         ),
     }
     events = [
@@ -522,3 +554,28 @@ def test_submit_form_sends_the_iterative_schedule(standin, page):
     assert body["finetune"] == {"prune_schedule": "iterative", "rounds": 4, "kd_alpha": 0.5}
     cfg = JobConfig.model_validate(body)  # what the form sends is a job the API takes
     assert (cfg.finetune.prune_schedule, cfg.finetune.rounds, cfg.finetune.kd_alpha) == ("iterative", 4, 0.5)
+
+
+def test_latency_figures_name_the_runtime_and_the_form_offers_it(standin, page):
+    from pruning.runtime import RUNTIMES
+    from workers.config import JobConfig
+
+    base, _ = standin
+    assert httpx.get(base + "/dashboard/choices.json").json()["runtimes"] == list(RUNTIMES)
+    _sign_in(page, base, "standin")
+    page.goto(base + "/#/jobs/4")
+    page.wait_for_selector("#before-after")
+    assert "Latency (batch 1, onnxruntime)" in page.inner_text("#before-after")
+    assert "runtime onnxruntime" in page.inner_text("#job-meta")
+    page.focus("#scatter")
+    page.keyboard.press("Home")
+    assert "latency (onnxruntime)" in page.inner_text("#inspect").lower()  # the CSS upper-cases labels
+
+    page.goto(base + "/#/submit")
+    page.wait_for_selector("#runtime option[value=onnxruntime]", state="attached")
+    page.select_option("#runtime", "onnxruntime")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"#/jobs/2$"))
+    body = SUBMITTED[-1]
+    assert body["runtime"] == "onnxruntime"
+    assert JobConfig.model_validate(body).runtime == "onnxruntime"  # what the form sends is a job the API takes
