@@ -487,34 +487,35 @@ class _Converter:
     # -- shapes ------------------------------------------------------------------------------
 
     def sizes(self, x: fx.Node, dims: Sequence[int]) -> Any:
-        """A graph value for the product of `x`'s sizes along `dims` at run time."""
+        """A graph value for the product of `x`'s sizes along `dims` at run time (`x.size(d)`
+        calls, which TorchScript tracing, hence the ONNX export, records as sizes, not constants)."""
         out: Any = None
         for d in dims:
-            s = self.graph.call_function(aten.sym_size.int, (self.lookup(x), d))
+            s = self.graph.call_method("size", (self.lookup(x), d))
             out = s if out is None else self.graph.call_function(operator.mul, (out, s))
         return 1 if out is None else out
 
     def follow_shape(self, node: fx.Node) -> bool:
-        """Copy a view/reshape/expand/split so its channel-count arguments follow the input."""
+        """Copy a view/reshape/expand/split so its channel-count arguments follow the input (as a
+        method call; see `_RESHAPES`)."""
         t, a = node.target, list[Any](node.args)
         x = a[0] if a and isinstance(a[0], fx.Node) else None
         x_val = x.meta.get("val") if x is not None else None
         if x is None or not isinstance(x_val, torch.Tensor):
             return False
         in_shape = list(x_val.shape)
-        if t in (aten.view.default, aten.reshape.default, aten._unsafe_view.default):
+        if t in _RESHAPES:
             out_val = node.meta.get("val")
-            if not isinstance(out_val, torch.Tensor):
-                return False
-            target = _view_target(in_shape, list(a[1]), list(out_val.shape))
+            target = (
+                _view_target(in_shape, list(a[1]), list(out_val.shape)) if isinstance(out_val, torch.Tensor) else None
+            )
             if target is None:
                 self.notes.append(f"{node.name}: reshape {list(a[1])} kept as exported")
-                return False
             args = [self.lookup(v) if isinstance(v, fx.Node) else v for v in a[1]]
-            for k, dims, divisor in target:
+            for k, dims, divisor in target or []:
                 size = self.sizes(x, dims)
                 args[k] = self.graph.call_function(operator.floordiv, (size, divisor)) if divisor != 1 else size
-            new = self.graph.call_function(t, (self.lookup(x), args))
+            new = self.graph.call_method(_RESHAPES[t], (self.lookup(x), args))
         elif t == aten.expand.default:
             sizes = list(a[1])
             off = len(sizes) - len(in_shape)
@@ -524,7 +525,7 @@ class _Converter:
                 else (self.lookup(s) if isinstance(s, fx.Node) else s)
                 for k, s in enumerate(sizes)
             ]
-            new = self.graph.call_function(t, (self.lookup(x), args), dict(node.kwargs))
+            new = self.graph.call_method("expand", (self.lookup(x), args))
         elif t in (aten.split.Tensor, aten.split_with_sizes.default):
             dim = a[2] if len(a) > 2 else 0
             total = in_shape[dim]
@@ -569,6 +570,11 @@ class _Converter:
                     else:
                         self.env[node] = _DROPPED
                     continue
+                if node.target == aten.sym_size.int:  # as a method call, which tracers record (ONNX)
+                    new = self.graph.call_method("size", (self.lookup(node.args[0]), node.args[1]))
+                    new.meta = dict(node.meta)
+                    self.env[node] = new
+                    continue
                 a = _named_args(node)
                 converted = a is not None and (
                     self.convert_conv(node, a)
@@ -599,6 +605,13 @@ class _Converter:
 
 
 _DROPPED = object()
+# Shape ops rebuilt as Tensor method calls: TorchScript tracing (the ONNX export) records the
+# sizes given to a method as sizes, but bakes those given to an ATen overload in as constants.
+_RESHAPES: dict[Any, str] = {
+    aten.view.default: "view",
+    aten.reshape.default: "reshape",
+    aten._unsafe_view.default: "reshape",
+}
 
 
 def _named_args(node: fx.Node) -> dict[str, Any] | None:

@@ -77,17 +77,22 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz").json()
 
-    def upload_model(self, path: str | Path, zoo: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Upload a safetensors / weights-only .pt file for a zoo architecture."""
+    def upload_model(
+        self, path: str | Path, zoo: str | None = None, args: dict[str, Any] | None = None, timeout: float = 600.0
+    ) -> dict[str, Any]:
+        """Upload a safetensors / weights-only .pt file for a zoo architecture, or a torch.export
+        program (.pt2, no zoo: the server converts and checks it before answering, hence `timeout`)."""
         p = Path(path)
         if not p.is_file():
             raise CliError(f"{p} does not exist")
+        form = {"args": json.dumps(args or {})} | ({"zoo": zoo} if zoo else {})
         with open(p, "rb") as f:
             return self._call(
                 "POST",
                 "/v1/models",
-                data={"zoo": zoo, "args": json.dumps(args or {})},
+                data=form,
                 files={"file": (p.name, f, "application/octet-stream")},
+                timeout=timeout,
             ).json()
 
     def upload_dataset(self, path: str | Path, timeout: float = 900.0) -> dict[str, Any]:

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from torch import nn
 
 from pruning.data import DEFAULT_SIZES
 from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
+from pruning.intake import intake_program
 from pruning.models import build_model
 from search.base import SearchError
 from workers.config import JobConfig
+from workers.network import check_program_data
 
 from .config import Settings
 from .store import Store
@@ -61,13 +64,27 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         raise SpecError(
             "model.weights: a server path is not accepted; upload the file (POST /v1/models) and give model.upload"
         )
+    if spec.model.program is not None:
+        raise SpecError(
+            "model.program: a server path is not accepted; upload the .pt2 (POST /v1/models) and give model.upload"
+        )
+    if spec.model.factory is not None:
+        raise SpecError(
+            "model.factory: not accepted by the service; install the package with a secateurs.models "
+            "entry point and give model.zoo"
+        )
     cfg = spec.model_copy(deep=True)
     if spec.model.upload is not None:
         up = store.get_model(team_id, spec.model.upload)
         if up is None:
             raise SpecError(f"model.upload: model {spec.model.upload} not found")
         try:
-            cfg.model = type(spec.model)(zoo=up.zoo, args={**up.args, **spec.model.args}, weights=up.path)
+            if up.path.endswith(".pt2"):  # a program: its architecture and weights are in the file
+                if spec.model.args:
+                    raise SpecError("model.args: an uploaded .pt2 program takes no arguments")
+                cfg.model = type(spec.model)(program=up.path)
+            else:
+                cfg.model = type(spec.model)(zoo=up.zoo, args={**up.args, **spec.model.args}, weights=up.path)
         except ValidationError as exc:
             raise SpecError(f"model.args: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from exc
     for section, options in (("strategy", cfg.strategy.options), ("evaluator", cfg.evaluator.options)):
@@ -111,23 +128,36 @@ def check_data_fits(cfg: JobConfig, channels: int, classes: int) -> None:
         raise SpecError(f"data: the images have {channels} channels, the model takes {want} (model.args.in_channels)")
 
 
-def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) -> None:
-    """Refuse a target the smallest network the bounds allow cannot meet (latency targets are
-    checked by the job itself: measuring the lookup table takes too long for a request).
-    `shape` is the data's `data_shape` when known."""
-    from search.space import SearchSpace
-
+def check_program(cfg: JobConfig) -> None:
+    """An uploaded program's job: the data must fit the program's input and outputs (a refusal
+    names both shapes) and, unless the target is a latency, the target must be feasible on the
+    converted network."""
+    assert cfg.model.program is not None
+    try:
+        intake = intake_program(cfg.model.program)
+        c, k, _ = data_shape(cfg)
+        size = cfg.data.input_size or intake.input_shape[1]
+        check_program_data(intake.input_shape, intake.num_outputs, (c, size, size), k, cfg.data.name)
+    except PruningError as exc:
+        raise SpecError(f"data: {exc}") from exc
     if cfg.target["kind"] == "latency":
         return
-    c, k, size = shape or data_shape(cfg)
-    args: dict[str, Any] = {"num_classes": k, "in_channels": c, "input_size": size, **cfg.model.args}
-    zoo = cfg.model.zoo or ""
     try:
-        net = build_model(zoo, **args)
-        s = cfg.space
+        check_target(cfg, intake.module, intake.input_shape)
+    except (TypeError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"model.upload: the program's channel groups cannot be traced: {first}") from exc
+
+
+def check_target(cfg: JobConfig, net: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    """Refuse a target the smallest network the space's bounds allow cannot meet on `net`."""
+    from search.space import SearchSpace
+
+    s = cfg.space
+    try:
         SearchSpace(
             net,
-            (c, size, size),
+            input_shape,
             cfg.target_spec,
             criterion=cfg.criterion,
             min_channels=s.min_channels,
@@ -135,10 +165,29 @@ def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) ->
             prune_stem=s.prune_stem,
             pinned=s.pinned,
             round_to=s.round_to,
-            runtime=cfg.runtime,
         )
     except (SearchError, PruningError) as exc:
         raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc
+
+
+def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) -> None:
+    """Refuse a target the smallest network the bounds allow cannot meet (latency targets are
+    checked by the job itself: measuring the lookup table takes too long for a request).
+    `shape` is the data's `data_shape` when known. An uploaded program is checked by
+    `check_program`."""
+    if cfg.model.program is not None:
+        check_program(cfg)
+        return
+    if cfg.target["kind"] == "latency":
+        return
+    c, k, size = shape or data_shape(cfg)
+    args: dict[str, Any] = {"num_classes": k, "in_channels": c, "input_size": size, **cfg.model.args}
+    zoo = cfg.model.zoo or ""
+    try:
+        net = build_model(zoo, **args)
+        check_target(cfg, net, (c, size, size))
+    except PruningError as exc:
+        raise SpecError(str(exc)) from exc
     except (TypeError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError(f"model.args: cannot build {zoo} with these arguments: {first}") from exc

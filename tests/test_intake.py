@@ -149,6 +149,10 @@ def test_cut_program_is_exported_and_runs_without_secateurs(programs, name, tmp_
         want = cut(x)
     path = export_program(cut, tmp_path / "cut.pt2", SHAPE)
     assert export_onnx(cut, tmp_path / "cut.onnx", SHAPE) <= 1e-4
+    import onnxruntime as ort  # the ONNX batch is dynamic too (traced with two, run with three)
+
+    onnx_out = ort.InferenceSession(str(tmp_path / "cut.onnx")).run(None, {"input": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(onnx_out), want, atol=1e-4, rtol=0)
     torch.save(x, tmp_path / "x.pt")
     code = (
         "import sys, torch\n"

@@ -75,7 +75,14 @@ def test_minimal_body_is_accepted_with_documented_defaults(api):
     assert spec["finetune"]["max_steps"] > 0
     assert spec["finetune"]["epochs"] is None
     config = store.get_job(job["id"]).config
-    assert config["model"] == {"zoo": "convnet", "weights": None, "args": {}, "upload": None}
+    assert config["model"] == {
+        "zoo": "convnet",
+        "weights": None,
+        "args": {},
+        "upload": None,
+        "program": None,
+        "factory": None,
+    }
     assert config["target"] == {"kind": "flops", "value": 0.5, "absolute": False}
     from workers.config import JobConfig
 

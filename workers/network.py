@@ -29,7 +29,7 @@ def load_intake(spec: ModelSpec) -> Intake | None:
     return intake_program(spec.program) if spec.program else None
 
 
-def check_data_fits(
+def check_program_data(
     input_shape: Sequence[int], num_outputs: int, data_shape: Sequence[int], classes: int, data: str
 ) -> None:
     """Refuse a data set whose images or classes do not fit a program's input and output,
@@ -66,7 +66,7 @@ def build_network(spec: ModelSpec, args: dict[str, Any], intake: Intake | None, 
     the data does not fit it), the factory's or the zoo's model built with `args`."""
     if intake is not None:
         shape = (args["in_channels"], args["input_size"], args["input_size"])
-        check_data_fits(intake.input_shape, intake.num_outputs, shape, args["num_classes"], data)
+        check_program_data(intake.input_shape, intake.num_outputs, shape, args["num_classes"], data)
         return intake.module
     if spec.factory is not None:
         return build_factory(spec.factory, **args)

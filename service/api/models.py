@@ -10,14 +10,18 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pruning.errors import PruningError
 from pruning.export import load_weights
+from pruning.intake import intake_program
 from pruning.models import MODELS, build_model
 from pruning.models.zoo import check_model_args
 from workers.config import RowId
@@ -26,17 +30,19 @@ from ..config import Settings
 from ..store import Store, as_utc
 from ..store.tables import Model, Team
 from .deps import current_team, get_settings, get_store
-from .errors import error_responses
-from .limits import too_large
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 422))
-SUFFIXES = (".safetensors", ".pt", ".pth")
+router = APIRouter(prefix="/v1/models", tags=["models"])
+PROGRAM_SUFFIX = ".pt2"
+SUFFIXES = (".safetensors", ".pt", ".pth", PROGRAM_SUFFIX)
 CHUNK = 1 << 20
+FORM_SLACK = 64 << 10
+"""Bytes a model upload's body may hold beyond the file: multipart headers, `zoo` and `args`."""
 
 
 class ModelOut(BaseModel):
     id: int
-    zoo: str
+    kind: Literal["weights", "program"]
+    zoo: str | None
     args: dict[str, Any]
     filename: str
     size: int
@@ -47,13 +53,50 @@ class ModelOut(BaseModel):
     def of(cls, m: Model) -> ModelOut:
         return cls(
             id=m.id,
-            zoo=m.zoo,
+            kind="program" if m.path.endswith(PROGRAM_SUFFIX) else "weights",
+            zoo=m.zoo or None,
             args=m.args,
             filename=m.filename,
             size=m.size,
             sha256=m.sha256,
             created_at=as_utc(m.created_at),
         )
+
+
+def _too_large(limit: int) -> str:
+    return f"file: larger than the {limit:,} byte limit"
+
+
+class UploadLimit:
+    """ASGI middleware that bounds the body of `POST /v1/models` as it arrives, before the form
+    parser spools it: a declared Content-Length over the limit is refused unread, and a body
+    without one (chunked) is counted chunk by chunk and cut off at the limit, so no more than
+    the limit (plus `FORM_SLACK` for the form's other fields) is ever read. 413 either way; the
+    file itself is then held to the exact limit by `_save_bounded`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != router.prefix:
+            await self.app(scope, receive, send)
+            return
+        limit = scope["app"].state.settings.max_upload_bytes
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + FORM_SLACK:
+            await JSONResponse({"detail": _too_large(limit)}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit + FORM_SLACK:
+                raise HTTPException(413, _too_large(limit))  # answered by the app's handler, as JSON
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _parse_args(text: str) -> dict[str, Any]:
@@ -76,6 +119,16 @@ def _check_args(zoo: str, args: dict[str, Any]) -> dict[str, Any]:
         raise HTTPException(422, f"args: {exc}") from exc
 
 
+def _validate_program(path: Path, max_bytes: int) -> dict[str, Any]:
+    """Convert and verify an uploaded `.pt2` (`pruning.intake`); its facts are stored as the
+    model's args: input shape (C, H, W), output shape and the layers converted."""
+    try:
+        intake = intake_program(path, max_bytes=4 * max_bytes)
+    except PruningError as exc:
+        raise HTTPException(422, f"file: {str(exc).replace(str(path), 'the uploaded file')}") from exc
+    return {"input_shape": list(intake.input_shape), "output_shape": list(intake.output_shape), "layers": intake.layers}
+
+
 def _validate(zoo: str, args: dict[str, Any], path: Path) -> None:
     try:
         load_weights(build_model(zoo, **args), path)
@@ -94,7 +147,7 @@ async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: 
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, too_large(limit))
+                    raise HTTPException(413, _too_large(limit))
                 digest.update(chunk)
                 out.write(chunk)
     except BaseException:
@@ -104,16 +157,14 @@ async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: 
 
 
 @router.post(
-    "",
-    status_code=201,
-    response_model=ModelOut,
-    summary="Upload trained weights for a zoo model",
-    responses=error_responses(400, 413),
+    "", status_code=201, response_model=ModelOut, summary="Upload trained weights for a zoo model, or a .pt2 program"
 )
 async def upload_model(
-    zoo: str = Form(..., description="zoo architecture, e.g. convnet"),
+    zoo: str | None = Form(None, description="zoo architecture of the weights, e.g. convnet (none with a .pt2)"),
     args: str = Form("{}", description="JSON object of the zoo model's arguments"),
-    file: UploadFile = File(..., description="safetensors or weights-only .pt state dict"),
+    file: UploadFile = File(
+        ..., description="safetensors or weights-only .pt state dict, or a torch.export program (.pt2)"
+    ),
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
@@ -122,19 +173,27 @@ async def upload_model(
     suffix = Path(name).suffix.lower()
     if suffix not in SUFFIXES:
         raise HTTPException(422, f"file: must be {', '.join(SUFFIXES)}, got {name or 'no name'!r}")
-    parsed = _check_args(zoo, _parse_args(args))
+    program = suffix == PROGRAM_SUFFIX
+    if program and (zoo or _parse_args(args)):
+        raise HTTPException(422, "zoo: a .pt2 program carries its architecture and weights; give no zoo or args")
+    if not program and not zoo:
+        raise HTTPException(422, "zoo: required with a weights file (a .pt2 program needs none)")
+    parsed = {} if zoo is None else _check_args(zoo, _parse_args(args))
     team_dir = settings.data_dir / "uploads" / str(team.id)
     tmp, size, sha = await _save_bounded(file, team_dir, suffix, settings.max_upload_bytes)
     try:
         if size == 0:
             raise HTTPException(422, "file: is empty")
-        await run_in_threadpool(_validate, zoo, parsed, tmp)
+        if zoo is None:
+            parsed = await run_in_threadpool(_validate_program, tmp, settings.max_upload_bytes)
+        else:
+            await run_in_threadpool(_validate, zoo, parsed, tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    final = team_dir / f"{sha}{'.safetensors' if suffix == '.safetensors' else '.pt'}"
+    final = team_dir / f"{sha}{suffix if suffix in ('.safetensors', PROGRAM_SUFFIX) else '.pt'}"
     os.replace(tmp, final)
-    m = store.add_model(team.id, zoo=zoo, args=parsed, filename=name, path=str(final), size=size, sha256=sha)
+    m = store.add_model(team.id, zoo=zoo or "", args=parsed, filename=name, path=str(final), size=size, sha256=sha)
     return ModelOut.of(m)
 
 
@@ -143,7 +202,7 @@ def list_models(team: Team = Depends(current_team), store: Store = Depends(get_s
     return [ModelOut.of(m) for m in store.list_models(team.id)]
 
 
-@router.get("/{model_id}", response_model=ModelOut, summary="One uploaded model", responses=error_responses(404))
+@router.get("/{model_id}", response_model=ModelOut, summary="One uploaded model")
 def get_model(model_id: RowId, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> ModelOut:
     m = store.get_model(team.id, model_id)
     if m is None:

@@ -86,7 +86,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             "params_after",
             "latency_ms_before",
             "latency_ms_after",
-            "runtime",
         ):
             if key in s:
                 print(f"  {key:<18} {s[key]}")
@@ -145,6 +144,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
         model_args = json.loads(args.args)
     except json.JSONDecodeError as exc:
         raise CliError(f"--args is not valid JSON: {exc.msg}") from exc
+    if args.zoo is None and not args.file.lower().endswith(".pt2"):
+        raise CliError("--zoo is required with a weights file (a .pt2 program carries its architecture)")
     with _client(args) as c:
         m = c.upload_model(args.file, args.zoo, model_args)
     print(f"uploaded model {m['id']} ({m['size']:,} bytes, sha256 {m['sha256'][:12]}...)", file=sys.stderr)
@@ -214,9 +215,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     datasets.add_parser("list", parents=[common], help="list your team's data sets").set_defaults(
         func=cmd_datasets_list
     )
-    p = add("upload", cmd_upload, "upload trained weights (safetensors or weights-only .pt); prints the model id")
+    p = add(
+        "upload",
+        cmd_upload,
+        "upload weights (safetensors or weights-only .pt) or a torch.export program (.pt2); prints the model id",
+    )
     p.add_argument("file")
-    p.add_argument("--zoo", required=True, help="zoo architecture of the weights")
+    p.add_argument("--zoo", default=None, help="zoo architecture of the weights (none with a .pt2 program)")
     p.add_argument(
         "--args", default="{}", help="JSON object of the zoo model's arguments (num_classes, in_channels, ...)"
     )
