@@ -1,28 +1,48 @@
-"""Load benchmark (run by hand): 50 concurrent pollers against a running job for 30 s, the
-way dashboards and `secateurs watch` poll (`GET /v1/jobs/{id}` and `candidates?after=N`),
-reporting requests/s, p50/p99 latency and errors, on SQLite and on PostgreSQL.
+"""Polling load benchmark (run by hand): what dashboard users see, and what one API process
+can take, while a job keeps writing candidates, on SQLite and on PostgreSQL.
 
-    .venv/bin/python bench/load.py                         # both backends, own servers
-    .venv/bin/python bench/load.py --backend sqlite --pollers 50 --seconds 30
+Two measurements, each over one server whose EagleEye job evaluates candidates (and writes
+them to the store) the whole time:
+
+- dashboards: N dashboard tabs (default 50), each polling once a second the way
+  `service/static/js/views/job.js` does: `GET /v1/jobs/{id}`, then `candidates?after=N` and
+  `events?after=N`, sending `If-None-Match` with the ETag of its last answer (a server without
+  ETags ignores it). Reports per-request p50/p99/max latency and the 200/304 split.
+- saturation: C closed-loop clients (default 16) repeating that cycle with no pause; the
+  requests/s they get is the rate the API serves when it is the bottleneck.
+
+    .venv/bin/python bench/load.py                                   # both stores, both measurements
+    .venv/bin/python bench/load.py --backend sqlite --seconds 30 --api-workers 0,2
     .venv/bin/python bench/load.py --url http://host:8000 --token sct_... --job 7   # an existing server
 
-With --backend, the script starts `secateurs serve` itself (temporary data dir, local Ray),
-submits a long EagleEye job on digits, waits until it is running, then polls; the job keeps
-evaluating candidates (writing to the store) during the whole measurement."""
+With --backend the script starts `secateurs serve` itself (temporary data dir, local Ray),
+submits a long job and waits until it writes candidates. `--api-workers` lists the API
+servers to measure: 0 is that `secateurs serve` process itself (API and scheduler in one
+process, the default deployment); N >= 1 is `uvicorn --factory service.api.app:create_app
+--workers N` with the scheduler off, on the same database, next to it. The load generator is
+a small keep-alive HTTP/1.1 client on asyncio (lighter than httpx, so less of the shared CPU
+goes to the clients); it runs on the same machine and its CPU use is part of the figures.
+The machine's load average is recorded with every row."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
+import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import Any
+from urllib.parse import urlsplit
 
 LONG_JOB = {
     "model": {"zoo": "convnet"},
@@ -31,52 +51,231 @@ LONG_JOB = {
     "strategy": {"name": "eagleeye", "options": {"n_samples": 100000, "top_k": 1}},
     "train": {"epochs": 0.5},
 }
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def poller(client: httpx.AsyncClient, job_id: int, until: float, lat: list[float], errors: list[str]) -> None:
-    """Poll the job and its new candidates until `until`, like a dashboard tab."""
-    after = 0
-    while time.monotonic() < until:
-        for path, params in ((f"/v1/jobs/{job_id}", None), (f"/v1/jobs/{job_id}/candidates", {"after": after})):
-            t0 = time.perf_counter()
-            try:
-                r = await client.get(path, params=params)
-                lat.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    errors.append(f"HTTP {r.status_code}")
-                elif params is not None and r.json():
-                    after = r.json()[-1]["id"]
-            except httpx.HTTPError as exc:
-                lat.append(time.perf_counter() - t0)
-                errors.append(type(exc).__name__)
-        await asyncio.sleep(0.05)
+class Conn:
+    """One keep-alive HTTP/1.1 connection; GET only, Content-Length bodies (what the API sends)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        u = urlsplit(url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.auth = f"Authorization: Bearer {token}\r\n"
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, etag: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        """Send one GET; returns status, lower-cased headers and body. Reconnects if needed."""
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        extra = f"If-None-Match: {etag}\r\n" if etag else ""
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.auth}{extra}\r\n".encode())
+        try:
+            head = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close()
+            raise
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+        if "chunked" in headers.get("transfer-encoding", ""):
+            raise RuntimeError("chunked responses are not handled")
+        n = int(headers.get("content-length", "0"))
+        body = await self.reader.readexactly(n) if n else b""
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
-async def measure(url: str, token: str, job_id: int, pollers: int, seconds: float) -> dict:
-    """Run the pollers; returns requests, rate, p50/p99 (ms) and errors."""
-    lat: list[float] = []
-    errors: list[str] = []
-    limits = httpx.Limits(max_connections=pollers, max_keepalive_connections=pollers)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, limits=limits
-    ) as c:
-        start = time.monotonic()
-        until = start + seconds
-        await asyncio.gather(*(poller(c, job_id, until, lat, errors) for _ in range(pollers)))
-        wall = time.monotonic() - start
-    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
+@dataclass
+class Tally:
+    """Latencies (s) and outcomes of every request in one measurement."""
+
+    lat: list[float] = field(default_factory=list)
+    status: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, key: str) -> None:
+        self.status[key] = self.status.get(key, 0) + 1
+
+
+class Dashboard:
+    """One tab on the job page: its `after` cursors and the ETag of each URL's last answer."""
+
+    def __init__(self, conn: Conn, job_id: int) -> None:
+        self.conn, self.job = conn, job_id
+        self.after = {"candidates": 0, "events": 0}
+        self.etags: dict[str, str] = {}
+
+    async def _get(self, key: str, path: str, tally: Tally) -> bytes | None:
+        t0 = time.perf_counter()
+        try:
+            status, headers, body = await self.conn.get(path, self.etags.get(key))
+        except (OSError, asyncio.IncompleteReadError, RuntimeError) as exc:
+            tally.lat.append(time.perf_counter() - t0)
+            tally.errors.append(type(exc).__name__)
+            return None
+        tally.lat.append(time.perf_counter() - t0)
+        tally.count(str(status))
+        if status == 304:
+            return None
+        if status != 200:
+            tally.errors.append(f"HTTP {status}")
+            return None
+        if "etag" in headers:
+            self.etags[key] = headers["etag"]
+        return body
+
+    async def tick(self, tally: Tally) -> None:
+        """One poll: the job, then new candidates and new events (as the dashboard's tick)."""
+        base = f"/v1/jobs/{self.job}"
+        await self._get("job", base, tally)
+        for what in ("candidates", "events"):
+            key = f"{what}?after={self.after[what]}"
+            body = await self._get(key, f"{base}/{key}&limit=1000", tally)
+            if body:
+                items = json.loads(body)
+                if items:
+                    self.after[what] = items[-1]["id"]
+
+
+def summary(tally: Tally, wall: float, load: tuple[float, float]) -> dict[str, Any]:
+    """Rate, latency percentiles (ms), outcomes and the load average around the run."""
+    q = statistics.quantiles(tally.lat, n=100) if len(tally.lat) >= 2 else [float("nan")] * 99
     return {
-        "requests": len(lat),
-        "rps": len(lat) / wall,
+        "requests": len(tally.lat),
+        "rps": len(tally.lat) / wall,
         "p50_ms": q[49] * 1000,
         "p99_ms": q[98] * 1000,
-        "errors": len(errors),
-        "error_kinds": sorted(set(errors)),
+        "max_ms": max(tally.lat, default=float("nan")) * 1000,
+        "status": tally.status,
+        "errors": len(tally.errors),
+        "error_kinds": sorted(set(tally.errors)),
+        "load_before": load[0],
+        "load_after": os.getloadavg()[0],
+        "load_5min_after": os.getloadavg()[1],
     }
 
 
-def run_backend(backend: str, pollers: int, seconds: float) -> dict:
-    """Start a server on `backend`, submit the long job, measure, stop everything."""
+async def dashboards(url: str, token: str, job_id: int, n: int, seconds: float, interval: float = 1.0) -> dict:
+    """`n` dashboards, each polling once every `interval` s (starts spread over the first
+    interval; a late tick is not made up with a burst)."""
+    tally, load = Tally(), os.getloadavg()[0]
+    start = time.monotonic()
+    until = start + seconds
+
+    async def tab() -> None:
+        d = Dashboard(Conn(url, token), job_id)
+        nxt = start + random.uniform(0, interval)
+        while True:
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+            if time.monotonic() >= until:
+                break
+            await d.tick(tally)
+            nxt = max(nxt + interval, time.monotonic())
+        d.conn.close()
+
+    await asyncio.gather(*(tab() for _ in range(n)))
+    return summary(tally, time.monotonic() - start, (load, 0.0)) | {"dashboards": n, "interval_s": interval}
+
+
+async def saturate(url: str, token: str, job_id: int, clients: int, seconds: float) -> dict:
+    """`clients` dashboards polling back to back with no pause: the served rate at saturation."""
+    tally, load = Tally(), os.getloadavg()[0]
+    start = time.monotonic()
+    until = start + seconds
+
+    async def loop() -> None:
+        d = Dashboard(Conn(url, token), job_id)
+        while time.monotonic() < until:
+            await d.tick(tally)
+        d.conn.close()
+
+    await asyncio.gather(*(loop() for _ in range(clients)))
+    return summary(tally, time.monotonic() - start, (load, 0.0)) | {"clients": clients}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def with_children(pid: int) -> list[int]:
+    """`pid` and its direct children (uvicorn's workers)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return [pid, *kids]
+
+
+def measure_all(url: str, token: str, job_id: int, args: argparse.Namespace, pids: list[int] | None = None) -> dict:
+    """The measurements `args.measure` names against one API server; with the server's `pids`,
+    also its CPU time per request (less sensitive to the machine's load than latency)."""
+    out: dict[str, Any] = {}
+    for kind in ("dashboards", "saturation"):
+        if kind not in args.measure:
+            continue
+        cpu0 = cpu_seconds(pids or [])
+        if kind == "dashboards":
+            out[kind] = asyncio.run(dashboards(url, token, job_id, args.dashboards, args.seconds))
+        else:
+            out[kind] = asyncio.run(saturate(url, token, job_id, args.clients, args.seconds))
+        if pids:
+            out[kind]["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(pids) - cpu0) / max(1, out[kind]["requests"])
+    return out
+
+
+@contextlib.contextmanager
+def api_workers(env: dict[str, str], workers: int, log: Path):
+    """`uvicorn --workers N` on the app factory, scheduler off; yields its URL."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.api.app:create_app"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(
+            cmd, env={**env, "SECATEURS_SCHEDULER": "false"}, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn --workers {workers} did not start: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        time.sleep(2 * workers)  # let every worker finish its start-up
+        yield url, with_children(proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Start a server on `backend`, submit the long job, measure each API server, stop all."""
     from service.client import Client
     from service.devserver import ServerProcess
 
@@ -87,10 +286,18 @@ def run_backend(backend: str, pollers: int, seconds: float) -> dict:
         import psycopg
 
         schema = f"load_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
         url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    srv = ServerProcess(tmp / "data", url, SECATEURS_STALE_AFTER_SECONDS="60")
+    # the service's own defaults for the scheduler's pass and the heartbeat (the dev server's are faster)
+    srv = ServerProcess(
+        tmp / "data",
+        url,
+        SECATEURS_STALE_AFTER_SECONDS="60",
+        SECATEURS_POLL_SECONDS="1",
+        SECATEURS_HEARTBEAT_SECONDS="5",
+    )
+    rows = []
     try:
         srv.start()
         token = srv.cli("token", "create", "--team", "load").stdout.strip().splitlines()[-1]
@@ -101,18 +308,51 @@ def run_backend(backend: str, pollers: int, seconds: float) -> dict:
             if time.monotonic() > deadline:
                 raise SystemExit("the load job never started evaluating")
             time.sleep(1)
-        stats = asyncio.run(measure(srv.url, token, job["id"], pollers, seconds))
-        stats["candidates_during"] = client.job(job["id"])["candidates_evaluated"]
+        for workers in args.api_workers:
+            before = client.job(job["id"])["candidates_evaluated"]
+            if workers == 0:
+                assert srv.proc is not None
+                res = measure_all(srv.url, token, job["id"], args, [srv.proc.pid])
+            else:
+                with api_workers(srv.env, workers, tmp / f"uvicorn-{workers}.log") as (api_url, pids):
+                    res = measure_all(api_url, token, job["id"], args, pids)
+            written = client.job(job["id"])["candidates_evaluated"] - before
+            rows.append({"store": backend, "api_workers": workers, "candidates_written": written, **res})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         client.cancel(job["id"])
-        return stats
+        return rows
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         if schema:
             import psycopg
 
-            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table."""
+    out = [
+        "| store | API server | measured | req/s | p50 ms | p99 ms | max ms | 200/304 | errors | CPU ms/req | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        server = "serve (API + scheduler)" if r["api_workers"] == 0 else f"uvicorn --workers {r['api_workers']}"
+        for kind in ("dashboards", "saturation"):
+            if kind not in r:
+                continue
+            s = r[kind]
+            what = (
+                f"{s['dashboards']} dashboards, 1/s" if kind == "dashboards" else f"saturation, {s['clients']} clients"
+            )
+            codes = f"{s['status'].get('200', 0)}/{s['status'].get('304', 0)}"
+            out.append(
+                f"| {r['store']} | {server} | {what} | {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
+                f"{s['max_ms']:.0f} | {codes} | {s['errors']} | {s.get('server_cpu_ms_per_request', float('nan')):.2f} "
+                f"| {s['load_before']:.1f}-{s['load_after']:.1f} |"
+            )
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -121,27 +361,36 @@ def main() -> int:
     ap.add_argument("--url", help="poll an existing server instead (with --token and --job)")
     ap.add_argument("--token")
     ap.add_argument("--job", type=int)
-    ap.add_argument("--pollers", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--measure", default="dashboards,saturation", help="comma-separated: dashboards, saturation")
+    ap.add_argument("--dashboards", type=int, default=50, help="dashboard tabs polling once a second")
+    ap.add_argument("--clients", type=int, default=16, help="closed-loop clients for the saturation rate")
+    ap.add_argument("--api-workers", default="0", help="comma-separated API servers to measure (0: serve itself)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each measurement")
+    ap.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
-    rows = []
+    args.measure = {m.strip() for m in args.measure.split(",") if m.strip()}
+    args.api_workers = [int(w) for w in args.api_workers.split(",")]
     if args.url:
         if not (args.token and args.job):
             ap.error("--url needs --token and --job")
-        rows.append(("server", asyncio.run(measure(args.url, args.token, args.job, args.pollers, args.seconds))))
+        rows = [{"store": "server", "api_workers": 0, **measure_all(args.url, args.token, args.job, args)}]
     else:
         backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-        rows.extend((backend, run_backend(backend, args.pollers, args.seconds)) for backend in backends)
-    print("| store | pollers | seconds | requests | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, s in rows:
-        print(
-            f"| {name} | {args.pollers} | {args.seconds:g} | {s['requests']} | {s['rps']:.0f} | {s['p50_ms']:.1f} | "
-            f"{s['p99_ms']:.1f} | {s['errors']}{' ' + ','.join(s['error_kinds']) if s['errors'] else ''} |"
-        )
+        rows = [row for backend in backends for row in run_backend(backend, args)]
+    meta = {"argv": sys.argv[1:], "cpus": os.cpu_count(), "git": _git_head(), "rows": rows}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(meta, indent=1) + "\n")
+    print(table(rows))
     return 0
 
 
+def _git_head() -> str:
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return r.stdout.strip()
+
+
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, os.getcwd())
+    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())
