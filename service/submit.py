@@ -165,6 +165,7 @@ def check_target(cfg: JobConfig, net: nn.Module, input_shape: tuple[int, int, in
             prune_stem=s.prune_stem,
             pinned=s.pinned,
             round_to=s.round_to,
+            runtime=cfg.runtime,
         )
     except (SearchError, PruningError) as exc:
         raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc

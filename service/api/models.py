@@ -14,10 +14,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pruning.errors import PruningError
 from pruning.export import load_weights
@@ -30,13 +27,13 @@ from ..config import Settings
 from ..store import Store, as_utc
 from ..store.tables import Model, Team
 from .deps import current_team, get_settings, get_store
+from .errors import error_responses
+from .limits import too_large
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 422))
 PROGRAM_SUFFIX = ".pt2"
 SUFFIXES = (".safetensors", ".pt", ".pth", PROGRAM_SUFFIX)
 CHUNK = 1 << 20
-FORM_SLACK = 64 << 10
-"""Bytes a model upload's body may hold beyond the file: multipart headers, `zoo` and `args`."""
 
 
 class ModelOut(BaseModel):
@@ -61,42 +58,6 @@ class ModelOut(BaseModel):
             sha256=m.sha256,
             created_at=as_utc(m.created_at),
         )
-
-
-def _too_large(limit: int) -> str:
-    return f"file: larger than the {limit:,} byte limit"
-
-
-class UploadLimit:
-    """ASGI middleware that bounds the body of `POST /v1/models` as it arrives, before the form
-    parser spools it: a declared Content-Length over the limit is refused unread, and a body
-    without one (chunked) is counted chunk by chunk and cut off at the limit, so no more than
-    the limit (plus `FORM_SLACK` for the form's other fields) is ever read. 413 either way; the
-    file itself is then held to the exact limit by `_save_bounded`."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != router.prefix:
-            await self.app(scope, receive, send)
-            return
-        limit = scope["app"].state.settings.max_upload_bytes
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + FORM_SLACK:
-            await JSONResponse({"detail": _too_large(limit)}, status_code=413)(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit + FORM_SLACK:
-                raise HTTPException(413, _too_large(limit))  # answered by the app's handler, as JSON
-            return message
-
-        await self.app(scope, counted, send)
 
 
 def _parse_args(text: str) -> dict[str, Any]:
@@ -147,7 +108,7 @@ async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: 
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, _too_large(limit))
+                    raise HTTPException(413, too_large(limit))
                 digest.update(chunk)
                 out.write(chunk)
     except BaseException:
@@ -157,7 +118,11 @@ async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: 
 
 
 @router.post(
-    "", status_code=201, response_model=ModelOut, summary="Upload trained weights for a zoo model, or a .pt2 program"
+    "",
+    status_code=201,
+    response_model=ModelOut,
+    summary="Upload trained weights for a zoo model, or a .pt2 program",
+    responses=error_responses(400, 413),
 )
 async def upload_model(
     zoo: str | None = Form(None, description="zoo architecture of the weights, e.g. convnet (none with a .pt2)"),
@@ -202,7 +167,7 @@ def list_models(team: Team = Depends(current_team), store: Store = Depends(get_s
     return [ModelOut.of(m) for m in store.list_models(team.id)]
 
 
-@router.get("/{model_id}", response_model=ModelOut, summary="One uploaded model")
+@router.get("/{model_id}", response_model=ModelOut, summary="One uploaded model", responses=error_responses(404))
 def get_model(model_id: RowId, team: Team = Depends(current_team), store: Store = Depends(get_store)) -> ModelOut:
     m = store.get_model(team.id, model_id)
     if m is None:

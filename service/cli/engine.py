@@ -28,6 +28,7 @@ from pruning.export import export_onnx, export_torchscript, load_weights
 from pruning.intake import intake_program, model_reference
 from pruning.measure import count_flops, count_params, measure_latency
 from pruning.models import build_model, list_models
+from pruning.runtime import RUNTIMES, Runtime
 from pruning.train import TrainConfig, evaluate, seed_everything, train
 from workers.config import ModelSpec
 from workers.network import build_factory, check_program_data, save_network
@@ -175,7 +176,7 @@ def _summary_lines(r: dict[str, Any]) -> list[str]:
         f"params    {r['params_before']:,} -> {r['params_after']:,} ({r['params_after'] / r['params_before']:.1%})",
         (
             f"latency   {r['latency_ms_before']:.3f} -> {r['latency_ms_after']:.3f} ms "
-            f"(batch {r['latency_batch_size']}, {r['device']})"
+            f"(batch {r['latency_batch_size']}, {r['runtime']}, {r['device']})"
         ),
         f"exported  {r['out']}",
     ]
@@ -201,13 +202,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             bar.update(1)
 
         stage("loaded")
-        before = _measure(model, data, shape, args.latency_batch_size)
+        before = _measure(model, data, shape, args.latency_batch_size, args.runtime)
         stage("measured")
         pruned = _cut(args, model, data, shape, criterion)
         stage("cut")
         if args.finetune_epochs:
             _finetune(args, pruned, model, data, device, bar)
-        after = _measure(pruned, data, shape, args.latency_batch_size)
+        after = _measure(pruned, data, shape, args.latency_batch_size, args.runtime)
         stage("measured")
         onnx_diff = _export(pruned, out, args.model, zoo_args, shape)
         stage("exported")
@@ -221,6 +222,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         "latency_ms_before": before["latency_ms"],
         "latency_ms_after": after["latency_ms"],
         "latency_batch_size": args.latency_batch_size,
+        "runtime": args.runtime,
         "device": str(device),
         "model": args.model,
         "criterion": args.criterion,
@@ -291,12 +293,15 @@ def _export(pruned: nn.Module, out: Path, zoo: str, zoo_args: dict[str, Any], sh
     return onnx_diff
 
 
-def _measure(model: nn.Module, data: DataSplits, shape: tuple[int, int, int], batch_size: int) -> dict[str, Any]:
+def _measure(
+    model: nn.Module, data: DataSplits, shape: tuple[int, int, int], batch_size: int, runtime: Runtime
+) -> dict[str, Any]:
+    """Test accuracy, FLOPs, params and latency in the deployment `runtime`."""
     return {
         "accuracy": evaluate(model, data.test),
         "flops": count_flops(model, shape),
         "params": count_params(model),
-        "latency_ms": measure_latency(model, shape, batch_size=batch_size),
+        "latency_ms": measure_latency(model, shape, batch_size=batch_size, runtime=runtime),
     }
 
 
@@ -339,5 +344,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-adaptive-bn", action="store_true", help="skip BN recalibration after the cut")
     p.add_argument("--round-to", type=int, default=1, help="round kept channels up to a multiple")
     p.add_argument("--latency-batch-size", type=int, default=1)
+    p.add_argument("--runtime", choices=RUNTIMES, default="eager", help="deployment runtime the latency is measured in")
     p.add_argument("--out", required=True, help="folder for model.safetensors, arch.json, model.onnx, report.json")
     p.set_defaults(func=_cmd_prune)

@@ -86,6 +86,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "params_after",
             "latency_ms_before",
             "latency_ms_after",
+            "runtime",
         ):
             if key in s:
                 print(f"  {key:<18} {s[key]}")
