@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock system-deps run test lint bench clean
+.PHONY: install lock system-deps run demo-upload test lint bench clean
 
 TORCH := torch==2.13.0
 
@@ -40,6 +40,10 @@ system-deps:
 
 run: install system-deps
 	bash scripts/demo.sh
+
+# A user's own network end to end: export (scripts/demo_net.py), upload the .pt2, prune, fetch.
+demo-upload: install system-deps
+	bash scripts/demo-upload.sh
 
 test: install system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -436,6 +436,8 @@ class CostModel:
         target = copy.deepcopy(model)
         modules = dict(target.named_modules())
         todo: dict[tuple[str, Any, int], set[int]] = {}
+        params: dict[tuple[str, int], set[int]] = {}  # unwrapped parameters (e.g. ConvNeXt's layer scale)
+        param_names = getattr(self.graph.dg, "_param_to_name", {})
         pinned = self._pinned | self._pinned_now()
         for key, idxs in removed.items():
             drop = {int(i) for i in idxs}
@@ -443,14 +445,22 @@ class CostModel:
                 continue
             for dep, dep_idxs, roots in self._items[self._pos[key]]:
                 name = self._names.get(dep.target.module)
+                hit = {i for i, r in zip(dep_idxs, roots, strict=True) if r in drop}
+                if name is None and dep.target.module in param_names and hit:
+                    params.setdefault((param_names[dep.target.module], dep.target.pruning_dim), set()).update(hit)
                 if name is None:  # an op of the graph (add, relu, flatten...): nothing to cut
                     continue
-                hit = {i for i, r in zip(dep_idxs, roots, strict=True) if r in drop}
                 if hit:
                     todo.setdefault((name, dep.handler, dep.target.pruning_dim), set()).update(hit)
         for (name, handler, dim), hits in todo.items():
             handler.__self__.pruning_dim = dim  # as Torch-Pruning's Dependency.__call__ does
             handler(modules[name], sorted(hits))
+        for (pname, dim), hits in params.items():
+            *path, leaf = pname.split(".")
+            owner = target.get_submodule(".".join(path))
+            old = getattr(owner, leaf)
+            keep = torch.tensor(sorted(set(range(old.shape[dim])) - hits), device=old.device)
+            setattr(owner, leaf, nn.Parameter(old.detach().index_select(dim, keep), requires_grad=old.requires_grad))
         for key, idxs in removed.items():
             for conv in self._grouped[self._pos[key]] if idxs and not pinned[self._pos[key]] else []:
                 cut, full = modules[self._names[conv]], conv

@@ -18,10 +18,13 @@ from .registry import Registry
 
 
 def filters(module: nn.Module) -> torch.Tensor:
-    """A layer's weights as one row per output channel."""
+    """A layer's weights as one row per output channel (a transposed conv keeps its output
+    channels in the weight's second dimension)."""
     weight = module.weight
     if not isinstance(weight, torch.Tensor):
         raise PruningError(f"{type(module).__name__} has no weight tensor")
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        weight = weight.transpose(0, 1)
     return weight.detach().flatten(1)
 
 

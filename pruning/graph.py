@@ -30,6 +30,9 @@ from .errors import UnsupportedModelError
 
 OPTYPE = tp.ops.OPTYPE
 PRUNABLE = (nn.Conv2d, nn.Linear)
+"""Layers whose output channels root a channel group."""
+LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+"""Layers whose channels a group's cut changes (members and consumers)."""
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 _SPLITS = (OPTYPE.SPLIT, OPTYPE.UNBIND)
@@ -40,11 +43,12 @@ class ChannelGroup:
     """Output channels of one or more layers that must be cut together.
 
     `key` names the group by its first layer in model order; `members` are the convs/linears
-    whose output channels are cut, `bns` their BatchNorms, `consumers` the layers whose
-    input channels shrink with them. `unit` > 1: channels go in aligned blocks of that many
-    (whole groups of a grouped conv); `parts`: the channel indices of each part a split or
-    chunk makes, each part losing the same number; `pinned`: why the group is kept whole
-    (None when it can be cut)."""
+    whose output channels are cut, `bns` their norms, `consumers` the layers whose input
+    channels shrink with them (a member too when it reads the group, as an FPN's smoothing
+    conv does; not a depthwise conv, whose input is its output). `unit` > 1: channels go in
+    aligned blocks of that many (whole groups of a grouped conv); `parts`: the channel indices
+    of each part a split or chunk makes, each part losing the same number; `pinned`: why the
+    group is kept whole (None when it can be cut)."""
 
     key: str
     channels: int
@@ -87,6 +91,16 @@ def _plain(i: Any) -> int:
 def _root(i: Any) -> int | None:
     r = getattr(i, "root_idx", i)
     return None if r is None else int(r)
+
+
+def _out_fn(m: nn.Module) -> Any:
+    """DepGraph's function that prunes a layer's output channels."""
+    return tp.prune_linear_out_channels if isinstance(m, nn.Linear) else tp.prune_conv_out_channels
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    """A conv DepGraph couples input to output (groups = out channels > 1)."""
+    return isinstance(m, _CONV_TYPES) and m.groups == m.out_channels > 1
 
 
 def _is_grouped(m: nn.Module) -> TypeGuard[_ConvNd]:
@@ -181,8 +195,8 @@ class DependencyGraph:
         for m in roots:
             if m in skip or m in visited or not isinstance(m, PRUNABLE) or m not in self._names:
                 continue
-            channels = int(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
-            fn = tp.prune_conv_out_channels if isinstance(m, nn.Conv2d) else tp.prune_linear_out_channels
+            channels = int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
+            fn = _out_fn(m)
             name = self._names[m]
             try:
                 group = self.dg.get_pruning_group(m, fn, list(range(channels)))
@@ -222,13 +236,13 @@ class DependencyGraph:
             plain = [_plain(i) for i in idxs]
             if size is not None and (len(set(plain)) != len(plain) or any(not 0 <= i < size for i in plain)):
                 r.problem = r.problem or f"the graph maps its channels out of range at {layer}"
-            if isinstance(mod, PRUNABLE) and out:
+            if isinstance(mod, LAYERS) and out:
                 r.members.append(layer)
                 if size != channels:
                     r.problem = r.problem or f"{layer} has {size} channels where the group has {channels}"
             elif isinstance(mod, _NORMS):
                 r.bns.append(layer)
-            elif isinstance(mod, PRUNABLE):
+            elif isinstance(mod, LAYERS) and not _is_depthwise(mod):
                 r.consumers.append(layer)
                 if _is_grouped(mod):
                     r.grouped_in.append(mod)
@@ -334,7 +348,7 @@ class DependencyGraph:
             channels=channels,
             members=members,
             bns=ordered(n for r in raws for n in r.bns),
-            consumers=ordered({n for r in raws for n in r.consumers} - set(members)),
+            consumers=ordered(n for r in raws for n in r.consumers),
             is_stem=first_conv in members,
             depthwise=any(isinstance(self._modules[m], nn.Conv2d) and self._modules[m].groups > 1 for m in members),
             unit=unit if reason is None else 1,
@@ -366,6 +380,22 @@ class DependencyGraph:
                 return self._names[out.module]
         return None
 
+    def consumer_inputs(self, key: str, idxs: list[int]) -> dict[str, list[int]]:
+        """Per consumer layer (a conv or linear outside the group, not a grouped conv joined into
+        it), its input channels, in its own indexing (through concats, splits and flattens),
+        that go when group `key` loses channels `idxs`: what a cut drops from each consumer."""
+        grouped = set(self._grouped_in[key])
+        consumers = set(self.by_key[key].consumers) - {self._names[m] for m in grouped}
+        found: dict[str, set[int]] = {}
+        for root in self._roots[key]:
+            fn = _out_fn(root)
+            for dep, dep_idxs in self.dg.get_pruning_group(root, fn, idxs=sorted(idxs)):
+                mod = dep.target.module
+                name = self._names.get(mod)
+                if name in consumers and self.dg.is_in_channel_pruning_fn(dep.handler):
+                    found.setdefault(name, set()).update(_plain(i) for i in dep_idxs)
+        return {name: sorted(v) for name, v in found.items()}
+
     def prune_group(self, key: str, idxs: list[int]) -> None:
         """Remove output channels `idxs` of group `key` and everything coupled to them. A
         grouped conv joined into the group loses the whole conv groups whose channels go."""
@@ -374,7 +404,7 @@ class DependencyGraph:
         grouped = self._grouped_in[key]
         before = {conv: (conv.in_channels, conv.in_channels // conv.groups) for conv in grouped}
         for root in self._roots[key]:
-            fn = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) else tp.prune_linear_out_channels
+            fn = _out_fn(root)
             group = self.dg.get_pruning_group(root, fn, idxs=sorted(idxs))
             # DepGraph's own cut of a grouped conv's inputs assumes its pruner's channel layout;
             # whole groups leave the per-group weights as they are, so only the counts change

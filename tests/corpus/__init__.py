@@ -1,0 +1,130 @@
+"""A corpus of small networks that follow the standard CNN families (written here by hand:
+torchvision cannot be installed next to the CPU torch), for checking that the engine cuts
+each correctly: 3x32x32 inputs, 10 outputs, few channels so that a cut and a forward take
+milliseconds on a CPU. `CORPUS` maps a name to its family and factory; `build(name)` makes one
+in eval mode with seeded weights and non-trivial BN statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from search.base import Result
+from search.evaluators import EvalContext, Evaluator
+from search.registry import make_strategy
+from search.runner import run_search
+from search.space import SearchSpace
+
+from .classic import VGG, AlexNet, DenseNet, GoogLeNet, Res2Net, ResNet, SqueezeNet, WideResNet, Xception
+from .dense import FPN, UNet
+from .mobile import (
+    ConvNeXt,
+    CSPNet,
+    EfficientNet,
+    GhostNet,
+    MobileNetV1,
+    MobileNetV2,
+    MobileNetV3,
+    RegNet,
+    ShuffleNetV2,
+)
+
+INPUT_SHAPE = (3, 32, 32)
+NUM_CLASSES = 10
+LIMITED_TARGET = 0.7
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One corpus network: its family (the README table's first column), a factory and, for a
+    network whose groups that cannot be cut hold too many FLOPs for half of them to go, why
+    (`limit`: a search then targets `LIMITED_TARGET` of the FLOPs instead)."""
+
+    family: str
+    factory: Callable[[], nn.Module]
+    limit: str | None = None
+
+
+CORPUS: dict[str, Entry] = {
+    "vgg11_bn": Entry("VGG", VGG),
+    "alexnet": Entry("AlexNet", AlexNet),
+    "resnet_basic": Entry("ResNet (basic)", lambda: ResNet("basic")),
+    "resnet_bottleneck": Entry("ResNet (bottleneck)", lambda: ResNet("bottleneck", widths=(4, 8, 16))),
+    "se_resnet": Entry("SE-ResNet", lambda: ResNet("basic", se=True)),
+    "resnext": Entry("ResNeXt (grouped)", lambda: ResNet("bottleneck", widths=(4, 8, 16), groups=4, width_per_group=4)),
+    "wide_resnet": Entry("Wide ResNet", WideResNet),
+    "res2net": Entry(
+        "Res2Net (split)",
+        Res2Net,
+        "torch.split by a width written in the code, and each part added to the previous part's conv "
+        "output: the block's inner channels are pinned",
+    ),
+    "densenet": Entry("DenseNet (cascaded concat)", DenseNet),
+    "googlenet": Entry("GoogLeNet / Inception", GoogLeNet),
+    "squeezenet": Entry("SqueezeNet (fire)", SqueezeNet),
+    "xception": Entry("Xception", Xception),
+    "mobilenet_v1": Entry("MobileNetV1", MobileNetV1),
+    "mobilenet_v2": Entry("MobileNetV2", MobileNetV2),
+    "mobilenet_v3": Entry("MobileNetV3 (SE, hard-swish)", MobileNetV3),
+    "efficientnet": Entry("EfficientNet (MBConv + SE)", EfficientNet),
+    "regnetx_gw8": Entry("RegNetX (group width 8)", lambda: RegNet(group_width=8)),
+    "regnety_gw16": Entry("RegNetY (group width 16, SE)", lambda: RegNet(group_width=16, se=True)),
+    "shufflenet_v2": Entry("ShuffleNetV2 (channel shuffle)", ShuffleNetV2),
+    "ghostnet": Entry(
+        "GhostNet (concat + slice)",
+        GhostNet,
+        "each ghost module concatenates a conv's output with its depthwise copy, coupling channel i "
+        "with channel i + n: those groups are pinned",
+    ),
+    "cspnet": Entry("CSPNet", CSPNet),
+    "convnext": Entry("ConvNeXt (7x7 dw, LayerNorm, layer scale)", ConvNeXt),
+    "unet": Entry("U-Net (skip concat, transposed conv)", UNet),
+    "fpn": Entry("FPN (top-down add)", FPN),
+}
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """Corpus network `name` in eval mode: seeded weights, BN statistics drawn away from the
+    identity so a wrong channel mapping shows in the output."""
+    torch.manual_seed(seed)
+    model = CORPUS[name].factory()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None
+            assert m.running_var is not None
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def target(name: str) -> float:
+    """The FLOPs fraction the corpus asks of a network: half, or `LIMITED_TARGET` for one whose
+    pinned groups hold too many FLOPs."""
+    return 0.5 if CORPUS[name].limit is None else LIMITED_TARGET
+
+
+class ForwardCheck(Evaluator):
+    """Scores 1 when the cut network runs on a random batch, keeps the original's output shape
+    and gives finite values, else 0: a search over the corpus needs no data set."""
+
+    name = "forward-check"
+
+    def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
+        with torch.no_grad():
+            out = model(torch.randn(2, *self.context.input_shape))
+        return float(out.shape == self.context.extras["shape"] and bool(torch.isfinite(out).all()))
+
+
+def search_cut(model: nn.Module, space: SearchSpace, strategy: str) -> tuple[Result, nn.Module]:
+    """Run `strategy` (e.g. uniform, global) over `space` in process (`search.runner`), scored
+    by `ForwardCheck`; returns its chosen result and that network, cut (`space.cut`)."""
+    with torch.no_grad():
+        shape = model(torch.randn(2, *space.input_shape)).shape
+    ctx = EvalContext(model=model, data=None, input_shape=space.input_shape, space=space, extras={"shape": shape})  # type: ignore[arg-type]
+    best = run_search(make_strategy(strategy, space, seed=0), ForwardCheck(ctx)).best
+    if best is None:
+        raise RuntimeError(f"strategy {strategy} returned no result")
+    return best, space.cut(best.policy).eval()
