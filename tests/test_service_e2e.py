@@ -173,6 +173,8 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             }
             job = client.submit(spec)
             running = _wait(client, job["id"], lambda j: j["candidates_evaluated"] >= 3)
+            assert first.proc is not None
+            first_pid = first.proc.pid
             first.kill()
             assert running["status"] == "running"
             assert running["candidates_evaluated"] < 11
@@ -200,6 +202,14 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
             assert kinds.count("requeued") == 1
             assert kinds.count("resumed") == 1
             assert kinds[-1] == "succeeded"
+            # the events name the scheduler (host, pid) of each run: first, then second or third
+            events = client.events(job["id"])
+            ran = [e["data"]["scheduler"]["pid"] for e in events if e["kind"] in ("started", "succeeded")]
+            assert second.proc is not None
+            assert third.proc is not None
+            assert ran[0] == first_pid
+            assert ran[1] in (second.proc.pid, third.proc.pid)
+            assert ran[2] == ran[1]
         finally:
             second.stop()
             third.stop()
