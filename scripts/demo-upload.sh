@@ -36,7 +36,7 @@ if [ -z "${SECATEURS_URL:-}" ] || [ -z "${SECATEURS_TOKEN:-}" ]; then
 fi
 
 echo "== training and exporting the demo network (scripts/demo_net.py)"
-"$PY" scripts/demo_net.py --out "$OUT/digits_net.pt2" --epochs "${DEMO_EPOCHS:-3}"
+"$PY" scripts/demo_net.py --out "$OUT/digits_net.pt2" --epochs "${DEMO_EPOCHS:-20}"
 echo "== uploading $OUT/digits_net.pt2"
 MODEL="$("$SECATEURS" upload "$OUT/digits_net.pt2")"
 echo "model $MODEL"

@@ -2,7 +2,7 @@
 squeeze-excitation gate, defined here and not in the zoo, trained briefly on digits and
 exported with the one-line `torch.export` call the README's intake section shows.
 
-    python scripts/demo_net.py --out digits_net.pt2 [--epochs 3]
+    python scripts/demo_net.py --out digits_net.pt2 [--epochs 20]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class DigitsNet(nn.Module):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="the .pt2 file to write")
-    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, default=20.0)
     args = p.parse_args()
 
     from pruning.data import load_dataset
