@@ -115,7 +115,7 @@ export function mountSubmit(root) {
       field("Rounds (iterative)", "rounds", rounds, "cuts of the iterative schedule"),
       field("Distillation weight", "kd-alpha", kdAlpha, "0..1; above 0 the fine-tune distils from the unpruned network"),
       field("Pre-train epochs (zoo model)", "train-epochs", trainEpochs, "blank keeps the API's training defaults"),
-      field("Priority", "priority", priority, "higher runs first"),
+      field("Priority", "priority", priority, "higher runs first; above 0 needs an admin token"),
     ),
     el("div", { class: "actions" }, submitBtn, el("a", { href: "#/jobs", class: "button" }, "Back to jobs")),
   );
