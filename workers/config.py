@@ -47,7 +47,11 @@ class ModelSpec(Section):
     """The network to prune: a zoo architecture or a factory (trained on the data first when no
     weights are given), an uploaded model, or a torch.export program file (CLI)."""
 
-    zoo: str | None = Field(None, description="zoo architecture, e.g. convnet, resnet20 (GET /v1/zoo)")
+    zoo: str | None = Field(
+        None,
+        description="zoo architecture, e.g. convnet, resnet20 (GET /v1/zoo); on the CLI --model also takes "
+        "FILE.pt2 (a torch.export program) or package.module:function",
+    )
     args: dict[str, Any] = Field(
         default={}, description="zoo arguments (width, ...); num_classes/in_channels come from the data"
     )
