@@ -6,10 +6,9 @@ may raise a job's priority, and `secateurs token create --admin` makes one."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from fastapi.testclient import TestClient
+from test_service_support import claim_concurrently
 
 from service.api import create_app
 from service.config import Settings
@@ -95,25 +94,7 @@ def test_concurrent_claimers_keep_the_team_limit_and_claim_each_job_once(db_url)
     first.migrate()
     a, b = _teams(first, "a", "b")
     queued = {a: set(_queue(first, a, 10)), b: set(_queue(first, b, 10))}
-    claimed: list[int] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(6)
-
-    def claim_all() -> None:
-        s = Store(db_url)
-        barrier.wait()
-        try:
-            while (got := s.claim_next(team_limit=2)) is not None:
-                with lock:
-                    claimed.append(got[0].id)
-        finally:
-            s.dispose()
-
-    threads = [threading.Thread(target=claim_all) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    claimed = claim_concurrently(db_url, claimers=6, team_limit=2)
     assert len(claimed) == len(set(claimed)) == 4
     assert len(set(claimed) & queued[a]) == 2
     assert len(set(claimed) & queued[b]) == 2

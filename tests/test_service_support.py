@@ -1,5 +1,6 @@
 """Helpers for the service tests (no tests here; the `db_url`, `pg_url` and `store` fixtures
-are in conftest.py): a fresh PostgreSQL schema per use, and a briefly trained model."""
+are in conftest.py): a fresh PostgreSQL schema per use, concurrent claimers, and a briefly
+trained model."""
 
 from __future__ import annotations
 
@@ -33,6 +34,35 @@ def pg_schema_url() -> Iterator[str]:
     finally:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         conn.close()
+
+
+def claim_concurrently(db_url: str, claimers: int = 6, team_limit: int = 0) -> list[int]:
+    """`claimers` threads, each a scheduler with its own engine, claim from one queue at once
+    (released together by a barrier) until none gets a job; returns the ids claimed, in order."""
+    import threading
+
+    from service.store import Store
+
+    claimed: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(claimers)
+
+    def claim_all() -> None:
+        s = Store(db_url)
+        barrier.wait()
+        try:
+            while (got := s.claim_next(team_limit=team_limit)) is not None:
+                with lock:
+                    claimed.append(got[0].id)
+        finally:
+            s.dispose()
+
+    threads = [threading.Thread(target=claim_all) for _ in range(claimers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return claimed
 
 
 def train_digits_convnet(path, epochs: float = 1.0):

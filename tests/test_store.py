@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import StatementError
+from test_service_support import claim_concurrently
 
 from service.store import TRANSITIONS, IllegalTransition, JobStatus, LeaseLost, Store, hash_token
 from service.store.tables import FINAL_STATUSES, JOB_STATUSES, Job, Token
@@ -183,31 +184,11 @@ def test_checkpoint_round_trip_and_team_scoping(store):
 def test_concurrent_claims_never_hand_one_job_to_two_claimers(db_url):
     """Six schedulers, each with its own engine, drain one queue at once: every job is claimed
     exactly once (SKIP LOCKED on PostgreSQL, the single-writer UPDATE on SQLite)."""
-    import threading
-
     first = Store(db_url)
     first.migrate()
     team = first.team_for_token(first.create_token("a")).id
     ids = {first.create_job(team, {}, {}, priority=i % 3).id for i in range(30)}
-    claimed: list[int] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(6)
-
-    def drain() -> None:
-        s = Store(db_url)
-        barrier.wait()
-        try:
-            while (got := s.claim_next()) is not None:
-                with lock:
-                    claimed.append(got[0].id)
-        finally:
-            s.dispose()
-
-    threads = [threading.Thread(target=drain) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    claimed = claim_concurrently(db_url, claimers=6)
     assert sorted(claimed) == sorted(ids)
     with first.read() as s:
         assert s.scalar(select(Job).where(Job.status != "running")) is None
