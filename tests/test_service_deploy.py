@@ -105,6 +105,18 @@ def test_the_api_joins_the_ray_cluster_before_serving():
     assert "--head" not in steps[0]
 
 
+def test_nodes_join_a_healthy_head_and_are_restarted_if_joining_fails():
+    services = _compose()["services"]
+    check = services["ray-head"]["healthcheck"]["test"]
+    assert check[0] == "CMD"
+    _check_command(check[1:])
+    assert check[1:3] == ["ray", "health-check"]
+    for name in ("ray-worker", "api"):
+        assert services[name]["depends_on"]["ray-head"] == {"condition": "service_healthy"}
+        assert services[name]["restart"] == "on-failure"  # `ray start` exits non-zero on a join timeout
+    assert services["api"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+
+
 def test_published_ports_default_to_the_served_ones():
     services = _compose()["services"]
     served = {"api": "8000", "ray-head": "8265"}
