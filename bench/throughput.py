@@ -196,8 +196,8 @@ def timing_split(results: list[Any]) -> dict[str, float]:
     return {k: statistics.mean(v) for k, v in steps.items()}
 
 
-def strategies(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = []
+def strategies(args: argparse.Namespace, rows: list[dict[str, Any]], save: Any) -> list[dict[str, Any]]:
+    """Each strategy on each model and size, old path and new (rows appended to `rows`, saved as they come)."""
     for name in args.models:
         for size in args.sizes:
             model, data, shape = load(args, name, size)
@@ -243,6 +243,7 @@ def strategies(args: argparse.Namespace) -> list[dict[str, Any]]:
                         }
                     )
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                    save()
                 if len(best) == 2 and abs(best["old"] - best["new"]) > 1e-5:
                     print(f"WARNING {name} {size} {strat}: best scores differ {best}", file=sys.stderr)
     return rows
@@ -478,30 +479,46 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    queries = budget_queries(args) if args.queries else []
-    rows = strategies(args) if args.run_strategies else []
-    pools = workers(args) if args.workers else []
-    mask_rows = masks_vs_cut(args) if args.masks else []
-    table = render(queries, rows, pools, args, load_avg) + render_masks(mask_rows)
-    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(
-        json.dumps(
-            {
-                "argv": sys.argv[1:] if argv is None else argv,
-                "load_before": load_avg,
-                "load_after": after,
-                "threads": args.threads,
-                "torch": torch.__version__,
-                "queries": queries,
-                "strategies": rows,
-                "workers": pools,
-                "masks": mask_rows,
-                "table": table,
-            },
-            indent=1,
+    queries: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    pools: list[dict[str, Any]] = []
+    mask_rows: list[dict[str, Any]] = []
+
+    def save() -> str:
+        """Write what is measured so far (a long run keeps its rows if stopped)."""
+        table = render(queries, rows, pools, args, load_avg) + render_masks(mask_rows)
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(
+            json.dumps(
+                {
+                    "argv": sys.argv[1:] if argv is None else argv,
+                    "load_before": load_avg,
+                    "load_now": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+                    "threads": args.threads,
+                    "torch": torch.__version__,
+                    "queries": queries,
+                    "strategies": rows,
+                    "workers": pools,
+                    "masks": mask_rows,
+                    "table": table,
+                },
+                indent=1,
+            )
         )
-    )
+        return table
+
+    if args.queries:
+        queries += budget_queries(args)
+        save()
+    if args.run_strategies:
+        strategies(args, rows, save)
+    if args.workers:
+        pools += workers(args)
+        save()
+    if args.masks:
+        mask_rows += masks_vs_cut(args)
+    table = save()
+    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(table)
     print(f"load average after: {after}")
     return 0
