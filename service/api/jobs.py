@@ -110,7 +110,8 @@ def _marks(store: Store, team: Team, job_id: int) -> tuple[int, int]:
     response_model=JobOut,
     summary="Submit a compression job",
     responses={
-        403: {"model": ErrorOut, "description": "a priority above the default from a token that is not an admin's"}
+        **error_responses(400),
+        403: {"model": ErrorOut, "description": "a priority above the default from a token that is not an admin's"},
     },
 )
 async def submit_job(
