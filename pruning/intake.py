@@ -22,8 +22,10 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import math
 import operator
 import re
+import tokenize
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils._sympy.functions as sympy_functions
 from torch import fx, nn
 
 from .errors import PruningError, UnsupportedModelError
@@ -51,6 +54,25 @@ _SAFE_MEMBERS = re.compile(
     r"models/model\.json|data/weights/model_weights_config\.json|data/weights/weight_\d+|"
     r"data/constants/model_constants_config\.json|data/constants/tensor_\d+|"
     r"data/sample_inputs/model\.pt|extra/[\w.\-]+)"
+)
+
+
+# Names a symbolic size expression in the program's JSON may use (torch.export.load parses them
+# with sympy, which evaluates Python): sympy's and torch's size functions, and symbol names.
+_EXPR_NAMES = frozenset(
+    {"Symbol", "Integer", "Rational", "Float", "Max", "Min", "Abs", "floor", "ceiling", "sqrt", "Mul", "Add"}
+    | {"Pow", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not", "True", "False", "oo", "nan", "zoo"}
+    | {"positive", "negative", "integer", "real", "nonnegative", "nonpositive", "finite", "even", "odd"}
+    | set(getattr(sympy_functions, "__all__", ()))
+)
+_EXPR_OPS = frozenset({"+", "-", "*", "/", "//", "%", "**", "(", ")", ",", "=", "==", "!=", "<", "<=", ">", ">="})
+_SYMBOL = re.compile(r"[a-z]+\d+")
+# Python callables a program's graph may call besides ATen/prims operators: size arithmetic.
+_SIZE_OPS = frozenset(
+    {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv}
+    | {operator.mod, operator.neg, operator.pow, operator.eq, operator.ne, operator.lt, operator.le}
+    | {operator.gt, operator.ge, math.ceil, math.floor, math.sqrt, math.trunc, torch.sym_int, torch.sym_float}
+    | {torch.sym_max, torch.sym_min, torch.sym_not, torch.sym_ite, torch.sym_sqrt}
 )
 
 
@@ -120,6 +142,13 @@ def check_archive(path: str | Path, max_bytes: int | None = None) -> None:
             for fqn, meta in config.items():
                 if not isinstance(meta, dict) or meta.get("use_pickle") or meta.get("tensor_meta") is None:
                     raise ProgramError(f"the archive stores {kind[:-1]} {fqn!r} pickled; Secateurs does not unpickle")
+        try:
+            program = json.loads(z.read(f"{root}/models/model.json"))
+        except (KeyError, ValueError) as exc:
+            raise ProgramError("not a torch.export.save archive (no readable models/model.json)") from exc
+        _check_expressions(program)
+        if any(not _safe_guard(g) for g in program.get("guards_code") or []):
+            raise ProgramError("the program carries guard code beyond size checks, which Secateurs does not run")
         sample = f"{root}/data/sample_inputs/model.pt"
         if sample in z.namelist():
             try:
@@ -128,17 +157,80 @@ def check_archive(path: str | Path, max_bytes: int | None = None) -> None:
                 raise ProgramError("the archive's example inputs are not plain tensors") from exc
 
 
+_INPUT_SIZE = re.compile(r"L\['\w+'\]\.(size|stride)\(\)\[\d+\]")
+
+
+def _safe_guard(code: str) -> bool:
+    """A guard (`L['x'].size()[0] == L['y'].size()[0]`, `2 <= L['x'].size()[0]`): input sizes,
+    numbers and arithmetic only (`ExportedProgram.module()` compiles guards as Python)."""
+    return _safe_expression(_INPUT_SIZE.sub("0", code), extra=("and", "or", "not"))
+
+
+def _check_expressions(program: Any) -> None:
+    """Refuse symbolic size expressions (`expr_str` anywhere in the program's JSON) that are more
+    than names from `_EXPR_NAMES`, symbol names, numbers and arithmetic: `torch.export.load`
+    hands them to `sympy.sympify`, which evaluates Python."""
+    stack = [program]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "expr_str" and isinstance(value, str) and not _safe_expression(value):
+                    raise ProgramError(
+                        f"the program holds a size expression Secateurs does not evaluate: {value[:60]!r}"
+                    )
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _safe_expression(text: str, extra: tuple[str, ...] = ()) -> bool:
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    for tok in tokens:
+        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.NUMBER):
+            continue
+        if tok.type == tokenize.NAME and (
+            tok.string in _EXPR_NAMES or tok.string in extra or _SYMBOL.fullmatch(tok.string)
+        ):
+            continue
+        if tok.type == tokenize.STRING and _SYMBOL.fullmatch(tok.string.strip("'\"")):
+            continue
+        if tok.type == tokenize.OP and tok.string in _EXPR_OPS:
+            continue
+        return False
+    return True
+
+
+def check_program_ops(ep: torch.export.ExportedProgram) -> None:
+    """Refuse a program whose graph calls anything but ATen/prims operators and size
+    arithmetic (a crafted file could name any Python callable reachable from `torch`)."""
+    for node in ep.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        t = node.target
+        aten_op = isinstance(t, torch._ops.OpOverload) and t.namespace in ("aten", "prims")
+        if node.op != "call_function" or not (aten_op or (callable(t) and t in _SIZE_OPS)):
+            name = getattr(t, "__name__", str(t))
+            raise ProgramError(f"the program calls {name!r} ({node.op}), which Secateurs does not run")
+
+
 def load_program(path: str | Path, max_bytes: int | None = None) -> torch.export.ExportedProgram:
-    """Load a checked `.pt2` (see `check_archive`) with `torch.export.load`."""
+    """Load a checked `.pt2` (see `check_archive`) with `torch.export.load`; its graph may call
+    only ATen operators and size arithmetic (`check_program_ops`)."""
     p = Path(path)
     if not p.is_file():
         raise PruningError(f"program file {p} does not exist")
     check_archive(p, max_bytes)
     try:
-        return torch.export.load(p)
+        ep = torch.export.load(p)
     except Exception as exc:  # the deserializer fails in many ways on a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ProgramError(f"cannot load the program: {first}") from exc
+    check_program_ops(ep)
+    return ep
 
 
 def _user_input(ep: torch.export.ExportedProgram) -> fx.Node:
@@ -701,6 +793,30 @@ def convert_program(ep: torch.export.ExportedProgram) -> tuple[fx.GraphModule, d
     return module, conv.layers, conv.notes
 
 
+def _program_runner(ep: torch.export.ExportedProgram) -> Callable[[torch.Tensor], Any]:
+    """Run the program's own graph on one input (its weights passed as the lifted inputs they
+    are), without `ExportedProgram.module()`, which would compile the file's guard code."""
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    state, constants = ep.state_dict, getattr(ep, "constants", {}) or {}
+    specs = ep.graph_signature.input_specs
+    user = [i for i, s in enumerate(ep.graph_signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
+
+    def value(spec: Any) -> Any:
+        target = spec.target
+        if spec.kind == InputKind.PARAMETER:
+            return state[target]
+        return state[target] if target in state else constants[target]
+
+    def run(x: torch.Tensor) -> Any:
+        args = [x if s.kind == InputKind.USER_INPUT else value(s) for s in specs]
+        out = ep.graph_module(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return outs[user[0]]
+
+    return run
+
+
 def verify_conversion(
     ep: torch.export.ExportedProgram,
     module: nn.Module,
@@ -711,7 +827,7 @@ def verify_conversion(
 ) -> float:
     """Largest absolute difference between the program and the converted module on random
     batches (eval mode); above `atol` it is a refusal."""
-    program = ep.module()
+    program = _program_runner(ep)
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     was_training = module.training

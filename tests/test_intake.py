@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -24,6 +25,7 @@ from pruning.intake import (
     EXPORT_CALL,
     ProgramError,
     _view_target,
+    check_program_ops,
     intake_program,
     load_factory,
     model_reference,
@@ -258,6 +260,52 @@ def test_archives_that_would_unpickle_are_refused_before_loading(programs, tmp_p
     with pytest.raises(ProgramError, match="pickled"):
         intake_program(flagged)
     assert not marker.exists()
+
+
+def _edit_program(src: Path, dest: Path, edit) -> Path:
+    """A copy of a `.pt2` with its models/model.json changed by `edit(dict)`."""
+
+    def change(name: str, data: bytes | None) -> bytes | None:
+        if data is None or not name.endswith("models/model.json"):
+            return data
+        program = json.loads(data)
+        edit(program)
+        return json.dumps(program).encode()
+
+    return _rewrite(src, dest, change)
+
+
+def test_programs_that_would_run_code_are_refused(programs, tmp_path) -> None:
+    """Size expressions go through sympy (which evaluates Python), node targets may name any
+    callable under `torch`, guard code is compiled by `ExportedProgram.module()`: each is
+    checked, and nothing in the file runs (the payloads would create a file)."""
+    src = programs["mixed"][1]
+    marker = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+
+    def bad_expression(program: dict) -> None:
+        program["graph_module"]["graph"]["nodes"][0]["metadata"]["expr"] = {"expr_str": payload}
+
+    def bad_target(program: dict) -> None:
+        program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+
+    def bad_guard(program: dict) -> None:
+        program["guards_code"] = [payload]
+
+    for name, edit, message in (
+        ("expr", bad_expression, "size expression"),
+        ("target", bad_target, "does not run|not an allowed operator"),
+        ("guard", bad_guard, "guard code"),
+    ):
+        with pytest.raises(ProgramError, match=message):
+            intake_program(_edit_program(src, tmp_path / f"{name}.pt2", edit))
+    assert not marker.exists()
+    # a graph that calls a Python callable the loader would have let through is refused too
+    ep = torch.export.load(src)
+    node = next(n for n in ep.graph.nodes if n.op == "call_function")
+    node.target = os.getcwd
+    with pytest.raises(ProgramError, match=r"'getcwd'.*does not run"):
+        check_program_ops(ep)
 
 
 def test_a_converted_module_that_differs_is_refused(programs) -> None:
