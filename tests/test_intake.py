@@ -317,6 +317,26 @@ def test_a_converted_module_that_differs_is_refused(programs) -> None:
     assert verify_conversion(ep, original, SHAPE) == 0.0
 
 
+class BatchIntoRows(nn.Module):
+    """A reshape that folds the batch into rows: not a shape the converter can follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        y = self.conv(x).reshape(b * 8, h * w).mean(1)
+        return self.fc(y.reshape(b, 8))
+
+
+def test_a_reshape_the_converter_cannot_follow_is_kept_and_noted(tmp_path) -> None:
+    intake = intake_program(_export(BatchIntoRows(), (torch.randn(2, *SHAPE),), tmp_path / "rows.pt2"))
+    assert intake.max_diff <= 1e-5
+    assert any("kept as exported" in note for note in intake.notes)
+
+
 def test_view_targets_follow_their_input() -> None:
     # flatten to [batch, C*H*W]: the product of the input's dims 1..3
     assert _view_target(["s0", 32, 4, 4], ["b", 512], ["s0", 512]) == [(1, [1, 2, 3], 1)]

@@ -305,6 +305,8 @@ def prepare(
         weights, criterion = brought
     zoo = cfg.model.zoo
     model = build_network(cfg.model, args, intake, cfg.data.name).to(device)
+    for note in intake.notes if intake is not None else []:  # e.g. a reshape with two channel sizes
+        sink.event("warning", f"program: {note}", {"note": note})
     calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
     space = SearchSpace(
         model,
