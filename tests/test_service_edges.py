@@ -334,6 +334,7 @@ def _raw_upload(
     asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert (b"connection", b"close") in start["headers"] or start["status"] != 413  # a 413 ends the connection
     return start["status"], json.loads(body), pulled
 
 

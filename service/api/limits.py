@@ -16,6 +16,10 @@ FORM_SLACK = 64 << 10
 """Bytes an upload's body may hold beyond the file: multipart headers and the form's other fields."""
 
 
+CLOSE = {"Connection": "close"}
+"""On a 413 the server closes the connection, so it reads no more of a body the client keeps sending."""
+
+
 def too_large(limit: int) -> str:
     """The one-line 413 message for a file over `limit` bytes."""
     return f"file: larger than the {limit:,} byte limit"
@@ -25,7 +29,7 @@ class UploadLimit:
     """ASGI middleware bounding the bodies of the `UPLOADS` routes as they arrive: a declared
     Content-Length over the limit is refused unread, and a body without one (chunked) is
     counted chunk by chunk and cut off at the limit (plus `FORM_SLACK`), so no more than that
-    is ever read. 413 either way, as JSON; the endpoint then holds the file itself to the
+    is ever read. 413 either way, as JSON, and the connection closed; the endpoint then holds the file itself to the
     exact limit while saving it (`models._save_bounded`)."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -39,7 +43,7 @@ class UploadLimit:
         limit: int = getattr(scope["app"].state.settings, setting)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit + FORM_SLACK:
-            await JSONResponse({"detail": too_large(limit)}, status_code=413)(scope, receive, send)
+            await JSONResponse({"detail": too_large(limit)}, status_code=413, headers=CLOSE)(scope, receive, send)
             return
         seen = 0
 
@@ -48,7 +52,7 @@ class UploadLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit + FORM_SLACK:
-                raise HTTPException(413, too_large(limit))  # answered by the app's handler, as JSON
+                raise HTTPException(413, too_large(limit), headers=CLOSE)  # answered by the app's handler, as JSON
             return message
 
         await self.app(scope, counted, send)
