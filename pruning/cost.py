@@ -320,6 +320,13 @@ class CostModel:
         self, m: nn.Module, pname: str, t: torch.Tensor, touched: set
     ) -> list[tuple[int, int, int, int]] | None:
         """How one parameter or buffer's size follows the cut: [(mult, a, b, div)]."""
+        node = self.graph.dg.module2node.get(t) if isinstance(t, nn.Parameter) else None
+        if node is not None and ((node, "out") in self._coef or (node, "in") in self._coef):
+            if t.dim() != 1:  # an unwrapped parameter of more dims: which one is cut is not known here
+                self._unsupported(f"parameter {self._names[m]}.{pname} is cut along one of its {t.dim()} dims")
+                return None
+            side = "out" if (node, "out") in self._coef else "in"
+            return [(1, self._node_dim(node, side, t.numel()), 0, 1)]  # an unwrapped parameter (layer scale)
         if m not in touched:
             return [(t.numel(), 0, 0, 1)]
         if isinstance(m, _CONV):
@@ -349,6 +356,7 @@ class CostModel:
     def _build_activations(self, calls: list[_Call]) -> None:
         """Per leaf call, bytes per unit of each dims row its tensors use (peak = max of rows)."""
         self._act_rows: list[list[int]] = []
+        self._axis = _channel_axes(calls)
         pending: list[dict[int, int]] = []
         for call in calls:
             row: dict[int, int] = {}
@@ -373,7 +381,8 @@ class CostModel:
             return None, 0
         if node is None or (node, "out") not in self._coef:
             return 0, t.numel * t.itemsize
-        ch = t.shape[-1] if len(t.shape) == 3 else t.shape[1]
+        axis = self._axis.get(t.grad_fn, len(t.shape) - 1 if len(t.shape) == 3 else 1)
+        ch = t.shape[axis]
         return self._node_dim(node, "out", ch), t.numel // ch * t.itemsize
 
     def _check(self, model: nn.Module) -> None:
@@ -469,6 +478,44 @@ class CostModel:
                 cut.in_channels = full.in_channels - len(idxs)
                 cut.groups = cut.in_channels // (full.in_channels // full.groups)
         return target
+
+
+def _channel_sizes(m: nn.Module) -> tuple[int, int] | None:
+    """(input, output) channel counts of a layer that says them, else None."""
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.in_channels, m.out_channels
+    if isinstance(m, nn.Linear):
+        return m.in_features, m.out_features
+    if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.modules.instancenorm._InstanceNorm):
+        return m.num_features, m.num_features
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels, m.num_channels
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1], m.normalized_shape[-1]
+    return None
+
+
+def _channel_axes(calls: list[_Call]) -> dict[Any, int]:
+    """Per autograd node, the axis of its tensor that holds the channels, read from the layers
+    that take or give that tensor (a linear or a LayerNorm on channels-last maps: the last axis;
+    a conv: axis 1), where one axis alone has the layer's channel count (or the layer's usual
+    axis is among several); tensors no such layer touches keep the default (axis 1; last for 3-D)."""
+    axes: dict[Any, int] = {}
+    for call in calls:
+        sizes = _channel_sizes(call.module)
+        if sizes is None or call.output is None or not call.inputs:
+            continue
+        usual = -1 if isinstance(call.module, nn.Linear | nn.LayerNorm) else 1
+        for t, size in ((call.inputs[0], sizes[0]), (call.output, sizes[1])):
+            if t.grad_fn is None or t.grad_fn in axes:
+                continue
+            n = len(t.shape)
+            fits = [a for a in range(1, n) if t.shape[a] == size]
+            if len(fits) == 1:
+                axes[t.grad_fn] = fits[0]
+            elif usual % n in fits:
+                axes[t.grad_fn] = usual % n
+    return axes
 
 
 def _coupled(graph: DependencyGraph, key: str, channels: int) -> list[Any]:
