@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from test_service_support import SMALL_CONVNET
 
 from service.api import create_app
 from service.config import Settings
@@ -130,21 +131,10 @@ def test_an_unknown_zoo_name_is_refused_before_the_file_is_read(edge_api, tmp_pa
 
 
 def test_arguments_added_to_an_uploaded_model_are_checked(edge_api):
-    from safetensors.torch import save as st_save
-
-    from pruning.models import build_model
+    from test_service_support import upload_small_convnet
 
     client, h, _ = edge_api
-    args = {"num_classes": 10, "in_channels": 1, "input_size": 16, "width": 0.25}
-    weights = st_save({k: v.contiguous() for k, v in build_model("convnet", **args).state_dict().items()})
-    import json
-
-    r = client.post(
-        "/v1/models",
-        data={"zoo": "convnet", "args": json.dumps(args)},
-        files={"file": ("m.safetensors", weights)},
-        headers=h,
-    )
+    r = upload_small_convnet(client, h)
     assert r.status_code == 201, r.text
     model_id = r.json()["id"]
     r = client.post("/v1/jobs", json={**MINIMAL, "model": {"upload": model_id, "args": {"width": 1e6}}}, headers=h)
@@ -431,9 +421,11 @@ def test_rejected_weight_files_answer_one_line_in_our_words(edge_api, index):
 
     client, h, _ = edge_api
     name, content, start = _rejected_files()[index]
-    args = {"num_classes": 10, "in_channels": 1, "input_size": 16, "width": 0.25}
     r = client.post(
-        "/v1/models", data={"zoo": "convnet", "args": json.dumps(args)}, files={"file": (name, content)}, headers=h
+        "/v1/models",
+        data={"zoo": "convnet", "args": json.dumps(SMALL_CONVNET)},
+        files={"file": (name, content)},
+        headers=h,
     )
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]

@@ -8,7 +8,6 @@ command in docs/service.md ("Fuzzing the API")."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import schemathesis
@@ -71,25 +70,16 @@ def run_fuzz(schema) -> tuple[list[str], Counter, set[str]]:
 def seeded_app(settings: Settings) -> tuple[FastAPI, str]:
     """A scheduler-less app, migrated, with a team token, an uploaded model (id 1) and a queued
     job (id 1), so ids the fuzzer tries first (the minimum, 1) reach real rows and 200 bodies."""
-    from safetensors.torch import save as st_save
-
-    from pruning.models import build_model
+    from test_service_support import upload_small_convnet
 
     assert not settings.scheduler, "a fuzzer must never start real jobs"
     app = create_app(settings)
     settings.ensure_dirs()
     app.state.store.migrate()
     token = app.state.store.create_token("fuzz")
-    args = {"num_classes": 10, "in_channels": 1, "input_size": 16, "width": 0.25}
-    weights = st_save({k: v.contiguous() for k, v in build_model("convnet", **args).state_dict().items()})
     h = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as client:
-        r = client.post(
-            "/v1/models",
-            data={"zoo": "convnet", "args": json.dumps(args)},
-            files={"file": ("m.safetensors", weights)},
-            headers=h,
-        )
+        r = upload_small_convnet(client, h)
         assert r.status_code == 201, r.text
         spec = {"model": {"zoo": "convnet"}, "data": {"name": "digits"}, "target": {"flops": 0.5}}
         r = client.post("/v1/jobs", json={**spec, "strategy": {"name": "uniform"}}, headers=h)

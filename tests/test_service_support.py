@@ -78,3 +78,24 @@ def train_digits_convnet(path, epochs: float = 1.0):
     train(model, data.train, TrainConfig(epochs=epochs, lr=0.05, batch_size=64, seed=0))
     save_weights(model, path)
     return args
+
+
+SMALL_CONVNET = {"num_classes": 10, "in_channels": 1, "input_size": 16, "width": 0.25}
+"""A convnet whose weights file (about 40 kB) fits the tests' small upload limits."""
+
+
+def upload_small_convnet(client, headers: dict[str, str]):
+    """POST /v1/models with a freshly built (untrained) SMALL_CONVNET as safetensors; the response."""
+    import json
+
+    from safetensors.torch import save as st_save
+
+    from pruning.models import build_model
+
+    weights = st_save({k: v.contiguous() for k, v in build_model("convnet", **SMALL_CONVNET).state_dict().items()})
+    return client.post(
+        "/v1/models",
+        data={"zoo": "convnet", "args": json.dumps(SMALL_CONVNET)},
+        files={"file": ("m.safetensors", weights)},
+        headers=headers,
+    )
