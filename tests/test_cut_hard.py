@@ -299,3 +299,52 @@ def test_search_space_pins_what_cannot_be_cut() -> None:
     assert not set(shuffle.engine_pins) & set(shuffle.keys)
     described = {g["key"]: g for g in shuffle.describe()["groups"]}
     assert all(described[k]["pinned_reason"] == why for k, why in shuffle.engine_pins.items())
+
+
+def test_a_job_reports_the_groups_it_keeps_whole(tmp_path) -> None:
+    """A job on a user's `.pt2` with a channel shuffle: each pinned group is a warning event
+    naming it and its layers, and the summary lists them; the rest is cut."""
+    from pruning.export import export_program
+    from workers.pipeline import run_pipeline
+    from workers.sink import FileSink
+
+    program = export_program(randomise_bn(Shuffle()), tmp_path / "shuffle.pt2", SHAPE)
+    sink = FileSink(tmp_path / "out")
+    config = {
+        "model": {"program": str(program)},
+        "data": {"name": "synthetic", "input_size": SHAPE[-1]},
+        "target": {"flops": 0.8},
+        "strategy": {"name": "uniform"},
+        "finetune": {"max_steps": 0},
+        "search": {"calibration_batches": 1, "val_batches": 1},
+        "onnx": False,
+    }
+    summary = run_pipeline(config, tmp_path / "out", sink)
+    pinned = summary["pinned_groups"]
+    assert pinned
+    assert all("shuffle" in why for why in pinned.values())
+    warnings_ = [e for e in sink.events if e["kind"] == "warning" and e["data"].get("group") in pinned]
+    assert {e["data"]["group"] for e in warnings_} == set(pinned)
+    assert all(e["data"]["layers"] and e["data"]["group"] in e["message"] for e in warnings_)
+    assert summary["flops_after"] <= 0.8 * summary["flops_before"]
+    assert all(summary["kept_channels"][k] == summary["original_channels"][k] for k in pinned)
+
+
+def test_the_cli_says_which_groups_it_keeps_whole(tmp_path) -> None:
+    """`secateurs prune` on such a program: one warning line per pinned group, and it still cuts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pruning.export import export_program
+
+    program = export_program(randomise_bn(Shuffle()), tmp_path / "shuffle.pt2", SHAPE)
+    secateurs = str(Path(sys.executable).parent / "secateurs")
+    args = ["prune", "--model", str(program), "--data", "synthetic", "--rate", "0.5", "--out", str(tmp_path / "o")]
+    done = subprocess.run([secateurs, *args], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [
+        line for line in done.stderr.replace("\r", "\n").splitlines() if "secateurs: warning: channel group" in line
+    ]
+    assert any("stem.0" in line and "channel shuffle" in line for line in lines)
+    assert "params" in done.stdout

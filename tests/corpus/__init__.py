@@ -41,11 +41,13 @@ LIMITED_TARGET = 0.7
 class Entry:
     """One corpus network: its family (the README table's first column), a factory and, for a
     network whose groups that cannot be cut hold too many FLOPs for half of them to go, why
-    (`limit`: a search then targets `LIMITED_TARGET` of the FLOPs instead)."""
+    (`limit`: a search then targets `LIMITED_TARGET` of the FLOPs instead). `classifier`:
+    one score per class (False: per-pixel scores, which the service's data sets do not fit)."""
 
     family: str
     factory: Callable[[], nn.Module]
     limit: str | None = None
+    classifier: bool = True
 
 
 CORPUS: dict[str, Entry] = {
@@ -81,7 +83,7 @@ CORPUS: dict[str, Entry] = {
     ),
     "cspnet": Entry("CSPNet", CSPNet),
     "convnext": Entry("ConvNeXt (7x7 dw, LayerNorm, layer scale)", ConvNeXt),
-    "unet": Entry("U-Net (skip concat, transposed conv)", UNet),
+    "unet": Entry("U-Net (skip concat, transposed conv)", UNet, classifier=False),
     "fpn": Entry("FPN (top-down add)", FPN),
 }
 
