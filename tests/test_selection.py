@@ -163,6 +163,7 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_the_service_runs_an_asha_selection_with_the_iterative_schedule(tmp_path: Path) -> None:
     """Through REST on the real server (local Ray, 2 CPUs): the job's Ray task closes its
     evaluation actors, runs the ASHA trials, then the iterative rounds."""
