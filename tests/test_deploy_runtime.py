@@ -185,3 +185,15 @@ def test_cli_prune_reports_latency_in_the_chosen_runtime(tmp_path, monkeypatch, 
     assert [rt for rt, _ in calls] == ["torchscript", "torchscript"]
     assert [res["latency_ms_before"], res["latency_ms_after"]] == [ms for _, ms in calls]
     assert json.loads((out / "report.json").read_text())["runtime"] == "torchscript"
+
+
+def test_time_forward_can_count_cpu_time_which_waiting_does_not_stretch():
+    import time
+
+    from pruning.runtime import time_forward
+
+    def waits() -> None:
+        time.sleep(0.02)  # like being descheduled on a loaded machine: wall time, no CPU time
+
+    assert time_forward(waits, warmup=0, repeats=3) >= 20.0
+    assert time_forward(waits, warmup=0, repeats=3, clock=time.process_time) < 10.0
