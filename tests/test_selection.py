@@ -5,12 +5,15 @@ left it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,8 +99,9 @@ DRIVER = """
 import json, sys
 import ray
 from workers.pipeline import run_pipeline
+from workers.sink import FileSink
 job, out = json.loads(sys.argv[1]), sys.argv[2]
-summary = run_pipeline(job, out)
+summary = run_pipeline(job, out, FileSink(out))
 print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "selection": summary["selection"],
                   "nodes": [n["NodeID"] for n in ray.nodes()]}))
 """
@@ -109,6 +113,9 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
     port = _free_port()
     # Ray 2.60 heads started by `ray start` may ask clients for a token; this throwaway one does not
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # a short session folder: Ray's socket paths under pytest's long tmp_path exceed the
+    # 107-byte limit of a Unix socket name, and the head would not start
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     head = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "ray"),
@@ -118,7 +125,7 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
             f"--port={port}",
             "--num-cpus=2",
             "--include-dashboard=false",
-            f"--temp-dir={tmp_path / 'ray'}",
+            f"--temp-dir={temp}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -155,11 +162,13 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
         assert len(trials) == 3
         assert {r["meta"]["node"] for r in trials} <= set(got["nodes"])  # the trials ran on its nodes
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a head that failed to start has gone already
+            os.killpg(head.pid, signal.SIGTERM)
+            try:
+                head.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
