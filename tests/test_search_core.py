@@ -22,7 +22,8 @@ SHAPE = (1, 16, 16)
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    """resnet20 trained for 2 epochs on digits at 16 px."""
+    """resnet20 trained for 2 epochs on digits at 16 px (seeded: the same network whatever ran before)."""
+    torch.manual_seed(0)
     model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
     train(model, digits.train, TrainConfig(epochs=2, lr=0.05, seed=0), device="cpu")
     return model.eval()
@@ -87,7 +88,7 @@ def test_infeasible_target_fails_at_construction() -> None:
 def test_adaptive_bn_changes_running_stats_and_improves_score(trained, digits, calib) -> None:
     space = SearchSpace(trained, SHAPE, "flops=0.4", calibration=calib)
     ctx = EvalContext(trained, digits, SHAPE, calibration=calib, space=space)
-    policy = dict.fromkeys(space.keys, 0.6)
+    policy = dict.fromkeys(space.keys, 0.3)
     plain, adaptive = make_evaluator("plain", ctx), make_evaluator("adaptive-bn", ctx)
     cut_plain = plain.cut(policy)
     cut_adapt = adaptive.cut(policy)
@@ -96,7 +97,7 @@ def test_adaptive_bn_changes_running_stats_and_improves_score(trained, digits, c
     s_plain = plain.score(cut_plain, policy, "t")
     s_adapt = adaptive.score(cut_adapt, policy, "t")
     assert not torch.allclose(before, cut_adapt.bn1.running_mean)
-    assert s_adapt > s_plain
+    assert s_adapt > s_plain, (s_adapt, s_plain)
     # the context's full model is untouched by evaluation
     assert trained.bn1.running_mean.shape[0] == 16
 
