@@ -95,6 +95,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PORT_FLAGS = (
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
+
 DRIVER = """
 import json, sys
 import ray
@@ -116,6 +123,10 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
     # a short session folder: Ray's socket paths under pytest's long tmp_path exceed the
     # 107-byte limit of a Unix socket name, and the head would not start
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    log = open(Path(temp) / "head.log", "wb")  # noqa: SIM115 - closed in the finally below
+    # every port the head would otherwise take at a fixed default (dashboard agent, metrics,
+    # runtime-env agent) is a free one, so another Ray on the machine cannot keep it from starting
+    ports = [f"--{name}={_free_port()}" for name in PORT_FLAGS]
     head = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "ray"),
@@ -126,12 +137,21 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
             "--num-cpus=2",
             "--include-dashboard=false",
             f"--temp-dir={temp}",
+            *ports,
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,  # its own process group: stopped below without touching other Rays
     )
+    up = time.monotonic() + 180
+    while head.poll() is None and time.monotonic() < up:  # wait for its GCS before any driver
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(1)
+    log.flush()
+    assert head.poll() is None, "ray start --head exited: " + (Path(temp) / "head.log").read_text()[-3000:]
     try:
         env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         job = {
@@ -168,6 +188,7 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
                 head.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(head.pid, signal.SIGKILL)
+        log.close()
         shutil.rmtree(temp, ignore_errors=True)
 
 
