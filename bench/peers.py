@@ -28,15 +28,10 @@ import torch
 from torch import nn
 
 from pruning.data import DataSplits
+from pruning.graph import output_layer
 from pruning.measure import count_flops
 from pruning.train import evaluate
 from search.base import SearchError
-
-
-def output_layer(model: nn.Module) -> nn.Module:
-    """The classifier (the last Linear, or the last conv for an all-conv net): never cut."""
-    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    return last[-1]
 
 
 def _bisect(cut: Callable[[float], nn.Module], shape: tuple[int, ...], budget: float, steps: int = 14) -> nn.Module:

@@ -38,7 +38,6 @@ from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, load_dataset
 from pruning.device import get_device
 from pruning.export import load_weights, save_weights
-from pruning.graph import output_layer
 from pruning.measure import count_flops
 from pruning.models import build_model
 from pruning.train import (
@@ -58,6 +57,9 @@ from search.space import SearchSpace
 from service.cli.common import CliError, parse_kv, parse_value
 from workers.pipeline import finetune_policy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import torch_pruning_global  # the same peer call as bench/hard.py
+
 FULL = {
     "sensitivity": {},
     "eagleeye": {"n_samples": 50, "top_k": 3, "finetune_steps": 100},
@@ -71,40 +73,6 @@ QUICK = {
     "optuna": {"n_trials": 10, "n_startup_trials": 5},
 }
 EVAL_OPTIONS = {"full": {"finetune": {"steps": 50}}, "quick": {"finetune": {"steps": 10}}}
-
-
-def torch_pruning_global(
-    model: torch.nn.Module, shape: tuple[int, ...], budget: float, max_rate: float
-) -> torch.nn.Module:
-    """Torch-Pruning's global magnitude pruning, its channel ratio bisected to the FLOPs budget."""
-    import torch_pruning as tp
-
-    def cut(ratio: float) -> torch.nn.Module:
-        m = copy.deepcopy(model).eval()
-        example = torch.zeros(1, *shape, device=next(m.parameters()).device)
-        pruner = tp.pruner.MetaPruner(
-            m,
-            example,
-            importance=tp.importance.GroupMagnitudeImportance(p=1),
-            global_pruning=True,
-            pruning_ratio=ratio,
-            max_pruning_ratio=max_rate,
-            ignored_layers=[output_layer(m)],
-        )
-        pruner.step()
-        return m
-
-    lo, hi, best = 0.0, 0.99, None
-    for _ in range(14):
-        mid = (lo + hi) / 2
-        m = cut(mid)
-        if count_flops(m, shape) <= budget:
-            hi, best = mid, m
-        else:
-            lo = mid
-    if best is None:
-        raise SearchError("Torch-Pruning could not reach the budget")
-    return best
 
 
 def spearman(a: list[float], b: list[float]) -> float:
