@@ -12,6 +12,9 @@ fine-tune; only the selection differs:
 
     python bench/selection.py                            # digits, resnet20, seeds 0 1 2
     python bench/selection.py --seeds 0 --n-samples 20   # a quick run
+    # top-k given, per seed, the steps ASHA used in the first run (equal selection steps)
+    python bench/selection.py --n-samples 24 --methods top-k --match-steps bench/results/selection-digits.json \
+        --results bench/results/selection-digits-equal.json
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from workers.pipeline import run_pipeline
 
 def job(args: argparse.Namespace, seed: int, method: str) -> dict[str, Any]:
     """The job of one arm and seed."""
-    eagleeye = {"n_samples": args.n_samples, "top_k": args.top_k, "finetune_steps": args.steps}
+    steps = topk_steps(args, seed) if method == "top-k" else args.steps
+    eagleeye = {"n_samples": args.n_samples, "top_k": args.top_k, "finetune_steps": steps}
     search: dict[str, Any] = {"batch_size": args.concurrency}
     if method == "asha":
         search.update(
@@ -55,6 +59,18 @@ def job(args: argparse.Namespace, seed: int, method: str) -> dict[str, Any]:
     }
 
 
+def topk_steps(args: argparse.Namespace, seed: int) -> int:
+    """Top-k's fine-tune steps per candidate: --steps, or ASHA's total for this seed in the
+    --match-steps results divided by k (equal selection steps)."""
+    if not args.match_steps:
+        return args.steps
+    rows = json.loads(Path(args.match_steps).read_text())["rows"]
+    asha = [r["selection_steps"] for r in rows if r["method"] == "asha" and r["seed"] == seed]
+    if not asha:
+        raise SystemExit(f"--match-steps {args.match_steps}: no asha row for seed {seed}")
+    return round(asha[0] / args.top_k)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="digits")
@@ -64,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-samples", type=int, default=30, help="EagleEye's adaptive-BN samples")
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--steps", type=int, default=100, help="top-k: steps each; asha: steps of the longest trial")
+    ap.add_argument("--match-steps", default=None, help="results JSON: top-k gets each seed's ASHA steps / k")
+    ap.add_argument("--methods", nargs="+", default=["top-k", "asha"], choices=["top-k", "asha"])
     ap.add_argument("--candidates", type=int, default=9, help="ASHA trials")
     ap.add_argument("--reduction", type=int, default=3, help="ASHA's reduction factor")
     ap.add_argument("--concurrency", type=int, default=2, help="trials (and evaluations) at a time")
@@ -80,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
-        for method in ("top-k", "asha"):
+        for method in args.methods:
             t0 = time.perf_counter()
             load = os.getloadavg()[0]
             s = run_pipeline(job(args, seed, method), out / f"{method}-{seed}", cache_dir=out / "cache")
@@ -91,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                     "method": method,
                     "accuracy": s["accuracy_after"],
                     "search_score": s["search_score"],
-                    "selection_steps": sel["steps"] if sel else args.top_k * args.steps,
+                    "selection_steps": sel["steps"] if sel else args.top_k * topk_steps(args, seed),
                     "trials": sel["candidates"] if sel else args.top_k,
                     "flops_fraction": s["flops_after"] / s["flops_before"],
                     "seconds": time.perf_counter() - t0,
