@@ -96,6 +96,7 @@ def correlation(model, data, shape, calib, target: str, samples: int, steps: int
     p, a, t = map(list, zip(*rows, strict=True))
     return {
         "samples": samples,
+        "target": target,
         "finetune_steps": steps,
         "rho_adaptive_bn": spearman(a, t),
         "rho_plain": spearman(p, t),
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--val-batches", type=int, default=None)
     ap.add_argument("--corr-samples", type=int, default=30, help="0 skips EagleEye's correlation check")
+    ap.add_argument("--corr-target", default="flops=0.5", help="the budget of the correlation check's sub-nets")
+    ap.add_argument("--corr-steps", type=int, default=None, help="its fine-tune steps (default 5x the evaluator's)")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip Torch-Pruning's global pruning")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/bench-strategies")
@@ -182,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             data,
             shape,
             calibration_batches(data.train, 4, 64, seed=0),
-            "flops=0.5",
+            args.corr_target,
             args.corr_samples,
-            EVAL_OPTIONS[mode]["finetune"]["steps"] * 5,
+            args.corr_steps or EVAL_OPTIONS[mode]["finetune"]["steps"] * 5,
             0,
         )
         print(json.dumps({"correlation": corr}), file=sys.stderr)
@@ -298,8 +301,9 @@ def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace
     lines += [
         "",
         (
-            f"EagleEye's claim ({corr['samples']} random sub-nets at 50% FLOPs, fine-tuned {corr['finetune_steps']} "
-            f"steps): Spearman ρ with fine-tuned accuracy = {corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
+            f"EagleEye's claim ({corr['samples']} random sub-nets at {corr.get('target', 'flops=0.5')}, "
+            f"fine-tuned {corr['finetune_steps']} steps): Spearman ρ with fine-tuned accuracy = "
+            f"{corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
             f"{corr['rho_plain']:.3f} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "
             f"adaptive BN {corr['adaptive_bn_mean']:.3f}, fine-tuned {corr['finetuned_mean']:.3f})."
         ),
