@@ -62,6 +62,7 @@ ROWS: dict[str, dict[str, Any]] = {
         "strategy": {"name": "eagleeye"},
         "finetune": {"prune_schedule": "iterative", "kd_alpha": 0.5},
     },
+    "eagleeye + ASHA": {"strategy": {"name": "eagleeye"}, "search": {"selection": "asha"}},
     "sensitivity iterative": {
         "strategy": {"name": "sensitivity", "options": {"rates": [0.25, 0.5, 0.75]}},
         "finetune": {"prune_schedule": "iterative"},
@@ -103,7 +104,7 @@ def job_row(
         "data": {"name": args.data, "input_size": args.input_size, "subset": args.subset or None},
         "target": target,
         "finetune": finetune_spec,
-        "search": {"val_batches": args.val_batches},
+        "search": {"val_batches": args.val_batches, **spec.pop("search", {})},
         "seed": seed,
         "onnx": False,
         **spec,
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-lr", type=float, default=0.05)
     ap.add_argument("--val-batches", type=int, default=4, help="validation batches of 256 per search candidate")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true", help="keep the rows already in --results, run the rest")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/bench-hard")
     ap.add_argument("--results", default=None, help="JSON (default bench/results/hard-DATA-SIZEpx.json)")
@@ -241,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(args.data, input_size=args.input_size, subset=args.subset or None, seed=0)
     results = Path(args.results or ROOT / "bench" / "results" / f"hard-{args.data}-{args.input_size}px.json")
     rows: list[dict[str, Any]] = []
+    if args.resume and results.exists():  # keep the rows a stopped run already wrote
+        rows = json.loads(results.read_text())["rows"]
+    done = {(r["model"], r["target"], r["seed"], r["method"]) for r in rows}
     bases: dict[str, float] = {}
     load = os.getloadavg()[0]
     for model_name in args.models:
@@ -249,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 key = {"model": model_name, "target": target, "seed": seed}
                 for label in args.rows:
+                    if (model_name, target, seed, label) in done:
+                        continue
                     out = Path(args.out) / model_name / target / f"seed{seed}" / label.replace(" ", "_")
                     rows.append(
                         {**key, "method": label, **job_row(args, model_name, weights, target, seed, label, out)}
@@ -257,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not target.startswith("flops="):
                     continue  # the peers cut onto FLOPs budgets only
                 for name in args.peers or []:
+                    if (model_name, target, seed, name) in done:
+                        continue
                     ratio = float(target.split("=", 1)[1])
                     rows.append({**key, "method": name, **peer_row(args, model_name, weights, data, ratio, seed, name)})
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
