@@ -139,7 +139,7 @@ def modelopt_fastnas(
 ) -> nn.Module:
     """ModelOpt's FastNAS to `flops_ratio` of the original FLOPs, scored by validation accuracy
     on `score_batches` batches (ModelOpt's documented score function: validation accuracy),
-    BN re-estimated on `calib_batches` batches of 64 as Secateurs' adaptive BN does."""
+    BN re-estimated on the same number of images as Secateurs' adaptive BN (`calib_batches` x 64)."""
     import modelopt.torch.prune as mtp
     from modelopt.torch.prune.fastnas import FastNASConfig
 
@@ -153,7 +153,11 @@ def modelopt_fastnas(
             if isinstance(r, dict) and "feature_divisor" in r:
                 r["feature_divisor"] = channel_divisor
         rules[key] = rule
-    loader = torch.utils.data.DataLoader(data.train, batch_size=64, shuffle=True)
+    # FastNAS re-estimates a sub-net's BN only once its queue holds 50 batches (with fewer it
+    # scores with stale statistics and warns), so the same 4 x 64 images adaptive BN uses go
+    # in 50 small batches
+    queue_len = 50
+    loader = torch.utils.data.DataLoader(data.train, batch_size=max(1, calib_batches * 64 // queue_len), shuffle=True)
 
     def score(net: nn.Module) -> float:
         return evaluate(net, data.val, batch_size=batch_size, max_batches=score_batches)
@@ -167,9 +171,9 @@ def modelopt_fastnas(
             config={
                 "data_loader": loader,
                 "score_func": score,
-                # BN statistics re-estimated on `calib_batches` training batches per sub-net
-                # (ModelOpt's default is 50: 264 sub-nets then take 18 minutes on resnet56)
-                "max_iter_data_loader": calib_batches,
+                # (its default, the whole loader of 64-image batches, took 18 minutes for the
+                # 264 sub-nets of resnet56)
+                "max_iter_data_loader": queue_len,
                 "checkpoint": str(Path(tmp) / "fastnas.pth"),
                 "verbose": False,
             },
