@@ -15,7 +15,8 @@ same total epochs. Test accuracy, mean ± std over seeds.
     PYTHONPATH=.peers python bench/hard.py --peers tp-global tp-groupnorm fastnas
 
 Writes bench/results/hard-*.json (every row, with the config and the load average), a Markdown
-table and a plot of accuracy against FLOPs kept (one line per method).
+table and a plot of accuracy against FLOPs kept (one line per method); `--draw A.json B.json`
+draws several runs (one panel per model) into `--plot`.
 """
 
 from __future__ import annotations
@@ -194,9 +195,11 @@ def draw(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for method in dict.fromkeys(r["method"] for r in rows):
+        for method in methods:
             pts: dict[str, list[dict[str, Any]]] = {}
             for r in rows:
                 if r["model"] == model and r["method"] == method and r["target"].startswith("flops"):
@@ -206,7 +209,15 @@ def draw(rows: list[dict[str, Any]], path: Path) -> None:
             xs = [statistics.mean(r["flops_fraction"] for r in rs) for rs in pts.values()]
             ys = [statistics.mean(r["accuracy"] for r in rs) for rs in pts.values()]
             order = sorted(range(len(xs)), key=xs.__getitem__)
-            ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=method)
+            peer = method in PEERS
+            ax.plot(
+                [xs[i] for i in order],
+                [ys[i] for i in order],
+                marker="s" if peer else "o",
+                linestyle="--" if peer else "-",
+                color=colour[method],
+                label=method,
+            )
         ax.set_title(model)
         ax.set_xlabel("FLOPs kept")
         ax.set_ylabel("test accuracy")
@@ -237,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/bench-hard")
     ap.add_argument("--results", default=None, help="JSON (default bench/results/hard-DATA-SIZEpx.json)")
+    ap.add_argument("--draw", nargs="+", default=None, help="only draw these results JSONs into one plot (--plot)")
+    ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "hard-fashion-mnist-16px.png"))
     args = ap.parse_args(argv)
+    if args.draw:
+        draw([r for f in args.draw for r in json.loads(Path(f).read_text())["rows"]], Path(args.plot))
+        return 0
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
     data = load_dataset(args.data, input_size=args.input_size, subset=args.subset or None, seed=0)
