@@ -254,6 +254,7 @@ def workers(args: argparse.Namespace) -> list[dict[str, Any]]:
     1 and 2 workers (each actor traces once, then cuts from its trace)."""
     import ray
 
+    from workers.cluster import ensure_ray
     from workers.executor import RayExecutor
 
     rows = []
@@ -284,7 +285,7 @@ def workers(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
     run("in-process, 1 worker", 1, None)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ensure_ray("local", num_cpus=2)
     try:
         run("Ray, 1 worker", 1, 1)
         run("Ray, 2 workers", 2, 2)

@@ -6,6 +6,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
+# glibc malloc settings for Ray's worker processes. In a Ray worker glibc keeps its default
+# mmap threshold (it does not grow it as it does in a plain Python process), so every large
+# tensor of a forward pass is a fresh mmap: on resnet20 at 16 px an evaluation actor took 185,000
+# page faults and 10-25% more CPU than the same evaluations in the driver (549 faults). Fixing the
+# threshold at glibc's own dynamic ceiling (32 MiB) and trimming above 64 MiB gives the actor the
+# driver's behaviour (4 faults). A value already set in the environment wins.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+
+
+def worker_runtime_env() -> dict[str, Any]:
+    """The `runtime_env` for Secateurs' Ray tasks and actors (see MALLOC_ENV)."""
+    return {"env_vars": {k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()}}
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, Any]:
     """Initialise Ray once per process (`address` or RAY_ADDRESS: an existing cluster; unset or
@@ -21,7 +34,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> dict[
         main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGTERM) if main else None
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+        kwargs: dict[str, Any] = {
+            "ignore_reinit_error": True,
+            "log_to_driver": False,
+            "runtime_env": worker_runtime_env(),
+        }
         if address and address != "local":
             kwargs["address"] = address
         else:

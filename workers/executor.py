@@ -18,6 +18,8 @@ from search.base import Proposal, Result
 from search.evaluators import EvalContext, Evaluator, EvaluatorPool, make_evaluator
 from search.space import SearchSpace
 
+from .cluster import worker_runtime_env
+
 Executor = Callable[[list[Proposal]], list[Result]]
 
 
@@ -114,8 +116,14 @@ class RayExecutor:
         import ray
 
         ref = ray.put(base_payload(evaluator, evaluator_options))
-        # SPREAD: one actor per node first, so a multi-node cluster evaluates on all its nodes
-        actor = ray.remote(EvalWorker).options(num_cpus=cpus_per_worker, max_restarts=0, scheduling_strategy="SPREAD")
+        # SPREAD: one actor per node first, so a multi-node cluster evaluates on all its nodes; the
+        # runtime env again (a caller may have started Ray itself), see workers.cluster.MALLOC_ENV
+        actor = ray.remote(EvalWorker).options(
+            num_cpus=cpus_per_worker,
+            max_restarts=0,
+            scheduling_strategy="SPREAD",
+            runtime_env=worker_runtime_env(),
+        )
         # never more actors than the cluster has CPUs for: an actor that cannot be placed
         # would hold its share of every batch forever
         fits = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-6)))
