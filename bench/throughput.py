@@ -270,12 +270,13 @@ def workers(args: argparse.Namespace) -> list[dict[str, Any]]:
         if executor is not None:  # each actor traces its space on start: not part of the search
             ray.get([a.ready.remote() for a in executor.actors])
         strategy = make_strategy("eagleeye", space, seed=0, **opts)
-        outcome = run_search(strategy, ev, executor=executor, batch_size=n_workers)
+        outcome = run_search(strategy, ev, executor=executor, batch_size=n_workers * args.worker_batch)
         if executor is not None:
             executor.close()
         rows.append(
             {
                 "setup": label,
+                "proposals_per_ask": n_workers * args.worker_batch,
                 "candidates": len(outcome.results),
                 "search_s": outcome.seconds,
                 "candidates_per_s": outcome.candidates_per_second,
@@ -470,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-strategies", dest="run_strategies", action="store_false")
     ap.add_argument("--workers", action="store_true", help="also 1 vs 2 workers and in-process vs Ray")
     ap.add_argument("--worker-samples", type=int, default=12)
+    ap.add_argument("--worker-batch", type=int, default=1, help="proposals per ask and worker")
     ap.add_argument("--masks", action="store_true", help="also channel masks against the index-selection cut")
     ap.add_argument("--mask-samples", type=int, default=4)
     ap.add_argument("--val-batches", type=int, default=4, help="validation batches of 256 per candidate")
