@@ -192,8 +192,8 @@ def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.N
         f"(lr {args.finetune_lr}); seeds {args.seeds}. Base test accuracy: "
         + ", ".join(f"{k} {v:.4f}" for k, v in bases.items()),
         "",
-        "| model | target | method | test accuracy | FLOPs kept | seconds |",
-        "|---|---|---|---|---|---|",
+        "| model | target | method | test accuracy | per seed | FLOPs kept | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -203,10 +203,16 @@ def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.N
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         lines.append(
             f"| {model} | {target} | {method} | {statistics.mean(accs):.4f} ± {std:.4f} "
+            f"| {', '.join(f'{a:.4f}' for a in accs)} "
             f"| {statistics.mean(r['flops_fraction'] for r in rs):.3f} "
             f"| {statistics.mean(r['seconds'] for r in rs):.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def replace_seeds(run: dict[str, Any], seeds: list[int]) -> argparse.Namespace:
+    """A run's settings with the seeds of all the runs drawn together (for `render`'s header)."""
+    return argparse.Namespace(**{**run["config"], "seeds": seeds})
 
 
 def draw(rows: list[dict[str, Any]], path: Path) -> None:
@@ -270,11 +276,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/bench-hard")
     ap.add_argument("--results", default=None, help="JSON (default bench/results/hard-DATA-SIZEpx.json)")
-    ap.add_argument("--draw", nargs="+", default=None, help="only draw these results JSONs into one plot (--plot)")
+    ap.add_argument(
+        "--draw",
+        nargs="+",
+        default=None,
+        help="only draw these results JSONs into one plot (--plot) and print their table",
+    )
     ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "hard-fashion-mnist-16px.png"))
     args = ap.parse_args(argv)
-    if args.draw:
-        draw([r for f in args.draw for r in json.loads(Path(f).read_text())["rows"]], Path(args.plot))
+    if args.draw:  # several runs (e.g. seeds run side by side) into one plot and one table
+        runs = [json.loads(Path(f).read_text()) for f in args.draw]
+        rows = sorted((r for run in runs for r in run["rows"]), key=lambda r: r["seed"])
+        draw(rows, Path(args.plot))
+        seeds = sorted({r["seed"] for r in rows})
+        print(render(rows, {k: v for run in runs for k, v in run["bases"].items()}, replace_seeds(runs[0], seeds)))
         return 0
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
@@ -287,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     bases: dict[str, float] = {}
     base_files: dict[str, dict[str, str]] = {}
     load = os.getloadavg()[0]
+
+    def save(**extra: Any) -> None:
+        """Write every row so far (a stopped run keeps them; --resume runs the rest)."""
+        results.parent.mkdir(parents=True, exist_ok=True)
+        record = {"config": vars(args), "load_average": load, "bases": bases, "base_files": base_files, "rows": rows}
+        results.write_text(json.dumps({**record, **extra}, indent=1))
+
     for model_name in args.models:
         weights, bases[model_name] = base_model(args, model_name, data, device)
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -302,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                         {**key, "method": label, **job_row(args, model_name, weights, target, seed, label, out)}
                     )
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                    save()
                 if not target.startswith("flops="):
                     continue  # the peers cut onto FLOPs budgets only
                 for name in args.peers or []:
@@ -310,33 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = float(target.split("=", 1)[1])
                     rows.append({**key, "method": name, **peer_row(args, model_name, weights, data, ratio, seed, name)})
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-                results.parent.mkdir(parents=True, exist_ok=True)
-                results.write_text(
-                    json.dumps(
-                        {
-                            "config": vars(args),
-                            "load_average": load,
-                            "bases": bases,
-                            "base_files": base_files,
-                            "rows": rows,
-                        },
-                        indent=1,
-                    )
-                )
+                    save()
     table = render(rows, bases, args)
-    results.write_text(
-        json.dumps(
-            {
-                "config": vars(args),
-                "load_average": load,
-                "bases": bases,
-                "base_files": base_files,
-                "rows": rows,
-                "table": table,
-            },
-            indent=1,
-        )
-    )
+    save(table=table)
     draw(rows, results.with_suffix(".png"))
     print(table)
     return 0
