@@ -9,6 +9,8 @@ same total epochs. Test accuracy, mean ± std over seeds.
 
     # the setting sized for the 2-core machine (Fashion-MNIST, 10,000 training images, 16 px)
     python bench/hard.py
+    # the latency target (Secateurs rows only: the peers cut onto FLOPs)
+    python bench/hard.py --targets latency=0.75 --runtime onnxruntime --peers
     # the full setting (all 55,000 images at 28 px, more fine-tune) on a bigger machine or a GPU
     python bench/hard.py --subset 0 --input-size 28 --train-epochs 30 --finetune-epochs 10 --device cuda
     # ModelOpt's row needs scripts/install-peers.sh, then PYTHONPATH=.peers
@@ -125,6 +127,7 @@ def job_row(
         "finetune": finetune_spec,
         "search": {"val_batches": args.val_batches, **spec.pop("search", {})},
         "seed": seed,
+        "runtime": args.runtime,
         "onnx": False,
         **spec,
     }
@@ -263,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subset", type=int, default=10000, help="training images (0: all)")
     ap.add_argument("--input-size", type=int, default=16)
     ap.add_argument("--models", nargs="+", default=["resnet56", "mobilenetv2"])
-    ap.add_argument("--targets", nargs="+", default=["flops=0.2", "flops=0.1", "latency=0.3"])
+    # a latency target at 16 px needs --runtime onnxruntime: in eager PyTorch the smallest network
+    # the bounds allow still takes 93% of resnet56's batch-1 latency (ONNX Runtime: 59%)
+    ap.add_argument("--targets", nargs="+", default=["flops=0.2", "flops=0.1"])
+    ap.add_argument("--runtime", default="eager", help="the jobs' runtime (latency tables and reports)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--peers", nargs="*", default=["tp-global", "tp-groupnorm"], choices=PEERS)
