@@ -43,7 +43,7 @@ from pruning.data import calibration_batches, load_dataset
 from pruning.export import load_weights, save_weights
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.models import build_model, list_models
-from pruning.train import TrainConfig, train
+from pruning.train import TrainConfig, seed_everything, train
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
 from search.registry import make_strategy, strategy_class
@@ -136,6 +136,7 @@ def load(args: argparse.Namespace, name: str, size: int) -> tuple[nn.Module, Any
     """The data at `size` px and `name` trained briefly on it (cached under --out)."""
     data = load_dataset("fashion-mnist", input_size=size, subset=args.train_subset, seed=0, path=args.data)
     shape = (data.in_channels, data.input_size, data.input_size)
+    seed_everything(0)  # before the build: the initial weights come from the seeded generator
     model = build_model(name, num_classes=data.num_classes, in_channels=data.in_channels, input_size=size)
     weights = Path(args.out) / f"{name}-{size}px-{args.train_subset}.safetensors"
     if weights.exists():
