@@ -228,7 +228,8 @@ def draw(rows: list[dict[str, Any]], path: Path) -> None:
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}  # one colour per method in every panel
+    palette = plt.get_cmap("tab20").colors  # 20 colours: the rows and peers together are 15
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(methods)}  # one per method in every panel
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         for method in methods:
