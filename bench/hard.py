@@ -67,11 +67,10 @@ ROWS: dict[str, dict[str, Any]] = {
     "eagleeye iterative": {"strategy": {"name": "eagleeye"}, "finetune": {"prune_schedule": "iterative"}},
     "eagleeye iterative + KD": {
         "strategy": {"name": "eagleeye"},
-        "finetune": {"prune_schedule": "iterative", "kd_alpha": 0.5},
+        "finetune": {"prune_schedule": "iterative", "kd_alpha": KD_ALPHA},
     },
     "eagleeye + ASHA": {"strategy": {"name": "eagleeye"}, "search": {"selection": "asha"}},
     "eagleeye + KD": {"strategy": {"name": "eagleeye"}, "finetune": {"kd_alpha": KD_ALPHA}},
-    "uniform + KD": {"strategy": {"name": "uniform"}, "finetune": {"kd_alpha": KD_ALPHA}},
     "eagleeye + ASHA + KD": {
         "strategy": {"name": "eagleeye"},
         "search": {"selection": "asha"},
@@ -83,7 +82,7 @@ ROWS: dict[str, dict[str, Any]] = {
     },
     "sensitivity iterative + KD": {
         "strategy": SENSITIVITY,
-        "finetune": {"prune_schedule": "iterative", "kd_alpha": 0.5},
+        "finetune": {"prune_schedule": "iterative", "kd_alpha": KD_ALPHA},
     },
 }
 # "+kd": the peer's cut, fine-tuned with the same distillation as the "+ KD" rows (to tell what the
@@ -214,11 +213,6 @@ def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.N
     return "\n".join(lines) + "\n"
 
 
-def replace_seeds(run: dict[str, Any], seeds: list[int]) -> argparse.Namespace:
-    """A run's settings with the seeds of all the runs drawn together (for `render`'s header)."""
-    return argparse.Namespace(**{**run["config"], "seeds": seeds})
-
-
 def draw(rows: list[dict[str, Any]], path: Path) -> None:
     """Accuracy against FLOPs kept, one line per method, one panel per model (FLOPs targets)."""
     import matplotlib
@@ -296,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [json.loads(Path(f).read_text()) for f in args.draw]
         rows = sorted((r for run in runs for r in run["rows"]), key=lambda r: r["seed"])
         draw(rows, Path(args.plot))
-        seeds = sorted({r["seed"] for r in rows})
-        print(render(rows, {k: v for run in runs for k, v in run["bases"].items()}, replace_seeds(runs[0], seeds)))
+        header = argparse.Namespace(**{**runs[0]["config"], "seeds": sorted({r["seed"] for r in rows})})
+        print(render(rows, {k: v for run in runs for k, v in run["bases"].items()}, header))
         return 0
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
