@@ -114,13 +114,14 @@ def base_model(args: argparse.Namespace, model_name: str, data: Any, device: tor
     return path, evaluate(model.eval(), data.test)
 
 
-def job_row(
-    args: argparse.Namespace, model_name: str, weights: Path, target: str, seed: int, label: str, out: Path
+def job_config(
+    args: argparse.Namespace, model_name: str, weights: Path, target: str, seed: int, label: str
 ) -> dict[str, Any]:
-    """One Secateurs row: the job as the service would run it, fixed-length fine-tune."""
+    """The job config of a Secateurs row: its strategy and sections over the setting's data,
+    base model and fixed-length fine-tune."""
     spec = copy.deepcopy(ROWS[label])
     finetune_spec = {"epochs": args.finetune_epochs, "lr": args.finetune_lr, **spec.pop("finetune", {})}
-    config = {
+    return {
         "model": {"zoo": model_name, "weights": str(weights)},
         "data": {"name": args.data, "input_size": args.input_size, "subset": args.subset or None},
         "target": target,
@@ -131,6 +132,13 @@ def job_row(
         "onnx": False,
         **spec,
     }
+
+
+def job_row(
+    args: argparse.Namespace, model_name: str, weights: Path, target: str, seed: int, label: str, out: Path
+) -> dict[str, Any]:
+    """One Secateurs row: the job as the service would run it, fixed-length fine-tune."""
+    config = job_config(args, model_name, weights, target, seed, label)
     t0 = time.perf_counter()
     summary = run_pipeline(config, out, device=args.device)
     return {
@@ -138,6 +146,76 @@ def job_row(
         "flops_fraction": summary["flops_after"] / summary["flops_before"],
         "search_score": summary["search_score"],
         "candidates": summary["candidates"],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def correlation(
+    args: argparse.Namespace, model_name: str, weights: Path, target: str, seed: int, out: Path
+) -> dict[str, Any]:
+    """The AMC study's test, in this setting: `--correlation N` random sub-nets on the target
+    (EagleEye's sampler, in the job's own search space), each scored by every evaluator the rows
+    select with (plain validation, adaptive BN, EagleEye's 100-step fine-tune) and then given the
+    rows' whole fine-tune; Spearman rho of each score with the test accuracy it ends at. Also the
+    spread of those accuracies (how much allocation can buy at all), the fine-tune's own noise
+    (the first sub-net again with `--correlation-repeats` other seeds) and the unpruned network
+    after the same fine-tune (the ceiling)."""
+    from scipy.stats import spearmanr
+
+    from search.evaluators import make_evaluator
+    from search.strategies.eagleeye import EagleEyeStrategy
+    from workers.config import JobConfig
+    from workers.pipeline import build_search, finetune_model, finetune_policy, finetune_settings, prepare
+    from workers.sink import JobSink
+
+    cfg = JobConfig.model_validate(job_config(args, model_name, weights, target, seed, "eagleeye"))
+    make_reproducible(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    prep = prepare(cfg, out, JobSink(), False, get_device(args.device))
+    sampler, adaptive = build_search(cfg, prep, None)
+    assert isinstance(sampler, EagleEyeStrategy)
+    plain = make_evaluator("plain", adaptive.context)
+    short = make_evaluator("finetune", adaptive.context, steps=sampler.finetune_steps, lr=sampler.finetune_lr)
+    settings = finetune_settings(cfg.finetune, seed)
+    t0 = time.perf_counter()
+    samples: list[dict[str, Any]] = []
+    for i in range(args.correlation):
+        policy = sampler.random_policy()
+        scores = {ev.name: ev.evaluate(policy).score for ev in (plain, adaptive, short)}
+        tuned = finetune_policy(prep.model, prep.space, policy, prep.data, prep.calibration, settings, prep.device)
+        samples.append(
+            {"policy": policy, **scores, "test": tuned.accuracy_after, "fraction": prep.space.fraction(policy)}
+        )
+        print(json.dumps({"sample": i, **{k: v for k, v in samples[-1].items() if k != "policy"}}), file=sys.stderr)
+    noise = [samples[0]["test"]]
+    for k in range(1, args.correlation_repeats + 1):
+        again = replace(settings, seed=seed + 1000 * k)
+        tuned = finetune_policy(
+            prep.model, prep.space, samples[0]["policy"], prep.data, prep.calibration, again, prep.device
+        )
+        noise.append(tuned.accuracy_after)
+    ceiling = finetune_model(copy.deepcopy(prep.model), None, prep.data, settings, prep.device).accuracy_after
+    tests = [r["test"] for r in samples]
+    top3 = sorted(samples, key=lambda r: -r["adaptive-bn"])[:3]  # EagleEye's pick among these samples
+    return {
+        "model": model_name,
+        "target": target,
+        "seed": seed,
+        "samples": samples,
+        "rho": {
+            ev: float(spearmanr([r[ev] for r in samples], tests).statistic)
+            for ev in ("plain", "adaptive-bn", "finetune")
+        },
+        "test_min": min(tests),
+        "test_median": statistics.median(tests),
+        "test_max": max(tests),
+        "test_std": statistics.stdev(tests),
+        "eagleeye_pick_test": max(top3, key=lambda r: r["finetune"])["test"],
+        "finetune_pick_test": max(samples, key=lambda r: r["finetune"])["test"],
+        "finetune_noise": noise,
+        "finetune_noise_std": statistics.stdev(noise) if len(noise) > 1 else 0.0,
+        "unpruned_finetuned": ceiling,
+        "base_test": prep.accuracy_before,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -284,6 +362,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="only draw these results JSONs into one plot (--plot) and print their table",
     )
+    ap.add_argument(
+        "--correlation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the rows: N random sub-nets a model, target and seed, the evaluators' scores "
+        "against the test accuracy after the whole fine-tune (written to --results)",
+    )
+    ap.add_argument("--correlation-repeats", type=int, default=2, help="fine-tune noise: the first sub-net again")
     ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "hard-fashion-mnist-16px.png"))
     args = ap.parse_args(argv)
     if args.draw:  # several runs (e.g. seeds run side by side) into one plot and one table
@@ -317,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         base_files[model_name] = {"path": str(weights), "sha256": digest}
         for target in args.targets:
             for seed in args.seeds:
+                if args.correlation:
+                    out = Path(args.out) / model_name / target / f"seed{seed}" / "correlation"
+                    rows.append(correlation(args, model_name, weights, target, seed, out))
+                    save()
+                    continue
                 key = {"model": model_name, "target": target, "seed": seed}
                 for label in args.rows:
                     if (model_name, target, seed, label) in done:
@@ -336,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({**key, "method": name, **peer_row(args, model_name, weights, data, ratio, seed, name)})
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                     save()
+    if args.correlation:
+        print(json.dumps([{k: v for k, v in r.items() if k != "samples"} for r in rows], indent=1))
+        return 0
     table = render(rows, bases, args)
     save(table=table)
     draw(rows, results.with_suffix(".png"))
