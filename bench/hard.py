@@ -13,6 +13,9 @@ same total epochs. Test accuracy, mean ± std over seeds.
     python bench/hard.py --targets latency=0.75 --runtime onnxruntime --peers
     # the full setting (all 55,000 images at 28 px, more fine-tune) on a bigger machine or a GPU
     python bench/hard.py --subset 0 --input-size 28 --train-epochs 30 --finetune-epochs 10 --device cuda
+    # the AMC study's test: 16 random sub-nets, each evaluator's score against the accuracy after
+    # the whole fine-tune (no rows; the fine-tune's own noise and the unpruned ceiling beside it)
+    python bench/hard.py --models resnet56 --targets flops=0.2 flops=0.1 --seeds 0 --correlation 16
     # ModelOpt's row needs scripts/install-peers.sh, then PYTHONPATH=.peers
     PYTHONPATH=.peers python bench/hard.py --peers tp-global tp-groupnorm fastnas
 
