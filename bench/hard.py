@@ -88,6 +88,11 @@ ROWS: dict[str, dict[str, Any]] = {
         "finetune": {"prune_schedule": "iterative", "kd_alpha": KD_ALPHA},
     },
 }
+# resnet56's residual streams (stages 2 and 3; stage 1's is the stem's, kept whole anyway) pinned
+# whole, so the cut falls on the blocks' inner widths: the allocation FastNAS finds there.
+RESNET56_STREAMS = {"pinned": ["layer2.0.conv2", "layer3.0.conv2"]}
+ROWS["uniform, streams whole"] = {"strategy": {"name": "uniform"}, "space": RESNET56_STREAMS}
+ROWS["eagleeye, streams whole"] = {"strategy": {"name": "eagleeye"}, "space": RESNET56_STREAMS}
 # "+kd": the peer's cut, fine-tuned with the same distillation as the "+ KD" rows (to tell what the
 # distillation buys from what the allocation buys).
 PEERS = ("tp-global", "tp-groupnorm", "fastnas", "tp-global+kd")
