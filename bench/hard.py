@@ -93,6 +93,24 @@ ROWS: dict[str, dict[str, Any]] = {
 RESNET56_STREAMS = {"pinned": ["layer2.0.conv2", "layer3.0.conv2"]}
 ROWS["uniform, streams whole"] = {"strategy": {"name": "uniform"}, "space": RESNET56_STREAMS}
 ROWS["eagleeye, streams whole"] = {"strategy": {"name": "eagleeye"}, "space": RESNET56_STREAMS}
+# ... with the inner widths allowed down to 5% (the default max_rate 0.9 cannot reach the 90% cut)
+INNER_TO_5 = {**RESNET56_STREAMS, "max_rate": 0.95}
+ROWS["uniform, streams whole, inner to 5%"] = {"strategy": {"name": "uniform"}, "space": INNER_TO_5}
+ROWS["eagleeye, streams whole, inner to 5%"] = {"strategy": {"name": "eagleeye"}, "space": INNER_TO_5}
+# FastNAS's allocation of resnet56 at 20% FLOPs (bench/allocation.py) run through our cut (L1) and
+# fine-tune: every group pinned at the rate FastNAS's cut keeps, but layer1.0.conv1, which uniform
+# sizes to the budget (the pins alone keep 19.8%). Tells FastNAS's allocation from the rest of it.
+ALLOCATION = ROOT / "bench" / "results" / "allocation-resnet56-fashion-mnist-16px-flops20.json"
+if ALLOCATION.exists():
+    _fastnas = json.loads(ALLOCATION.read_text())["fastnas layers"]
+    _pins = {
+        name: 1 - kept / channels
+        for name, (kept, channels) in _fastnas.items()
+        if name.startswith("layer")
+        and (name.endswith("conv1") or name in RESNET56_STREAMS["pinned"])
+        and name != "layer1.0.conv1"
+    }
+    ROWS["uniform, FastNAS's widths"] = {"strategy": {"name": "uniform"}, "space": {"pinned": _pins}}
 # "+kd": the peer's cut, fine-tuned with the same distillation as the "+ KD" rows (to tell what the
 # distillation buys from what the allocation buys).
 PEERS = ("tp-global", "tp-groupnorm", "fastnas", "tp-global+kd")
