@@ -186,7 +186,7 @@ def correlation(
     spread of those accuracies (how much allocation can buy at all), the fine-tune's own noise
     (the first sub-net again with `--correlation-repeats` other seeds) and the unpruned network
     after the same fine-tune (the ceiling)."""
-    from scipy.stats import spearmanr
+    from strategies import spearman  # bench/strategies.py's, the first setting's correlation check
 
     from search.evaluators import make_evaluator
     from search.strategies.eagleeye import EagleEyeStrategy
@@ -228,10 +228,7 @@ def correlation(
         "target": target,
         "seed": seed,
         "samples": samples,
-        "rho": {
-            ev: float(spearmanr([r[ev] for r in samples], tests).statistic)
-            for ev in ("plain", "adaptive-bn", "finetune")
-        },
+        "rho": {ev: spearman([r[ev] for r in samples], tests) for ev in ("plain", "adaptive-bn", "finetune")},
         "test_min": min(tests),
         "test_median": statistics.median(tests),
         "test_max": max(tests),
