@@ -88,15 +88,29 @@ ROWS: dict[str, dict[str, Any]] = {
         "finetune": {"prune_schedule": "iterative", "kd_alpha": KD_ALPHA},
     },
 }
-# resnet56's residual streams (stages 2 and 3; stage 1's is the stem's, kept whole anyway) pinned
-# whole, so the cut falls on the blocks' inner widths: the allocation FastNAS finds there.
-RESNET56_STREAMS = {"pinned": ["layer2.0.conv2", "layer3.0.conv2"]}
-ROWS["uniform, streams whole"] = {"strategy": {"name": "uniform"}, "space": RESNET56_STREAMS}
-ROWS["eagleeye, streams whole"] = {"strategy": {"name": "eagleeye"}, "space": RESNET56_STREAMS}
+# Residual streams kept whole (`space.streams: whole`; on resnet56 its two searchable streams,
+# layer2.0.conv2 and layer3.0.conv2: stage 1's is the stem's, kept whole anyway), so the cut falls on
+# the blocks' inner widths, the allocation FastNAS finds there; or cut last (`streams: last`: whole
+# when the inner widths alone can meet the target).
+RESNET56_STREAMS = ["layer2.0.conv2", "layer3.0.conv2"]
+WHOLE = {"streams": "whole"}
+ROWS["uniform, streams whole"] = {"strategy": {"name": "uniform"}, "space": WHOLE}
+ROWS["eagleeye, streams whole"] = {"strategy": {"name": "eagleeye"}, "space": WHOLE}
 # ... with the inner widths allowed down to 5% (the default max_rate 0.9 cannot reach the 90% cut)
-INNER_TO_5 = {**RESNET56_STREAMS, "max_rate": 0.95}
+INNER_TO_5 = {**WHOLE, "max_rate": 0.95}
 ROWS["uniform, streams whole, inner to 5%"] = {"strategy": {"name": "uniform"}, "space": INNER_TO_5}
 ROWS["eagleeye, streams whole, inner to 5%"] = {"strategy": {"name": "eagleeye"}, "space": INNER_TO_5}
+for _strategy in ("uniform", "eagleeye"):
+    ROWS[f"{_strategy}, streams last"] = {"strategy": {"name": _strategy}, "space": {"streams": "last"}}
+    ROWS[f"{_strategy}, streams last, inner to 5%"] = {
+        "strategy": {"name": _strategy},
+        "space": {"streams": "last", "max_rate": 0.95},
+    }
+ROWS["eagleeye + ASHA, streams last, inner to 5%"] = {
+    "strategy": {"name": "eagleeye"},
+    "search": {"selection": "asha"},
+    "space": {"streams": "last", "max_rate": 0.95},
+}
 # FastNAS's allocation of resnet56 at 20% FLOPs (bench/allocation.py) run through our cut (L1) and
 # fine-tune: every group pinned at the rate FastNAS's cut keeps, but layer1.0.conv1, which uniform
 # sizes to the budget (the pins alone keep 19.8%). Tells FastNAS's allocation from the rest of it.
@@ -107,7 +121,7 @@ if ALLOCATION.exists():
         name: 1 - kept / channels
         for name, (kept, channels) in _fastnas.items()
         if name.startswith("layer")
-        and (name.endswith("conv1") or name in RESNET56_STREAMS["pinned"])
+        and (name.endswith("conv1") or name in RESNET56_STREAMS)
         and name != "layer1.0.conv1"
     }
     ROWS["uniform, FastNAS's widths"] = {"strategy": {"name": "uniform"}, "space": {"pinned": _pins}}

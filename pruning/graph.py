@@ -47,7 +47,9 @@ class ChannelGroup:
     channels shrink with them (a member too when it reads the group, as an FPN's smoothing
     conv does; not a depthwise conv, whose input is its output). `unit` > 1: channels go in
     aligned blocks of that many (whole groups of a grouped conv); `parts`: the channel indices
-    of each part a split or chunk makes, each part losing the same number; `pinned`: why the
+    of each part a split or chunk makes, each part losing the same number; `stream`: a residual
+    add joins its channels (a ResNet stage's or an inverted-residual stage's stream, which every
+    block of the stage reads and writes, as opposed to a block's inner width); `pinned`: why the
     group is kept whole (None when it can be cut)."""
 
     key: str
@@ -59,6 +61,7 @@ class ChannelGroup:
     depthwise: bool = False
     unit: int = 1
     parts: list[list[int]] = field(default_factory=list)
+    stream: bool = False
     pinned: str | None = None
 
     @property
@@ -133,6 +136,7 @@ class _Raw:
     consumers: list[str] = field(default_factory=list)
     grouped_in: list[_ConvNd] = field(default_factory=list)
     parts: list[list[int]] = field(default_factory=list)
+    residual: bool = False
     problem: str | None = None
 
 
@@ -221,6 +225,8 @@ class DependencyGraph:
             mod = dep.target.module
             out = self.dg.is_out_channel_pruning_fn(dep.handler)
             kind = dep.target.type
+            if kind == OPTYPE.ELEMENTWISE and type(dep.target.grad_fn).__name__.startswith(("Add", "Sub")):
+                r.residual = True  # a residual add (a product, as in squeeze-and-excitation, is not)
             if kind == OPTYPE.RESHAPE:
                 fn = dep.target.grad_fn
                 sizes = getattr(fn, "_saved_self_sym_sizes", None) or getattr(fn, "_saved_self_sizes", None)
@@ -353,6 +359,7 @@ class DependencyGraph:
             depthwise=any(isinstance(self._modules[m], nn.Conv2d) and self._modules[m].groups > 1 for m in members),
             unit=unit if reason is None else 1,
             parts=parts if reason is None else [],
+            stream=any(r.residual for r in raws),
             pinned=reason,
         )
 

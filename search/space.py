@@ -5,7 +5,12 @@ Bounds: every group keeps at least `min_channels`; no group is cut by more than 
 the stem (the first conv's group) is kept whole unless `prune_stem`; `pinned` groups keep the
 rate the user gave (or stay whole); groups the engine cannot cut correctly (`ChannelGroup.pinned`,
 or a trial cut that breaks the network, `pruning.cut.trial_pins`) stay whole, listed with why in
-`engine_pins`. Resources come from the
+`engine_pins`. Residual streams (`ChannelGroup.stream`: the channels a residual add joins, which
+every block of a stage reads and writes) are cut like any group (`streams="search"`), kept whole
+(`"whole"`), or cut last (`"last"`): kept whole when the budget can be met on the other groups
+alone, otherwise cut by no more than the least that meets it, so the cut falls on the blocks'
+inner widths first (the allocation ModelOpt's FastNAS finds on ResNets, see the README's hard
+setting). Resources come from the
 exact cost model (`pruning.cost`, traced once with the graph: microseconds a query, equal to
 `pruning.measure` on the cut network; a model it cannot follow is counted on a real cut, cached by
 kept-channel counts); latency comes from the per-layer
@@ -14,7 +19,7 @@ lookup table (NetAdapt-style, see `search.latency`), measured in the deployment 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -32,6 +37,10 @@ from .target import Target
 if TYPE_CHECKING:
     from .latency import LatencyTable
 
+Streams = Literal["search", "last", "whole"]
+"""How the search treats residual streams: like any group, cut last, or kept whole."""
+STREAM_PIN = "a residual stream, kept whole (space.streams: {mode})"
+
 
 class SearchSpace:
     """Per-group rate bounds and resource accounting for `model` at `input_shape` (C, H, W)."""
@@ -47,6 +56,7 @@ class SearchSpace:
         prune_stem: bool = False,
         pinned: Mapping[str, float] | Iterable[str] | None = None,
         round_to: int = 1,
+        streams: Streams = "search",
         criterion: str = "l1",
         calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
         latency_table: LatencyTable | None = None,
@@ -56,10 +66,13 @@ class SearchSpace:
             raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
         if min_channels < 1:
             raise SearchError(f"min_channels must be at least 1, got {min_channels}")
+        if streams not in ("search", "last", "whole"):
+            raise SearchError(f"streams must be search, last or whole, got {streams!r}")
         self.model = model
         self.input_shape = tuple(int(s) for s in input_shape[-3:])
         self.target = Target.from_value(target)
         self.min_channels, self.max_rate, self.prune_stem, self.round_to = min_channels, max_rate, prune_stem, round_to
+        self.streams: Streams = streams
         self.criterion, self.calibration = criterion, calibration
         self.graph, self.costs = trace(model, self.input_shape)
         self.groups: list[ChannelGroup] = self.graph.groups
@@ -81,10 +94,14 @@ class SearchSpace:
             self.latency_table = LatencyTable.for_model(model, self.input_shape, runtime=runtime)
         self.original = self.count({g.key: g.channels for g in self.groups})
         self.budget = self.target.budget(self.original[self.target.resource_key])
+        self.stream_pins: list[str] = []
+        self._bound_streams()
         smallest = self.resource(self.smallest_policy())
         if smallest > self.budget:
+            n = len(self.stream_pins)
+            whole = f" ({n} residual streams kept whole by space.streams)" if n else ""
             raise SearchError(
-                f"target {self.target.describe()} is infeasible: the smallest network the bounds allow "
+                f"target {self.target.describe()} is infeasible: the smallest network the bounds allow{whole} "
                 f"still needs {smallest:,.6g} {self.target.kind} (budget {self.budget:,.6g}, original "
                 f"{self.original[self.target.resource_key]:,.6g}); loosen the target or the bounds"
             )
@@ -100,6 +117,35 @@ class SearchSpace:
             if not 0.0 <= float(v) < 1.0:
                 raise SearchError(f"pinned rate for {k} must be in [0, 1), got {v}")
         return {k: float(v) for k, v in pins.items()}
+
+    def _bound_streams(self) -> None:
+        """Apply `streams`: pin the searchable residual streams whole ("whole", or "last" when
+        the other groups alone can meet the budget), or cap their rates at the least that meets it
+        ("last"), found by bisection with every other group at its largest rate."""
+        streams = [k for k in self.keys if self.by_key[k].stream]
+        if self.streams == "search" or not streams:
+            return
+        if len(streams) == len(self.keys):
+            if self.streams == "whole":
+                raise SearchError(
+                    "space.streams 'whole' leaves nothing to search: every searchable group is a residual stream"
+                )
+            return
+        hi = {k: self.bounds[k][1] for k in streams}
+
+        def capped(t: float) -> Policy:
+            return {**self.smallest_policy(), **{k: t * hi[k] for k in streams}}
+
+        if self.streams == "last" and not self.feasible(capped(0.0)):
+            if self.feasible(capped(1.0)):  # otherwise infeasible anyway: the caller says so
+                cap, _ = bisect_scalar(self, capped, 0.0, 1.0)
+                self.bounds.update({k: (0.0, cap * hi[k]) for k in streams})
+            return
+        self.stream_pins = streams
+        self.pinned.update(dict.fromkeys(streams, 0.0))
+        self.keys = [k for k in self.keys if k not in hi]
+        for k in streams:
+            del self.bounds[k]
 
     def _max_rate(self, g: ChannelGroup) -> float:
         """The largest rate that keeps at least `min_channels` and cuts at most `max_rate`."""
@@ -254,6 +300,7 @@ class SearchSpace:
         return {
             "target": self.target.as_dict(),
             "budget": self.budget,
+            "streams": self.streams,
             "original": self.original,
             "latency_table": self.latency_table.device if self.latency_table is not None else None,
             "groups": [
@@ -262,10 +309,12 @@ class SearchSpace:
                     "channels": g.channels,
                     "stem": g.is_stem,
                     "depthwise": g.depthwise,
+                    "stream": g.stream,
                     "searchable": g.key in self.bounds,
                     "max_rate": self.bounds.get(g.key, (0, 0))[1],
                     "pinned": self.pinned.get(g.key),
-                    "pinned_reason": self.engine_pins.get(g.key),
+                    "pinned_reason": self.engine_pins.get(g.key)
+                    or (STREAM_PIN.format(mode=self.streams) if g.key in self.stream_pins else None),
                 }
                 for g in self.groups
             ],

@@ -34,13 +34,14 @@ def index() -> FileResponse:
 @router.get("/dashboard/choices.json")
 def choices() -> dict[str, Any]:
     """Names the submit form offers that `/v1` has no endpoint for (data sets, criteria, target
-    kinds, pruning schedules, deployment runtimes), read from the registries and the job model so the form never
-    lists something the API refuses."""
+    kinds, pruning schedules, residual-stream modes, deployment runtimes), read from the
+    registries and the job model so the form never lists something the API refuses."""
     import typing
 
     from pruning.criteria import CRITERIA
     from pruning.data import DATASETS
     from pruning.runtime import RUNTIMES
+    from search.space import Streams
     from search.target import KINDS
     from workers.config import PruneSchedule
 
@@ -49,6 +50,7 @@ def choices() -> dict[str, Any]:
         "criteria": sorted(CRITERIA),
         "targets": list(KINDS),
         "prune_schedules": list(typing.get_args(PruneSchedule)),
+        "streams": list(typing.get_args(Streams)),
         "runtimes": list(RUNTIMES),
     }
 

@@ -153,18 +153,13 @@ def check_target(cfg: JobConfig, net: nn.Module, input_shape: tuple[int, int, in
     """Refuse a target the smallest network the space's bounds allow cannot meet on `net`."""
     from search.space import SearchSpace
 
-    s = cfg.space
     try:
         SearchSpace(
             net,
             input_shape,
             cfg.target_spec,
             criterion=cfg.criterion,
-            min_channels=s.min_channels,
-            max_rate=s.max_rate,
-            prune_stem=s.prune_stem,
-            pinned=s.pinned,
-            round_to=s.round_to,
+            **cfg.space.model_dump(),
             runtime=cfg.runtime,
         )
     except (SearchError, PruningError) as exc:

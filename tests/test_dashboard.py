@@ -537,7 +537,7 @@ def test_failed_job_amc_rewards_and_polling_pauses_on_a_hidden_tab(standin, page
     assert hits.get("/v1/jobs/3", 0) > before
 
 
-def test_submit_form_sends_the_iterative_schedule(standin, page):
+def test_submit_form_sends_the_iterative_schedule_and_streams(standin, page):
     from workers.config import JobConfig
 
     base, _ = standin
@@ -548,12 +548,15 @@ def test_submit_form_sends_the_iterative_schedule(standin, page):
     page.select_option("#prune-schedule", "iterative")
     page.fill("#rounds", "4")
     page.fill("#kd-alpha", "0.5")
+    page.select_option("#streams", "last")
     page.click("#submit")
     page.wait_for_url(re.compile(r"#/jobs/2$"))
     body = SUBMITTED[-1]
     assert body["finetune"] == {"prune_schedule": "iterative", "rounds": 4, "kd_alpha": 0.5}
+    assert body["space"] == {"streams": "last"}
     cfg = JobConfig.model_validate(body)  # what the form sends is a job the API takes
     assert (cfg.finetune.prune_schedule, cfg.finetune.rounds, cfg.finetune.kd_alpha) == ("iterative", 4, 0.5)
+    assert cfg.space.streams == "last"
 
 
 def test_latency_figures_name_the_runtime_and_the_form_offers_it(standin, page):

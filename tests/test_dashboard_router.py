@@ -71,5 +71,6 @@ def test_form_choices_come_from_the_registries(client):
         "criteria": sorted(CRITERIA),
         "targets": list(KINDS),
         "prune_schedules": ["one-shot", "iterative"],
+        "streams": ["search", "last", "whole"],
         "runtimes": list(RUNTIMES),
     }

@@ -161,6 +161,11 @@ def test_two_teams_are_isolated_on_every_endpoint(api):
         ({**MINIMAL, "evaluator": {"name": "oracle"}}, "unknown evaluator"),
         ({**MINIMAL, "evaluator": {"name": "finetune", "options": {"stepz": 3}}}, "takes no option(s) stepz"),
         ({**MINIMAL, "space": {"max_rate": 1.5}}, "space.max_rate"),
+        ({**MINIMAL, "space": {"streams": "sometimes"}}, "space.streams"),
+        (
+            {**MINIMAL, "model": {"zoo": "resnet20"}, "target": {"flops": 0.08}, "space": {"streams": "whole"}},
+            "residual streams kept whole",
+        ),
         ({**MINIMAL, "data": {"name": "imagefolder", "path": "/etc"}}, "outside the allowed data roots"),
         ({**MINIMAL, "data": {"name": "cifar10"}}, "needs a path"),
         ({**MINIMAL, "model": {"upload": 999}}, "not found"),

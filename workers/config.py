@@ -17,7 +17,7 @@ from pruning.runtime import Runtime
 from pruning.train import FinetuneConfig, Schedule
 from search.base import SearchError
 from search.latency import check_table_runtime
-from search.space import SearchSpace
+from search.space import SearchSpace, Streams
 from search.target import KINDS, Target
 
 # Data sets read from a folder the job names in `data.path`.
@@ -210,6 +210,11 @@ class SpaceSpec(Section):
     prune_stem: bool = Field(_SPACE["prune_stem"], description="allow cutting the first conv's channels")
     pinned: dict[str, float] | None = Field(_SPACE["pinned"], description="group -> fixed rate (0: keep it whole)")
     round_to: int = Field(_SPACE["round_to"], ge=1, description="kept channels rounded to a multiple of this")
+    streams: Streams = Field(
+        _SPACE["streams"],
+        description="residual streams (channels a residual add joins): search (cut like any group), last (kept "
+        "whole when the other groups can meet the target, else cut no more than it needs) or whole",
+    )
 
     @field_validator("pinned", mode="before")
     @classmethod

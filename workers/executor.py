@@ -38,6 +38,7 @@ def _space_args(space: SearchSpace) -> dict[str, Any]:
         "prune_stem": space.prune_stem,
         "pinned": dict(space.pinned) or None,
         "round_to": space.round_to,
+        "streams": space.streams,
         "criterion": space.criterion,
         "latency_table": table,
         "runtime": space.runtime,

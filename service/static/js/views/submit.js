@@ -12,6 +12,7 @@ const FALLBACK = {
   evaluators: ["adaptive-bn", "plain", "finetune"],
   targets: ["flops", "params", "memory", "latency"],
   prune_schedules: ["one-shot", "iterative"],
+  streams: ["search", "last", "whole"],
   runtimes: ["eager", "torchscript", "onnxruntime", "inductor"],
 };
 
@@ -45,12 +46,13 @@ const FIELD_OF = [
   [/^train/, "train-epochs"],
   [/^priority/, "priority"],
   [/^runtime/, "runtime"],
+  [/^space\.streams/, "streams"],
 ];
 
 function fieldFor(path, message) {
   for (const [re, id] of FIELD_OF) if (re.test(path)) return id;
   // String errors from the API name their field in the text ("data.path ... is outside ...").
-  const m = /^(model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime)\b/.exec(message || "");
+  const m = /^(model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime|space\.streams)\b/.exec(message || "");
   return m ? fieldFor(m[1], "") : null;
 }
 
@@ -68,6 +70,7 @@ export function mountSubmit(root) {
   const criterion = el("select", { id: "criterion", name: "criterion" });
   const evaluator = el("select", { id: "evaluator", name: "evaluator" });
   const runtime = el("select", { id: "runtime", name: "runtime" });
+  const streams = el("select", { id: "streams", name: "streams" });
   const finetuneEpochs = el("input", { id: "finetune-epochs", name: "finetune-epochs", type: "number", min: "0", step: "any", placeholder: "API default" });
   const pruneSchedule = el("select", { id: "prune-schedule", name: "prune-schedule" });
   const rounds = el("input", { id: "rounds", name: "rounds", type: "number", min: "1", step: "1", placeholder: "API default" });
@@ -104,6 +107,7 @@ export function mountSubmit(root) {
       field("Strategy options (JSON)", "options", options),
       field("Criterion", "criterion", criterion),
       field("Evaluator", "evaluator", evaluator),
+      field("Residual streams", "streams", streams, "search: cut like any layer; last: kept whole unless the target needs them cut, then cut least; whole: never cut"),
       field("Deployment runtime", "runtime", runtime, "latency (a latency target's table, the report) is measured in it; inductor cannot hold a latency target"),
     ),
     el(
@@ -139,6 +143,7 @@ export function mountSubmit(root) {
     set(evaluator, choices.evaluators, "", true);
     set(pruneSchedule, choices.prune_schedules, "", true);
     set(runtime, choices.runtimes, "", true);
+    set(streams, choices.streams, "", true);
   }
   fill(FALLBACK);
   // Choices from the API itself (/v1/zoo, /v1/strategies, /v1/evaluators) and, for what /v1
@@ -203,6 +208,7 @@ export function mountSubmit(root) {
     if (criterion.value) spec.criterion = criterion.value;
     if (evaluator.value) spec.evaluator = { name: evaluator.value };
     if (runtime.value) spec.runtime = runtime.value;
+    if (streams.value) spec.space = { streams: streams.value };
     if (dataPath.value.trim()) spec.data.path = dataPath.value.trim();
     if (inputSize.value) spec.data.input_size = Number(inputSize.value);
     const finetune = {};
