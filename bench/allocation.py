@@ -1,5 +1,6 @@
 """Where each method puts the channels: per-stage kept fractions of a cut resnet (the blocks'
-inner width, conv1, and the residual stream, conv2 and shortcut), read from the hard setting's
+inner width, conv1, and the residual stream, conv2 and shortcut: the layers of the groups the
+dependency graph marks `stream`), read from the hard setting's
 job reports (`bench/hard.py --out`, default runs/bench-hard) and, with `--fastnas`, from
 ModelOpt's FastNAS cut of the same base model (needs scripts/install-peers.sh, PYTHONPATH=.peers).
 Run by hand; not part of the suite.
@@ -23,12 +24,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def stages(channels: dict[str, list[int]]) -> dict[str, float]:
-    """Mean kept fraction per stage and kind ("inner": conv1; "stream": the rest)."""
+def stream_layers(model: nn.Module, shape: tuple[int, ...]) -> set[str]:
+    """The layers whose output channels a residual add joins (`ChannelGroup.stream`)."""
+    from pruning.graph import DependencyGraph
+
+    graph = DependencyGraph(model, torch.randn(1, *shape))
+    return {m for g in graph.groups if g.stream for m in g.members}
+
+
+def stages(channels: dict[str, list[int]], streams: set[str]) -> dict[str, float]:
+    """Mean kept fraction per stage and kind ("stream": a residual stream's layers; "inner": the rest)."""
     out: dict[tuple[str, str], list[float]] = {}
     for name, (kept, original) in channels.items():
         if name.startswith("layer"):
-            kind = "inner" if name.endswith("conv1") else "stream"
+            kind = "stream" if name in streams else "inner"
             out.setdefault((name.split(".")[0], kind), []).append(kept / original)
     return {f"{s}.{k}": round(statistics.mean(v), 3) for (s, k), v in sorted(out.items())}
 
@@ -43,28 +52,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="bench/results/bases/base-resnet56-fashion-mnist-16px-10000-10ep.safetensors")
     ap.add_argument("--results", default="bench/results/allocation-resnet56-fashion-mnist-16px-flops20.json")
     args = ap.parse_args(argv)
+    from pruning.export import load_weights
+    from pruning.models import build_model
+
+    model = build_model("resnet56", num_classes=10, in_channels=1, input_size=16)
+    streams = stream_layers(model, (1, 16, 16))
     result: dict[str, dict] = {}
     for row in args.rows:
         for seed in args.seeds:
             report = Path(args.runs) / f"seed{seed}" / row.replace(" ", "_") / "report.json"
             if report.exists():
-                result[f"{row} seed {seed}"] = stages(json.loads(report.read_text())["layer_channels"])
+                result[f"{row} seed {seed}"] = stages(json.loads(report.read_text())["layer_channels"], streams)
     if args.fastnas:
         import peers
 
         from pruning.data import load_dataset
-        from pruning.export import load_weights
-        from pruning.models import build_model
 
         torch.set_num_threads(1)
         data = load_dataset("fashion-mnist", input_size=16, subset=10000, seed=0)
-        model = build_model("resnet56", num_classes=10, in_channels=1, input_size=16)
         load_weights(model, args.weights)
         torch.manual_seed(0)
         cut = peers.modelopt_fastnas(model.eval(), data, (1, 16, 16), args.ratio)
         original = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
         kept = {n: [m.out_channels, original[n]] for n, m in cut.named_modules() if isinstance(m, nn.Conv2d)}
-        result["fastnas"] = stages(kept)
+        result["fastnas"] = stages(kept, streams)
         result["fastnas layers"] = kept
     Path(args.results).write_text(json.dumps(result, indent=1))
     for name, row in result.items():

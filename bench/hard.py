@@ -93,23 +93,20 @@ ROWS: dict[str, dict[str, Any]] = {
 # the blocks' inner widths, the allocation FastNAS finds there; or cut last (`streams: last`: whole
 # when the inner widths alone can meet the target).
 RESNET56_STREAMS = ["layer2.0.conv2", "layer3.0.conv2"]
-WHOLE = {"streams": "whole"}
-ROWS["uniform, streams whole"] = {"strategy": {"name": "uniform"}, "space": WHOLE}
-ROWS["eagleeye, streams whole"] = {"strategy": {"name": "eagleeye"}, "space": WHOLE}
-# ... with the inner widths allowed down to 5% (the default max_rate 0.9 cannot reach the 90% cut)
-INNER_TO_5 = {**WHOLE, "max_rate": 0.95}
-ROWS["uniform, streams whole, inner to 5%"] = {"strategy": {"name": "uniform"}, "space": INNER_TO_5}
-ROWS["eagleeye, streams whole, inner to 5%"] = {"strategy": {"name": "eagleeye"}, "space": INNER_TO_5}
-for _strategy in ("uniform", "eagleeye"):
-    ROWS[f"{_strategy}, streams last"] = {"strategy": {"name": _strategy}, "space": {"streams": "last"}}
-    ROWS[f"{_strategy}, streams last, inner to 5%"] = {
-        "strategy": {"name": _strategy},
-        "space": {"streams": "last", "max_rate": 0.95},
-    }
+# ... "inner to 5%": the inner widths allowed down to 5% (the default max_rate 0.9 cannot reach the
+# 90% cut with the streams whole)
+STREAM_SPACES: dict[str, dict[str, Any]] = {
+    f"streams {mode}{inner}": {"streams": mode, **extra}
+    for mode in ("whole", "last")
+    for inner, extra in (("", {}), (", inner to 5%", {"max_rate": 0.95}))
+}
+for _label, _space in STREAM_SPACES.items():
+    for _strategy in ("uniform", "eagleeye"):
+        ROWS[f"{_strategy}, {_label}"] = {"strategy": {"name": _strategy}, "space": _space}
 ROWS["eagleeye + ASHA, streams last, inner to 5%"] = {
     "strategy": {"name": "eagleeye"},
     "search": {"selection": "asha"},
-    "space": {"streams": "last", "max_rate": 0.95},
+    "space": STREAM_SPACES["streams last, inner to 5%"],
 }
 # FastNAS's allocation of resnet56 at 20% FLOPs (bench/allocation.py) run through our cut (L1) and
 # fine-tune: every group pinned at the rate FastNAS's cut keeps, but layer1.0.conv1, which uniform

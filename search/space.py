@@ -19,7 +19,7 @@ lookup table (NetAdapt-style, see `search.latency`), measured in the deployment 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -66,8 +66,8 @@ class SearchSpace:
             raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
         if min_channels < 1:
             raise SearchError(f"min_channels must be at least 1, got {min_channels}")
-        if streams not in ("search", "last", "whole"):
-            raise SearchError(f"streams must be search, last or whole, got {streams!r}")
+        if streams not in get_args(Streams):
+            raise SearchError(f"streams must be one of {', '.join(get_args(Streams))}, got {streams!r}")
         self.model = model
         self.input_shape = tuple(int(s) for s in input_shape[-3:])
         self.target = Target.from_value(target)
