@@ -21,11 +21,11 @@ from pruning.slimmable import (
     save_supernet,
     train_slimmable,
 )
-from search.autoslim import AutoSlimStrategy
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
 from search.runner import run_search
 from search.space import SearchSpace
+from search.strategies.autoslim import AutoSlimStrategy
 from service.cli import main
 
 SHAPE = (1, 16, 16)
