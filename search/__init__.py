@@ -8,6 +8,7 @@ it only when one is chosen, and distributed execution lives in `workers`. HTTP l
 # Registration: the built-in evaluators, then every strategy (`search.strategies` imports them
 # in `list_strategies()`'s order, which is not sorted).
 from . import evaluators, strategies  # noqa: F401
-from .base import Proposal, Result, SearchError, Strategy
+from .base import Proposal, Result, SearchError
+from .strategies.base import Strategy
 
 __all__ = ["Proposal", "Result", "SearchError", "Strategy"]

@@ -5,16 +5,15 @@ registry is complete once the package is imported."""
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from pruning.registry import Registry, check_values, given, signature_schema
 
-from .base import SearchError, Strategy
-
-if TYPE_CHECKING:
-    from .space import SearchSpace
+from .base import SearchError
+from .space import SearchSpace
+from .strategies.base import Strategy
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", error=SearchError)
 """Strategy classes by name, in registration order (the order `search/__init__` imports them)."""
