@@ -26,7 +26,7 @@ from search.evaluators import EvalContext, make_evaluator
 from search.runner import run_search
 from search.space import SearchSpace
 from search.strategies.autoslim import AutoSlimStrategy
-from service.cli import main
+from secateurs import main
 
 SHAPE = (1, 16, 16)
 ARGS = {"num_classes": 10, "in_channels": 1, "input_size": 16}

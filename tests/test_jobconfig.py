@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.cli import build_parser
-from service.cli.jobflags import ALIASES, NOT_ON_CLI, config_from_args, leaves
+from secateurs import build_parser
+from secateurs.jobflags import ALIASES, NOT_ON_CLI, config_from_args, leaves
 from workers.config import JobConfig
 
 REQUIRED = ["--model", "convnet", "--data", "digits", "--target", "flops=0.5", "--strategy", "uniform", "--out", "x"]

@@ -16,7 +16,7 @@ from .common import CliError, emit_json, progress_bar
 
 
 def _client(args: argparse.Namespace):
-    from ..client import Client
+    from service.client import Client
 
     return Client(args.url, args.token)
 
