@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
+from workers.status import FINAL
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 class ClientError(Exception):
