@@ -26,6 +26,7 @@ COPY pruning ./pruning
 COPY search ./search
 COPY workers ./workers
 COPY service ./service
+COPY secateurs ./secateurs
 RUN pip install --no-deps . && mkdir -p /data
 
 EXPOSE 8000 6379 8265

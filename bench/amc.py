@@ -44,12 +44,12 @@ from pruning import build_model
 from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, load_dataset
 from pruning.train import TrainConfig, evaluate, train
-from search.amc.reconstruct import prune_and_reconstruct
 from search.evaluators import EvalContext, make_evaluator
-from search.metapruning import random_kept
 from search.registry import make_strategy
 from search.runner import run_search
 from search.space import SearchSpace, bisect_scalar
+from search.strategies.amc.reconstruct import prune_and_reconstruct
+from search.strategies.metapruning import random_kept
 
 SHAPE = (1, 16, 16)
 

@@ -40,10 +40,10 @@ from pruning.slimmable import (
     train_slimmable,
 )
 from pruning.train import TrainConfig, evaluate, train
-from search.autoslim import AutoSlimStrategy
 from search.evaluators import EvalContext, make_evaluator
 from search.runner import run_search
 from search.space import SearchSpace
+from search.strategies.autoslim import AutoSlimStrategy
 
 
 def log(msg: str) -> None:

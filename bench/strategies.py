@@ -54,7 +54,7 @@ from search.evaluators import EvalContext, make_evaluator
 from search.registry import list_strategies, make_strategy, strategy_class
 from search.runner import run_search
 from search.space import SearchSpace
-from service.cli.common import CliError, parse_kv, parse_value
+from secateurs.common import CliError, parse_kv, parse_value
 from workers.pipeline import finetune_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -8,8 +8,10 @@
     MODELS.register("mine", my_factory)   # plain call, same effect
     MODELS.get("resnet20")                # or MODELS["resnet20"]; unknown name: a one-line error
 
-Entries are added when the defining module is imported; each package imports its defining
-modules from its `__init__`, so a registry is complete once its package is imported.
+Entries are added when the defining module is imported. A registry whose entries are defined in
+other modules names them (`modules=`) and imports them on its first lookup, so it is complete
+whichever module was imported first; an unsorted registry lists its entries in the order of those
+modules (then anything registered from elsewhere, in registration order), not in import order.
 
 What an entry accepts (a model's arguments, a strategy's or an evaluator's options) is declared
 once, in its factory's signature, each parameter typed and bounded with
@@ -19,9 +21,11 @@ model, which checks input at the door (`check_values`) and publishes it as JSON 
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import threading
 import typing
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationError, create_model
@@ -37,13 +41,45 @@ class Registry(Generic[T]):
 
     `kind` names the kind in messages ("unknown model 'x'; choose one of: ..."); `error` is the
     exception type raised for an unknown or duplicate name; `sort` lists names sorted instead of
-    in registration order."""
+    in the order of `modules`. `modules` names the modules that register entries (a package
+    counts for its submodules): the first lookup imports them all, and an entry ranks by the
+    module its object was defined in, so neither completeness nor order depends on which module
+    some caller happened to import first."""
 
-    def __init__(self, kind: str, *, error: type[Exception] = PruningError, sort: bool = False) -> None:
+    def __init__(
+        self, kind: str, *, error: type[Exception] = PruningError, sort: bool = False, modules: Sequence[str] = ()
+    ) -> None:
         self.kind = kind
         self.error = error
         self.sort = sort
+        self.modules = tuple(modules)
         self._entries: dict[str, T] = {}
+        self._complete = not self.modules
+        self._loading = False
+        self._lock = threading.RLock()
+
+    def _load(self) -> None:
+        """Import `modules` once, before the first lookup. A lookup made while they import (by
+        one of them, in this thread) sees the entries so far; other threads wait."""
+        if self._complete:
+            return
+        with self._lock:
+            if self._complete or self._loading:
+                return
+            self._loading = True
+            try:
+                for module in self.modules:
+                    importlib.import_module(module)
+                self._complete = True
+            finally:
+                self._loading = False
+
+    def _rank(self, name: str) -> int:
+        """The position in `modules` of the module that defined the entry (after them all when none)."""
+        where = getattr(self._entries[name], "__module__", None) or ""
+        return next(
+            (i for i, m in enumerate(self.modules) if where == m or where.startswith(m + ".")), len(self.modules)
+        )
 
     @overload
     def register(self, name: str | None = None) -> Callable[[T], T]: ...
@@ -78,6 +114,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry registered under `name`; an unknown name is an error listing the choices."""
+        self._load()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
@@ -86,16 +123,19 @@ class Registry(Generic[T]):
     __getitem__ = get
 
     def names(self) -> list[str]:
-        """Registered names (sorted, or in registration order)."""
-        return sorted(self._entries) if self.sort else list(self._entries)
+        """Registered names: sorted, or in the order of `modules` (registration order within one)."""
+        self._load()
+        return sorted(self._entries) if self.sort else sorted(self._entries, key=self._rank)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return isinstance(name, str) and name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)
 
     def __repr__(self) -> str:

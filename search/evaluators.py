@@ -7,9 +7,9 @@ selection, when the context has a space), then scores the cut network on the val
   calibration batches from the training split, then validate;
 - `finetune`: NetAdapt's short-term fine-tune (Yang et al. 2018): `steps` SGD iterations on
   the training split, then validate.
-Other modules add theirs (AMC's `reconstruct`, MetaPruning's `pruningnet`, AutoSlim's
-`shared-weights`) with `@register_evaluator("name")`; `import search` imports them all, so
-`EVALUATORS` is complete once the package is imported.
+The learned strategies add theirs (AMC's `reconstruct`, MetaPruning's `pruningnet`, AutoSlim's
+`shared-weights`) with `@register_evaluator("name")`; `EVALUATORS` names their modules and
+imports them on its first lookup, so it is complete whichever module was imported first.
 
 Every result's `meta["timing"]` splits its wall time into seconds per step: `cut`, `count`
 (resources), `bn` (BN recalibration), `train` (fine-tune steps), `reconstruct` (AMC's least
@@ -163,8 +163,13 @@ class Evaluator:
         )
 
 
-EVALUATORS: Registry[Callable[..., Evaluator]] = Registry("evaluator", error=SearchError, sort=True)
-"""Evaluator classes by name (each built as `cls(context, **options)`)."""
+EVALUATOR_MODULES = ("search.strategies.amc", "search.strategies.metapruning", "search.strategies.autoslim")
+"""The modules that add an evaluator besides the built-ins below (each with its strategy)."""
+
+EVALUATORS: Registry[Callable[..., Evaluator]] = Registry(
+    "evaluator", error=SearchError, sort=True, modules=EVALUATOR_MODULES
+)
+"""Evaluator classes by name (each built as `cls(context, **options)`), sorted."""
 
 register_evaluator = EVALUATORS.register
 """Make an evaluator available by name: `@register_evaluator("name")` on an `Evaluator` subclass."""

@@ -1,23 +1,39 @@
 """Strategies by name. Each strategy class registers itself where it is defined
-(`@register_strategy("name")`); `import search` imports every strategy module, so the
-registry is complete once the package is imported."""
+(`@register_strategy("name")`, one module or subpackage of `search.strategies` each); the
+registry names those modules and imports them on its first lookup, so it is complete, in the
+same order, whichever module was imported first."""
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from pruning.registry import Registry, check_values, given, signature_schema
 
-from .base import SearchError, Strategy
+from .base import SearchError
+from .space import SearchSpace
+from .strategies.base import Strategy
 
-if TYPE_CHECKING:
-    from .space import SearchSpace
+STRATEGY_MODULES = tuple(
+    f"search.strategies.{m}"
+    for m in (
+        "uniform",
+        "sensitivity",
+        "global_threshold",
+        "eagleeye",
+        "netadapt",
+        "optuna_search",
+        "amc",
+        "metapruning",
+        "autoslim",
+    )
+)
+"""The modules that define the built-in strategies, in `list_strategies()`'s order."""
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy", error=SearchError)
-"""Strategy classes by name, in registration order (the order `search/__init__` imports them)."""
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", error=SearchError, modules=STRATEGY_MODULES)
+"""Strategy classes by name, in the order of `STRATEGY_MODULES` (the built-ins load on first lookup)."""
 
 register_strategy = STRATEGIES.register
 """Make a strategy available by name: `@register_strategy("name")` on a `Strategy` subclass."""

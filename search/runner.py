@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Proposal, Result, SearchError, Strategy
+from .base import Proposal, Result, SearchError
 from .evaluators import Evaluator, EvaluatorPool
+from .strategies.base import Strategy
 
 Executor = Callable[[list[Proposal]], list[Result]]
 

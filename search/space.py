@@ -19,7 +19,7 @@ lookup table (NetAdapt-style, see `search.latency`), measured in the deployment 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -32,10 +32,8 @@ from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.runtime import Runtime
 
 from .base import Result, SearchError
+from .latency import LatencyTable
 from .target import Target
-
-if TYPE_CHECKING:
-    from .latency import LatencyTable
 
 Streams = Literal["search", "last", "whole"]
 """How the search treats residual streams: like any group, cut last, or kept whole."""
@@ -89,8 +87,6 @@ class SearchSpace:
         self._group_scores: tuple[tuple, dict[str, torch.Tensor]] = ((), {})
         self.latency_table, self.runtime = latency_table, runtime
         if self.target.kind == "latency" and latency_table is None:
-            from .latency import LatencyTable
-
             self.latency_table = LatencyTable.for_model(model, self.input_shape, runtime=runtime)
         self.original = self.count({g.key: g.channels for g in self.groups})
         self.budget = self.target.budget(self.original[self.target.resource_key])

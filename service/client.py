@@ -1,6 +1,7 @@
 """A small Python client for the REST API (httpx), used by the CLI and the tests. The server
 URL and token come from the arguments or `SECATEURS_URL` / `SECATEURS_TOKEN`. API errors
-raise `ApiError` carrying the server's one-line message."""
+raise `ApiError` carrying the server's one-line message; other failures a user can fix (no
+server, a missing file, a bad checksum) raise `ClientError`."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from typing import Any
 
 import httpx
 
-from .cli.common import CliError
+from workers.status import FINAL
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-FINAL = ("succeeded", "failed", "cancelled")
 
 
-class ApiError(CliError):
+class ClientError(Exception):
+    """A client failure to show the user as one line: no answer, a missing file, a bad download."""
+
+
+class ApiError(ClientError):
     """An HTTP error from the service: `status` and the server's message."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -51,7 +55,7 @@ class Client:
         try:
             r = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the Secateurs API at {self.url}: {exc}") from exc
+            raise ClientError(f"cannot reach the Secateurs API at {self.url}: {exc}") from exc
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail", r.text)
@@ -84,7 +88,7 @@ class Client:
         program (.pt2, no zoo: the server converts and checks it before answering, hence `timeout`)."""
         p = Path(path)
         if not p.is_file():
-            raise CliError(f"{p} does not exist")
+            raise ClientError(f"{p} does not exist")
         form = {"args": json.dumps(args or {})} | ({"zoo": zoo} if zoo else {})
         with open(p, "rb") as f:
             return self._call(
@@ -100,7 +104,7 @@ class Client:
         it before answering, hence the longer `timeout`. Returns the data set (its `id`)."""
         p = Path(path)
         if not p.is_file():
-            raise CliError(f"{p} does not exist")
+            raise ClientError(f"{p} does not exist")
         with open(p, "rb") as f:
             return self._call(
                 "POST", "/v1/datasets", files={"file": (p.name, f, "application/octet-stream")}, timeout=timeout
@@ -145,7 +149,7 @@ class Client:
         for a in self.artifacts(job_id):
             dest = out / a["name"]
             if out.resolve() not in dest.resolve().parents:
-                raise CliError(f"refusing artifact name {a['name']!r} outside {out}")
+                raise ClientError(f"refusing artifact name {a['name']!r} outside {out}")
             dest.parent.mkdir(parents=True, exist_ok=True)
             h = hashlib.sha256()
             with self.http.stream("GET", a["url"]) as r, open(dest, "wb") as f:
@@ -155,7 +159,7 @@ class Client:
                     h.update(chunk)
                     f.write(chunk)
             if h.hexdigest() != a["sha256"]:
-                raise CliError(f"checksum mismatch for {a['name']}")
+                raise ClientError(f"checksum mismatch for {a['name']}")
             paths.append(dest)
         return paths
 
@@ -168,7 +172,7 @@ class Client:
             if job["status"] in FINAL:
                 return
             if timeout is not None and time.monotonic() - t0 > timeout:
-                raise CliError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+                raise ClientError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
             time.sleep(poll)
 
     def wait(self, job_id: int, poll: float = 1.0, timeout: float | None = None) -> dict[str, Any]:

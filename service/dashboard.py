@@ -33,9 +33,11 @@ def index() -> FileResponse:
 
 @router.get("/dashboard/choices.json")
 def choices() -> dict[str, Any]:
-    """Names the submit form offers that `/v1` has no endpoint for (data sets, criteria, target
-    kinds, pruning schedules, residual-stream modes, deployment runtimes), read from the
-    registries and the job model so the form never lists something the API refuses."""
+    """Names the page needs that `/v1` has no endpoint for: what the submit form offers (data
+    sets, criteria, target kinds, pruning schedules, residual-stream modes, deployment runtimes),
+    read from the registries and the job model so the form never lists something the API
+    refuses, and the job statuses with the final ones (`workers.status`), so the page never
+    restates them."""
     import typing
 
     from pruning.criteria import CRITERIA
@@ -44,6 +46,7 @@ def choices() -> dict[str, Any]:
     from search.space import Streams
     from search.target import KINDS
     from workers.config import PruneSchedule
+    from workers.status import FINAL, JobStatus
 
     return {
         "datasets": list(DATASETS),
@@ -52,6 +55,8 @@ def choices() -> dict[str, Any]:
         "prune_schedules": list(typing.get_args(PruneSchedule)),
         "streams": list(typing.get_args(Streams)),
         "runtimes": list(RUNTIMES),
+        "statuses": [s.value for s in JobStatus],
+        "final": [s.value for s in JobStatus if s in FINAL],
     }
 
 

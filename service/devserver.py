@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-CLI = "import sys; from service.cli import main; sys.exit(main())"
+CLI = [sys.executable, "-m", "secateurs"]
+"""The `secateurs` command line, run as a subprocess (the server and admin commands)."""
 
 
 class ServerProcess:
@@ -46,7 +47,7 @@ class ServerProcess:
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run a `secateurs` command with this server's environment."""
         return subprocess.run(
-            [sys.executable, "-c", CLI, *args],
+            [*CLI, *args],
             env={**self.env, "SECATEURS_URL": self.url},
             capture_output=True,
             text=True,
@@ -60,7 +61,7 @@ class ServerProcess:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
+                [*CLI, "serve", "--port", str(self.port), "--log-level", "warning"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Settings
-from .store import Store
+from .store import JobStatus, Store
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +160,10 @@ class Scheduler:
                 cancelled = self.store.cancel_requested(run.job_id)
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 outcome = (
-                    {"status": "cancelled"}
+                    {"status": JobStatus.CANCELLED}
                     if cancelled
                     else {
-                        "status": "failed",
+                        "status": JobStatus.FAILED,
                         "error": f"the job's worker died: {type(exc).__name__}: {first}",
                         "traceback": str(exc),
                     }
@@ -192,5 +192,5 @@ class Scheduler:
                 ray.cancel(run.ref, force=True)
                 self._pump(run)
                 ray.kill(run.relay, no_restart=True)
-                self.store.finish_job(run.job_id, run.lease, "cancelled", scheduler=self.identity)
+                self.store.finish_job(run.job_id, run.lease, JobStatus.CANCELLED, scheduler=self.identity)
                 del self.runs[run.job_id]

@@ -16,12 +16,12 @@ from pruning.cut import prune
 from pruning.data import calibration_batches
 from pruning.measure import count_flops, count_params
 from pruning.train import TrainConfig, evaluate, train
-from search.amc import DDPG, DDPGConfig, PruningEnv, prune_and_reconstruct
-from search.amc.env import STATE_FEATURES, SpaceCosts
 from search.evaluators import EvalContext, make_evaluator
 from search.registry import make_strategy
 from search.runner import run_search
 from search.space import SearchSpace
+from search.strategies.amc import DDPG, DDPGConfig, PruningEnv, prune_and_reconstruct
+from search.strategies.amc.env import STATE_FEATURES, SpaceCosts
 
 SHAPE = (1, 16, 16)
 

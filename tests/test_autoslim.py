@@ -21,12 +21,12 @@ from pruning.slimmable import (
     save_supernet,
     train_slimmable,
 )
-from search.autoslim import AutoSlimStrategy
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
 from search.runner import run_search
 from search.space import SearchSpace
-from service.cli import main
+from search.strategies.autoslim import AutoSlimStrategy
+from secateurs import main
 
 SHAPE = (1, 16, 16)
 ARGS = {"num_classes": 10, "in_channels": 1, "input_size": 16}

@@ -25,12 +25,12 @@ KEYS = {
 }
 
 
-SECATEURS = str(Path(sys.executable).parent / "secateurs")  # the installed console script
+SECATEURS = [sys.executable, "-m", "secateurs"]  # what the console script runs (`secateurs:main`)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [SECATEURS, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300, check=False
+        [*SECATEURS, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300, check=False
     )
 
 

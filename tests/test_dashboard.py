@@ -70,7 +70,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
     }
     env.pop("RAY_ADDRESS", None)
     env.pop("SECATEURS_DATABASE_URL", None)
-    cli = [str(Path(sys.executable).with_name("secateurs"))]  # the console script `pip install -e .` made
+    cli = [sys.executable, "-m", "secateurs"]  # what the console script runs (`secateurs:main`)
     made = subprocess.run(
         [*cli, "token", "create", "--team", "vision"],
         cwd=ROOT,

@@ -64,6 +64,7 @@ def test_form_choices_come_from_the_registries(client):
     from pruning.data import DATASETS
     from pruning.runtime import RUNTIMES
     from search.target import KINDS
+    from workers.status import FINAL, JobStatus
 
     got = client.get("/dashboard/choices.json").json()
     assert got == {
@@ -73,4 +74,8 @@ def test_form_choices_come_from_the_registries(client):
         "prune_schedules": ["one-shot", "iterative"],
         "streams": ["search", "last", "whole"],
         "runtimes": list(RUNTIMES),
+        "statuses": list(JobStatus),
+        "final": [s for s in JobStatus if s in FINAL],
     }
+    assert got["statuses"] == ["queued", "running", "succeeded", "failed", "cancelled"]
+    assert got["final"] == ["succeeded", "failed", "cancelled"]

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 import pruning.measure
 from pruning.models import build_model
+from secateurs import main
 from service.api import create_app
-from service.cli import main
 from service.config import Settings
 from workers.config import JobConfig
 
@@ -166,7 +166,7 @@ def test_ray_actors_rebuild_the_space_in_the_jobs_runtime(monkeypatch):
 
 @pytest.mark.slow
 def test_cli_prune_reports_latency_in_the_chosen_runtime(tmp_path, monkeypatch, capsys):
-    from service.cli import engine
+    from secateurs import engine
 
     calls: list[tuple[str, float]] = []
     real = engine.measure_latency

@@ -141,7 +141,7 @@ def test_only_admin_tokens_raise_priority(api):
 
 
 def test_token_create_admin_cli(tmp_path, monkeypatch, capsys):
-    from service.cli import main
+    from secateurs import main
     from service.config import get_settings
 
     monkeypatch.setenv("SECATEURS_DATA_DIR", str(tmp_path / "data"))

@@ -130,7 +130,7 @@ def test_the_cli_runs_the_iterative_schedule_and_refuses_a_bad_one(tmp_path: Pat
     import subprocess
     import sys
 
-    cli = [sys.executable, "-c", "import sys; from service.cli import main; sys.exit(main())", "search"]
+    cli = [sys.executable, "-m", "secateurs", "search"]
     job = ["--model", "convnet", "--data", "digits", "--target", "flops=0.5", "--strategy", "uniform"]
     run = ["--train-epochs", "1", "--finetune-epochs", "0.5", "--no-onnx", "--json", "--out", str(tmp_path)]
     root = Path(__file__).resolve().parents[1]

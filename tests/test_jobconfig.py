@@ -4,14 +4,13 @@ its defaults; bad fields are refused the same way everywhere."""
 from __future__ import annotations
 
 import argparse
-import ast
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from service.cli import build_parser
-from service.cli.jobflags import ALIASES, NOT_ON_CLI, config_from_args, leaves
+from secateurs import build_parser
+from secateurs.jobflags import ALIASES, NOT_ON_CLI, config_from_args, leaves
 from workers.config import JobConfig
 
 REQUIRED = ["--model", "convnet", "--data", "digits", "--target", "flops=0.5", "--strategy", "uniform", "--out", "x"]
@@ -127,28 +126,6 @@ def test_bad_fields_name_the_problem(body: dict, message: str) -> None:
     }
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         JobConfig.model_validate({**base, **body})
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-@pytest.mark.parametrize(
-    "layer, above",
-    [("pruning", {"search", "workers", "service"}), ("search", {"workers", "service"}), ("workers", {"service"})],
-)
-def test_layers_import_only_downward(layer: str, above: set[str]) -> None:
-    """service → workers → search → pruning: no module imports a layer above its own (so a Ray
-    node running `workers` needs neither the service's code paths nor its database)."""
-    bad = {str(p.relative_to(ROOT)): sorted(_imports(p) & above) for p in (ROOT / layer).rglob("*.py")}
-    assert {k: v for k, v in bad.items() if v} == {}
 
 
 def test_the_documented_defaults_are_the_models() -> None:

@@ -17,10 +17,10 @@ from pruning.cut import prune
 from pruning.data import calibration_batches
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
-from search.metapruning import GeneratedNetwork, PruningNet, random_kept
 from search.registry import make_strategy
 from search.runner import run_search
 from search.space import SearchSpace
+from search.strategies.metapruning import GeneratedNetwork, PruningNet, random_kept
 
 SHAPE = (1, 16, 16)
 

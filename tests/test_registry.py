@@ -1,5 +1,5 @@
-"""One registry mechanism for models, criteria, strategies and evaluators: complete after
-`import pruning, search` alone (no import-order dependence), without importing Ray."""
+"""One registry mechanism for models, criteria, strategies and evaluators: each complete, in the
+same order, whichever module was imported first (no import-order dependence), without Ray."""
 
 from __future__ import annotations
 
@@ -15,42 +15,18 @@ from pruning.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PROBE = """
-import json, sys
-import pruning, search
-loaded = set(sys.modules)
-from pruning.models import MODELS, list_models
-from pruning.criteria import CRITERIA
-from search.registry import STRATEGIES, list_strategies
-from search.evaluators import EVALUATORS, list_evaluators
-print(json.dumps({
-    "models": list_models(), "criteria": CRITERIA.names(), "strategies": list_strategies(),
-    "evaluators": list_evaluators(), "ray": "ray" in sys.modules,
-    "lens": [len(MODELS), len(CRITERIA), len(STRATEGIES), len(EVALUATORS)],
-    "imported_later": sorted(set(sys.modules) - loaded),
-}))
-"""
+# Each registry: the module that defines it, and how to list it.
+REGISTRIES = {
+    "models": ("pruning.models.zoo", "MODELS.names()"),
+    "criteria": ("pruning.criteria", "CRITERIA.names()"),
+    "strategies": ("search.registry", "STRATEGIES.names()"),
+    "evaluators": ("search.evaluators", "EVALUATORS.names()"),
+}
 
-
-def test_every_registry_is_complete_after_importing_the_packages() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["models"] == ["convnet", "mobilenetv2", "resnet20", "resnet56", "vgg16_bn"]
-    assert got["criteria"] == [
-        "activation-mean",
-        "activation-std",
-        "apoz",
-        "first-k",
-        "fpgm",
-        "hrank",
-        "l1",
-        "l2",
-        "slimming",
-    ]
-    assert got["strategies"] == [
+EXPECTED = {
+    "models": ["convnet", "mobilenetv2", "resnet20", "resnet56", "vgg16_bn"],
+    "criteria": ["activation-mean", "activation-std", "apoz", "first-k", "fpgm", "hrank", "l1", "l2", "slimming"],
+    "strategies": [
         "uniform",
         "sensitivity",
         "global",
@@ -60,11 +36,70 @@ def test_every_registry_is_complete_after_importing_the_packages() -> None:
         "amc",
         "metapruning",
         "autoslim",
-    ]
-    assert got["evaluators"] == ["adaptive-bn", "finetune", "plain", "pruningnet", "reconstruct", "shared-weights"]
-    assert got["lens"] == [5, 9, 9, 6]
-    assert got["ray"] is False
-    assert got["imported_later"] == []  # the lists above were complete right after `import pruning, search`
+    ],
+    "evaluators": ["adaptive-bn", "finetune", "plain", "pruningnet", "reconstruct", "shared-weights"],
+}
+
+# Every module of both packages imported (Ray-free ones; `rllib_agent` loads Ray only when used).
+EVERYTHING = """
+import importlib, pkgutil, pruning, search
+for pkg in (pruning, search):
+    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        importlib.import_module(m.name)
+"""
+
+
+def _listing(setup: str, registry: str) -> dict[str, object]:
+    """In a fresh interpreter: run `setup`, then list `registry` from its own module."""
+    module, names = REGISTRIES[registry]
+    probe = (
+        f"{setup}\nimport json, sys\nimport {module} as reg\n"
+        f"print(json.dumps({{'names': reg.{names}, 'ray': 'ray' in sys.modules}}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def full() -> dict[str, list[str]]:
+    """Every registry as listed after importing every module of `pruning` and `search`."""
+    probe = (
+        f"{EVERYTHING}\nimport json\n"
+        + "\n".join(f"from {m} import {n.split('.')[0]}" for m, n in REGISTRIES.values())
+        + "\nprint(json.dumps({"
+        + ", ".join(f"{k!r}: {n}" for k, (_, n) in REGISTRIES.items())
+        + "}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_full_packages_list_every_built_in(full: dict[str, list[str]]) -> None:
+    assert full == EXPECTED
+
+
+@pytest.mark.parametrize("registry", list(REGISTRIES))
+def test_each_registry_alone_lists_what_the_full_packages_do(registry: str, full: dict[str, list[str]]) -> None:
+    """A fresh interpreter that imports only the registry's own module lists every entry, in the
+    order the fully imported packages give, without importing Ray."""
+    got = _listing("", registry)
+    assert got == {"names": full[registry], "ray": False}
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["search.strategies.autoslim", "search.strategies.amc.evaluator", "search.strategies.optuna_search"],
+)
+def test_a_strategy_module_imported_first_changes_no_order(first: str, full: dict[str, list[str]]) -> None:
+    """Registration runs in whatever order modules are imported; the listing does not follow it."""
+    assert _listing(f"import {first}", "strategies")["names"] == full["strategies"]
+    assert _listing(f"import {first}", "evaluators")["names"] == full["evaluators"]
 
 
 def test_first_k_needs_only_the_criteria_module() -> None:
@@ -77,6 +112,32 @@ def test_first_k_needs_only_the_criteria_module() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["FirstK", "False"]
+
+
+def test_a_registry_imports_its_modules_on_first_lookup_and_ranks_entries_by_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "regprobe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from pruning.registry import Registry\nREG = Registry('widget', modules=('regprobe.a', 'regprobe.b'))\n"
+    )
+    (pkg / "a.py").write_text(
+        "from regprobe import REG\n@REG.register('a2')\ndef a2(): ...\n@REG.register('a1')\ndef a1(): ...\n"
+    )
+    (pkg / "b.py").write_text("from regprobe import REG\nREG.register('b1', lambda: None)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        import regprobe.b  # type: ignore[import-not-found]  # the second module first
+
+        reg = regprobe.REG
+        reg.register("outside", len)  # defined in no module the registry names: ranked after them
+        assert "regprobe.a" not in sys.modules
+        assert reg.names() == ["a2", "a1", "b1", "outside"]  # module order, then registration order
+        assert "regprobe.a" in sys.modules
+    finally:
+        for name in ("regprobe", "regprobe.a", "regprobe.b"):
+            sys.modules.pop(name, None)
 
 
 def test_register_as_decorator_or_call_and_look_up() -> None:

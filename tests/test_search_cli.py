@@ -14,7 +14,7 @@ from pruning.export import load_model
 from workers.pipeline import run_pipeline
 from workers.sink import FileSink, read_resume
 
-CLI = [sys.executable, "-c", "import sys; from service.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-m", "secateurs"]
 KEYS = [
     "strategy",
     "policy",

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from pruning import build_model
-from search.base import Proposal, Result, SearchError, Strategy
+from search.base import Proposal, Result, SearchError
 from search.evaluators import EvalContext, EvaluatorPool, make_evaluator
 from search.registry import make_strategy, strategy_class
 from search.runner import run_search
 from search.space import SearchSpace
+from search.strategies.base import Strategy
 from search.strategies.common import SpaceStrategy
 
 SHAPE = (1, 16, 16)

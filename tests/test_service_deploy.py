@@ -1,9 +1,9 @@
 """Deployment files without a Docker engine: the compose file parses, has the four services,
 and every command it runs is an entry point the image installs (`secateurs` from our
-pyproject, `ray` from Ray) with arguments those commands accept; the Dockerfile installs CPU
-torch before the project, and its base image and package indexes are build arguments whose
-defaults are the public ones. The local override that
-scripts/cluster-local.sh uses (docker/local/) is checked the same way. The cluster itself was
+pyproject, the `secateurs` package's `main`; `ray` from Ray) with arguments those commands
+accept; the Dockerfile copies every package and installs CPU torch before the project, and
+its base image and package indexes are build arguments whose defaults are the public ones.
+The local override that scripts/cluster-local.sh uses (docker/local/) is checked the same way. The cluster itself was
 run for real by that script (docs/cluster.md); it needs a Docker engine, so it is not a test."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / "docker" / "local"
+PACKAGES = ("pruning", "search", "workers", "service", "secateurs")
 
 
 def _compose(path: Path = ROOT / "docker-compose.yml") -> dict:
@@ -54,15 +55,15 @@ def _check_command(argv: list[str]) -> None:
     """`argv` is `secateurs serve ...` or `ray start ...` with options those commands accept."""
     from ray.scripts.scripts import cli as ray_cli
 
-    from service.cli import build_parser
+    from secateurs import build_parser
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     console = {ep.name for ep in entry_points(group="console_scripts")}
     exe, *args = argv
     if exe == "secateurs":
-        assert "secateurs" in scripts
+        assert scripts["secateurs"] == "secateurs:main"
         parsed = build_parser().parse_args(args)
-        assert parsed.func.__module__ == "service.cli.server"
+        assert parsed.func.__module__ == "secateurs.server"
     else:
         assert exe == "ray", argv
         assert "ray" in console
@@ -142,7 +143,9 @@ def test_dockerfile_installs_cpu_torch_first_then_the_project():
     assert '--index-url "$TORCH_INDEX_URL"' in lines[torch_at]
     assert lines[-1].startswith("CMD")
     assert '"secateurs", "serve"' in lines[-1]
-    for pkg in ("pruning", "search", "workers", "service"):
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert packages["include"] == [f"{pkg}*" for pkg in PACKAGES]
+    for pkg in PACKAGES:
         assert any(line.startswith(f"COPY {pkg}") for line in lines)
 
 
@@ -177,7 +180,7 @@ def test_build_context_keeps_what_the_dockerfile_copies_and_leaves_the_rest():
         if line.startswith("COPY "):
             *sources, _dest = line.split()[1:]
             copied.update(sources)
-    assert copied == {"pyproject.toml", "README.md", "pruning", "search", "workers", "service"}
+    assert copied == {"pyproject.toml", "README.md", *PACKAGES}
     assert {f"!{src}" for src in copied} <= set(ignore)  # ... but what the image is built from
 
 

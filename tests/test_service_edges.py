@@ -224,7 +224,7 @@ def test_accepted_options_are_stored_as_the_strategy_reads_them(edge_api):
 
 
 def test_the_cli_refuses_the_same_options_with_exit_2_and_the_same_message(tmp_path, capsys):
-    from service.cli import main
+    from secateurs import main
 
     argv = ["search", "--model", "convnet", "--data", "digits", "--target", "flops=0.5", "--strategy", "eagleeye"]
     code = main([*argv, "--option", "n_samples=1.5", "--out", str(tmp_path / "x")])

@@ -1,5 +1,5 @@
 """The job configuration: one pydantic model that the REST body (`POST /v1/jobs`), the CLI's
-flags (`secateurs search`, generated from it in `service.cli.jobflags`), the pipeline
+flags (`secateurs search`, generated from it in `secateurs.jobflags`), the pipeline
 (`workers.pipeline.run_pipeline`) and the stored job all use. Every default lives here once.
 
 The minimal job is `{"model": {"zoo": "convnet"}, "data": {"name": "digits"},

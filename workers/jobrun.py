@@ -15,6 +15,7 @@ from search.evaluators import Evaluator
 
 from .relay import RelaySink
 from .sink import ResumeState, result_from_dict
+from .status import JobStatus
 
 RESUME_ONLY = {"checkpoint.pt", "checkpoint.pt.tmp", "candidates.jsonl", "events.jsonl"}
 
@@ -62,7 +63,7 @@ def run_job(
     eval_workers: int = 2,
     cache_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) one job; returns `{"status": "succeeded"|"cancelled"|"failed", ...}`.
+    """Run (or resume) one job; returns `{"status": JobStatus (succeeded, cancelled or failed), ...}`.
     `cache_dir` keeps trained base models across jobs (`run_pipeline`)."""
     from .executor import RayExecutor
     from .pipeline import run_pipeline
@@ -82,10 +83,14 @@ def run_job(
     try:
         summary = run_pipeline(config, out, sink, resume=state, executor_factory=executor_factory, cache_dir=cache_dir)
         if summary.get("status") == "stopped":
-            return {"status": "cancelled", "summary": public_summary(summary, out)}
-        return {"status": "succeeded", "summary": public_summary(summary, out), "artifacts": collect_artifacts(out)}
+            return {"status": JobStatus.CANCELLED, "summary": public_summary(summary, out)}
+        return {
+            "status": JobStatus.SUCCEEDED,
+            "summary": public_summary(summary, out),
+            "artifacts": collect_artifacts(out),
+        }
     except Exception as exc:  # noqa: BLE001 - every failure is recorded for the API
-        return {"status": "failed", "error": one_line(exc), "traceback": traceback.format_exc()}
+        return {"status": JobStatus.FAILED, "error": one_line(exc), "traceback": traceback.format_exc()}
     finally:
         for ex in executors:
             ex.close()

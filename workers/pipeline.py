@@ -47,12 +47,13 @@ from pruning.train import (
     train,
     training_key,
 )
-from search.base import Proposal, Result, SearchError, Strategy
+from search.base import Proposal, Result, SearchError
 from search.evaluators import EvalContext, Evaluator, EvaluatorPool, make_evaluator
 from search.registry import make_strategy, strategy_class
 from search.report import write_candidates, write_channels_plot, write_pareto_plot
 from search.runner import Executor, SearchOutcome, run_search
 from search.space import SearchSpace
+from search.strategies.base import Strategy
 
 from . import selection
 from .config import FinetuneSpec, JobConfig

@@ -1,7 +1,8 @@
 """The zoo's registry: `MODELS`, the door to it (`register_model`) and `build_model`.
 
-Zoo modules register their factories with `@register_model("name")`; `pruning.models`
-imports every zoo module, so the registry is complete once `pruning.models` is imported."""
+Zoo modules register their factories with `@register_model("name")`; `MODELS` names them and
+imports them on its first lookup (`pruning.models` imports them too, then adds the factories of
+installed packages), so the registry is complete whichever module was imported first."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from ..registry import Registry, check_values, given, signature_schema
 
 ModelFactory = Callable[..., nn.Module]
 
-MODELS: Registry[ModelFactory] = Registry("model", sort=True)
+ZOO_MODULES = tuple(f"pruning.models.{m}" for m in ("convnet", "mobilenetv2", "resnet", "vgg"))
+"""The modules that define the built-in architectures."""
+
+MODELS: Registry[ModelFactory] = Registry("model", sort=True, modules=ZOO_MODULES)
 
 register_model = MODELS.register
 """Add an architecture to the zoo: `@register_model("name")` on a factory, or `register_model("name", factory)`."""

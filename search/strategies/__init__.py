@@ -1,5 +1,4 @@
-"""The built-in strategies (uniform, sensitivity, global, eagleeye, netadapt, optuna). Each
-registers itself with `search.registry`; importing this package imports them all, in the
-order `search.registry.list_strategies()` reports them."""
-
-from . import uniform, sensitivity, global_threshold, eagleeye, netadapt, optuna_search  # noqa: F401, I001  (registry order)
+"""Every strategy, one module or subpackage each: uniform, sensitivity, global (`global_threshold`),
+eagleeye, netadapt, optuna (`optuna_search`), amc, metapruning and autoslim, all built on
+`base.Strategy` (and `common`'s helpers). Each registers itself with `search.registry`, which
+names these modules and imports them on its first lookup; nothing here imports them eagerly."""

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Kind, Proposal, Result, SearchError, Strategy
+from ..base import Kind, Proposal, Result, SearchError
 from ..space import SearchSpace, bisect_scalar
+from .base import Strategy
 
 
 def result_to_state(r: Result) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""The SQL store: schema, engines and migrations, the data-access `Store`, and job statuses
-with their legal moves."""
+"""The SQL store: schema, engines and migrations, the data-access `Store`, and the job statuses
+with their legal moves (declared in `workers.status`, where a job's run reports its outcome)."""
 
-from .status import FINAL, TRANSITIONS, IllegalTransition, JobStatus, check_move
+from workers.status import FINAL, TRANSITIONS, IllegalTransition, JobStatus, check_move
+
 from .store import LeaseLost, Store, as_utc, candidate_dict, hash_token
 from .tables import FINAL_STATUSES, JOB_STATUSES
 

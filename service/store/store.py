@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import Engine, Select, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from workers.status import JobStatus
+
 from .engine import make_engine, migrate
-from .status import JobStatus
 from .tables import INT_MAX, Artifact, Candidate, Checkpoint, Dataset, Event, Job, Model, Team, Token, utcnow
 
 TOKEN_PREFIX = "sct_"

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from .status import FINAL, JobStatus, check_move
+from workers.status import FINAL, JobStatus, check_move
 
 INT_MAX = 2**31 - 1
 """The largest value an `Integer` column (ids, sequence numbers) holds on every backend

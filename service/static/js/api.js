@@ -90,6 +90,25 @@ export async function request(method, path, body) {
 }
 
 export const get = (path) => request("GET", path);
+
+// The dashboard's read-out of what /v1 has no endpoint for (service/dashboard.py `choices`: the
+// form's names, the job statuses and the final ones), fetched once for every view; a failed
+// fetch is tried again on the next call.
+let choices = null;
+export function loadChoices() {
+  if (!choices) {
+    choices = fetch("/dashboard/choices.json", { headers: { Accept: "application/json" } })
+      .then((resp) => {
+        if (!resp.ok) throw new ApiError(resp.status, `HTTP ${resp.status} from /dashboard/choices.json`);
+        return resp.json();
+      })
+      .catch((err) => {
+        choices = null;
+        throw err instanceof ApiError ? err : new ApiError(0, "the server did not answer (is it running?)");
+      });
+  }
+  return choices;
+}
 export const post = (path, body) => request("POST", path, body);
 
 // A list endpoint answers a bare list (candidates, events, artifacts) or a page {items, total}.

@@ -1,7 +1,9 @@
 // The dashboard's entry point: routes the URL fragment (#/jobs, #/jobs/ID, #/submit, #/token)
 // to a view, and sends the user to token entry when there is no token or the API answers 401.
 
-import { getToken, setToken, setUnauthorizedHandler } from "./api.js";
+import { getToken, loadChoices, setToken, setUnauthorizedHandler } from "./api.js";
+import { setStatuses } from "./model.js";
+import { el } from "./util.js";
 import { mountJobs } from "./views/jobs.js";
 import { mountJob } from "./views/job.js";
 import { mountSubmit } from "./views/submit.js";
@@ -67,5 +69,14 @@ document.getElementById("signout").addEventListener("click", () => {
   location.hash = "#/token";
 });
 
-window.addEventListener("hashchange", render);
-render();
+// The job statuses come from the server before the first view draws.
+loadChoices().then(
+  (choices) => {
+    setStatuses(choices);
+    window.addEventListener("hashchange", render);
+    render();
+  },
+  (err) => {
+    main.replaceChildren(el("p", { class: "error-box", role: "alert" }, `The dashboard could not start: ${err.message}. Reload the page to try again.`));
+  },
+);

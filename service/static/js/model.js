@@ -3,8 +3,16 @@
 
 import { fmtCount } from "./util.js";
 
-export const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
-export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+// The job statuses as the server declares them (workers/status.py, served with the dashboard's
+// choices): every status in order, and the final ones. `setStatuses` fills them before a view draws.
+export const STATUSES = [];
+export const FINAL = new Set();
+
+export function setStatuses(choices) {
+  STATUSES.splice(0, STATUSES.length, ...choices.statuses);
+  FINAL.clear();
+  for (const s of choices.final) FINAL.add(s);
+}
 
 // Which candidate field holds the resource a target of this kind limits.
 const RESOURCE_FIELD = { flops: "flops", params: "params", memory: "memory_bytes", latency: "latency_ms" };

@@ -52,7 +52,7 @@ function fmtTiming(c) {
   return `${Number(c.wall_seconds || 0).toFixed(2)} s: ${parts.join(" · ")}`;
 }
 
-// AMC's reward for an episode (search/amc/env.py `reward_value`): -error, or -error·log(resource).
+// AMC's reward for an episode (search/strategies/amc/env.py `reward_value`): -error, or -error·log(resource).
 function amcReward(c, kind, rewardKind) {
   const m = c.meta || {};
   if (m.reward !== undefined && m.reward !== null) return Number(m.reward);

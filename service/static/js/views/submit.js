@@ -1,7 +1,7 @@
 // The submit form: builds the JSON job spec of POST /v1/jobs and shows the API's own
 // validation messages (422) next to the fields they name, so the form and the API never disagree.
 
-import { ApiError, get, post } from "../api.js";
+import { ApiError, get, loadChoices, post } from "../api.js";
 import { el } from "../util.js";
 
 const FALLBACK = {
@@ -148,8 +148,7 @@ export function mountSubmit(root) {
   fill(FALLBACK);
   // Choices from the API itself (/v1/zoo, /v1/strategies, /v1/evaluators) and, for what /v1
   // does not list, from the dashboard's own registry read-out.
-  const fetchJson = (url) => fetch(url).then((r) => (r.ok ? r.json() : null)).catch(() => null);
-  Promise.all([get("/v1/zoo").catch(() => null), get("/v1/strategies").catch(() => null), get("/v1/evaluators").catch(() => null), fetchJson("/dashboard/choices.json")]).then(
+  Promise.all([get("/v1/zoo").catch(() => null), get("/v1/strategies").catch(() => null), get("/v1/evaluators").catch(() => null), loadChoices().catch(() => null)]).then(
     ([models, strategies, evaluators, local]) => {
       fill({ ...FALLBACK, ...(local || {}), ...(models ? { models } : {}), ...(strategies ? { strategies: strategies.map((s) => s.name) } : {}), ...(evaluators ? { evaluators: evaluators.map((e) => e.name) } : {}) });
     },

@@ -29,11 +29,11 @@ from pruning.device import get_device
 from pruning.errors import PruningError
 from pruning.slimmable import FirstK, SlimmableNet, calibrate_bn, load_supernet, supernet_meta, width_channels
 
-from .base import Count, Proposal, Result, SearchError
-from .evaluators import EvalContext, Evaluator, register_evaluator
-from .registry import register_strategy
-from .space import SearchSpace
-from .strategies.common import SpaceStrategy
+from ..base import Count, Proposal, Result, SearchError
+from ..evaluators import EvalContext, Evaluator, register_evaluator
+from ..registry import register_strategy
+from ..space import SearchSpace
+from .common import SpaceStrategy
 
 EVALUATOR = "shared-weights"
 

@@ -1,6 +1,6 @@
 """The `reconstruct` evaluator: AMC's evaluation without fine-tuning. Cut the channels by the
 job's criterion (from the search space's cached trace), recover every layer reading a cut group
-by least squares on calibration feature maps (`search.amc.reconstruct`), then validate."""
+by least squares on calibration feature maps (`search.strategies.amc.reconstruct`), then validate."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch import nn
 
 from pruning.criteria import get_criterion
 
-from ..base import Count, SearchError
-from ..evaluators import EvalContext, Evaluator, register_evaluator
+from ...base import Count, SearchError
+from ...evaluators import EvalContext, Evaluator, register_evaluator
 from .reconstruct import prune_and_reconstruct, reconstruct_groups
 
 

@@ -3,10 +3,12 @@
     queued  → running | cancelled
     running → succeeded | failed | cancelled | queued   (queued again: stale heartbeat or server stop)
 
-succeeded, failed and cancelled are final. `Job.move` (service/store/tables.py) is the one
-place that changes a job's status: it checks the move with `check_move` and sets the fields
-that go with it. The values are the strings stored in the database and shown by the API;
-`JobStatus` is a `StrEnum`, so a member compares, hashes, formats and serialises as its string."""
+succeeded, failed and cancelled are final. Declared here, in the lowest layer that needs it: a
+job's run reports its outcome as one (workers/jobrun.py); the service stores it, and `Job.move`
+(service/store/tables.py) is the one place that changes a job's status, checking the move with
+`check_move`. The values are the strings stored in the database, shown by the API and served to
+the dashboard; `JobStatus` is a `StrEnum`, so a member compares, hashes, formats and serialises
+as its string."""
 
 from __future__ import annotations
 

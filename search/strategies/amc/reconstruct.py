@@ -26,7 +26,7 @@ from pruning.criteria import Criterion, get_criterion
 from pruning.cut import cut_groups, example_input, group_scores, prepare_criterion, resolve_policy
 from pruning.graph import ChannelGroup, DependencyGraph
 
-from ..base import SearchError
+from ...base import SearchError
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 

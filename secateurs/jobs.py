@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workers.status import FINAL, JobStatus
+
 from .common import CliError, emit_json, progress_bar
 
 
 def _client(args: argparse.Namespace):
-    from ..client import Client
+    from service.client import Client
 
     return Client(args.url, args.token)
 
@@ -111,7 +113,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     print(_line(job))
-    if job["status"] == "failed":
+    if job["status"] == JobStatus.FAILED:
         print(f"error: {job.get('error')}", file=sys.stderr)
         return 1
     return 0
@@ -122,7 +124,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         job = c.cancel(args.id)
         if args.wait:
             deadline = time.monotonic() + 60
-            while job["status"] not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+            while job["status"] not in FINAL and time.monotonic() < deadline:
                 time.sleep(0.5)
                 job = c.job(args.id)
     print(_line(job))
@@ -192,7 +194,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add("submit", cmd_submit, "submit a job spec (YAML or JSON); prints the job id").add_argument("spec")
     p = add("jobs", cmd_jobs, "list your team's jobs")
-    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--status", choices=[s.value for s in JobStatus])
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--offset", type=int, default=0)
     add("status", cmd_status, "show one job").add_argument("id", type=int)

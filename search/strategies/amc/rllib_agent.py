@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..base import SearchError
-from ..space import SearchSpace
+from ...base import SearchError
+from ...space import SearchSpace
 from .env import PruningEnv
 
 if TYPE_CHECKING:  # Ray loads only when an RLlib agent is chosen

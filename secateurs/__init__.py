@@ -1,4 +1,6 @@
-"""The `secateurs` command line. Each command group lives in its own module with a
+"""The `secateurs` command line, the top layer: it calls down into the service (server, tokens,
+the REST client), workers (the job pipeline), search and pruning (the engine commands), and
+nothing below imports it. Each command group lives in its own module with a
 `register(subparsers)` function; errors a user can fix become one line and exit status 2."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 
 from .common import CliError, run_command
 
-# Modules under service.cli that add commands, in --help order.
+# Modules under secateurs that add commands, in --help order.
 COMMAND_MODULES = ["engine", "unstructured", "search", "slimmable", "server", "jobs"]
 
 

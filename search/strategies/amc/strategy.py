@@ -8,7 +8,7 @@ reference code does. Warm-up episodes do not depend on each other, so up to `n` 
 at once; after warm-up each episode waits for the previous one's reward.
 
 `agent="rllib-sac"` or `"rllib-ppo"` runs the same environment under an RLlib algorithm
-instead (see `search.amc.rllib_agent`)."""
+instead (see `search.strategies.amc.rllib_agent`)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from pydantic import Field
 
 from pruning.registry import OneOf
 
-from ..base import BatchSize, Count, Fraction, LearningRate, Proposal, Result, SearchError, Steps
-from ..evaluators import list_evaluators
-from ..registry import register_strategy
-from ..space import SearchSpace
-from ..strategies.common import SpaceStrategy
+from ...base import BatchSize, Count, Fraction, LearningRate, Proposal, Result, SearchError, Steps
+from ...evaluators import list_evaluators
+from ...registry import register_strategy
+from ...space import SearchSpace
+from ..common import SpaceStrategy
 from .ddpg import DDPG, DDPGConfig
 from .env import REWARDS, STATE_FEATURES, PruningEnv, reward_value
 

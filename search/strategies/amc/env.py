@@ -29,7 +29,7 @@ import numpy as np
 
 from pruning.cost import CostModel
 
-from ..space import SearchSpace
+from ...space import SearchSpace
 
 REWARDS = ("error", "resource")
 STATE_FEATURES = ("index", "n", "c", "h", "w", "stride", "k", "flops", "reduced", "rest", "previous")

@@ -2,7 +2,7 @@
 pruning rates on a Gymnasium environment over the search space; candidates are scored after
 least-squares weight reconstruction instead of fine-tuning. Importing this package registers
 the `amc` strategy, the `reconstruct` evaluator and the `secateurs/AMCPruning-v0` Gymnasium
-environment; the RLlib agents (`search.amc.rllib_agent`, which needs Ray) load only when chosen."""
+environment; the RLlib agents (`search.strategies.amc.rllib_agent`, which needs Ray) load only when chosen."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .strategy import AMCStrategy
 ENV_ID = "secateurs/AMCPruning-v0"
 
 if ENV_ID not in gym.registry:
-    gym.register(ENV_ID, entry_point="search.amc.env:PruningEnv")
+    gym.register(ENV_ID, entry_point="search.strategies.amc.env:PruningEnv")
 
 __all__ = [
     "DDPG",

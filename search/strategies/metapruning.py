@@ -51,13 +51,13 @@ from pruning.graph import ChannelGroup
 from pruning.registry import OneOf
 from pruning.train import evaluate
 
+from ..base import BatchSize, Count, Fraction, LearningRate, Proposal, Result, SearchError, Steps
+from ..evaluators import EvalContext, Evaluator, list_evaluators, register_evaluator
+from ..latency import cache_dir
+from ..registry import register_strategy
+from ..space import SearchSpace
 from .amc.env import SpaceCosts
-from .base import BatchSize, Count, Fraction, LearningRate, Proposal, Result, SearchError, Steps
-from .evaluators import EvalContext, Evaluator, list_evaluators, register_evaluator
-from .latency import cache_dir
-from .registry import register_strategy
-from .space import SearchSpace
-from .strategies.common import SpaceStrategy
+from .common import SpaceStrategy
 
 EVALUATOR = "pruningnet"
 

@@ -8,8 +8,8 @@ import sys
 
 
 def _store():
-    from ..config import get_settings
-    from ..store import Store
+    from service.config import get_settings
+    from service.store import Store
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -22,8 +22,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Start uvicorn on the app; Ctrl-C stops it (and the local Ray it started)."""
     import uvicorn
 
-    from ..api import create_app
-    from ..config import get_settings
+    from service.api import create_app
+    from service.config import get_settings
 
     settings = get_settings()
     host, port = args.host or settings.host, args.port or settings.port

@@ -16,7 +16,7 @@ from .jobflags import add_job_flags, config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `search` command: one flag per job field (service.cli.jobflags) plus how to run it."""
+    """Add the `search` command: one flag per job field (secateurs.jobflags) plus how to run it."""
     from pruning.models import list_models
     from search.registry import list_strategies
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pruning.errors import PruningError
 from search.base import SearchError
+from service.client import ClientError
 
 if TYPE_CHECKING:  # tqdm loads only when a bar is shown
     from tqdm import tqdm
@@ -21,7 +22,14 @@ class CliError(Exception):
     """An error to show the user as one line (exit status 2)."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (CliError, PruningError, SearchError, FileNotFoundError, PermissionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CliError,
+    ClientError,
+    PruningError,
+    SearchError,
+    FileNotFoundError,
+    PermissionError,
+)
 
 
 def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:

@@ -1,7 +1,0 @@
-"""`python -m service.cli` runs the `secateurs` command line."""
-
-import sys
-
-from . import main
-
-sys.exit(main())
