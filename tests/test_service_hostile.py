@@ -11,6 +11,7 @@ import tarfile
 import zipfile
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_service_edges import MINIMAL
@@ -468,3 +469,32 @@ def test_an_uploaded_program_is_traced_at_upload_and_not_at_submit(api, traces, 
     one_line_4xx(r, 422, "is infeasible")
     assert traces == [INPUT_SHAPE]  # the submits reused the upload's trace
     assert _jobs(store) == 1
+
+
+# --- torchvision's ShuffleNetV2: the shuffle's groups pinned, the rest searched ---
+
+
+def test_a_torchvision_style_shufflenet_program_is_searched_with_its_shuffled_groups_pinned(api, tmp_path):
+    from corpus import INPUT_SHAPE, build
+
+    from pruning.export import export_program
+    from pruning.intake import intake_program
+    from search.space import SearchSpace
+
+    path = export_program(build("shufflenet_v2_tv"), tmp_path / "shufflenet.pt2", INPUT_SHAPE)  # a dynamic batch
+    net = intake_program(path).module
+    space = SearchSpace(net, INPUT_SHAPE, "flops=0.5")
+    assert space.engine_pins
+    assert all("shuffle" in why for why in space.engine_pins.values()), space.engine_pins
+    assert space.keys  # the rest is searched
+    cut = space.cut(dict.fromkeys(space.keys, 0.5)).eval()
+    x = torch.randn(2, *INPUT_SHAPE)
+    assert cut(x).shape == net(x).shape
+    for key in space.engine_pins:
+        assert space.kept(dict.fromkeys(space.keys, 0.5))[key] == space.by_key[key].channels
+    client, h, _, _ = api
+    r = client.post("/v1/models", files={"file": ("shufflenet.pt2", path.read_bytes())}, headers=h)
+    assert r.status_code == 201, r.text
+    spec = {**MINIMAL, "model": {"upload": r.json()["id"]}, "data": {"name": "synthetic", "input_size": 32}}
+    r = client.post("/v1/jobs", json=spec, headers=h)
+    assert r.status_code == 201, r.text

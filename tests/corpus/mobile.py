@@ -3,6 +3,8 @@ GhostNet, CSPNet and ConvNeXt, at 32 px with few channels."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -158,20 +160,29 @@ class RegNet(nn.Module):
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """ShuffleNet's channel shuffle, as torchvision writes it."""
+    """ShuffleNet's channel shuffle: view, transpose, view back with the channels named."""
     b, c, h, w = x.size()
     x = x.view(b, groups, c // groups, h, w)
     x = torch.transpose(x, 1, 2).contiguous()
     return x.view(b, c, h, w)
 
 
+def torchvision_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """The channel shuffle as torchvision writes it: the last view leaves the channels to `-1`."""
+    batchsize, num_channels, height, width = x.size()
+    channels_per_group = num_channels // groups
+    x = x.view(batchsize, groups, channels_per_group, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batchsize, -1, height, width)
+
+
 class ShuffleUnit(nn.Module):
     """ShuffleNetV2's unit (Ma et al. 2018): stride 1 splits the channels in two and convolves
     one half; stride 2 convolves both; the halves are concatenated and shuffled."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, shuffle: Callable = channel_shuffle) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.shuffle = stride, shuffle
         h = cout // 2
         if stride > 1:
             self.branch1 = nn.Sequential(conv_bn(cin, cin, 3, stride, groups=cin, act=None), conv_bn(cin, h, 1))
@@ -188,19 +199,20 @@ class ShuffleUnit(nn.Module):
             out = torch.cat((a, self.branch2(b)), 1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), 1)
-        return channel_shuffle(out, 2)
+        return self.shuffle(out, 2)
 
 
 class ShuffleNetV2(nn.Module):
-    """ShuffleNetV2 x0.5 at 32 px, channels / 2: three stages of units, 1x1 conv, classifier."""
+    """ShuffleNetV2 x0.5 at 32 px, channels / 2: three stages of units, 1x1 conv, classifier.
+    `shuffle` is the channel shuffle the units use (`torchvision_shuffle`: torchvision's)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, shuffle: Callable = channel_shuffle) -> None:
         super().__init__()
         self.stem = conv_bn(in_channels, 12, 3)
         units, cin = [], 12
         for c, n in ((24, 2), (48, 2), (96, 2)):
             for i in range(n):
-                units.append(ShuffleUnit(cin, c, 2 if i == 0 else 1))
+                units.append(ShuffleUnit(cin, c, 2 if i == 0 else 1, shuffle))
                 cin = c
         self.stages = nn.Sequential(*units)
         self.conv5 = conv_bn(cin, 128, 1)
