@@ -153,8 +153,7 @@ def _reshape_mapping_guarded() -> None:
     such a reshape are then found to be a channel shuffle and pinned (`_describe`), as when
     the view names its channels. Installed once, at import: the guard only differs from
     DepGraph's own mapping where that raises."""
-    from torch_pruning.dependency import index_mapping
-
+    index_mapping = tp.dependency.index_mapping
     update = index_mapping.update_reshape_index_mapping
     if getattr(update, "guarded", False):
         return
