@@ -23,6 +23,7 @@ from pruning.imagefolder import imagefolder_shape
 from pruning.intake import Intake, intake_program
 from pruning.models import build_model
 from search.base import SearchError
+from search.space import Traced as Trace
 from workers.config import JobConfig
 from workers.network import check_program_data
 
@@ -130,8 +131,8 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
     try:
         shape = data_shape(cfg)
     except PruningError as exc:
-        field = "data.upload" if spec.data.upload is not None else "data.path" if cfg.data.path else "data"
-        raise SpecError(f"{field}: {exc}") from exc
+        where = "data.upload" if spec.data.upload is not None else "data.path" if cfg.data.path else "data"
+        raise SpecError(f"{where}: {exc}") from exc
     check_data_fits(cfg, shape[0], shape[1])
     check_feasible(cfg, shape)
     return cfg
@@ -154,14 +155,14 @@ TRACE_CACHE_ENTRIES = 8
 
 
 @dataclass
-class Traced:
+class TracedNet:
     """A network traced for the feasibility check: the module, its input shape, its outputs
     (classes) and `search.space.trace_space`'s trace; or the error tracing it raised."""
 
     net: nn.Module | None = None
     input_shape: tuple[int, int, int] = (0, 0, 0)
     outputs: int = 0
-    trace: Any = None
+    trace: Trace | None = None
     error: Exception | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -174,18 +175,20 @@ class Traces:
 
     def __init__(self, entries: int = TRACE_CACHE_ENTRIES) -> None:
         self.entries = entries
-        self._cache: OrderedDict[Hashable, Traced] = OrderedDict()
+        self._cache: OrderedDict[Hashable, TracedNet] = OrderedDict()
         self._lock = threading.Lock()
 
     @contextmanager
-    def use(self, key: Hashable, build: Callable[[], tuple[nn.Module, tuple[int, int, int], int]]) -> Iterator[Traced]:
+    def use(
+        self, key: Hashable, build: Callable[[], tuple[nn.Module, tuple[int, int, int], int]]
+    ) -> Iterator[TracedNet]:
         """The traced network for `key` (built by `build`: module, input shape, outputs, then
         traced, on first use), held for this caller alone while the block runs; a failure to
         build or trace is kept too and raised again."""
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
-                entry = self._cache[key] = Traced()
+                entry = self._cache[key] = TracedNet()
                 while len(self._cache) > self.entries:
                     self._cache.popitem(last=False)
             self._cache.move_to_end(key)
@@ -252,7 +255,7 @@ def check_program(cfg: JobConfig) -> None:
         raise SpecError(f"model.upload: the program's channel groups cannot be traced: {first}") from exc
 
 
-def check_target(cfg: JobConfig, traced: Traced) -> None:
+def check_target(cfg: JobConfig, traced: TracedNet) -> None:
     """Refuse a target the smallest network the space's bounds allow cannot meet on the traced network."""
     from search.space import SearchSpace
 
