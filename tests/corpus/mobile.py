@@ -3,8 +3,6 @@ GhostNet, CSPNet and ConvNeXt, at 32 px with few channels."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -180,9 +178,9 @@ class ShuffleUnit(nn.Module):
     """ShuffleNetV2's unit (Ma et al. 2018): stride 1 splits the channels in two and convolves
     one half; stride 2 convolves both; the halves are concatenated and shuffled."""
 
-    def __init__(self, cin: int, cout: int, stride: int, shuffle: Callable = channel_shuffle) -> None:
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.stride, self.shuffle = stride, shuffle
+        self.stride = stride
         h = cout // 2
         if stride > 1:
             self.branch1 = nn.Sequential(conv_bn(cin, cin, 3, stride, groups=cin, act=None), conv_bn(cin, h, 1))
@@ -199,20 +197,19 @@ class ShuffleUnit(nn.Module):
             out = torch.cat((a, self.branch2(b)), 1)
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), 1)
-        return self.shuffle(out, 2)
+        return channel_shuffle(out, 2)
 
 
 class ShuffleNetV2(nn.Module):
-    """ShuffleNetV2 x0.5 at 32 px, channels / 2: three stages of units, 1x1 conv, classifier.
-    `shuffle` is the channel shuffle the units use (`torchvision_shuffle`: torchvision's)."""
+    """ShuffleNetV2 x0.5 at 32 px, channels / 2: three stages of units, 1x1 conv, classifier."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, shuffle: Callable = channel_shuffle) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         self.stem = conv_bn(in_channels, 12, 3)
         units, cin = [], 12
         for c, n in ((24, 2), (48, 2), (96, 2)):
             for i in range(n):
-                units.append(ShuffleUnit(cin, c, 2 if i == 0 else 1, shuffle))
+                units.append(ShuffleUnit(cin, c, 2 if i == 0 else 1))
                 cin = c
         self.stages = nn.Sequential(*units)
         self.conv5 = conv_bn(cin, 128, 1)
@@ -220,6 +217,74 @@ class ShuffleNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv5(self.stages(self.stem(x))))
+
+
+class TorchvisionShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 `InvertedResidual`, layer for layer (its stride-2 branch1 is a
+    depthwise conv, BN, 1x1 conv, BN, ReLU), with torchvision's channel shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        h = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, bias=False, groups=cin),
+                nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, h, 1, bias=False),
+                nn.BatchNorm2d(h),
+                nn.ReLU(inplace=True),
+            )
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(cin if stride > 1 else h, h, 1, bias=False),
+            nn.BatchNorm2d(h),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(h, h, 3, stride, 1, bias=False, groups=h),
+            nn.BatchNorm2d(h),
+            nn.Conv2d(h, h, 1, bias=False),
+            nn.BatchNorm2d(h),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return torchvision_shuffle(out, 2)
+
+
+class TorchvisionShuffleNetV2(nn.Module):
+    """torchvision's ShuffleNetV2 as its code is written (conv1, max pool, three stages of
+    `TorchvisionShuffleUnit`, 4, 8 and 4 units deep, conv5, global mean, fc), x0.5 widths / 2."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        widths = (12, 24, 48, 96, 256)
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        cin = widths[0]
+        stages = []
+        for cout, repeats in zip(widths[1:4], (4, 8, 4), strict=True):  # torchvision's depths
+            units = [TorchvisionShuffleUnit(cin, cout, 2)]
+            units += [TorchvisionShuffleUnit(cout, cout, 1) for _ in range(repeats - 1)]
+            stages.append(nn.Sequential(*units))
+            cin = cout
+        self.stage2, self.stage3, self.stage4 = stages
+        self.conv5 = nn.Sequential(
+            nn.Conv2d(cin, widths[4], 1, bias=False), nn.BatchNorm2d(widths[4]), nn.ReLU(inplace=True)
+        )
+        self.fc = nn.Linear(widths[4], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.conv1(x))
+        x = self.conv5(self.stage4(self.stage3(self.stage2(x))))
+        return self.fc(x.mean([2, 3]))
 
 
 class GhostModule(nn.Module):
