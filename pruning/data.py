@@ -119,12 +119,22 @@ def _find(root: Path, stem: str) -> Path:
     )
 
 
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+"""The IDX files of a Fashion-MNIST folder (each may be gzipped, `.gz`)."""
+
+
 def _fashion_mnist(input_size: int, seed: int, subset: int | None, root: Path | None = None) -> DataSplits:
     root = Path(root or FASHION_MNIST_DIR)
-    xtr = torch.from_numpy(_read_idx(_find(root, "train-images-idx3-ubyte")).copy()).float().unsqueeze(1) / 255.0
-    ytr = torch.from_numpy(_read_idx(_find(root, "train-labels-idx1-ubyte")).copy()).long()
-    xte = torch.from_numpy(_read_idx(_find(root, "t10k-images-idx3-ubyte")).copy()).float().unsqueeze(1) / 255.0
-    yte = torch.from_numpy(_read_idx(_find(root, "t10k-labels-idx1-ubyte")).copy()).long()
+    train_x, train_y, test_x, test_y = (_find(root, stem) for stem in FASHION_MNIST_FILES)
+    xtr = torch.from_numpy(_read_idx(train_x).copy()).float().unsqueeze(1) / 255.0
+    ytr = torch.from_numpy(_read_idx(train_y).copy()).long()
+    xte = torch.from_numpy(_read_idx(test_x).copy()).float().unsqueeze(1) / 255.0
+    yte = torch.from_numpy(_read_idx(test_y).copy()).long()
     return _from_arrays("fashion-mnist", xtr, ytr, xte, yte, 10, input_size, seed, subset)
 
 
@@ -175,29 +185,59 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise PruningError(f"refusing to unpickle {module}.{name} from a CIFAR-10 file")
 
 
-def _cifar10(path: Path, input_size: int, seed: int, subset: int | None) -> DataSplits:
+CIFAR10_BATCHES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+"""The batch files of a CIFAR-10 folder (`.bin` in the binary layout)."""
+
+
+def cifar10_layout(root: Path) -> tuple[str, Path]:
+    """The layout ("py" or "bin") of a CIFAR-10 folder and the folder holding its batches:
+    `root` itself or its `cifar-10-batches-py/` / `-bin/`. PruningError when no layout is
+    there in full (every batch file present)."""
+    for layout, suffix in (("py", ""), ("bin", ".bin")):
+        sub = root / f"cifar-10-batches-{layout}"
+        folder = sub if sub.is_dir() else root
+        if (folder / f"data_batch_1{suffix}").exists():
+            missing = [b + suffix for b in CIFAR10_BATCHES if not (folder / (b + suffix)).is_file()]
+            if missing:
+                raise PruningError(f"CIFAR-10 folder {folder} lacks {', '.join(missing)}")
+            return layout, folder
+    raise PruningError(f"no CIFAR-10 batches under {root} (expected cifar-10-batches-py/ or -bin/ layout)")
+
+
+def check_data_folder(name: str, path: str | Path) -> None:
+    """A quick look (file names only, nothing read) that the folder of a `name` data set holds
+    what its reader needs: PruningError naming what is missing. Image folders: `imagefolder_shape`."""
     root = Path(path)
-    py = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
-    binr = root / "cifar-10-batches-bin" if (root / "cifar-10-batches-bin").is_dir() else root
-    if (py / "data_batch_1").exists():
+    if not root.is_dir():
+        raise PruningError(f"{name} path {path} is not a folder")
+    if name == "cifar10":
+        cifar10_layout(root)
+    elif name == "fashion-mnist":
+        for stem in FASHION_MNIST_FILES:
+            _find(root, stem)
+    elif name == "imagefolder":
+        imagefolder_shape(root)
+
+
+def _cifar10(path: Path, input_size: int, seed: int, subset: int | None) -> DataSplits:
+    layout, folder = cifar10_layout(Path(path))
+    if layout == "py":
 
         def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-            with open(py / name, "rb") as f:
+            with open(folder / name, "rb") as f:
                 d = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
             return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"])
 
         parts = [load(f"data_batch_{i}") for i in range(1, 6)]
         test = load("test_batch")
-    elif (binr / "data_batch_1.bin").exists():
+    else:
 
         def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-            raw = np.fromfile(binr / name, dtype=np.uint8).reshape(-1, 3073)
+            raw = np.fromfile(folder / name, dtype=np.uint8).reshape(-1, 3073)
             return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].astype(np.int64)
 
         parts = [load(f"data_batch_{i}.bin") for i in range(1, 6)]
         test = load("test_batch.bin")
-    else:
-        raise PruningError(f"no CIFAR-10 batches under {root} (expected cifar-10-batches-py/ or -bin/ layout)")
     xtr = torch.from_numpy(np.concatenate([p[0] for p in parts])).float() / 255.0
     ytr = torch.from_numpy(np.concatenate([p[1] for p in parts])).long()
     xte = torch.from_numpy(test[0].copy()).float() / 255.0

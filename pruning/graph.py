@@ -140,6 +140,37 @@ class _Raw:
     problem: str | None = None
 
 
+UNMAPPED_RESHAPE = (
+    "its channels go through a reshape the graph cannot map (a channel shuffle written view(b, -1, h, w))"
+)
+"""Why a group is pinned when the trace cannot follow it and the network has such a reshape."""
+
+
+def _reshape_mapping_guarded() -> None:
+    """Let DepGraph leave unmapped a reshape whose channels it cannot relate to its input's
+    (it divides by a channel count it infers as 0: torchvision's channel shuffle, whose last
+    view is `x.view(batch, -1, h, w)`), instead of failing the whole trace. The groups through
+    such a reshape are then found to be a channel shuffle and pinned (`_describe`), as when
+    the view names its channels. Installed once, at import: the guard only differs from
+    DepGraph's own mapping where that raises."""
+    index_mapping = tp.dependency.index_mapping
+    update = index_mapping.update_reshape_index_mapping
+    if getattr(update, "guarded", False):
+        return
+
+    def guarded(graph: Any, node: Any) -> None:
+        try:
+            update(graph, node)
+        except ZeroDivisionError:  # nothing was mapped for this reshape (the division comes before any assignment)
+            graph.unmapped_reshapes = [*getattr(graph, "unmapped_reshapes", []), node]
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    index_mapping.update_reshape_index_mapping = guarded
+
+
+_reshape_mapping_guarded()
+
+
 class DependencyGraph:
     """Prunable channel groups of a model, traced with one forward on `example_inputs`."""
 
@@ -204,9 +235,12 @@ class DependencyGraph:
             name = self._names[m]
             try:
                 group = self.dg.get_pruning_group(m, fn, list(range(channels)))
-            except Exception as exc:  # noqa: BLE001 - e.g. DepGraph's reshape mapping divides by zero; pinned
+            except Exception as exc:  # noqa: BLE001 - e.g. through a reshape DepGraph could not map; pinned
                 visited.add(m)
-                raw.append(_Raw(m, name, channels, [name], problem=f"the graph cannot follow its channels ({exc})"))
+                why = f"the graph cannot follow its channels ({exc})"
+                if getattr(self.dg, "unmapped_reshapes", None):
+                    why = f"{UNMAPPED_RESHAPE} ({exc})"
+                raw.append(_Raw(m, name, channels, [name], problem=why))
                 continue
             outs = [dep.target.module for dep, _ in group if self.dg.is_out_channel_pruning_fn(dep.handler)]
             visited.update(outs)

@@ -191,17 +191,25 @@ def image_channels(files: Sequence[str | Path]) -> int:
 def imagefolder_shape(path: str | Path) -> tuple[int, int]:
     """`(in_channels, num_classes)` of an image folder from its training class folders and the
     headers of the first few images of each (`CHANNEL_SAMPLE` in all), without listing every
-    file: the reader and the checks at submit time both decide channels with it. A folder
-    without images counts as RGB (reading it fails later, with the reason)."""
+    file: the reader and the checks at submit time both decide channels with it. Refuses, as
+    `scan_imagefolder` would, fewer than two class folders or a training class without images."""
     root = Path(path)
     if not root.is_dir():
         raise PruningError(f"image folder {root} does not exist")
     splits = split_dirs(root)
     train_root = splits["train"] if splits else root
     dirs = _class_dirs(train_root)
-    per_class = max(1, CHANNEL_SAMPLE // max(1, len(dirs)))
-    files = [f for d in dirs for f in _images(d, per_class)]
-    return image_channels(files), len(dirs)
+    if len(dirs) < 2:
+        where = f"{train_root.name}/ of {root}" if splits else str(root)
+        raise PruningError(f"image folder {where} needs one sub-folder per class (found {len(dirs)})")
+    per_class = max(1, CHANNEL_SAMPLE // len(dirs))
+    sampled = {d.name: _images(d, per_class) for d in dirs}
+    empty = [name for name, files in sampled.items() if not files]
+    if len(empty) == len(dirs):
+        raise PruningError(f"no images under {root} (expected <class>/*.png|jpg or train/<class>/*)")
+    if empty:
+        raise PruningError(f"image folder {root}: class folder(s) {', '.join(empty)} hold no images")
+    return image_channels([f for files in sampled.values() for f in files]), len(dirs)
 
 
 # --- transforms (Pillow images in, tensors out) ---

@@ -168,7 +168,8 @@ class OneOf:
 
 def signature_schema(fn: Callable[..., Any], title: str, skip: Collection[str] = ()) -> type[BaseModel]:
     """A pydantic model of `fn`'s named parameters (but `self`, *args, **kwargs and `skip`):
-    each parameter's annotation, bounds included, and its default; unknown keys are refused.
+    each parameter's annotation, bounds included, and its default; unknown keys are refused,
+    and so are non-finite floats (a job spec stores options as JSON, which has none).
     The signature stays the one declaration, so the schema cannot drift from what `fn` takes."""
     fields: dict[str, Any] = {}
     code = getattr(fn, "__init__", fn) if isinstance(fn, type) else fn  # where the annotations were written
@@ -182,7 +183,7 @@ def signature_schema(fn: Callable[..., Any], title: str, skip: Collection[str] =
         elif isinstance(ann, str):  # postponed (`from __future__ import annotations`)
             ann = eval(ann, namespace)
         fields[p.name] = (ann, ... if p.default is p.empty else p.default)
-    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, title=title)
+    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, allow_inf_nan=False, title=title)
     return create_model(title.replace(" ", "_").replace("'", ""), __config__=config, **fields)
 
 

@@ -24,10 +24,10 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from pruning.cost import trace
+from pruning.cost import CostModel, trace
 from pruning.criteria import get_criterion
 from pruning.cut import Policy, channels_to_cut, group_kept, group_scores, prepare_criterion, prune, trial_pins
-from pruning.graph import ChannelGroup
+from pruning.graph import ChannelGroup, DependencyGraph
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.runtime import Runtime
 
@@ -40,8 +40,23 @@ Streams = Literal["search", "last", "whole"]
 STREAM_PIN = "a residual stream, kept whole (space.streams: {mode})"
 
 
+Traced = tuple[DependencyGraph, CostModel]
+"""What a `SearchSpace` starts from: the model's dependency graph (with the groups a trial cut
+shows cannot be cut pinned) and its cost model, at one input shape."""
+
+
+def trace_space(model: nn.Module, input_shape: Sequence[int]) -> Traced:
+    """Trace `model` at `input_shape` as a `SearchSpace` does (the slow part of building one):
+    computed once, it can be handed to spaces of the same model and input as `traced=`."""
+    shape = tuple(int(s) for s in input_shape[-3:])
+    graph, costs = trace(model, shape)
+    trial_pins(model, shape, graph)
+    return graph, costs
+
+
 class SearchSpace:
-    """Per-group rate bounds and resource accounting for `model` at `input_shape` (C, H, W)."""
+    """Per-group rate bounds and resource accounting for `model` at `input_shape` (C, H, W).
+    `traced` is `trace_space(model, input_shape)` when the caller has it already."""
 
     def __init__(
         self,
@@ -59,6 +74,7 @@ class SearchSpace:
         calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
         latency_table: LatencyTable | None = None,
         runtime: Runtime = "eager",
+        traced: Traced | None = None,
     ) -> None:
         if not 0.0 <= max_rate < 1.0:
             raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
@@ -72,10 +88,9 @@ class SearchSpace:
         self.min_channels, self.max_rate, self.prune_stem, self.round_to = min_channels, max_rate, prune_stem, round_to
         self.streams: Streams = streams
         self.criterion, self.calibration = criterion, calibration
-        self.graph, self.costs = trace(model, self.input_shape)
+        self.graph, self.costs = traced or trace_space(model, self.input_shape)
         self.groups: list[ChannelGroup] = self.graph.groups
         self.by_key = {g.key: g for g in self.groups}
-        trial_pins(model, self.input_shape, self.graph)
         self.engine_pins: dict[str, str] = self.graph.pinned
         self.pinned = {**self._pins(pinned), **dict.fromkeys(self.engine_pins, 0.0)}
         self.keys = [g.key for g in self.groups if g.key not in self.pinned and (prune_stem or not g.is_stem)]

@@ -8,6 +8,7 @@ ratios, larger ones absolute."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -33,6 +34,8 @@ class Target:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SearchError(f"unknown target {self.kind!r}; choose one of: {', '.join(KINDS)}")
+        if not math.isfinite(self.value):
+            raise SearchError(f"target {self.kind} must be a finite number, got {self.value}")
         if not self.value > 0:
             raise SearchError(f"target {self.kind} must be positive, got {self.value}")
         if not self.absolute and self.value > 1.0:

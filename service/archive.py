@@ -6,7 +6,8 @@ are written, each through a path built from checked parts under the destination.
 counted on the bytes actually decompressed, not on the headers, so a zip or gzip bomb stops at
 the limit; the file count is bounded too. Hidden files and `__MACOSX/` are skipped. The tree
 found (one wrapping folder is looked through) must be an image folder in either layout
-(`pruning.imagefolder`), and every image in it must decode, within a pixel limit."""
+(`pruning.imagefolder`), and every image in it must decode, within a pixel limit; files that
+are not images of the folder are not kept."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ from typing import IO, Any
 from pruning.errors import PruningError
 from pruning.imagefolder import SPLIT_NAMES, ImageFolderIndex, imagefolder_shape, scan_imagefolder
 
+from .text import excerpt
+
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 CHUNK = 1 << 20
 # What reading a broken, truncated or unsupported archive raises (OSError covers gzip's errors).
 MALFORMED = (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError)
+NAME_MAX = 255  # bytes of one file or folder name the file systems we run on hold
 TAR_HEADER_SLACK = 1024  # bytes of tar headers and padding allowed per member beyond its data
 
 
@@ -67,21 +71,25 @@ def archive_suffix(filename: str) -> str:
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
         if lower.endswith(suffix):
             return suffix
-    raise ArchiveError(f"file: must be a {', '.join(SUFFIXES)} archive, got {filename or 'no name'!r}")
+    raise ArchiveError(f"file: must be a {', '.join(SUFFIXES)} archive, got {excerpt(filename) or 'no name'!r}")
 
 
 def member_path(name: str) -> PurePosixPath | None:
     """The checked relative path of an archive member, None for one to skip (hidden files,
-    `__MACOSX/`, the root itself); ArchiveError for an unsafe name."""
+    `__MACOSX/`, the root itself); ArchiveError for an unsafe name or one the file system
+    cannot hold (a part over `NAME_MAX` bytes)."""
+    shown = repr(excerpt(name))
     if "\x00" in name or "\\" in name:
-        raise ArchiveError(f"unsafe archive member {name!r}: backslash or NUL in its name")
+        raise ArchiveError(f"unsafe archive member {shown}: backslash or NUL in its name")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise ArchiveError(f"unsafe archive member {name!r}: absolute path")
+        raise ArchiveError(f"unsafe archive member {shown}: absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ArchiveError(f"unsafe archive member {name!r}: '..' in its path")
+        raise ArchiveError(f"unsafe archive member {shown}: '..' in its path")
     if not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
         return None
+    if any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        raise ArchiveError(f"archive member {shown}: a name longer than {NAME_MAX} bytes")
     return PurePosixPath(*parts)
 
 
@@ -139,9 +147,9 @@ def _tar_members(archive: Path, limits: Limits, writer: _Writer) -> None:
             for m in tf:
                 rel = member_path(m.name)
                 if m.issym() or m.islnk():
-                    raise ArchiveError(f"unsafe archive member {m.name!r}: a link")
+                    raise ArchiveError(f"unsafe archive member {excerpt(m.name)!r}: a link")
                 if not (m.isdir() or m.isfile()):
-                    raise ArchiveError(f"unsafe archive member {m.name!r}: not a regular file or folder")
+                    raise ArchiveError(f"unsafe archive member {excerpt(m.name)!r}: not a regular file or folder")
                 if rel is None:
                     continue
                 if m.isdir():
@@ -149,7 +157,7 @@ def _tar_members(archive: Path, limits: Limits, writer: _Writer) -> None:
                     continue
                 src = tf.extractfile(m)
                 if src is None:
-                    raise ArchiveError(f"file: archive member {m.name!r} cannot be read")
+                    raise ArchiveError(f"file: archive member {excerpt(m.name)!r} cannot be read")
                 writer.file(rel, m.name, src)
 
 
@@ -159,9 +167,9 @@ def _zip_members(archive: Path, writer: _Writer) -> None:
             rel = member_path(info.filename)
             kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip names no file type
             if kind == stat.S_IFLNK:
-                raise ArchiveError(f"unsafe archive member {info.filename!r}: a link")
+                raise ArchiveError(f"unsafe archive member {excerpt(info.filename)!r}: a link")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise ArchiveError(f"unsafe archive member {info.filename!r}: not a regular file or folder")
+                raise ArchiveError(f"unsafe archive member {excerpt(info.filename)!r}: not a regular file or folder")
             if rel is None:
                 continue
             if info.is_dir():
@@ -175,6 +183,7 @@ def extract(archive: Path, suffix: str, dest: Path, limits: Limits) -> int:
     """Unpack `archive` into the empty folder `dest` (see the module docstring); returns the
     number of files written. ArchiveError on anything refused, the archive's fault or not."""
     writer = _Writer(dest, limits)
+    dest.mkdir(parents=True, exist_ok=True)  # the tree exists even when every member is skipped
     try:
         if suffix == ".zip":
             _zip_members(archive, writer)
@@ -210,7 +219,8 @@ def _all_images(index: ImageFolderIndex) -> Iterator[str]:
 
 
 def check_images(index: ImageFolderIndex, dest: Path, limits: Limits) -> None:
-    """Decode every image in full (ArchiveError naming the first that fails or is too large)."""
+    """Decode every image in full (ArchiveError naming the first that fails, or, 413, the first
+    over the pixel limit, whether its header says so or Pillow's decompression-bomb check does)."""
     from PIL import Image
 
     for path in _all_images(index):
@@ -225,15 +235,34 @@ def check_images(index: ImageFolderIndex, dest: Path, limits: Limits) -> None:
                 img.load()
         except ArchiveError:
             raise
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:  # a header claiming far more pixels than Pillow allows
+            raise ArchiveError(f"image {name} is over the {limits.max_image_pixels:,} pixel limit", 413) from exc
+        except (OSError, ValueError, SyntaxError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ArchiveError(f"image {name} does not decode ({first.replace(path, name)})") from exc
+
+
+def drop_unread(dest: Path, index: ImageFolderIndex) -> int:
+    """Remove every file under `dest` the image folder does not read (notes, scripts, files
+    beside the class folders), so only images are stored; returns how many were removed."""
+    kept = set(_all_images(index))
+    dropped = 0
+    for path in [p for p in dest.rglob("*") if p.is_file()]:
+        if str(path) not in kept:
+            path.unlink()
+            dropped += 1
+    return dropped
 
 
 def unpack_dataset(archive: Path, suffix: str, dest: Path, limits: Limits) -> DatasetFacts:
     """Extract an archive into `dest`, find its image folder and check it: the facts of the
     data set, or ArchiveError (the caller removes `dest`)."""
     extract(archive, suffix, dest, limits)
+    if not any(dest.iterdir()):  # empty, or every member skipped
+        raise ArchiveError(
+            "file: the archive holds no class folders (expected <class>/*.png or train/<class>/*; "
+            "hidden files and folders and __MACOSX/ are skipped)"
+        )
     root = tree_root(dest)
     try:
         index = scan_imagefolder(root)
@@ -242,6 +271,7 @@ def unpack_dataset(archive: Path, suffix: str, dest: Path, limits: Limits) -> Da
     except PruningError as exc:
         msg = str(exc).replace(f"{root}/", "").replace(str(root), "the archive").replace(str(dest), "the archive")
         raise ArchiveError(msg) from exc
+    drop_unread(dest, index)
     images = {"train": len(index.train)}
     images.update({k: len(v) for k, v in (("val", index.val), ("test", index.test)) if v is not None})
     return DatasetFacts(root, index.layout, index.classes, channels, images)

@@ -26,7 +26,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///DATA_DIR/secateurs.db")
     host: str = "127.0.0.1"
     port: int = 8000
-    max_upload_bytes: int = Field(200 * 1024 * 1024, description="largest accepted weights file")
+    max_upload_bytes: int = Field(
+        2 << 30, description="largest accepted weights file or .pt2 program (VGG-16 as a .pt2 is 528 MB)"
+    )
+    max_spec_bytes: int = Field(
+        1 << 20, ge=1024, description="largest accepted POST /v1/jobs body, the job spec (413 above)"
+    )
     max_dataset_upload_bytes: int = Field(1 << 30, description="largest accepted data set archive")
     max_dataset_bytes: int = Field(4 << 30, description="most bytes a data set archive may unpack to")
     max_dataset_files: int = Field(200_000, description="most files a data set archive may hold")

@@ -62,8 +62,13 @@ def choices() -> dict[str, Any]:
 
 @router.get("/static/{path:path}")
 def static_file(path: str) -> FileResponse:
-    """A file under `service/static/`; anything outside it (`..`, absolute paths) is a 404."""
-    target = (STATIC_DIR / path).resolve()
-    if not target.is_relative_to(STATIC_DIR) or not target.is_file():
+    """A file under `service/static/`; anything outside it (`..`, absolute paths) or that the
+    file system cannot take as a path (a NUL byte, a name over 255 bytes) is a 404."""
+    try:
+        target = (STATIC_DIR / path).resolve()
+        found = target.is_relative_to(STATIC_DIR) and target.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise HTTPException(status_code=404, detail="not found")
     return FileResponse(target, headers={"Cache-Control": "no-cache"})

@@ -178,6 +178,8 @@ class Scheduler:
                 artifacts=outcome.get("artifacts"),
                 scheduler=self.identity,
             )
+            if outcome.get("traceback"):  # users see the one-line error; the whole story is kept here
+                log.error("job %s failed: %s\n%s", run.job_id, outcome.get("error"), outcome["traceback"])
 
     def _enforce_cancels(self) -> None:
         import ray

@@ -5,23 +5,31 @@ allowed roots, and refuse an infeasible target up front with `search.space.Searc
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from torch import nn
 
-from pruning.data import DEFAULT_SIZES
+from pruning.data import DEFAULT_SIZES, check_data_folder
 from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
-from pruning.intake import intake_program
+from pruning.intake import Intake, intake_program
 from pruning.models import build_model
 from search.base import SearchError
+from search.space import Traced as Trace
 from workers.config import JobConfig
 from workers.network import check_program_data
 
 from .config import Settings
 from .store import Store
+from .text import excerpt
 
 # (in_channels, num_classes) of the sets whose shape is known without reading them
 KNOWN_SHAPES = {"digits": (1, 10), "fashion-mnist": (1, 10), "cifar10": (3, 10), "synthetic": (3, 10)}
@@ -35,25 +43,37 @@ class SpecError(ValueError):
     """A job spec that validates field by field but cannot run (one line for a 422)."""
 
 
-def check_data_path(path: str, roots: list[Path]) -> Path:
-    """Resolve a data path and require it to exist under one of the allowed roots."""
-    p = Path(path).expanduser().resolve()
-    if not any(p == r.resolve() or r.resolve() in p.parents for r in roots):
+def check_data_path(path: str, roots: list[Path], field: str = "data.path") -> Path:
+    """Resolve a data path and require it to exist under one of the allowed roots; a string
+    the file system cannot take as a path (a NUL byte, a part over 255 bytes) is refused too.
+    The ValueError names `field` and at most an excerpt of the path."""
+    shown = excerpt(path)
+    try:
+        p = Path(path).expanduser().resolve()
+        inside = any(p == r.resolve() or r.resolve() in p.parents for r in roots)
+        exists = inside and p.exists()
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, an embedded NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{field} {shown} is not a usable path ({reason.lower()})") from exc
+    if not inside:
         allowed = ", ".join(str(r) for r in roots) or "none configured (SECATEURS_ALLOWED_DATA_ROOTS)"
-        raise ValueError(f"data.path {path} is outside the allowed data roots ({allowed})")
-    if not p.exists():
-        raise ValueError(f"data.path {path} does not exist")
+        raise ValueError(f"{field} {shown} is outside the allowed data roots ({allowed})")
+    if not exists:
+        raise ValueError(f"{field} {shown} does not exist")
     return p
 
 
 def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
-    """(in_channels, num_classes, input_size) of a job's data, reading only folder names and a
-    few image headers (`pruning.imagefolder.imagefolder_shape`)."""
+    """(in_channels, num_classes, input_size) of a job's data, reading only folder and file
+    names and a few image headers (`imagefolder_shape`, `check_data_folder`): a folder that
+    holds nothing its reader can use is refused here rather than when the job runs."""
     size = cfg.data.input_size or DEFAULT_SIZES[cfg.data.name]
     if cfg.data.name == "imagefolder":
         assert cfg.data.path is not None
         channels, classes = imagefolder_shape(cfg.data.path)
         return channels, classes, size
+    if cfg.data.path:
+        check_data_folder(cfg.data.name, cfg.data.path)
     c, k = KNOWN_SHAPES[cfg.data.name]
     return c, k, size
 
@@ -94,9 +114,10 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         for key in PATH_OPTIONS:
             if options.get(key) is not None:
                 try:
-                    options[key] = str(check_data_path(str(options[key]), settings.allowed_data_roots))
+                    where = f"{section}.options.{key}"
+                    options[key] = str(check_data_path(str(options[key]), settings.allowed_data_roots, where))
                 except ValueError as exc:
-                    raise SpecError(f"{section}.options.{key}: {exc}") from exc
+                    raise SpecError(str(exc)) from exc
     if cfg.data.path:
         try:
             cfg.data.path = str(check_data_path(cfg.data.path, settings.allowed_data_roots))
@@ -110,7 +131,8 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
     try:
         shape = data_shape(cfg)
     except PruningError as exc:
-        raise SpecError(f"data: {exc}") from exc
+        where = "data.upload" if spec.data.upload is not None else "data.path" if cfg.data.path else "data"
+        raise SpecError(f"{where}: {exc}") from exc
     check_data_fits(cfg, shape[0], shape[1])
     check_feasible(cfg, shape)
     return cfg
@@ -128,39 +150,125 @@ def check_data_fits(cfg: JobConfig, channels: int, classes: int) -> None:
         raise SpecError(f"data: the images have {channels} channels, the model takes {want} (model.args.in_channels)")
 
 
+TRACE_CACHE_ENTRIES = 8
+"""Traced networks one server process keeps (`Traces`); each holds its network, weights included."""
+
+
+@dataclass
+class TracedNet:
+    """A network traced for the feasibility check: the module, its input shape, its outputs
+    (classes) and `search.space.trace_space`'s trace; or the error tracing it raised."""
+
+    net: nn.Module | None = None
+    input_shape: tuple[int, int, int] = (0, 0, 0)
+    outputs: int = 0
+    trace: Trace | None = None
+    error: Exception | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Traces:
+    """Traced networks by a key naming the architecture and its input (a zoo name, its
+    arguments and the input shape; an uploaded program's content hash), the most recent
+    `entries` kept. Tracing a large network takes seconds; checking a target on its trace takes
+    milliseconds, so a network is traced once (a program at upload) and each submit reuses it."""
+
+    def __init__(self, entries: int = TRACE_CACHE_ENTRIES) -> None:
+        self.entries = entries
+        self._cache: OrderedDict[Hashable, TracedNet] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def use(
+        self, key: Hashable, build: Callable[[], tuple[nn.Module, tuple[int, int, int], int]]
+    ) -> Iterator[TracedNet]:
+        """The traced network for `key` (built by `build`: module, input shape, outputs, then
+        traced, on first use), held for this caller alone while the block runs; a failure to
+        build or trace is kept too and raised again."""
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                entry = self._cache[key] = TracedNet()
+                while len(self._cache) > self.entries:
+                    self._cache.popitem(last=False)
+            self._cache.move_to_end(key)
+        with entry.lock:
+            if entry.net is None and entry.error is None:
+                from search.space import trace_space
+
+                try:
+                    entry.net, entry.input_shape, entry.outputs = build()
+                    entry.trace = trace_space(entry.net, entry.input_shape)
+                except Exception as exc:  # noqa: BLE001 - kept and raised again to every caller of this key
+                    entry.net, entry.error = None, exc
+            if entry.error is not None:
+                raise entry.error
+            yield entry
+
+
+TRACES = Traces()
+"""The process's traced networks (`Traces`)."""
+
+
+def program_key(path: str | Path) -> tuple[str, str]:
+    """The `TRACES` key of a stored program: its file name, the content's SHA-256."""
+    return ("program", Path(path).name)
+
+
+def warm_program(path: str | Path, intake: Intake) -> None:
+    """Trace an uploaded program now (at upload), so its jobs' submits find it traced; a
+    program that cannot be traced is remembered as such (its submits are refused with why)."""
+    try:
+        with TRACES.use(program_key(path), lambda: (intake.module, intake.input_shape, intake.num_outputs)):
+            pass
+    except Exception:  # noqa: BLE001 - the submit reports it, naming the field
+        pass
+
+
+def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], int]:
+    intake = intake_program(path)
+    return intake.module, intake.input_shape, intake.num_outputs
+
+
 def check_program(cfg: JobConfig) -> None:
     """An uploaded program's job: the data must fit the program's input and outputs (a refusal
     names both shapes) and, unless the target is a latency, the target must be feasible on the
-    converted network."""
+    converted network (traced once, `TRACES`)."""
     assert cfg.model.program is not None
+    program = cfg.model.program
     try:
-        intake = intake_program(cfg.model.program)
-        c, k, _ = data_shape(cfg)
-        size = cfg.data.input_size or intake.input_shape[1]
-        check_program_data(intake.input_shape, intake.num_outputs, (c, size, size), k, cfg.data.name)
-    except PruningError as exc:
-        raise SpecError(f"data: {exc}") from exc
-    if cfg.target["kind"] == "latency":
-        return
-    try:
-        check_target(cfg, intake.module, intake.input_shape)
-    except (TypeError, RuntimeError) as exc:
+        with TRACES.use(program_key(program), lambda: _intake(program)) as traced:
+            try:
+                c, k, _ = data_shape(cfg)
+                size = cfg.data.input_size or traced.input_shape[1]
+                check_program_data(traced.input_shape, traced.outputs, (c, size, size), k, cfg.data.name)
+            except PruningError as exc:
+                raise SpecError(f"data: {exc}") from exc
+            if cfg.target["kind"] != "latency":
+                check_target(cfg, traced)
+    except SpecError:
+        raise
+    except PruningError as exc:  # the program cannot be converted or traced (the engine says why)
+        raise SpecError(f"model.upload: {exc}") from exc
+    except Exception as exc:  # an engine error is a refusal in our words, not a 500
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError(f"model.upload: the program's channel groups cannot be traced: {first}") from exc
 
 
-def check_target(cfg: JobConfig, net: nn.Module, input_shape: tuple[int, int, int]) -> None:
-    """Refuse a target the smallest network the space's bounds allow cannot meet on `net`."""
+def check_target(cfg: JobConfig, traced: TracedNet) -> None:
+    """Refuse a target the smallest network the space's bounds allow cannot meet on the traced network."""
     from search.space import SearchSpace
 
+    assert traced.net is not None
     try:
         SearchSpace(
-            net,
-            input_shape,
+            traced.net,
+            traced.input_shape,
             cfg.target_spec,
             criterion=cfg.criterion,
             **cfg.space.model_dump(),
             runtime=cfg.runtime,
+            traced=traced.trace,
         )
     except (SearchError, PruningError) as exc:
         raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc
@@ -170,7 +278,8 @@ def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) ->
     """Refuse a target the smallest network the bounds allow cannot meet (latency targets are
     checked by the job itself: measuring the lookup table takes too long for a request).
     `shape` is the data's `data_shape` when known. An uploaded program is checked by
-    `check_program`."""
+    `check_program`. The network is traced once per architecture, arguments and input size
+    (`TRACES`)."""
     if cfg.model.program is not None:
         check_program(cfg)
         return
@@ -179,9 +288,12 @@ def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) ->
     c, k, size = shape or data_shape(cfg)
     args: dict[str, Any] = {"num_classes": k, "in_channels": c, "input_size": size, **cfg.model.args}
     zoo = cfg.model.zoo or ""
+    key = ("zoo", zoo, json.dumps(args, sort_keys=True, default=str), (c, size, size))
     try:
-        net = build_model(zoo, **args)
-        check_target(cfg, net, (c, size, size))
+        with TRACES.use(key, lambda: (build_model(zoo, **args), (c, size, size), k)) as traced:
+            check_target(cfg, traced)
+    except SpecError:
+        raise
     except PruningError as exc:
         raise SpecError(str(exc)) from exc
     except (TypeError, RuntimeError) as exc:

@@ -1,4 +1,4 @@
-"""The corpus (tests/corpus: 24 networks after the standard CNN families, 3x32x32) cut for real.
+"""The corpus (tests/corpus: 25 networks after the standard CNN families, 3x32x32) cut for real.
 
 For every network: the `uniform` and `global` strategies search a policy for half the FLOPs
 (in process, through `search.runner`, scored by a forward check instead of accuracy to stay

@@ -36,8 +36,8 @@ def server(tmp_path_factory):
         srv.stop()
 
 
-def _token(srv: ServerProcess, team: str) -> str:
-    out = srv.cli("token", "create", "--team", team)
+def _token(srv: ServerProcess, team: str, *flags: str) -> str:
+    out = srv.cli("token", "create", "--team", team, *flags)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip().splitlines()[-1]
     assert token.startswith("sct_")
@@ -130,9 +130,17 @@ def test_cancel_stops_a_running_job_within_seconds(server, weights):
 
 
 def test_failed_job_reports_a_clear_error(server, tmp_path):
-    folder = server.data_dir.parent / "datasets" / "empty"
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (16, 16), 3).save(png, "PNG")
+    folder = server.data_dir.parent / "datasets" / "truncated"
     for cls in ("a", "b"):
         (folder / cls).mkdir(parents=True)
+        for i in range(4):  # headers that read (so submit accepts them), pixels cut off (so the job fails)
+            (folder / cls / f"{i}.png").write_bytes(png.getvalue()[:45])
     client = Client(server.url, _token(server, "fail-team"))
     spec = tmp_path / "job.yaml"
     spec.write_text(
@@ -144,14 +152,16 @@ def test_failed_job_reports_a_clear_error(server, tmp_path):
     job = {"id": int(submitted.stdout.strip().splitlines()[-1])}
     watched = server.cli("watch", str(job["id"]), "--token", client.token, "--poll", "0.5")
     assert watched.returncode == 1
-    assert "no images" in watched.stderr
+    assert "truncated" in watched.stderr
     done = client.job(job["id"])
     assert done["status"] == "failed"
-    assert "no images" in done["error"]
+    assert "truncated" in done["error"]
     assert "\n" not in done["error"]
-    assert "Traceback" in done["traceback"]
+    assert done["traceback"] is None  # a team member sees the one line, not the server's files
+    admin = Client(server.url, _token(server, "fail-team", "--admin"))
+    assert "Traceback" in admin.job(job["id"])["traceback"]
     status = server.cli("status", str(job["id"]), "--token", client.token)
-    assert "no images" in status.stdout
+    assert "truncated" in status.stdout
 
 
 def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):

@@ -7,6 +7,7 @@ The minimal job is `{"model": {"zoo": "convnet"}, "data": {"name": "digits"},
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -37,10 +38,36 @@ RowId = Annotated[int, Field(ge=1, le=ID_MAX, json_schema_extra={"format": "int6
 integer (the REST paths use it too). An id no column holds is simply not found (404)."""
 
 
-class Section(BaseModel):
-    """A part of the job config; unknown keys are refused (a typo is an error, not a default)."""
+def non_finite(value: Any) -> str | None:
+    """Where the first non-finite number (infinity, NaN) in a JSON-like value is: "" for the
+    value itself, `key.0.key` inside dicts and lists; None when every number is finite."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        where = non_finite(item)
+        if where is not None:
+            return f"{key}.{where}" if where else str(key)
+    return None
 
-    model_config = ConfigDict(extra="forbid")
+
+class Section(BaseModel):
+    """A part of the job config; unknown keys are refused (a typo is an error, not a default),
+    and so is a non-finite number anywhere in it (JSON's 1e999, Infinity or NaN, or "inf"):
+    JSON cannot store one, so a job would be kept as something else than what was asked."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, v: Any, info: ValidationInfo) -> Any:
+        kind = cls.model_fields[info.field_name or ""].annotation
+        if isinstance(kind, type) and issubclass(kind, Section):
+            return v  # a section checks its own fields, so the error names the innermost one
+        where = non_finite(v)
+        if where is not None:
+            raise ValueError(f"{where + ': ' if where else ''}must be a finite number (not infinity or NaN)")
+        return v
 
 
 class ModelSpec(Section):

@@ -5,14 +5,20 @@ migrations applied at start, validation errors as one readable line plus the det
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from workers.config import JobConfig
 
 from .. import dashboard
 from ..config import Settings, get_settings
 from ..store import Store
-from . import conditional, datasets, health, jobs, meta, models
+from . import conditional, datasets, health, jobs, meta, methods, models
 from .errors import error_responses, validation_error
 from .limits import UploadLimit
 
@@ -54,7 +60,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = health.metrics_registry(store)
     app.exception_handler(RequestValidationError)(validation_error)  # typed per exception class, unlike add_...
     app.add_middleware(UploadLimit)  # counts upload bytes as they arrive
+    app.add_middleware(methods.Options)  # OPTIONS lists every method of a path
+    app.exception_handler(StarletteHTTPException)(methods.method_not_allowed)  # and so does a 405's Allow
     app.exception_handler(conditional.NotModified)(conditional.not_modified_handler)  # 304 for ETag polls
     for r in (health.router, meta.router, models.router, datasets.router, jobs.router, dashboard.router):
         app.include_router(r)
+    with_schemas(app, JobConfig)
     return app
+
+
+def with_schemas(app: FastAPI, *schemas: type[BaseModel]) -> None:
+    """Put `schemas` (and what they refer to) in the OpenAPI document's components: bodies an
+    endpoint reads itself (`jobs.SPEC_BODY`) are named there by `$ref`."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = build()
+            _, defs = models_json_schema(
+                [(m, "validation") for m in schemas], ref_template="#/components/schemas/{model}"
+            )
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ from ..store import Store, as_utc
 from ..store.tables import Dataset, Team
 from .deps import current_team, get_settings, get_store
 from .errors import error_responses
-from .models import _save_bounded
+from .models import _save_bounded, upload_name
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=error_responses(401, 422))
 
@@ -85,7 +85,7 @@ async def upload_dataset(
     settings: Settings = Depends(get_settings),
 ) -> DatasetOut:
     limit = settings.max_dataset_upload_bytes  # the body was counted on arrival (limits.UploadLimit)
-    name = Path(file.filename or "").name
+    name = upload_name(file)
     try:
         suffix = archive_suffix(name)
     except ArchiveError as exc:

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ..text import excerpt
+
 
 class FieldError(BaseModel):
     """One invalid input of a request."""
@@ -41,19 +43,36 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorOut, "description": MEANING[code]} for code in codes}
 
 
-def _where(loc: tuple[Any, ...]) -> str:
+MAX_ERRORS = 20
+"""Most invalid inputs one 422 lists (the count of the rest is given)."""
+
+MSG_CHARS = 400
+"""Most characters of one field's message (messages quote the input: an unknown key, a value)."""
+
+
+def _loc(loc: tuple[Any, ...]) -> list[str | int]:
+    return [p if isinstance(p, int) else excerpt(str(p)) for p in loc]
+
+
+def _where(loc: list[str | int]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     return ".".join(parts) or "body"
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with `detail` as one line naming each bad field and why, and the fields in `errors`."""
+    """422 with `detail` as one line naming each bad field and why, and the fields in `errors`:
+    at most `MAX_ERRORS` of them, each message and name cut to a bounded excerpt, so the
+    answer stays small whatever the size of the input."""
     lines, fields = [], []
-    for e in exc.errors():
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+    errors = list(exc.errors())
+    for e in errors[:MAX_ERRORS]:
+        msg = excerpt(str(e.get("msg", "invalid")).removeprefix("Value error, "), MSG_CHARS)
         if e.get("type") == "json_invalid":
-            msg = f"malformed JSON: {e.get('ctx', {}).get('error', msg)}"
-        lines.append(f"{_where(tuple(e.get('loc', ())))}: {msg}")
-        fields.append(FieldError(loc=list(e.get("loc", ())), msg=str(e.get("msg")), type=str(e.get("type"))))
+            msg = f"malformed JSON: {excerpt(str((e.get('ctx') or {}).get('error', msg)), MSG_CHARS)}"
+        loc = _loc(tuple(e.get("loc", ())))
+        lines.append(f"{_where(loc)}: {msg}")
+        fields.append(FieldError(loc=loc, msg=excerpt(str(e.get("msg")), MSG_CHARS), type=str(e.get("type"))))
+    if len(errors) > MAX_ERRORS:
+        lines.append(f"and {len(errors) - MAX_ERRORS} more")
     body = ErrorOut(detail="; ".join(lines), errors=fields)
     return JSONResponse(status_code=422, content=body.model_dump(mode="json"))

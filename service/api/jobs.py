@@ -4,14 +4,16 @@ job, its candidates and its events answer conditional GETs (ETag, 304; `conditio
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from workers.config import JobConfig, RowId
 
@@ -68,7 +70,9 @@ class JobOut(BaseModel):
 
 
 class JobDetail(JobOut):
-    traceback: str | None = None
+    traceback: str | None = Field(
+        None, description="a failed job's traceback, for admin tokens only (others see the one-line error)"
+    )
 
 
 class JobPage(BaseModel):
@@ -104,23 +108,55 @@ def _marks(store: Store, team: Team, job_id: int) -> tuple[int, int]:
     return marks
 
 
+def parse_spec(body: bytes) -> JobConfig:
+    """The job spec a request body holds, checked field by field; RequestValidationError (422)
+    as FastAPI raises for a body it validates. Called in the thread pool: a large spec takes a
+    while to parse and check, and the event loop must go on answering other requests."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        error = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        where = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", where), "msg": "JSON decode error", "ctx": {"error": error}}]
+        ) from None
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+SPEC_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobConfig"}}},
+    }
+}
+"""The submit route's body in the OpenAPI document: the endpoint reads the body itself
+(`parse_spec`), so the schema is declared here and put in the components by `app.openapi`."""
+
+
 @router.post(
     "",
     status_code=201,
     response_model=JobOut,
     summary="Submit a compression job",
     responses={
-        **error_responses(400),
+        **error_responses(400, 413),
         403: {"model": ErrorOut, "description": "a priority above the default from a token that is not an admin's"},
     },
+    openapi_extra=SPEC_BODY,
 )
 async def submit_job(
-    spec: JobConfig,
     request: Request,
     caller: Caller = Depends(current_caller),
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> JobOut:
+    """The body is a `JobConfig`, at most `SECATEURS_MAX_SPEC_BYTES` (413 above, `limits.UploadLimit`);
+    it is read only after the token is checked, and parsed and checked off the event loop."""
+    spec = await run_in_threadpool(parse_spec, await request.body())
     team = caller.team
     if spec.priority > DEFAULT_PRIORITY and not caller.admin:
         raise HTTPException(
@@ -161,11 +197,12 @@ def get_job(
     job_id: RowId,
     response: Response,
     if_none_match: IfNoneMatch = None,
-    team: Team = Depends(current_team),
+    caller: Caller = Depends(current_caller),
     store: Store = Depends(get_store),
 ) -> JobDetail:
-    job = _job(store, team, job_id)
-    detail = JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback)
+    job = _job(store, caller.team, job_id)
+    # A traceback names the server's files and code: admins see it (and the server log has it).
+    detail = JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback if caller.admin else None)
     conditional.check(response, if_none_match, conditional.body_etag(detail.model_dump_json()))
     return detail
 

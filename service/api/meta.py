@@ -7,16 +7,40 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from ..config import Settings
 from ..store.tables import Team
-from .deps import Caller, current_caller, current_team
+from .deps import Caller, current_caller, current_team, get_settings
 from .errors import error_responses
 
 router = APIRouter(prefix="/v1", tags=["meta"], responses=error_responses(401))
 
 
-@router.get("/me", summary="The team the token belongs to, and whether the token is an admin's")
-def me(caller: Caller = Depends(current_caller)) -> dict:
-    return {"team": caller.team.name, "id": caller.team.id, "admin": caller.admin}
+class Limits(BaseModel):
+    """The server's limits on what a client sends (413 above each), so it can check before sending."""
+
+    max_upload_bytes: int = Field(description="largest weights file or .pt2 program (POST /v1/models)")
+    max_dataset_upload_bytes: int = Field(description="largest data set archive (POST /v1/datasets)")
+    max_dataset_bytes: int = Field(description="most bytes a data set archive may unpack to")
+    max_dataset_files: int = Field(description="most files a data set archive may hold")
+    max_image_pixels: int = Field(description="largest image (width x height) in a data set archive")
+    max_spec_bytes: int = Field(description="largest job spec (POST /v1/jobs body)")
+
+
+class MeOut(BaseModel):
+    team: str
+    id: int
+    admin: bool
+    limits: Limits
+
+
+@router.get(
+    "/me",
+    response_model=MeOut,
+    summary="The team the token belongs to, whether the token is an admin's, and the server's size limits",
+)
+def me(caller: Caller = Depends(current_caller), settings: Settings = Depends(get_settings)) -> MeOut:
+    limits = Limits(**{name: getattr(settings, name) for name in Limits.model_fields})
+    return MeOut(team=caller.team.name, id=caller.team.id, admin=caller.admin, limits=limits)
 
 
 class Choice(BaseModel):

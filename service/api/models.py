@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from pruning.errors import PruningError
 from pruning.export import load_weights
-from pruning.intake import intake_program
+from pruning.intake import Intake, intake_program
 from pruning.models import MODELS, build_model
 from pruning.models.zoo import check_model_args
 from workers.config import RowId
@@ -26,6 +26,8 @@ from workers.config import RowId
 from ..config import Settings
 from ..store import Store, as_utc
 from ..store.tables import Model, Team
+from ..submit import warm_program
+from ..text import excerpt
 from .deps import current_team, get_settings, get_store
 from .errors import error_responses
 from .limits import too_large
@@ -80,13 +82,16 @@ def _check_args(zoo: str, args: dict[str, Any]) -> dict[str, Any]:
         raise HTTPException(422, f"args: {exc}") from exc
 
 
-def _validate_program(path: Path, max_bytes: int) -> dict[str, Any]:
-    """Convert and verify an uploaded `.pt2` (`pruning.intake`); its facts are stored as the
-    model's args: input shape (C, H, W), output shape and the layers converted."""
+def _validate_program(path: Path, max_bytes: int) -> Intake:
+    """Convert and verify an uploaded `.pt2` (`pruning.intake`)."""
     try:
-        intake = intake_program(path, max_bytes=4 * max_bytes)
+        return intake_program(path, max_bytes=4 * max_bytes)
     except PruningError as exc:
         raise HTTPException(422, f"file: {str(exc).replace(str(path), 'the uploaded file')}") from exc
+
+
+def program_facts(intake: Intake) -> dict[str, Any]:
+    """What is stored as an uploaded program's args: input shape (C, H, W), output shape and the layers converted."""
     return {"input_shape": list(intake.input_shape), "output_shape": list(intake.output_shape), "layers": intake.layers}
 
 
@@ -96,6 +101,22 @@ def _validate(zoo: str, args: dict[str, Any], path: Path) -> None:
     except (PruningError, TypeError, ValueError) as exc:
         msg = str(exc).replace(str(path), "the uploaded file")
         raise HTTPException(422, f"file: {msg}") from exc
+
+
+NAME_CHARS = 255
+"""Longest file name an upload may carry (the column that stores it holds this many)."""
+
+
+def upload_name(upload: UploadFile) -> str:
+    """The uploaded file's base name as stored: 422 for one longer than `NAME_CHARS` or with a
+    control character (a NUL byte, a newline), which neither a database column nor a one-line
+    message can hold."""
+    name = Path(upload.filename or "").name
+    if len(name) > NAME_CHARS:
+        raise HTTPException(422, f"file: its name is longer than {NAME_CHARS} characters ({excerpt(name)!r})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise HTTPException(422, f"file: its name holds a control character ({excerpt(name)!r})")
+    return name
 
 
 async def _save_bounded(upload: UploadFile, dest_dir: Path, suffix: str, limit: int) -> tuple[Path, int, str]:
@@ -134,10 +155,10 @@ async def upload_model(
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> ModelOut:
-    name = Path(file.filename or "").name
+    name = upload_name(file)
     suffix = Path(name).suffix.lower()
     if suffix not in SUFFIXES:
-        raise HTTPException(422, f"file: must be {', '.join(SUFFIXES)}, got {name or 'no name'!r}")
+        raise HTTPException(422, f"file: must be {', '.join(SUFFIXES)}, got {excerpt(name) or 'no name'!r}")
     program = suffix == PROGRAM_SUFFIX
     if program and (zoo or _parse_args(args)):
         raise HTTPException(422, "zoo: a .pt2 program carries its architecture and weights; give no zoo or args")
@@ -146,11 +167,13 @@ async def upload_model(
     parsed = {} if zoo is None else _check_args(zoo, _parse_args(args))
     team_dir = settings.data_dir / "uploads" / str(team.id)
     tmp, size, sha = await _save_bounded(file, team_dir, suffix, settings.max_upload_bytes)
+    intake: Intake | None = None
     try:
         if size == 0:
             raise HTTPException(422, "file: is empty")
         if zoo is None:
-            parsed = await run_in_threadpool(_validate_program, tmp, settings.max_upload_bytes)
+            intake = await run_in_threadpool(_validate_program, tmp, settings.max_upload_bytes)
+            parsed = program_facts(intake)
         else:
             await run_in_threadpool(_validate, zoo, parsed, tmp)
     except BaseException:
@@ -158,6 +181,8 @@ async def upload_model(
         raise
     final = team_dir / f"{sha}{suffix if suffix in ('.safetensors', PROGRAM_SUFFIX) else '.pt'}"
     os.replace(tmp, final)
+    if intake is not None:  # traced now, once, so a job's submit checks its target in milliseconds
+        await run_in_threadpool(warm_program, final, intake)
     m = store.add_model(team.id, zoo=zoo or "", args=parsed, filename=name, path=str(final), size=size, sha256=sha)
     return ModelOut.of(m)
 

@@ -30,6 +30,7 @@ from .mobile import (
     MobileNetV3,
     RegNet,
     ShuffleNetV2,
+    TorchvisionShuffleNetV2,
 )
 
 INPUT_SHAPE = (3, 32, 32)
@@ -75,6 +76,7 @@ CORPUS: dict[str, Entry] = {
     "regnetx_gw8": Entry("RegNetX (group width 8)", lambda: RegNet(group_width=8)),
     "regnety_gw16": Entry("RegNetY (group width 16, SE)", lambda: RegNet(group_width=16, se=True)),
     "shufflenet_v2": Entry("ShuffleNetV2 (channel shuffle)", ShuffleNetV2),
+    "shufflenet_v2_tv": Entry("ShuffleNetV2 (torchvision's code: view(b, -1, h, w))", TorchvisionShuffleNetV2),
     "ghostnet": Entry(
         "GhostNet (concat + slice)",
         GhostNet,

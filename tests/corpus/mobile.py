@@ -158,11 +158,20 @@ class RegNet(nn.Module):
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """ShuffleNet's channel shuffle, as torchvision writes it."""
+    """ShuffleNet's channel shuffle: view, transpose, view back with the channels named."""
     b, c, h, w = x.size()
     x = x.view(b, groups, c // groups, h, w)
     x = torch.transpose(x, 1, 2).contiguous()
     return x.view(b, c, h, w)
+
+
+def torchvision_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """The channel shuffle as torchvision writes it: the last view leaves the channels to `-1`."""
+    batchsize, num_channels, height, width = x.size()
+    channels_per_group = num_channels // groups
+    x = x.view(batchsize, groups, channels_per_group, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(batchsize, -1, height, width)
 
 
 class ShuffleUnit(nn.Module):
@@ -208,6 +217,74 @@ class ShuffleNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.conv5(self.stages(self.stem(x))))
+
+
+class TorchvisionShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 `InvertedResidual`, layer for layer (its stride-2 branch1 is a
+    depthwise conv, BN, 1x1 conv, BN, ReLU), with torchvision's channel shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        h = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, bias=False, groups=cin),
+                nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, h, 1, bias=False),
+                nn.BatchNorm2d(h),
+                nn.ReLU(inplace=True),
+            )
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(cin if stride > 1 else h, h, 1, bias=False),
+            nn.BatchNorm2d(h),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(h, h, 3, stride, 1, bias=False, groups=h),
+            nn.BatchNorm2d(h),
+            nn.Conv2d(h, h, 1, bias=False),
+            nn.BatchNorm2d(h),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return torchvision_shuffle(out, 2)
+
+
+class TorchvisionShuffleNetV2(nn.Module):
+    """torchvision's ShuffleNetV2 as its code is written (conv1, max pool, three stages of
+    `TorchvisionShuffleUnit`, 4, 8 and 4 units deep, conv5, global mean, fc), x0.5 widths / 2."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        widths = (12, 24, 48, 96, 256)
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        cin = widths[0]
+        stages = []
+        for cout, repeats in zip(widths[1:4], (4, 8, 4), strict=True):  # torchvision's depths
+            units = [TorchvisionShuffleUnit(cin, cout, 2)]
+            units += [TorchvisionShuffleUnit(cout, cout, 1) for _ in range(repeats - 1)]
+            stages.append(nn.Sequential(*units))
+            cin = cout
+        self.stage2, self.stage3, self.stage4 = stages
+        self.conv5 = nn.Sequential(
+            nn.Conv2d(cin, widths[4], 1, bias=False), nn.BatchNorm2d(widths[4]), nn.ReLU(inplace=True)
+        )
+        self.fc = nn.Linear(widths[4], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.conv1(x))
+        x = self.conv5(self.stage4(self.stage3(self.stage2(x))))
+        return self.fc(x.mean([2, 3]))
 
 
 class GhostModule(nn.Module):
