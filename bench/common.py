@@ -10,6 +10,8 @@ import hashlib
 import importlib
 import json
 import math
+import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -168,15 +170,37 @@ def git_commit() -> dict[str, object]:
     }
 
 
+def machine() -> dict[str, object]:
+    """What decides the arithmetic besides the code: torch's version and CPU kernel level, the
+    CPU (model and its vector extensions: oneDNN and MKL pick kernels by them, and their sums
+    round differently) and the CPU count."""
+    cpu: dict[str, str] = {}
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.exists() else []:
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "model", "flags") and key.strip() not in cpu:
+            cpu[key.strip()] = value.strip()
+    flags = sorted(f for f in cpu.get("flags", "").split() if f.startswith(("avx", "amx", "fma")))
+    return {
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu.get("model name", platform.processor()),
+        "cpu_model": cpu.get("model"),
+        "cpu_vector_flags": flags,
+        "cpus": os.cpu_count(),
+    }
+
+
 def this_call(module: str, argv: Sequence[str] | None) -> dict[str, object]:
     """One entry of a results file's `calls`: the command (as `python -m` runs it), its
-    arguments, the UTC time it started and the git commit it ran from."""
+    arguments, the UTC time it started, the git commit it ran from and the machine."""
     args = list(sys.argv[1:] if argv is None else argv)
     return {
         "command": shlex.join(["python", "-m", module, *args]),
         "argv": args,
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **git_commit(),
+        "machine": machine(),
     }
 
 
