@@ -16,9 +16,10 @@ against the same for plain validation without recalibration.
 Writes --out/results.json (the rows, the correlation, the base weights and their SHA-256, and
 `calls`: the call that wrote it) and --out/results.md.
 
-Reproducible: the same command gives the same numbers on the same kind of machine (a fixed
-`--threads`, deterministic kernels, every row re-seeded from its own seed, the trained model
-cached in --out by a hash of model, data, training settings and seed).
+Reproducible: the same command gives the same numbers on the same machine (a fixed `--threads`,
+deterministic kernels, every row re-seeded from its own seed, the trained model cached in --out
+by a hash of model, data, training settings and seed); another CPU model picks other kernels and
+can move a row's accuracy (`bench/variation.py` measures how far).
 """
 
 from __future__ import annotations
