@@ -15,7 +15,8 @@ committed figure moves when someone re-runs it. Run by hand; not part of the sui
     python -m bench.variation --variants "threads 2" --resume
 
 Writes `--results`: one row per variant and method (the `bench.hard` row, the variant's
-settings and the exact command), a Markdown table, and `calls`.
+settings and the exact command), a Markdown table (each variant's accuracy and the spread,
+max - min) and `calls`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -55,17 +55,17 @@ def hard_command(args: argparse.Namespace, threads: int, results: Path, out: Pat
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    """Per method: each variant's test accuracy, and the spread (max - min, std) over variants."""
+    """Per method: each variant's test accuracy and the spread over the variants (max - min; a
+    repeat of one setting adds nothing to it, where a std would count that setting twice)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     by = {(r["method"], r["variant"]): r["accuracy"] for r in rows}
     cells = []
     for m in methods:
         accs = [by[m, v] for v in variants if (m, v) in by]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        spread = [f"{max(accs) - min(accs):.4f}", f"{std:.4f}"]
-        cells.append([m, *(f"{by[m, v]:.4f}" if (m, v) in by else "-" for v in variants), *spread])
-    return markdown_table(["method", *variants, "max - min", "std"], cells) + "\n"
+        each = (f"{by[m, v]:.4f}" if (m, v) in by else "-" for v in variants)
+        cells.append([m, *each, f"{max(accs) - min(accs):.4f}"])
+    return markdown_table(["method", *variants, "max - min"], cells) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
