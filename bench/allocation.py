@@ -5,7 +5,10 @@ job reports (`bench/hard.py --out`, default runs/bench-hard) and, with `--fastna
 ModelOpt's FastNAS cut of the same base model (needs scripts/install-peers.sh, PYTHONPATH=.peers).
 Run by hand; not part of the suite.
 
-    PYTHONPATH=.peers python bench/allocation.py --fastnas
+    PYTHONPATH=.:.peers python -m bench.allocation --fastnas
+
+Writes --results with `calls` (the call that wrote it) and, with --fastnas, the base weights'
+SHA-256.
 """
 
 from __future__ import annotations
@@ -13,15 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import sha256_file, this_call, write_results
 
 
 def stream_layers(model: nn.Module, shape: tuple[int, ...]) -> set[str]:
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             if report.exists():
                 result[f"{row} seed {seed}"] = stages(json.loads(report.read_text())["layer_channels"], streams)
     if args.fastnas:
-        import peers
-
+        from bench import peers
         from pruning.data import load_dataset
 
         torch.set_num_threads(1)
@@ -77,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         kept = {n: [m.out_channels, original[n]] for n, m in cut.named_modules() if isinstance(m, nn.Conv2d)}
         result["fastnas"] = stages(kept, streams)
         result["fastnas layers"] = kept
-    Path(args.results).write_text(json.dumps(result, indent=1))
+        result["base_files"] = {"resnet56": {"path": args.weights, "sha256": sha256_file(args.weights)}}
+    write_results(args.results, result, [this_call("bench.allocation", argv)])
     for name, row in result.items():
-        if name != "fastnas layers":
+        if name not in ("fastnas layers", "base_files"):
             print(name, row)
     return 0
 

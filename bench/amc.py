@@ -1,6 +1,6 @@
 """AMC and MetaPruning against uniform on ResNet-20 / digits (16 px) at a FLOPs target, over seeds.
 
-Run by hand:  .venv/bin/python bench/amc.py [--target flops=0.5] [--seeds 0 1 2] [--episodes 60] [--warmup 15]
+Run by hand:  python -m bench.amc [--target flops=0.5] [--seeds 0 1 2] [--episodes 60] [--warmup 15]
               [--rllib ppo] [--train-epochs 10] [--finetune-epochs 2] [--json out.json] [--plot rewards.png]
 
 Per seed s: train ResNet-20 (seed s); the uniform baseline is the bisected uniform rate at the
@@ -22,14 +22,14 @@ trains its PruningNet and runs its evolutionary search. Reported on the test spl
   among them says how much room there is.
 Every "after fine-tune" figure is the mean over `--finetune-seeds` fine-tunes of the policy
 (one image of the 359-image test split is 0.28 points; one fine-tune's seed moves a policy by
-about that much).
+about that much). `--json` writes {"seeds": [...], "calls": [the call that wrote it]}; each
+seed's base model is trained once and cached in runs/bench-amc.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -38,13 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pruning import build_model
+from bench.common import ROOT, base_model, eval_context, markdown_table, spearman, this_call, write_results
 from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, load_dataset
 from pruning.train import TrainConfig, evaluate, train
-from search.evaluators import EvalContext, make_evaluator
+from search.evaluators import make_evaluator
 from search.registry import make_strategy
 from search.runner import run_search
 from search.space import SearchSpace, bisect_scalar
@@ -52,14 +50,13 @@ from search.strategies.amc.reconstruct import prune_and_reconstruct
 from search.strategies.metapruning import random_kept
 
 SHAPE = (1, 16, 16)
+BASES = ROOT / "runs" / "bench-amc"
+"""Where each seed's trained ResNet-20 is cached (by its training key)."""
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties; 0 when either side is constant)."""
-    from scipy.stats import spearmanr
-
-    rho = float(spearmanr(a, b).statistic)
-    return 0.0 if math.isnan(rho) else rho
+def rho(value: float | None) -> str:
+    """A Spearman rho for the text ("undefined" where `bench.common.spearman` gives None)."""
+    return "undefined" if value is None else f"{value:.2f}"
 
 
 def finetuned(model, space, policy, data, calib, epochs: float, seed: int, repeats: int = 1) -> float:
@@ -133,13 +130,12 @@ def run_amc(space, ctx, seed: int, episodes: int, warmup: int, agent: str) -> tu
 def bench_seed(seed: int, args: argparse.Namespace) -> dict:
     """Every number of the table for one seed."""
     data = load_dataset("digits", input_size=16, seed=0)
-    torch.manual_seed(seed)
-    model = build_model("resnet20", num_classes=10, in_channels=1)
-    train(model, data.train, TrainConfig(epochs=args.train_epochs, lr=0.05, seed=seed), device="cpu")
-    model.eval()
+    facts = {"name": "digits", "input_size": 16, "subset": None, "split_seed": 0}
+    tcfg = TrainConfig(epochs=args.train_epochs, lr=0.05, seed=seed)
+    model = base_model("resnet20", data, tcfg, facts, BASES).model
     calib = calibration_batches(data.train, 4, 64, seed=seed)
     space = SearchSpace(model, SHAPE, args.target, calibration=calib)
-    ctx = EvalContext(model, data, SHAPE, calibration=calib, space=space, seed=seed)
+    ctx = eval_context(model, data, space, calib, seed)
     out: dict = {"seed": seed, "base_test": evaluate(model, data.test)}
 
     uniform = make_strategy("uniform", space, seed=seed).policy
@@ -252,10 +248,7 @@ def table(results: list[dict]) -> str:
         seeds = f" ({' / '.join(f'{v:.4f}' for v in vals)})" if per_seed and len(vals) > 1 else ""
         return f"{statistics.mean(vals):.4f}{seeds}"
 
-    rows = [
-        "| method | FLOPs ratio | test acc. after LS reconstruction | test acc. after fine-tune (per seed) |",
-        "|---|---|---|---|",
-    ]
+    rows = []
     for key, label in (
         ("uniform", "uniform (L1)"),
         ("amc", "AMC, DDPG"),
@@ -264,13 +257,13 @@ def table(results: list[dict]) -> str:
     ):
         if any(key in r for r in results):
             rows.append(
-                f"| {label} | {mean(key, 'flops_ratio')} | {mean(key, 'reconstructed')} | "
-                f"{mean(key, 'finetuned', per_seed=True)} |"
+                [label, mean(key, "flops_ratio"), mean(key, "reconstructed"), mean(key, "finetuned", per_seed=True)]
             )
-    return "\n".join(rows)
+    header = ["method", "FLOPs ratio", "test acc. after LS reconstruction", "test acc. after fine-tune (per seed)"]
+    return markdown_table(header, rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write JSON and the reward plot if asked."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
@@ -295,14 +288,18 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--replot", type=Path, default=None, help="print the table and plot from an earlier --json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = json.loads(args.replot.read_text()) if args.replot else []
+    results: list[dict] = []
+    if args.replot:  # a file of this form, or of the older one (the list of seeds alone)
+        saved = json.loads(args.replot.read_text())
+        results = saved["seeds"] if isinstance(saved, dict) else saved
+    calls = [this_call("bench.amc", argv)]
     for seed in [] if args.replot else args.seeds:
         results.append(bench_seed(seed, args))
         print(json.dumps(results[-1], default=str)[:2000], file=sys.stderr, flush=True)
         if args.json:
-            args.json.write_text(json.dumps(results, indent=1, default=str))
+            write_results(args.json, {"seeds": results}, calls)
     print(table(results))
     for r in results:
         line = f"seed {r['seed']}: base {r['base_test']:.4f}"
@@ -314,12 +311,12 @@ def main() -> int:
             m = r["metapruning"]
             line += (
                 f"; MetaPruning evolution best {m['evolution_best']:.4f} vs random best {m['random_best']:.4f} "
-                f"({m['candidates']} each), Spearman {m['spearman']}"
+                f"({m['candidates']} each), Spearman {rho(m['spearman'])}"
             )
         if "proxy_check" in r:
             c = r["proxy_check"]
             line += (
-                f"; proxy check over {c['policies']} near-budget policies: Spearman {c['spearman']:.2f}, "
+                f"; proxy check over {c['policies']} near-budget policies: Spearman {rho(c['spearman'])}, "
                 f"uniform ranks {c['uniform_rank']} (fine-tuned max {c['finetuned_max']:.4f}, "
                 f"median {c['finetuned_median']:.4f})"
             )

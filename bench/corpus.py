@@ -1,6 +1,6 @@
 """The corpus (tests/corpus) cut to half its FLOPs: groups, groups pinned, FLOPs, params and CPU latency.
 
-Run by hand:  .venv/bin/python bench/corpus.py [--names resnext convnext] [--threads 1]
+Run by hand:  python -m bench.corpus [--names resnext convnext] [--threads 1]
               [--rounds 5 --repeats 20] [--out bench/results/corpus.json]
 
 Each network (3x32x32 inputs, 10 outputs, seeded weights) gets a search space for half its
@@ -16,7 +16,6 @@ rows). Prints one Markdown row per network and writes every row as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,20 +23,15 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from corpus import CORPUS, INPUT_SHAPE, build, search_cut, target  # the corpus lives with the tests
-
+from bench.common import RESULTS, this_call, write_results
 from pruning.measure import count_flops, count_params
 from pruning.runtime import prepare, time_forward
 from search.space import SearchSpace
+from tests.corpus import CORPUS, INPUT_SHAPE, build, search_cut, target  # the corpus lives with the tests
 
 STRATEGIES = ("uniform", "global")
 
@@ -103,7 +97,7 @@ def bench_network(name: str, rounds: int, repeats: int, clock: str) -> dict[str,
     return row
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the rows as JSON (--out)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--names", nargs="*", default=list(CORPUS))
@@ -111,8 +105,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="the table's latency clock")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "corpus.json"))
-    args = ap.parse_args()
+    ap.add_argument("--out", default=str(RESULTS / "corpus.json"))
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     load = os.getloadavg()[0]
@@ -137,7 +131,8 @@ def main() -> int:
     cut_all = sum(r["pinned"] == 0 for r in rows)
     print(f"\n{cut_all} of {len(rows)} networks cut with no group pinned; {len(rows)} of {len(rows)} cut and checked")
     if args.out:
-        Path(args.out).write_text(json.dumps({"config": vars(args), "load_average": load, "rows": rows}, indent=1))
+        record = {"config": vars(args), "load_average": load, "rows": rows}
+        write_results(args.out, record, [this_call("bench.corpus", argv)])
     return 0
 
 

@@ -12,10 +12,11 @@ reported against the steps it actually ran. Per budget and strategy, three ways:
 - and once per strategy, the old fixed-length fine-tune (`pruning.train.train`, lr 0.01,
   `--epochs-baselines` epochs, last weights), the behaviour before `finetune` existed.
 
-    python bench/finetune_budget.py                                  # digits, resnet20, 40% FLOPs
-    python bench/finetune_budget.py --data fashion-mnist --subset 10000 --budgets 200,1000,3000
+    python -m bench.finetune_budget                                  # digits, resnet20, 40% FLOPs
+    python -m bench.finetune_budget --data fashion-mnist --subset 10000 --budgets 200,1000,3000
 
-Writes the rows and a Markdown table as JSON (`--out`) and the plot (`--plot`); docs/finetune.md.
+Writes the rows, a Markdown table, the base weights' SHA-256 and `calls` (the call that wrote it)
+as JSON (`--out`) and the plot (`--plot`); docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -31,17 +32,22 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from bench.common import (
+    RESULTS,
+    ROOT,
+    base_model,
+    default_evaluator,
+    eval_context,
+    input_shape,
+    markdown_table,
+    this_call,
+    write_results,
+)
 from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, dataset_size, load_dataset
 from pruning.device import get_device
-from pruning.export import load_weights, save_weights
-from pruning.models import build_model
-from pruning.train import FinetuneConfig, TrainConfig, evaluate, finetune, seed_everything, train
-from search.evaluators import EvalContext, make_evaluator
-from search.registry import make_strategy, strategy_class
+from pruning.train import FinetuneConfig, TrainConfig, evaluate, finetune, train
+from search.registry import make_strategy
 from search.runner import run_search
 from search.space import SearchSpace
 
@@ -74,11 +80,10 @@ def search_policy(
     if cache is not None and cache.exists():
         saved = json.loads(cache.read_text())
         return saved["policy"], space, calib, {**saved["info"], "cached": True}
-    ctx = EvalContext(
-        model=model, data=data, input_shape=shape, calibration=calib, space=space, seed=seed, device=device
+    ev = default_evaluator(
+        name, eval_context(model, data, space, calib, seed, device), {"finetune": {"steps": eval_steps}}
     )
-    ev_name = getattr(strategy_class(name), "default_evaluator", None) or "adaptive-bn"
-    ev = make_evaluator(ev_name, ctx, **({"steps": eval_steps} if ev_name == "finetune" else {}))
+    ev_name = ev.name
     outcome = run_search(make_strategy(name, space, seed=seed), ev)
     best = outcome.best
     if best is None:
@@ -136,24 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     modes = set(args.modes.split(","))
     tag = f"{args.model}-{args.data.split(':')[0]}-{args.input_size}px-{args.subset or 'all'}-{args.train_epochs:g}ep"
     cache_dir = ROOT / "runs" / "finetune-budget"
-    out = Path(args.out or ROOT / "bench" / "results" / f"finetune-budget-{args.data.split(':')[0]}.json")
+    out = Path(args.out or RESULTS / f"finetune-budget-{args.data.split(':')[0]}.json")
     plot = args.plot
     if plot is None and args.data == "digits":
         plot = str(ROOT / "docs" / "finetune-budget.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.data, input_size=args.input_size, subset=args.subset, seed=0)
-    shape = (data.in_channels, data.input_size, data.input_size)
-    seed_everything(0)
-    args_model = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
-    model = build_model(args.model, **args_model).to(device)
-    weights = Path(args.weights) if args.weights else cache_dir / f"{tag}-base.safetensors"
-    if weights.exists():
-        load_weights(model, weights)
-    else:
-        train(model, data.train, TrainConfig(epochs=args.train_epochs, lr=args.train_lr, seed=0), device=device)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(model, weights)
-    model.to(device).eval()
+    shape = input_shape(data)
+    facts = {"name": args.data, "input_size": data.input_size, "subset": args.subset, "split_seed": 0}
+    tcfg = TrainConfig(epochs=args.train_epochs, lr=args.train_lr, seed=0)
+    base = base_model(args.model, data, tcfg, facts, cache_dir, device, args.weights)
+    model = base.model
     base_acc = evaluate(model, data.test)
     defaults = FinetuneConfig()
     if args.lr is not None:
@@ -162,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         defaults = replace(defaults, schedule=args.schedule)
     steps_per_epoch = -(-dataset_size(data.train) // defaults.batch_size)
     target = f"flops={args.target_flops:g}"
-    info = {"base_accuracy": base_acc, "train_images": dataset_size(data.train), "steps_per_epoch": steps_per_epoch}
+    info = {
+        "base_accuracy": base_acc,
+        "base_sha256": base.sha256,
+        "train_images": dataset_size(data.train),
+        "steps_per_epoch": steps_per_epoch,
+    }
     print(json.dumps(info), file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "table": table,
     }
-    out.write_text(json.dumps(result, indent=1, default=str))
+    write_results(out, result, [this_call("bench.finetune_budget", argv)])
     print(table)
     if plot:
         draw(rows, base_acc, args, Path(plot))
@@ -255,12 +258,7 @@ def render(
         f"{base_acc:.4f}), cut to {args.target_flops:.0%} FLOPs; {steps_per_epoch} steps per epoch; seeds "
         f"{args.seeds}; fine-tune lr {defaults.lr}, patience {defaults.patience}, schedule {defaults.schedule}."
     )
-    lines = [
-        head,
-        "",
-        "| strategy | fine-tune | test accuracy | steps run |",
-        "|---|---|---|---|",
-    ]
+    cells = []
     groups: dict[tuple[str, str, float], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["strategy"], r["mode"], r["budget"]), []).append(r)
@@ -272,8 +270,9 @@ def render(
     for (strategy, mode, budget), rs in groups.items():
         acc, std = _mean_std([r["test"] for r in rs])
         steps = _mean_std([float(r["steps"]) for r in rs])[0]
-        lines.append(f"| {strategy} | {label[mode].format(b=budget)} | {acc:.4f} ± {std:.4f} | {steps:.0f} |")
-    return "\n".join(lines) + "\n"
+        cells.append([strategy, label[mode].format(b=budget), f"{acc:.4f} ± {std:.4f}", f"{steps:.0f}"])
+    header = ["strategy", "fine-tune", "test accuracy (mean ± std)", "steps run"]
+    return f"{head}\n\n{markdown_table(header, cells)}\n"
 
 
 def draw(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace, path: Path) -> None:

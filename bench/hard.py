@@ -8,18 +8,20 @@ onto the same FLOPs budget and fine-tuned by the same routine (`pruning.train.fi
 same total epochs. Test accuracy, mean ± std over seeds.
 
     # the setting sized for the 2-core machine (Fashion-MNIST, 10,000 training images, 16 px)
-    python bench/hard.py
+    python -m bench.hard
     # the latency target (Secateurs rows only: the peers cut onto FLOPs)
-    python bench/hard.py --targets latency=0.75 --runtime onnxruntime --peers
-    # the full setting (all 55,000 images at 28 px, more fine-tune) on a bigger machine or a GPU
-    python bench/hard.py --subset 0 --input-size 28 --train-epochs 30 --finetune-epochs 10 --device cuda
+    python -m bench.hard --targets latency=0.75 --runtime onnxruntime --peers
+    # the full setting on a bigger machine or a GPU: all 55,000 images at 28 px, the base models
+    # trained 30 epochs, every row fine-tuned 10 epochs
+    python -m bench.hard --subset 0 --input-size 28 --train-epochs 30 --finetune-epochs 10 --device cuda
     # the AMC study's test: 16 random sub-nets, each evaluator's score against the accuracy after
     # the whole fine-tune (no rows; the fine-tune's own noise and the unpruned ceiling beside it)
-    python bench/hard.py --models resnet56 --targets flops=0.2 flops=0.1 --seeds 0 --correlation 16
+    python -m bench.hard --models resnet56 --targets flops=0.2 flops=0.1 --seeds 0 --correlation 16
     # ModelOpt's row needs scripts/install-peers.sh, then PYTHONPATH=.peers
-    PYTHONPATH=.peers python bench/hard.py --peers tp-global tp-groupnorm fastnas
+    PYTHONPATH=.:.peers python -m bench.hard --peers tp-global tp-groupnorm fastnas
 
-Writes bench/results/hard-*.json (every row, with the config and the load average), a Markdown
+Writes bench/results/hard-*.json (every row, the config, the load average, the base weights'
+SHA-256 and `calls`: every call that wrote rows into it, `--resume` calls appended), a Markdown
 table and a plot of accuracy against FLOPs kept (one line per method); `--draw A.json B.json`
 draws several runs (one panel per model) into `--plot`.
 """
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import statistics
@@ -40,19 +41,26 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import peers
-
+from bench import peers
+from bench.common import (
+    BASES,
+    RESULTS,
+    base_model,
+    input_shape,
+    markdown_table,
+    model_args,
+    previous_calls,
+    spearman,
+    this_call,
+    write_results,
+)
 from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, dataset_size, load_dataset
 from pruning.device import get_device
-from pruning.export import load_weights, save_weights
+from pruning.export import load_weights
 from pruning.measure import count_flops
 from pruning.models import build_model
-from pruning.train import FinetuneConfig, TrainConfig, evaluate, finetune, make_reproducible, train
+from pruning.train import FinetuneConfig, TrainConfig, evaluate, finetune, make_reproducible
 from workers.pipeline import run_pipeline
 
 # Distillation weight of the "+ KD" rows (the final fine-tune's loss: (1 - a) CE + a KL to the base model).
@@ -111,7 +119,7 @@ ROWS["eagleeye + ASHA, streams last, inner to 5%"] = {
 # FastNAS's allocation of resnet56 at 20% FLOPs (bench/allocation.py) run through our cut (L1) and
 # fine-tune: every group pinned at the rate FastNAS's cut keeps, but layer1.0.conv1, which uniform
 # sizes to the budget (the pins alone keep 19.8%). Tells FastNAS's allocation from the rest of it.
-ALLOCATION = ROOT / "bench" / "results" / "allocation-resnet56-fashion-mnist-16px-flops20.json"
+ALLOCATION = RESULTS / "allocation-resnet56-fashion-mnist-16px-flops20.json"
 if ALLOCATION.exists():
     _fastnas = json.loads(ALLOCATION.read_text())["fastnas layers"]
     _pins = {
@@ -127,28 +135,17 @@ if ALLOCATION.exists():
 PEERS = ("tp-global", "tp-groupnorm", "fastnas", "tp-global+kd")
 
 
-# Base models the committed tables were made from (the tables keep the weights they used: until
-# stop 20 the base's initial weights were drawn before seeding, so training it again gave another
-# model; resnet56 0.869, 0.877; and training differs across thread counts: 0.8805 on two). A base
-# not found here is trained, seeded, and cached in --out.
-BASES = ROOT / "bench" / "results" / "bases"
-
-
-def base_model(args: argparse.Namespace, model_name: str, data: Any, device: torch.device) -> tuple[Path, float]:
-    """The trained base model's weights (committed in BASES, or trained once and cached in --out)
-    and its test accuracy."""
-    margs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
+def setting_base(args: argparse.Namespace, model_name: str, data: Any, device: torch.device) -> tuple[Path, str, float]:
+    """The trained base model's weights, their SHA-256 and its test accuracy. The committed tables
+    keep the base they were made from (`bench.common.BASES`: an earlier base drew its initial
+    weights before seeding, so training again gave another model, and training differs across
+    thread counts); a base not committed there is trained, seeded, and cached in --out."""
     name = f"base-{model_name}-{args.data}-{data.input_size}px-{args.subset}-{args.train_epochs:g}ep.safetensors"
-    path = BASES / name if (BASES / name).exists() else Path(args.out) / name
-    make_reproducible(0)  # before the build: the initial weights come from the seeded generator
-    model = build_model(model_name, **margs).to(device)
-    if path.exists():
-        load_weights(model, path)
-    else:
-        train(model, data.train, TrainConfig(epochs=args.train_epochs, lr=0.05, seed=0), device=device)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(model, path)
-    return path, evaluate(model.eval(), data.test)
+    facts = {"name": args.data, "input_size": data.input_size, "subset": args.subset or None, "split_seed": 0}
+    config = TrainConfig(epochs=args.train_epochs, lr=0.05, seed=0)
+    committed = BASES / name
+    base = base_model(model_name, data, config, facts, args.out, device, committed if committed.exists() else None)
+    return base.path, base.sha256, evaluate(base.model, data.test)
 
 
 def job_config(
@@ -197,8 +194,6 @@ def correlation(
     spread of those accuracies (how much allocation can buy at all), the fine-tune's own noise
     (the first sub-net again with `--correlation-repeats` other seeds) and the unpruned network
     after the same fine-tune (the ceiling)."""
-    from strategies import spearman  # bench/strategies.py's, the first setting's correlation check
-
     from search.evaluators import make_evaluator
     from search.strategies.eagleeye import EagleEyeStrategy
     from workers.config import JobConfig
@@ -259,9 +254,8 @@ def peer_row(
 ) -> dict[str, Any]:
     """One peer row: cut by the peer onto the FLOPs budget, then the same fine-tune as a job's."""
     device = get_device(args.device)
-    shape = (data.in_channels, data.input_size, data.input_size)
-    margs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
-    model = build_model(model_name, **margs).to(device)
+    shape = input_shape(data)
+    model = build_model(model_name, **model_args(data)).to(device)
     load_weights(model, weights)
     model.eval()
     torch.manual_seed(seed)
@@ -301,28 +295,32 @@ def peer_row(
 
 def render(rows: list[dict[str, Any]], bases: dict[str, float], args: argparse.Namespace) -> str:
     """Markdown: one line per model, target and method; accuracy mean ± std over seeds."""
-    lines = [
+    head = (
         f"{args.data}, {args.subset or 'all'} training images at {args.input_size} px; base models trained "
         f"{args.train_epochs:g} epochs; every method fine-tuned {args.finetune_epochs:g} epochs in total "
         f"(lr {args.finetune_lr}); seeds {args.seeds}. Base test accuracy: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in bases.items()),
-        "",
-        "| model | target | method | test accuracy | per seed | FLOPs kept | seconds |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        + ", ".join(f"{k} {v:.4f}" for k, v in bases.items())
+    )
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["target"], r["method"]), []).append(r)
+    lines = []
     for (model, target, method), rs in groups.items():
         accs = [r["accuracy"] for r in rs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         lines.append(
-            f"| {model} | {target} | {method} | {statistics.mean(accs):.4f} ± {std:.4f} "
-            f"| {', '.join(f'{a:.4f}' for a in accs)} "
-            f"| {statistics.mean(r['flops_fraction'] for r in rs):.3f} "
-            f"| {statistics.mean(r['seconds'] for r in rs):.0f} |"
+            [
+                model,
+                target,
+                method,
+                f"{statistics.mean(accs):.4f} ± {std:.4f}",
+                ", ".join(f"{a:.4f}" for a in accs),
+                f"{statistics.mean(r['flops_fraction'] for r in rs):.3f}",
+                f"{statistics.mean(r['seconds'] for r in rs):.0f}",
+            ]
         )
-    return "\n".join(lines) + "\n"
+    header = ["model", "target", "method", "test accuracy (mean ± std)", "per seed", "FLOPs kept", "seconds"]
+    return f"{head}\n\n{markdown_table(header, lines)}\n"
 
 
 def draw(rows: list[dict[str, Any]], path: Path) -> None:
@@ -405,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         "against the test accuracy after the whole fine-tune (written to --results)",
     )
     ap.add_argument("--correlation-repeats", type=int, default=2, help="fine-tune noise: the first sub-net again")
-    ap.add_argument("--plot", default=str(ROOT / "bench" / "results" / "hard-fashion-mnist-16px.png"))
+    ap.add_argument("--plot", default=str(RESULTS / "hard-fashion-mnist-16px.png"))
     args = ap.parse_args(argv)
     if args.draw:  # several runs (e.g. seeds run side by side) into one plot and one table
         runs = [json.loads(Path(f).read_text()) for f in args.draw]
@@ -414,13 +412,15 @@ def main(argv: list[str] | None = None) -> int:
         header = argparse.Namespace(**{**runs[0]["config"], "seeds": sorted({r["seed"] for r in rows})})
         print(render(rows, {k: v for run in runs for k, v in run["bases"].items()}, header))
         return 0
-    torch.set_num_threads(args.threads)
+    make_reproducible(0, args.threads)  # deterministic kernels, the thread count the rows are made with
     device = get_device(args.device)
     data = load_dataset(args.data, input_size=args.input_size, subset=args.subset or None, seed=0)
-    results = Path(args.results or ROOT / "bench" / "results" / f"hard-{args.data}-{args.input_size}px.json")
+    results = Path(args.results or RESULTS / f"hard-{args.data}-{args.input_size}px.json")
     rows: list[dict[str, Any]] = []
-    if args.resume and results.exists():  # keep the rows a stopped run already wrote
+    calls = [this_call("bench.hard", argv)]
+    if args.resume and results.exists():  # keep the rows (and the calls) of the runs that wrote them
         rows = json.loads(results.read_text())["rows"]
+        calls = previous_calls(results) + calls
     done = {(r["model"], r["target"], r["seed"], r["method"]) for r in rows}
     bases: dict[str, float] = {}
     base_files: dict[str, dict[str, str]] = {}
@@ -428,13 +428,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(**extra: Any) -> None:
         """Write every row so far (a stopped run keeps them; --resume runs the rest)."""
-        results.parent.mkdir(parents=True, exist_ok=True)
         record = {"config": vars(args), "load_average": load, "bases": bases, "base_files": base_files, "rows": rows}
-        results.write_text(json.dumps({**record, **extra}, indent=1))
+        write_results(results, {**record, **extra}, calls)
 
     for model_name in args.models:
-        weights, bases[model_name] = base_model(args, model_name, data, device)
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        weights, digest, bases[model_name] = setting_base(args, model_name, data, device)
         base_files[model_name] = {"path": str(weights), "sha256": digest}
         for target in args.targets:
             for seed in args.seeds:

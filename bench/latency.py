@@ -1,6 +1,6 @@
 """FLOPs ratio vs measured CPU latency ratio of every zoo model cut to 50% channels.
 
-Run by hand:  .venv/bin/python bench/latency.py [--batch-sizes 1 8 32] [--threads 1] [--rate 0.5]
+Run by hand:  python -m bench.latency [--batch-sizes 1 8 32] [--threads 1] [--rate 0.5]
               [--runtimes eager torchscript onnxruntime inductor] [--round-to 1 8 16] [--clock cpu]
 
 Each model is built for 3x32x32 inputs and 10 classes, cut uniformly (L1 criterion, every
@@ -15,17 +15,14 @@ column is the latency reduction divided by the FLOPs reduction.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.common import this_call, write_results
 from pruning import build_model, list_models, prune
 from pruning.measure import count_flops, count_params
 from pruning.runtime import RUNTIMES, Runtime, prepare, time_forward
@@ -78,7 +75,7 @@ def bench_model(
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the rows as JSON (--out)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=list_models())
@@ -91,7 +88,7 @@ def main() -> int:
     ap.add_argument("--round-to", type=int, nargs="+", default=[1], help="kept channels rounded to a multiple")
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall", help="wall time or the process's CPU time")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     rows = [
@@ -120,7 +117,8 @@ def main() -> int:
             f"| {r['latency_ratio']:.3f} | {r['efficiency']:.2f} |"
         )
     if args.out:
-        Path(args.out).write_text(json.dumps({"config": vars(args), "load_average": load, "rows": rows}, indent=1))
+        record = {"config": vars(args), "load_average": load, "rows": rows}
+        write_results(args.out, record, [this_call("bench.latency", argv)])
     return 0
 
 

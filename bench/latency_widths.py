@@ -13,16 +13,13 @@ be no slower than the unaligned width just below it (38, 44): latency would step
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.common import this_call, write_results
 from pruning import build_model, prune
 from pruning.graph import DependencyGraph
 from pruning.measure import count_flops
@@ -32,7 +29,7 @@ SHAPE = (3, 32, 32)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Time the width sweep and print one Markdown row per runtime, batch size and width."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[32, 34, 36, 38, 40, 44, 48])
@@ -42,7 +39,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--clock", choices=list(CLOCKS), default="cpu")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load = os.getloadavg()[0]
     torch.manual_seed(0)
@@ -85,7 +82,8 @@ def main() -> int:
             f"| {r['flops'] / 1e6:.1f}M | {r['latency_ms']:.2f} | {per_gmac:.1f} |"
         )
     if args.out:
-        Path(args.out).write_text(json.dumps({"config": vars(args), "load_average": load, "rows": rows}, indent=1))
+        record = {"config": vars(args), "load_average": load, "rows": rows}
+        write_results(args.out, record, [this_call("bench.latency_widths", argv)])
     return 0
 
 

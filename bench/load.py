@@ -11,9 +11,9 @@ them to the store) the whole time:
 - saturation: C closed-loop clients (default 16) repeating that cycle with no pause; the
   requests/s they get is the rate the API serves when it is the bottleneck.
 
-    .venv/bin/python bench/load.py                                   # both stores, both measurements
-    .venv/bin/python bench/load.py --backend sqlite --seconds 30 --api-workers 0,2
-    .venv/bin/python bench/load.py --url http://host:8000 --token sct_... --job 7   # an existing server
+    python -m bench.load                                   # both stores, both measurements
+    python -m bench.load --backend sqlite --seconds 30 --api-workers 0,2
+    python -m bench.load --url http://host:8000 --token sct_... --job 7   # an existing server
 
 With --backend the script starts `secateurs serve` itself (temporary data dir, local Ray),
 submits a long job and waits until it writes candidates. `--api-workers` lists the API
@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from bench.common import this_call, write_results
 
 LONG_JOB = {
     "model": {"zoo": "convnet"},
@@ -379,8 +381,7 @@ def main() -> int:
         rows = [row for backend in backends for row in run_backend(backend, args)]
     meta = {"argv": sys.argv[1:], "cpus": os.cpu_count(), "git": _git_head(), "rows": rows}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(meta, indent=1) + "\n")
+        write_results(args.out, meta, [this_call("bench.load", None)])
     print(table(rows))
     return 0
 
@@ -391,6 +392,4 @@ def _git_head() -> str:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.getcwd())
-    sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Lottery Ticket on the convnet / digits: dense vs rewound ticket vs random reinit, over seeds.
 
-Run by hand:  .venv/bin/python bench/lottery.py [--sparsity 0.8] [--rounds 4] [--epochs 8] [--lr 0.01] [--seeds 0 1 2]
+Run by hand:  python -m bench.lottery [--sparsity 0.8] [--rounds 4] [--epochs 8] [--lr 0.01] [--seeds 0 1 2]
               [--data fashion-mnist --subset 3000]
 
 For each seed: build the convnet (seed s), run `pruning.unstructured.lottery_ticket`
@@ -17,11 +17,8 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pruning import build_model
 from pruning.data import load_dataset

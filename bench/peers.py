@@ -13,7 +13,8 @@ documents it, then bisected onto the same FLOPs budget as Secateurs' strategies:
   default channel divisor of 32 cannot reach a 50% target on 16-channel CIFAR-style layers, so
   the benchmark passes `channel_divisor` (default 4).
 
-The benchmark fine-tunes each returned network with the same budget as every other row.
+The benchmark fine-tunes each returned network with the same budget as every other row. A peer
+library that is not importable stops the run with a message naming it (`bench.common.peer_module`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.common import peer_module
 from pruning.data import DataSplits
 from pruning.graph import output_layer
 from pruning.measure import count_flops
 from pruning.train import evaluate
 from search.base import SearchError
+
+TORCH_PRUNING = "it is a dependency of the project: reinstall the environment (make install)"
+MODELOPT = "install it with scripts/install-peers.sh and run with PYTHONPATH=.:.peers"
 
 
 def _bisect(cut: Callable[[float], nn.Module], shape: tuple[int, ...], budget: float, steps: int = 14) -> nn.Module:
@@ -51,7 +56,7 @@ def _bisect(cut: Callable[[float], nn.Module], shape: tuple[int, ...], budget: f
 
 def torch_pruning_global(model: nn.Module, shape: tuple[int, ...], budget: float, max_rate: float) -> nn.Module:
     """Torch-Pruning's global magnitude pruning, its channel ratio bisected to the FLOPs budget."""
-    import torch_pruning as tp
+    tp = peer_module("torch_pruning", TORCH_PRUNING)
 
     def cut(ratio: float) -> nn.Module:
         m = copy.deepcopy(model).eval()
@@ -87,7 +92,7 @@ def torch_pruning_group_norm(
     regulariser (the DepGraph paper's sparse training), then the global cut bisected onto the
     budget from the sparsified weights. The sparse training's steps count against the row's
     fine-tune budget in the benchmark."""
-    import torch_pruning as tp
+    tp = peer_module("torch_pruning", TORCH_PRUNING)
 
     device = next(model.parameters()).device
     sparse = copy.deepcopy(model).train()
@@ -140,6 +145,8 @@ def modelopt_fastnas(
     """ModelOpt's FastNAS to `flops_ratio` of the original FLOPs, scored by validation accuracy
     on `score_batches` batches (ModelOpt's documented score function: validation accuracy),
     BN re-estimated on the same number of images as Secateurs' adaptive BN (`calib_batches` x 64)."""
+    peer_module("modelopt", MODELOPT)
+    import modelopt.torch.opt as mto
     import modelopt.torch.prune as mtp
     from modelopt.torch.prune.fastnas import FastNASConfig
 
@@ -178,6 +185,4 @@ def modelopt_fastnas(
                 "verbose": False,
             },
         )
-    import modelopt.torch.opt as mto
-
     return mto.export(pruned) if hasattr(mto, "export") else pruned

@@ -10,10 +10,10 @@ fine-tune; only the selection differs:
 - asha: the best `candidates` samples start a trial, ASHA (reduction factor 3) keeps the best
   third at each rung, the longest trial runs S steps; the steps it used are reported.
 
-    python bench/selection.py                            # digits, resnet20, seeds 0 1 2
-    python bench/selection.py --seeds 0 --n-samples 20   # a quick run
+    python -m bench.selection                            # digits, resnet20, seeds 0 1 2
+    python -m bench.selection --seeds 0 --n-samples 20   # a quick run
     # top-k given, per seed, the steps ASHA used in the first run (equal selection steps)
-    python bench/selection.py --n-samples 24 --methods top-k --match-steps bench/results/selection-digits.json \
+    python -m bench.selection --n-samples 24 --methods top-k --match-steps bench/results/selection-digits.json \
         --results bench/results/selection-digits-equal.json
 """
 
@@ -28,9 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from bench.common import RESULTS, markdown_table, this_call, write_results
 from workers.pipeline import run_pipeline
 
 
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the job process")
     ap.add_argument("--out", default="runs/bench-selection")
-    ap.add_argument("--results", default=str(ROOT / "bench" / "results" / "selection-digits.json"))
+    ap.add_argument("--results", default=str(RESULTS / "selection-digits.json"))
     args = ap.parse_args(argv)
 
     import torch
@@ -118,37 +116,36 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     table = render(rows, args)
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(
-        json.dumps({"rows": rows, "argv": sys.argv[1:] if argv is None else argv, "table": table}, indent=1)
-    )
+    record = {"rows": rows, "argv": sys.argv[1:] if argv is None else argv, "table": table}
+    write_results(args.results, record, [this_call("bench.selection", argv)])
     print(table)
     return 0
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """A Markdown table: one row per method, mean ± std over seeds."""
-    lines = [
-        (
-            f"{args.model} on {args.data}, {args.reduction_flops:.0%} FLOPs cut, EagleEye {args.n_samples} samples, "
-            f"final fine-tune {args.finetune_epochs} epochs, seeds {args.seeds}."
-        ),
-        "",
-        "| selection | test accuracy (mean ± std) | selection fine-tune steps | trials | seconds |",
-        "|---|---|---|---|---|",
-    ]
+    head = (
+        f"{args.model} on {args.data}, {args.reduction_flops:.0%} FLOPs cut, EagleEye {args.n_samples} samples, "
+        f"final fine-tune {args.finetune_epochs} epochs, seeds {args.seeds}."
+    )
+    cells = []
     for method in ("top-k", "asha"):
         rs = [r for r in rows if r["method"] == method]
         if not rs:
             continue
         acc = [r["accuracy"] for r in rs]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        lines.append(
-            f"| {method} | {statistics.mean(acc):.4f} ± {std:.4f} | "
-            f"{statistics.mean(r['selection_steps'] for r in rs):.0f} | {rs[0]['trials']} | "
-            f"{statistics.mean(r['seconds'] for r in rs):.0f} |"
+        cells.append(
+            [
+                method,
+                f"{statistics.mean(acc):.4f} ± {std:.4f}",
+                f"{statistics.mean(r['selection_steps'] for r in rs):.0f}",
+                rs[0]["trials"],
+                f"{statistics.mean(r['seconds'] for r in rs):.0f}",
+            ]
         )
-    return "\n".join(lines) + "\n"
+    header = ["selection", "test accuracy (mean ± std)", "selection fine-tune steps", "trials", "seconds"]
+    return f"{head}\n\n{markdown_table(header, cells)}\n"
 
 
 if __name__ == "__main__":

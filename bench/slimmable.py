@@ -1,6 +1,6 @@
 """Benchmark of slimmable networks, US-Nets' BN calibration and AutoSlim (run by hand).
 
-    .venv/bin/python bench/slimmable.py --model convnet --data digits --epochs 6 --seeds 0,1,2
+    python -m bench.slimmable --model convnet --data digits --epochs 6 --seeds 0,1,2
 
 Three tables (Markdown, on stdout; raw numbers in --json):
 1. Slimmable network with switchable BN trained once vs. each width trained alone (same epochs).
@@ -9,13 +9,14 @@ Three tables (Markdown, on stdout; raw numbers in --json):
    its FLOPs.
 3. AutoSlim on that supernet at a FLOPs target vs. the uniform-width network of the same FLOPs:
    accuracy inherited from the supernet (BN calibrated) and after the same from-scratch training.
+
+`--json` writes {"seeds": [...], "calls": [the call that wrote it]}.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import random
 import statistics
 import sys
@@ -25,9 +26,7 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from bench.common import eval_context, this_call, write_results
 from pruning.data import calibration_batches, load_dataset
 from pruning.export import architecture, build_from_arch
 from pruning.measure import count_flops
@@ -40,7 +39,7 @@ from pruning.slimmable import (
     train_slimmable,
 )
 from pruning.train import TrainConfig, evaluate, train
-from search.evaluators import EvalContext, make_evaluator
+from search.evaluators import make_evaluator
 from search.runner import run_search
 from search.space import SearchSpace
 from search.strategies.autoslim import AutoSlimStrategy
@@ -127,15 +126,7 @@ def run_seed(a: argparse.Namespace, seed: int, widths: list[float]) -> dict[str,
     save_supernet(us, sn_dir, calibration=calib)  # at the largest width, BN calibrated
     full = us.export()
     space = SearchSpace(full, shape, f"flops={a.target}", prune_stem=True)
-    ctx = EvalContext(
-        model=full,
-        data=data,
-        input_shape=shape,
-        calibration=calib[:4],
-        space=space,
-        val_batches=a.val_batches,
-        seed=seed,
-    )
+    ctx = eval_context(full, data, space, calib[:4], seed, val_batches=a.val_batches)
     evaluator = make_evaluator("shared-weights", ctx, supernet=str(sn_dir))
     t0 = time.perf_counter()
     outcome = run_search(AutoSlimStrategy(space, seed=seed, supernet=str(sn_dir), step=a.step), evaluator)
@@ -219,7 +210,7 @@ def tables(runs: list[dict[str, Any]], widths: list[float], a: argparse.Namespac
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="convnet")
     p.add_argument("--data", default="digits")
@@ -236,14 +227,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="/tmp/secateurs-bench-slimmable")
     p.add_argument("--json", help="write the raw numbers here")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     widths = sorted(float(w) for w in a.widths.split(","))
     runs = []
     for seed in (int(s) for s in a.seeds.split(",")):
         runs.append(run_seed(a, seed, widths))
         if a.json:
-            Path(a.json).write_text(json.dumps(runs, indent=1))
+            write_results(a.json, {"seeds": runs}, [this_call("bench.slimmable", argv)])
     print(tables(runs, widths, a))
 
 

@@ -9,13 +9,17 @@ onto the same FLOPs budget). It also measures EagleEye's claim: the Spearman ran
 between the adaptive-BN score of random sub-nets and their accuracy after a short fine-tune,
 against the same for plain validation without recalibration.
 
-    python bench/strategies.py                                   # Fashion-MNIST, full settings
-    python bench/strategies.py --data digits --quick --seeds 0   # a quick run
-    python bench/strategies.py --data cifar10:/data/cifar10 --model resnet56
+    python -m bench.strategies                                   # Fashion-MNIST, full settings
+    python -m bench.strategies --data digits --quick --seeds 0   # a quick run
+    python -m bench.strategies --data cifar10:/data/cifar10 --model resnet56
 
-Reproducible: the same command gives the same numbers on the same kind of machine (a fixed
-`--threads`, deterministic kernels, every row re-seeded from its own seed, the trained model
-cached in --out by a hash of model, data, training settings and seed).
+Writes --out/results.json (the rows, the correlation, the base weights and their SHA-256, and
+`calls`: the call that wrote it) and --out/results.md.
+
+Reproducible: the same command gives the same numbers on the same machine (a fixed `--threads`,
+deterministic kernels, every row re-seeded from its own seed, the trained model cached in --out
+by a hash of model, data, training settings and seed); another CPU model picks other kernels and
+can move a row's accuracy (`bench/variation.py` measures how far).
 """
 
 from __future__ import annotations
@@ -31,34 +35,29 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from bench.common import (
+    base_model,
+    default_evaluator,
+    eval_context,
+    input_shape,
+    markdown_table,
+    spearman,
+    this_call,
+    write_results,
+)
+from bench.peers import torch_pruning_global  # the same peer call as bench/hard.py
 from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, load_dataset
 from pruning.device import get_device
-from pruning.export import load_weights, save_weights
 from pruning.measure import count_flops
-from pruning.models import build_model
-from pruning.train import (
-    FinetuneConfig,
-    TrainConfig,
-    cached_weights,
-    evaluate,
-    make_reproducible,
-    train,
-    training_key,
-)
+from pruning.train import FinetuneConfig, TrainConfig, evaluate, make_reproducible, train
 from search.base import SearchError
-from search.evaluators import EvalContext, make_evaluator
-from search.registry import list_strategies, make_strategy, strategy_class
+from search.evaluators import make_evaluator
+from search.registry import list_strategies, make_strategy
 from search.runner import run_search
 from search.space import SearchSpace
 from secateurs.common import CliError, parse_kv, parse_value
 from workers.pipeline import finetune_policy
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import torch_pruning_global  # the same peer call as bench/hard.py
 
 FULL = {
     "sensitivity": {},
@@ -75,17 +74,10 @@ QUICK = {
 EVAL_OPTIONS = {"full": {"finetune": {"steps": 50}}, "quick": {"finetune": {"steps": 10}}}
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def correlation(model, data, shape, calib, target: str, samples: int, steps: int, seed: int) -> dict[str, float]:
+def correlation(model, data, shape, calib, target: str, samples: int, steps: int, seed: int) -> dict[str, Any]:
     """EagleEye's claim: rank correlation of adaptive-BN and plain scores with fine-tuned accuracy."""
     space = SearchSpace(model, shape, target, calibration=calib)
-    ctx = EvalContext(model, data, shape, calibration=calib, space=space, seed=seed)
+    ctx = eval_context(model, data, space, calib, seed)
     sampler = make_strategy("eagleeye", space, seed=seed, n_samples=samples, top_k=0)
     plain, abn = make_evaluator("plain", ctx), make_evaluator("adaptive-bn", ctx)
     tuned = make_evaluator("finetune", ctx, steps=steps)
@@ -145,24 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.data, input_size=args.input_size, subset=args.subset, seed=0)
-    shape = (data.in_channels, data.input_size, data.input_size)
-    model = build_model(
-        args.model, num_classes=data.num_classes, in_channels=data.in_channels, input_size=data.input_size
-    ).to(device)
+    shape = input_shape(data)
     # the trained model is cached by a hash of everything that decides its weights
     tcfg = TrainConfig(epochs=args.train_epochs, lr=0.05, seed=0)
     data_facts = {"name": args.data, "input_size": data.input_size, "subset": args.subset, "split_seed": 0}
-    model_args = {"num_classes": data.num_classes, "in_channels": data.in_channels, "input_size": data.input_size}
-    key = training_key(args.model, model_args, data_facts, tcfg)
-    weights = Path(args.weights) if args.weights else cached_weights(out, args.model, key)
-    if weights.exists():
-        load_weights(model, weights)
-    else:
-        t0 = time.perf_counter()
-        train(model, data.train, tcfg, device=device)
-        save_weights(model, weights)
-        print(f"trained {args.model} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    model.to(device).eval()
+    base = base_model(args.model, data, tcfg, data_facts, out, device, args.weights)
+    model, weights = base.model, base.path
     base_acc = evaluate(model, data.test)
     mode = "quick" if args.quick else "full"
     options = copy.deepcopy(QUICK if args.quick else FULL)
@@ -200,18 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 make_reproducible(seed)  # each row starts from its seed alone, whatever ran before it
                 try:
-                    ctx = EvalContext(
-                        model,
-                        data,
-                        shape,
-                        calibration=calib,
-                        space=space,
-                        seed=seed,
-                        device=device,
-                        val_batches=args.val_batches,
-                    )
-                    ev_name = strategy_class(name).default_evaluator or "adaptive-bn"
-                    ev = make_evaluator(ev_name, ctx, **EVAL_OPTIONS[mode].get(ev_name, {}))
+                    ctx = eval_context(model, data, space, calib, seed, device, args.val_batches)
+                    ev = default_evaluator(name, ctx, EVAL_OPTIONS[mode])
                     strategy = make_strategy(name, space, seed=seed, **options.get(name, {}))
                     outcome = run_search(strategy, ev)
                     ft = FinetuneConfig(epochs=args.finetune_epochs, lr=0.01, seed=seed)
@@ -253,49 +223,59 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps(rows[-1]), file=sys.stderr)
     table = render(rows, base_acc, args, corr)
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "rows": rows,
-                "correlation": corr,
-                "base_accuracy": base_acc,
-                "base_weights": str(weights),
-                "threads": args.threads,
-                "torch": torch.__version__,
-                "argv": sys.argv[1:] if argv is None else argv,
-            },
-            indent=1,
-        )
+    write_results(
+        out / "results.json",
+        {
+            "rows": rows,
+            "correlation": corr,
+            "base_accuracy": base_acc,
+            "base_weights": str(weights),
+            "base_sha256": base.sha256,
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "argv": sys.argv[1:] if argv is None else argv,
+        },
+        [this_call("bench.strategies", argv)],
     )
     (out / "results.md").write_text(table)
     print(table)
     return 0
 
 
+def rho(value: float | None) -> str:
+    """A Spearman ρ for the text ("undefined" where `bench.common.spearman` gives None)."""
+    return "undefined" if value is None else f"{value:.3f}"
+
+
 def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace, corr: dict[str, float] | None) -> str:
     """The Markdown table: one row per (reduction, method), mean ± std over seeds."""
-    lines = [
-        (
-            f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: "
-            f"test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} epochs for every method; "
-            f"seeds {args.seeds}; {args.threads} torch threads."
-        ),
-        "",
-        "| FLOPs cut | method | accuracy (mean ± std) | FLOPs kept | search s | candidates/s |",
-        "|---|---|---|---|---|---|",
-    ]
+    head = (
+        f"Unpruned {args.model} on {args.data} at {args.input_size or 'its own size'} px: "
+        f"test accuracy {base_acc:.4f}; fine-tune {args.finetune_epochs} epochs for every method; "
+        f"seeds {args.seeds}; {args.threads} torch threads."
+    )
     groups: dict[tuple[float, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["reduction"], r["method"]), []).append(r)
+    cells = []
     for (red, method), rs in groups.items():
         accs = [r["accuracy"] for r in rs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         secs = statistics.mean(r["search_seconds"] for r in rs)
         cps = statistics.mean(r["candidates"] / max(1e-9, r["search_seconds"]) for r in rs)
         frac = statistics.mean(r["flops_fraction"] for r in rs)
-        lines.append(
-            f"| {red:.0%} | {method} | {statistics.mean(accs):.4f} ± {std:.4f} | {frac:.3f} | {secs:.1f} | {cps:.2f} |"
+        cells.append(
+            [
+                f"{red:.0%}",
+                method,
+                f"{statistics.mean(accs):.4f} ± {std:.4f}",
+                f"{frac:.3f}",
+                f"{secs:.1f}",
+                f"{cps:.2f}",
+            ]
         )
+    header = ["FLOPs cut", "method", "accuracy (mean ± std)", "FLOPs kept", "search s", "candidates/s"]
+    lines = [head, "", markdown_table(header, cells)]
     if corr is None:
         return "\n".join(lines) + "\n"
     lines += [
@@ -303,8 +283,8 @@ def render(rows: list[dict[str, Any]], base_acc: float, args: argparse.Namespace
         (
             f"EagleEye's claim ({corr['samples']} random sub-nets at {corr.get('target', 'flops=0.5')}, "
             f"fine-tuned {corr['finetune_steps']} steps): Spearman ρ with fine-tuned accuracy = "
-            f"{corr['rho_adaptive_bn']:.3f} for adaptive-BN scores, "
-            f"{corr['rho_plain']:.3f} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "
+            f"{rho(corr['rho_adaptive_bn'])} for adaptive-BN scores, "
+            f"{rho(corr['rho_plain'])} for plain validation (mean scores: plain {corr['plain_mean']:.3f}, "
             f"adaptive BN {corr['adaptive_bn_mean']:.3f}, fine-tuned {corr['finetuned_mean']:.3f})."
         ),
     ]

@@ -12,9 +12,12 @@ Both paths search the same trained model with the same options, seeds and evalua
 candidates are the same networks with the same scores (the run checks that the best scores
 agree). Keep runs small on a shared machine: few candidates, a validation cap (--val-batches).
 
-    python bench/throughput.py                                   # the README's table
-    python bench/throughput.py --models resnet20 --sizes 16 --strategies eagleeye --paths new
-    python bench/throughput.py --workers-only                    # 1 vs 2 workers, in-process vs Ray
+    python -m bench.throughput                                   # the README's table
+    python -m bench.throughput --models resnet20 --sizes 16 --strategies eagleeye --paths new
+    python -m bench.throughput --workers                         # also 1 vs 2 workers, in-process vs Ray
+
+Writes --results (the rows, the table, the brief-trained models' SHA-256 and `calls`: the call
+that wrote it).
 """
 
 from __future__ import annotations
@@ -28,28 +31,26 @@ import statistics
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+from bench.common import base_model, default_evaluator, eval_context, this_call, write_results
 from pruning.criteria import get_criterion
 from pruning.cut import cut_model, prune, resolve_policy
 from pruning.data import calibration_batches, load_dataset
-from pruning.export import load_weights, save_weights
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.models import build_model, list_models
-from pruning.train import TrainConfig, seed_everything, train
+from pruning.train import TrainConfig, train
 from search.base import SearchError
-from search.evaluators import EvalContext, make_evaluator
-from search.registry import make_strategy, strategy_class
+from search.evaluators import make_evaluator
+from search.registry import make_strategy
 from search.runner import run_search
 from search.space import SearchSpace
 
+BASE_SHA256: dict[str, str] = {}
+"""The SHA-256 of each briefly trained model the run used (by model and size), for its results file."""
 OPTIONS: dict[str, dict[str, Any]] = {
     "uniform": {},
     "global": {},
@@ -136,16 +137,16 @@ def load(args: argparse.Namespace, name: str, size: int) -> tuple[nn.Module, Any
     """The data at `size` px and `name` trained briefly on it (cached under --out)."""
     data = load_dataset("fashion-mnist", input_size=size, subset=args.train_subset, seed=0, path=args.data)
     shape = (data.in_channels, data.input_size, data.input_size)
-    seed_everything(0)  # before the build: the initial weights come from the seeded generator
-    model = build_model(name, num_classes=data.num_classes, in_channels=data.in_channels, input_size=size)
-    weights = Path(args.out) / f"{name}-{size}px-{args.train_subset}.safetensors"
-    if weights.exists():
-        load_weights(model, weights)
-    else:
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        train(model, data.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
-        save_weights(model, weights)
-    return model.eval(), data, shape
+    facts = {
+        "name": "fashion-mnist",
+        "path": args.data,
+        "input_size": size,
+        "subset": args.train_subset,
+        "split_seed": 0,
+    }
+    base = base_model(name, data, TrainConfig(epochs=1, lr=0.05, seed=0), facts, args.out)
+    BASE_SHA256[f"{name}-{size}px"] = base.sha256
+    return base.model, data, shape
 
 
 def budget_queries(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -214,11 +215,9 @@ def strategies(args: argparse.Namespace, rows: list[dict[str, Any]], save: Any) 
                         print(f"skipping {strat}: {exc}", file=sys.stderr)
                         continue
                     setup = time.perf_counter() - t0
-                    ctx = EvalContext(
-                        model, data, shape, calibration=calib, space=space, val_batches=args.val_batches, seed=0
-                    )
-                    ev_name = strategy_class(strat).default_evaluator or "adaptive-bn"
-                    evaluator = make_evaluator(ev_name, ctx, **EVALUATOR_OPTIONS.get(ev_name, {}))
+                    ctx = eval_context(model, data, space, calib, 0, val_batches=args.val_batches)
+                    evaluator = default_evaluator(strat, ctx, EVALUATOR_OPTIONS)
+                    ev_name = evaluator.name
                     strategy = make_strategy(strat, space, seed=0, **OPTIONS.get(strat, {}))
                     outcome = run_search(strategy, evaluator)
                     strategy.close()
@@ -265,8 +264,7 @@ def workers(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     def run(label: str, n_workers: int, ray_workers: int | None) -> None:
         space = make_space("new", model, shape, args.target, calib)
-        ctx = EvalContext(model, data, shape, calibration=calib, space=space, val_batches=args.val_batches, seed=0)
-        ev = make_evaluator("adaptive-bn", ctx)
+        ev = make_evaluator("adaptive-bn", eval_context(model, data, space, calib, 0, val_batches=args.val_batches))
         executor = RayExecutor(ev, {}, n_workers=ray_workers) if ray_workers else None
         if executor is not None:  # each actor traces its space on start: not part of the search
             ray.get([a.ready.remote() for a in executor.actors])
@@ -487,28 +485,25 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     pools: list[dict[str, Any]] = []
     mask_rows: list[dict[str, Any]] = []
+    calls = [this_call("bench.throughput", argv)]
 
     def save() -> str:
         """Write what is measured so far (a long run keeps its rows if stopped)."""
         table = render(queries, rows, pools, args, load_avg) + render_masks(mask_rows)
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(
-            json.dumps(
-                {
-                    "argv": sys.argv[1:] if argv is None else argv,
-                    "load_before": load_avg,
-                    "load_now": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                    "threads": args.threads,
-                    "torch": torch.__version__,
-                    "queries": queries,
-                    "strategies": rows,
-                    "workers": pools,
-                    "masks": mask_rows,
-                    "table": table,
-                },
-                indent=1,
-            )
-        )
+        record = {
+            "argv": sys.argv[1:] if argv is None else argv,
+            "load_before": load_avg,
+            "load_now": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "base_sha256": BASE_SHA256,
+            "queries": queries,
+            "strategies": rows,
+            "workers": pools,
+            "masks": mask_rows,
+            "table": table,
+        }
+        write_results(args.results, record, calls)
         return table
 
     if args.queries:

@@ -342,12 +342,53 @@ def streams(ds: Dataset) -> bool:
     return bool(getattr(_base(ds), "streams", False))
 
 
+class SeededDraws(Dataset):
+    """A set indexed by `(index, seed)`: each sample's random draws (augmentation) come from
+    torch's generator seeded with `seed` for that access alone, so they do not depend on which
+    worker process decodes the sample, nor on how many there are."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return dataset_size(self.ds)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.ds[index]
+
+
+class SeededOrder(torch.utils.data.Sampler[tuple[int, int]]):
+    """A shuffled order of `size` samples, each with the seed of its random draws, both from
+    `generator` in the loading process (one epoch per iteration). The order is the one
+    `shuffle=True` gives with the same generator."""
+
+    def __init__(self, size: int, generator: torch.Generator) -> None:
+        self.size, self.generator = size, generator
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        seeds = torch.randint(0, 2**62, (self.size,), generator=self.generator).tolist()
+        return iter(zip(order, seeds, strict=True))
+
+
 def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed: int = 0) -> DataLoader:
     """A DataLoader over a set; shuffling is seeded so runs repeat. A set read from disk is
-    decoded in `data_workers()` worker processes (their random augmentation seeded from the
-    loader's generator when shuffling, from torch's global one otherwise)."""
+    decoded in `data_workers()` worker processes; when shuffled (training, with random
+    augmentation), each sample's draws are seeded from the loader's generator in this process
+    (`SeededOrder`, `SeededDraws`), so the batches are the same whatever the number of workers
+    (which follows the machine's CPU count)."""
     g = torch.Generator().manual_seed(seed)
     workers = data_workers() if streams(ds) else 0
+    if streams(ds) and shuffle:
+        return DataLoader(
+            SeededDraws(ds), batch_size=batch_size, sampler=SeededOrder(dataset_size(ds), g), num_workers=workers
+        )
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g if shuffle else None, num_workers=workers)
 
 

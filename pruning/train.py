@@ -39,10 +39,11 @@ def seed_everything(seed: int) -> None:
 
 
 def make_reproducible(seed: int, threads: int | None = None) -> None:
-    """Make a run repeat bit for bit on the same kind of machine: seed everything, ask torch for
+    """Make a run repeat bit for bit on the same machine: seed everything, ask torch for
     deterministic kernels (the CPU's are; an op without one warns instead of failing) and, when
     `threads` is given, fix torch's CPU thread count (sums split over another number of threads
-    round differently, so a trained model differs with it)."""
+    round differently, so a trained model differs with it). Another CPU model can differ too:
+    oneDNN and MKL pick their kernels by the CPU's vector extensions (`bench/variation.py`)."""
     seed_everything(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, where CUDA is used
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -164,6 +164,35 @@ def test_dataset_streams_from_disk_and_holds_no_decoded_images(tmp_path):
     assert make_loader(digits.train, 8).num_workers == 0  # in-memory sets load in-process
 
 
+def test_augmented_batches_do_not_depend_on_the_number_of_workers(tmp_path):
+    """The worker count follows the machine's CPU count; the training batches (order and random
+    augmentation) must not, or the same job gives other numbers on another machine."""
+    root = write_tree(tmp_path / "w", "split", classes=2)
+    data = load_dataset("imagefolder", path=root, input_size=16)
+
+    def two_epochs(workers: str, seed: int = 3) -> list[torch.Tensor]:
+        os.environ["SECATEURS_DATA_WORKERS"] = workers
+        try:
+            loader = make_loader(data.train, 4, shuffle=True, seed=seed)
+            assert loader.num_workers == int(workers)
+            torch.manual_seed(123 + int(workers))  # the global generator's state must not matter either
+            batches = [x for _ in range(2) for x, _ in loader]
+            del loader
+            gc.collect()
+            return batches
+        finally:
+            del os.environ["SECATEURS_DATA_WORKERS"]
+
+    alone = two_epochs("0")
+    assert len(alone) == 2 * len(make_loader(data.train, 4))
+    for other in (two_epochs("1"), two_epochs("2")):
+        assert all(torch.equal(a, b) for a, b in zip(alone, other, strict=True))
+    # the draws are random: the two epochs differ, and so does another seed
+    half = len(alone) // 2
+    assert not all(torch.equal(a, b) for a, b in zip(alone[:half], alone[half:], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(alone, two_epochs("0", seed=4), strict=True))
+
+
 def test_training_augments_and_evaluation_is_resize_and_centre_crop(tmp_path):
     root = write_tree(tmp_path / "a", "split", classes=2)
     data = load_dataset("imagefolder", path=root, input_size=16)

@@ -1,0 +1,73 @@
+"""bench/ is a package: every benchmark answers `python -m bench.<name> --help` in a fresh
+process (imports resolve without path hacks), and the shared set-up behaves as documented:
+Spearman's rho is None where it is undefined, and a results file keeps every call that wrote it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import previous_calls, spearman, this_call, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if re.search(r"^def main\(", p.read_text(), re.M))
+
+
+def test_every_benchmark_is_found() -> None:
+    assert {"hard", "strategies", "allocation", "finetune_budget", "throughput", "load"} <= set(BENCHMARKS)
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_help_runs_as_a_module(name: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", f"bench.{name}", "--help"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("usage:")
+
+
+def test_no_benchmark_edits_sys_path() -> None:
+    edits = [p.name for p in (ROOT / "bench").glob("*.py") if "sys.path.insert" in p.read_text()]
+    assert edits == []
+
+
+def test_spearman_is_none_where_undefined_and_scipy_elsewhere() -> None:
+    assert spearman([1.0, 2.0, 3.0], [0.5, 0.5, 0.5]) is None  # a constant side: no ranking
+    assert spearman([0.7, 0.7], [1.0, 2.0]) is None
+    assert spearman([1.0], [2.0]) is None
+    assert spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]) == pytest.approx(1.0)
+    assert spearman([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    # ties take average ranks: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4)
+    rho = spearman([1.0, 2.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
+    assert rho is not None
+    assert rho == pytest.approx(0.9486832980505138)
+    with pytest.raises(ValueError, match="NaN"):
+        spearman([1.0, math.nan, 3.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="lengths"):
+        spearman([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_a_results_file_keeps_every_call(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    assert previous_calls(path) == []
+    first = this_call("bench.hard", ["--seeds", "0"])
+    write_results(path, {"rows": [1]}, [first])
+    second = this_call("bench.hard", ["--seeds", "1", "--resume"])
+    write_results(path, {"rows": [1, 2]}, [*previous_calls(path), second])
+    saved = json.loads(path.read_text())
+    assert saved["rows"] == [1, 2]
+    assert [c["argv"] for c in saved["calls"]] == [["--seeds", "0"], ["--seeds", "1", "--resume"]]
+    assert saved["calls"][1]["command"] == "python -m bench.hard --seeds 1 --resume"
+    assert all(re.fullmatch(r"[0-9a-f]{40}", c["commit"]) for c in saved["calls"])
+    assert all(c["time"].endswith("+00:00") for c in saved["calls"])
