@@ -18,6 +18,14 @@ from test_service_support import pg_schema_url
 torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test (real servers, Ray clusters, a browser) run first, each file's
+    tests in their order: under `make test`'s two workers they start early instead of leaving
+    one worker running them alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def digits():
     """The digits data at 16x16, split once per test session."""
