@@ -45,8 +45,11 @@ run: install system-deps
 demo-upload: install system-deps
 	bash scripts/demo-upload.sh
 
+# Two pytest-xdist workers, each taking whole files (module-scoped servers, Ray clusters and
+# browsers start once per module, in one worker), in collection order: files with `slow` tests
+# first (tests/conftest.py); `pytest` alone still runs the suite serially.
 test: install system-deps
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 # Lint, format check and type check (config in pyproject.toml); any finding fails. `ruff format .`
 # and `ruff check --fix .` repair most lint and format findings.

@@ -1,16 +1,29 @@
-"""Shared fixtures: the digits data, a one-thread switch (kept cheap for 2-core CI), and the
-service's databases: a migrated `store` on SQLite and on PostgreSQL (a fresh schema each time,
-in the database SECATEURS_TEST_DATABASE_URL names; see test_service_support.py)."""
+"""Shared fixtures: the digits data, networks trained on it once per session (modules take
+copies, so no test sees another's changes), a one-thread switch (kept cheap for 2-core CI), and
+the service's databases: a migrated `store` on SQLite and on PostgreSQL (a fresh schema each
+time, in the database SECATEURS_TEST_DATABASE_URL names; see test_service_support.py)."""
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Iterator
 
 import pytest
 import torch
 from test_service_support import pg_schema_url
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# At most two intra-op threads (2-core CI), and one per process when pytest-xdist runs two
+# workers side by side (`make test`), so the workers do not fight over the same cores.
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test (real servers, Ray clusters, a browser) run first, each file's
+    tests in their order: under `make test`'s two workers they start early instead of leaving
+    one worker running them alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +32,51 @@ def digits():
     from pruning.data import load_dataset
 
     return load_dataset("digits", input_size=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def _resnet20_digits(digits) -> torch.nn.Module:
+    """resnet20 trained for 1 epoch on digits at 16 px (seeded), trained once per session."""
+    from pruning import build_model
+    from pruning.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
+    train(model, digits.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def resnet20_digits(_resnet20_digits) -> torch.nn.Module:
+    """A module's own copy of the session's 1-epoch resnet20 (in eval mode)."""
+    return copy.deepcopy(_resnet20_digits).eval()
+
+
+@pytest.fixture(scope="session")
+def _slimmable_convnet_digits(digits) -> torch.nn.Module:
+    """A universally slimmable convnet (widths 0.25-1.0) trained for 3 epochs on digits with
+    the sandwich rule and inplace distillation (seeded), trained once per session."""
+    from pruning import build_model
+    from pruning.slimmable import SlimTrainConfig, make_slimmable, train_slimmable
+
+    args = {"num_classes": 10, "in_channels": 1, "input_size": 16}
+    torch.manual_seed(0)
+    net = make_slimmable(
+        build_model("convnet", **args),
+        (1, 16, 16),
+        [0.25, 0.5, 0.75, 1.0],
+        universal=True,
+        zoo="convnet",
+        zoo_args=args,
+    )
+    train_slimmable(net, digits.train, SlimTrainConfig(epochs=3, seed=0), device="cpu")
+    return net
+
+
+@pytest.fixture(scope="module")
+def slimmable_convnet_digits(_slimmable_convnet_digits) -> torch.nn.Module:
+    """A module's own copy of the session's trained universally slimmable convnet."""
+    return copy.deepcopy(_slimmable_convnet_digits)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,10 @@ SHAPE = (1, 16, 16)
 
 
 @pytest.fixture(scope="module")
-def trained_resnet(digits):
-    """ResNet-20 trained briefly on digits (enough for accuracy to mean something)."""
-    model = build_model("resnet20", num_classes=10, in_channels=1)
-    train(model, digits.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
-    return model.eval()
+def trained_resnet(resnet20_digits):
+    """ResNet-20 trained briefly on digits (enough for accuracy to mean something): the
+    session's 1-epoch network (tests/conftest.py)."""
+    return resnet20_digits
 
 
 @pytest.fixture(scope="module")

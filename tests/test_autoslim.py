@@ -13,13 +13,11 @@ from pruning import build_model
 from pruning.data import calibration_batches
 from pruning.export import load_model, load_weights
 from pruning.slimmable import (
-    SlimTrainConfig,
     calibrate_bn,
     evaluate_config,
     load_supernet,
     make_slimmable,
     save_supernet,
-    train_slimmable,
 )
 from search.base import SearchError
 from search.evaluators import EvalContext, make_evaluator
@@ -34,11 +32,9 @@ WIDTHS = [0.25, 0.5, 0.75, 1.0]
 
 
 @pytest.fixture(scope="module")
-def supernet_dir(digits, tmp_path_factory):
-    """A universally slimmable convnet, trained briefly and saved."""
-    torch.manual_seed(0)
-    net = make_slimmable(build_model("convnet", **ARGS), SHAPE, WIDTHS, universal=True, zoo="convnet", zoo_args=ARGS)
-    train_slimmable(net, digits.train, SlimTrainConfig(epochs=3, seed=0), device="cpu")
+def supernet_dir(digits, slimmable_convnet_digits, tmp_path_factory):
+    """A universally slimmable convnet, trained briefly (the session's, tests/conftest.py) and saved."""
+    net = slimmable_convnet_digits
     out = tmp_path_factory.mktemp("supernet")
     save_supernet(net, out, calibration=calibration_batches(digits.train, 4, 64, 0))
     return out

@@ -34,8 +34,10 @@ def jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     picked = {i.callspec.params["name"] for i in request.session.items if i.module is request.module}
     root = tmp_path_factory.mktemp("corpus_rest")
     # 24 jobs queue on 2 cores: a worker starting while others run may take longer than the
-    # default test server's 10 s to send its first heartbeat; this test is not about that
-    srv = ServerProcess(root / "data", SECATEURS_STALE_AFTER_SECONDS="300")
+    # default test server's 10 s to send its first heartbeat; this test is not about that. One
+    # evaluation actor per job (the fan-out over several is tests/test_workers_executor.py's and
+    # tests/test_ray_cluster.py's): half the actor processes to start, the same REST path
+    srv = ServerProcess(root / "data", SECATEURS_STALE_AFTER_SECONDS="300", SECATEURS_EVAL_WORKERS="1")
     try:
         srv.start()
         token = srv.cli("token", "create", "--team", "corpus").stdout.strip().splitlines()[-1]

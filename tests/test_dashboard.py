@@ -37,6 +37,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a real server with local Ray, and a browser
 VIEWPORT = {"width": 1400, "height": 900}
 
 

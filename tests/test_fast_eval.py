@@ -9,7 +9,6 @@ import torch
 
 from pruning import build_model, prune
 from pruning.data import calibration_batches
-from pruning.train import TrainConfig, train
 from search.evaluators import EvalContext, make_evaluator
 from search.space import SearchSpace
 
@@ -17,10 +16,9 @@ SHAPE = (1, 16, 16)
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
-    train(model, digits.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
-    return model.eval()
+def trained(resnet20_digits):
+    """The session's resnet20 trained for 1 epoch on digits (tests/conftest.py)."""
+    return resnet20_digits
 
 
 @pytest.fixture(scope="module")

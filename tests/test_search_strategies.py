@@ -11,7 +11,6 @@ import torch
 
 from pruning import build_model
 from pruning.data import calibration_batches
-from pruning.train import TrainConfig, train
 from search.evaluators import EvalContext, make_evaluator
 from search.registry import make_strategy, strategy_class
 from search.runner import run_search
@@ -30,11 +29,9 @@ EVAL_OPTIONS = {"finetune": {"steps": 3}}
 
 
 @pytest.fixture(scope="module")
-def setup(digits):
-    """A resnet20 trained for 1 epoch and calibration batches."""
-    model = build_model("resnet20", num_classes=10, in_channels=1, input_size=16)
-    train(model, digits.train, TrainConfig(epochs=1, lr=0.05, seed=0), device="cpu")
-    model.eval()
+def setup(digits, resnet20_digits):
+    """A resnet20 trained for 1 epoch (the session's, tests/conftest.py) and calibration batches."""
+    model = resnet20_digits
     calib = calibration_batches(digits.train, 1, 64, seed=0)
     return model, calib
 

@@ -50,11 +50,10 @@ def _randomise_bn(net) -> None:
 
 
 @pytest.fixture(scope="module")
-def universal_convnet(digits):
-    """A universally slimmable convnet trained briefly (sandwich rule, inplace distillation)."""
-    net = _slim("convnet", universal=True)
-    train_slimmable(net, digits.train, SlimTrainConfig(epochs=3, seed=0), device="cpu")
-    return net
+def universal_convnet(slimmable_convnet_digits):
+    """A universally slimmable convnet trained briefly (sandwich rule, inplace distillation):
+    the session's (tests/conftest.py)."""
+    return slimmable_convnet_digits
 
 
 @pytest.fixture(scope="module")
