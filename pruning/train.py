@@ -3,7 +3,8 @@ knowledge distillation from the unpruned model, seeded, on CUDA when present.
 
 `train` runs a fixed number of epochs or steps; `finetune` is the final fine-tune of a pruned
 network: validated, early-stopped, best checkpoint kept, within a step budget
-(docs/finetune.md)."""
+(docs/finetune.md); `fit` trains a network from scratch by that same loop (a job's base model,
+`secateurs train`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .data import make_loader
+from .data import DataSplits, dataset_size, make_loader
 from .device import get_device
 
 ProgressFn = Callable[[float, dict], None]
@@ -53,9 +54,18 @@ def make_reproducible(seed: int, threads: int | None = None) -> None:
 
 @dataclass
 class TrainConfig:
-    """Settings of a training or fine-tuning run."""
+    """Settings of a training run. Its defaults are the one default for training a network
+    from scratch (a job's `train` section and `secateurs train` read them here).
 
-    epochs: float = 5
+    `fit` (a job's base model, `secateurs train`): with `epochs=None`, the default, until
+    validation accuracy stops improving: validated once an epoch, stopped after `patience`
+    epochs without a gain, at most `max_epochs`, best epoch's weights kept (`finetune`'s loop);
+    with `epochs` set, exactly that many epochs, best epoch's weights kept. `train` runs a fixed
+    length and needs `epochs` (or `max_steps`), as every other training loop here does."""
+
+    epochs: float | None = None
+    max_epochs: float = 30.0
+    patience: int = 5
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -125,12 +135,14 @@ def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfi
     """Seed, move the model to its device in train mode, and build the shuffled loader, step
     count and SGD + cosine schedule every training loop here shares. Returns
     `(device, loader, steps_per_epoch, total_steps, optimizer, scheduler)`."""
+    if cfg.epochs is None and cfg.max_steps is None:
+        raise ValueError("a fixed-length training run needs epochs or max_steps (`fit` trains until no gain)")
     seed_everything(cfg.seed)
     dev = get_device(device)
     model.to(dev).train()
     loader = data if isinstance(data, DataLoader) else make_loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed)
     steps_per_epoch = max(1, len(loader))
-    total = max(1, round(cfg.epochs * steps_per_epoch))
+    total = max(1, round(cfg.epochs * steps_per_epoch)) if cfg.epochs is not None else max(1, int(cfg.max_steps or 1))
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     opt = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -141,28 +153,27 @@ def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfi
 def train(
     model: nn.Module,
     data: Dataset | DataLoader,
-    config: TrainConfig | None = None,
+    config: TrainConfig,
     teacher: nn.Module | None = None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
     progress: ProgressFn | None = None,
     device: str | torch.device | None = "auto",
 ) -> nn.Module:
-    """Train `model` in place and return it.
+    """Train `model` in place for a fixed length and return it (`fit` trains until no gain).
 
     `epochs` may be fractional; `max_steps` caps the optimizer steps (short fine-tunes).
     `teacher` enables distillation with weight `kd_alpha`; `extra_loss(model)` adds a penalty
     (e.g. Network Slimming's L1 on BN gammas); `after_step(model)` runs after each step (e.g.
     re-applying unstructured masks)."""
-    cfg = config or TrainConfig()
-    dev, loader, steps_per_epoch, total, opt, sched = training_setup(model, data, cfg, device)
+    dev, loader, steps_per_epoch, total, opt, sched = training_setup(model, data, config, device)
     if teacher is not None:
         teacher.to(dev).eval()
     step = 0
     while step < total:
         for xb, yb in loader:
             x, y = xb.to(dev), yb.to(dev)
-            loss = task_loss(model, x, y, teacher, cfg.kd_alpha, cfg.kd_temperature)
+            loss = task_loss(model, x, y, teacher, config.kd_alpha, config.kd_temperature)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True)
@@ -292,6 +303,21 @@ class FinetuneOutcome:
         }
 
 
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over `train_size` samples: one a batch, the last one partial
+    (the loaders here keep it)."""
+    return max(1, math.ceil(train_size / batch_size))
+
+
+def budget_steps(config: FinetuneConfig, train_size: int) -> int:
+    """The step budget of a `finetune` run on `train_size` samples: exactly
+    `ceil(epochs * steps_per_epoch)` when `epochs` is set, else `max_steps` (patience may end it
+    sooner)."""
+    if config.epochs is None:
+        return int(config.max_steps)
+    return math.ceil(config.epochs * steps_per_epoch(train_size, config.batch_size) - 1e-9)
+
+
 def default_eval_every(steps_per_epoch: int) -> int:
     """Steps between validations when not set: one epoch, clamped to [20, 200]."""
     return max(20, min(200, int(steps_per_epoch)))
@@ -309,12 +335,13 @@ def finetune(
     teacher: nn.Module | None = None,
     device: str | torch.device | None = "auto",
     progress: ProgressFn | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> FinetuneOutcome:
     """Fine-tune `model` in place on `data.train`, validating on `data.val` (a
     `pruning.data.DataSplits`), and leave the best-by-validation weights in it (see
-    `FinetuneConfig`); the model ends in eval mode. `teacher` distils with weight `kd_alpha`.
-    `progress(fraction, info)` is called after each validation with fraction = steps / budget
-    and once more with 1.0 at the end."""
+    `FinetuneConfig`); the model ends in eval mode. `teacher` distils with weight `kd_alpha`;
+    `extra_loss(model)` adds a penalty, as in `train`. `progress(fraction, info)` is called
+    after each validation with fraction = steps / budget and once more with 1.0 at the end."""
     cfg = config or FinetuneConfig()
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
@@ -323,10 +350,11 @@ def finetune(
     if teacher is not None:
         teacher.to(dev).eval()
     loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    steps_per_epoch = max(1, len(loader))
+    train_size = dataset_size(data.train)
+    per_epoch = steps_per_epoch(train_size, cfg.batch_size)
     fixed = cfg.epochs is not None
-    budget = math.ceil(cfg.epochs * steps_per_epoch - 1e-9) if cfg.epochs is not None else int(cfg.max_steps)
-    every = int(cfg.eval_every) if cfg.eval_every is not None else default_eval_every(steps_per_epoch)
+    budget = budget_steps(cfg, train_size)
+    every = int(cfg.eval_every) if cfg.eval_every is not None else default_eval_every(per_epoch)
     decays = not fixed and cfg.schedule == "plateau"
     decay_patience = max(1, cfg.patience // 2)
 
@@ -356,6 +384,8 @@ def finetune(
         x, y = next(batches)
         x, y = x.to(dev), y.to(dev)
         loss = task_loss(model, x, y, teacher, cfg.kd_alpha, cfg.kd_temperature)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -376,7 +406,7 @@ def finetune(
                 step / max(1, budget),
                 {
                     "step": step,
-                    "epoch": step / steps_per_epoch,
+                    "epoch": step / per_epoch,
                     "loss": float(loss.detach()),
                     "val_acc": acc,
                     "best_val": best_val,
@@ -401,7 +431,8 @@ def finetune(
             1.0,
             {
                 "step": step,
-                "epoch": step / steps_per_epoch,
+                "epoch": step / per_epoch,
+                "loss": float(loss.detach()),
                 "val_acc": best_val,
                 "best_val": best_val,
                 "lr": lr,
@@ -419,3 +450,35 @@ def finetune(
         history=history,
         seconds=time.perf_counter() - t0,
     )
+
+
+def fit(
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig | None = None,
+    device: str | torch.device | None = "auto",
+    progress: ProgressFn | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+) -> FinetuneOutcome:
+    """Train `model` from scratch on `data.train` by the final fine-tune's loop (`finetune`),
+    validated on `data.val` once an epoch and left with its best epoch's weights: until
+    validation accuracy stops improving (`patience` epochs without a gain, at most
+    `max_epochs`; the learning rate cut tenfold after half the patience), or exactly `epochs`
+    epochs when set (`TrainConfig`). `extra_loss(model)` adds a penalty (e.g. Network
+    Slimming's L1 on BN gammas)."""
+    cfg = config or TrainConfig()
+    per_epoch = steps_per_epoch(dataset_size(data.train), cfg.batch_size)
+    settings = FinetuneConfig(
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        max_steps=math.ceil(cfg.max_epochs * per_epoch - 1e-9),
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        eval_every=per_epoch,
+        seed=cfg.seed,
+        kd_alpha=cfg.kd_alpha,
+        kd_temperature=cfg.kd_temperature,
+    )
+    return finetune(model, data, settings, device=device, progress=progress, extra_loss=extra_loss)

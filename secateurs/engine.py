@@ -29,8 +29,8 @@ from pruning.intake import intake_program, model_reference
 from pruning.measure import count_flops, count_params, measure_latency
 from pruning.models import build_model, list_models
 from pruning.runtime import RUNTIMES, Runtime
-from pruning.train import TrainConfig, evaluate, seed_everything, train
-from workers.config import ModelSpec
+from pruning.train import TrainConfig, evaluate, fit, seed_everything, train
+from workers.config import ModelSpec, TrainSpec
 from workers.network import build_factory, check_program_data, save_network
 
 from .common import CliError, emit_json, progress_bar
@@ -123,15 +123,29 @@ def _load_program(args: argparse.Namespace, path: str) -> tuple[Any, DataSplits,
     )
 
 
+def _train_spec(args: argparse.Namespace) -> TrainSpec:
+    """The training flags, bounded as a job's `train` section is."""
+    from pydantic import ValidationError
+
+    fields = ("epochs", "max_epochs", "patience", "lr", "batch_size")
+    try:
+        return TrainSpec(**{k: getattr(args, k) for k in fields})
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise CliError(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.epochs <= 0:
-        raise CliError("--epochs must be positive")
+    from pruning.data import dataset_size
+    from workers.pipeline import describe_training, training_record
+
+    spec = _train_spec(args)
     if not args.out.endswith(".safetensors"):
         raise CliError("--out must name a .safetensors file")
     if model_reference(args.model)[0] == "program":
         raise CliError("train takes a zoo model or a factory; a .pt2 program is already trained")
     model, data, zoo_args = load_model_and_data(args, warn_random=False)
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    cfg = TrainConfig(**spec.model_dump(), seed=args.seed)
     extra = slimming_penalty(args.slimming_penalty) if args.slimming_penalty > 0 else None
     with progress_bar(1.0, f"train {args.model}", unit="run") as bar:
 
@@ -140,19 +154,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(epoch=f"{info['epoch']:.1f}", loss=f"{info['loss']:.3f}")
             bar.refresh()
 
-        train(model, data.train, cfg, extra_loss=extra, progress=step, device=args.device)
+        outcome = fit(model, data, cfg, extra_loss=extra, progress=step, device=args.device)
+    training = training_record(outcome, cfg, dataset_size(data.train))
     accuracy = evaluate(model, data.test)
     sidecar = save_checkpoint(
         model.cpu(),
         args.out,
         args.model,
         zoo_args,
-        {"data": args.data, "epochs": args.epochs, "test_accuracy": accuracy},
+        {"data": args.data, "training": training, "test_accuracy": accuracy},
     )
+    print(describe_training(training))
     result = {
         "model": args.model,
         "data": args.data,
-        "epochs": args.epochs,
+        "epochs": training["epochs_run"],
+        "training": training,
         "accuracy": accuracy,
         "weights": args.out,
         "sidecar": str(sidecar),
@@ -309,9 +326,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `train` and `prune` to the CLI."""
     t = subparsers.add_parser("train", help="train a zoo model on a data set; writes safetensors + a JSON sidecar")
     add_model_args(t)
-    t.add_argument("--epochs", type=float, default=10)
-    t.add_argument("--lr", type=float, default=0.05)
-    t.add_argument("--batch-size", type=int, default=64)
+    d = TrainConfig()  # the one default for training from scratch, as a job's train section has it
+    t.add_argument("--epochs", type=float, default=d.epochs, help="fixed length (default: until no gain)")
+    t.add_argument("--max-epochs", type=float, default=d.max_epochs, help=f"most epochs (default {d.max_epochs:g})")
+    t.add_argument("--patience", type=int, default=d.patience, help=f"epochs without a gain (default {d.patience})")
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument(
         "--slimming-penalty",
         type=float,

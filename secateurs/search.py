@@ -71,6 +71,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"  accuracy  {s['accuracy_before']:.4f} -> {s['accuracy_after']:.4f} "
         f"(cut, before fine-tune {s['accuracy_pruned']:.4f})"
     )
+    if s.get("base_training"):
+        from workers.pipeline import describe_training
+
+        print(f"  base      {describe_training(s['base_training'])}")
     print(f"  FLOPs     {s['flops_before']:,} -> {s['flops_after']:,} ({s['flops_after'] / s['flops_before']:.1%})")
     print(f"  params    {s['params_before']:,} -> {s['params_after']:,} ({s['params_after'] / s['params_before']:.1%})")
     print(f"  latency   {lat(s['latency_ms_before'])} -> {lat(s['latency_ms_after'])} (batch 1, {s['runtime']})")

@@ -1,6 +1,6 @@
 """The final fine-tune (`pruning.train.finetune`): best-by-validation checkpoint (the weights
 given included), step budget, early stopping with a plateau decay, and the explicit epochs
-mode."""
+mode; training from scratch (`pruning.train.fit`) by that same loop."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch.utils.data import Subset
 
 from pruning import build_model
 from pruning.data import DataSplits
-from pruning.train import FinetuneConfig, TrainConfig, evaluate, finetune, train
+from pruning.train import FinetuneConfig, TrainConfig, evaluate, finetune, fit, steps_per_epoch, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,3 +180,28 @@ def test_distillation_and_config_checks(digits, trained) -> None:
         FinetuneConfig(schedule="linear")
     with pytest.raises(ValueError, match="patience must be >= 1"):
         FinetuneConfig(patience=0)
+
+
+def test_training_from_scratch_stops_when_validation_stops_improving(digits) -> None:
+    """Until no gain (`epochs` None, the default): validated once an epoch, stopped `patience`
+    epochs after the last gain, well within `max_epochs`, with the best epoch's weights
+    (patience 2 instead of the default 5 keeps the test short)."""
+    torch.manual_seed(0)
+    model = build_model("convnet", in_channels=1, input_size=16, width=0.5)
+    calls = _count_train_steps(model)
+    cfg = TrainConfig(patience=2, seed=0)
+    per_epoch = steps_per_epoch(len(digits.train), cfg.batch_size)
+    out = fit(model, digits, cfg, device="cpu")
+    assert out.budget == cfg.max_epochs * per_epoch
+    assert out.stopped_early
+    assert calls[0] == out.steps < out.budget
+    assert [s for s, _, _ in out.history] == [k * per_epoch for k in range(len(out.history))]
+    assert _replay(out.history, cfg.patience) == len(out.history) - 1
+    accs = [acc for _, acc, _ in out.history]
+    assert evaluate(model, digits.val) == out.best_val == max(accs) > 0.9
+    # a fixed length is run whole, and `train` (fixed-length only) refuses the open-ended default
+    fixed = build_model("convnet", in_channels=1, input_size=16, width=0.5)
+    steps = _count_train_steps(fixed)
+    assert fit(fixed, digits, TrainConfig(epochs=1, seed=0), device="cpu").steps == steps[0] == per_epoch
+    with pytest.raises(ValueError, match="needs epochs"):
+        train(fixed, digits.train, TrainConfig())

@@ -134,3 +134,33 @@ def test_the_documented_defaults_are_the_models() -> None:
     text = (ROOT / "docs" / "service.md").read_text()
     block = text.split("<!-- defaults -->", 1)[1].split("<!-- /defaults -->", 1)[0]
     assert block.strip().removeprefix("```yaml").removesuffix("```").strip() == defaults_yaml()
+
+
+def test_training_from_scratch_has_one_default() -> None:
+    """A job's `train` section, `secateurs train` and `secateurs search --train-*` all take
+    `pruning.train.TrainConfig`'s defaults: until validation stops improving (epochs None)."""
+    from pruning.train import TrainConfig
+    from workers.config import TrainSpec
+
+    one = TrainConfig()
+    assert one.epochs is None  # the default is early-stopped, not a fixed length
+    fields = ("epochs", "max_epochs", "patience", "lr", "batch_size")
+    assert TrainSpec().model_dump() == {k: getattr(one, k) for k in fields}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"].parse_args(["--model", "convnet", "--data", "digits", "--out", "x.safetensors"])
+    assert {k: getattr(train, k) for k in fields} == {k: getattr(one, k) for k in fields}
+    search = config_from_args(_search_parser().parse_args(REQUIRED))["train"]
+    assert search == {k: getattr(one, k) for k in fields}
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--epochs", "nan"), ("--epochs", "0"), ("--max-epochs", "inf"), ("--patience", "0"), ("--lr", "-1")],
+)
+def test_secateurs_train_bounds_its_numbers_as_the_job_config_does(flag: str, value: str, capsys) -> None:
+    from service.cli import main
+
+    assert main(["train", "--model", "convnet", "--data", "digits", "--out", "x.safetensors", flag, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"secateurs: error: {flag}: ")

@@ -66,6 +66,13 @@ def test_the_trained_base_model_comes_from_the_cache_by_its_key(tmp_path: Path) 
     again = run_pipeline(job, tmp_path / "b", FileSink(tmp_path / "b"), cache_dir=cache)
     assert "train" not in phases(tmp_path / "b")  # loaded, not trained
     assert again["accuracy_before"] == first["accuracy_before"]
+    # the report says how the base trained, whether trained here or taken from the cache
+    trained = first["base_training"]
+    assert (trained["epochs"], trained["epochs_run"], trained["stopped_early"]) == (1, 1, False)
+    assert trained["steps"] == trained["steps_per_epoch"]
+    assert [epoch for epoch, _ in trained["history"]] == [0, 1]
+    assert trained["best_val"] == max(val for _, val in trained["history"])
+    assert again["base_training"] == trained
     assert (tmp_path / "b" / "base_model.safetensors").read_bytes() == (
         tmp_path / "a" / "base_model.safetensors"
     ).read_bytes()

@@ -71,7 +71,8 @@ def test_minimal_body_is_accepted_with_documented_defaults(api):
     assert spec["criterion"] == "l1"
     assert spec["seed"] == 0
     assert spec["priority"] == 0
-    assert spec["train"]["epochs"] > 0
+    assert spec["train"]["epochs"] is None  # until validation stops improving
+    assert spec["train"]["max_epochs"] > 0
     assert spec["finetune"]["max_steps"] > 0
     assert spec["finetune"]["epochs"] is None
     config = store.get_job(job["id"]).config

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pruning.data import DATASETS
 from pruning.models.zoo import InputSize
 from pruning.runtime import Runtime
-from pruning.train import FinetuneConfig, Schedule
+from pruning.train import FinetuneConfig, Schedule, TrainConfig
 from search.base import SearchError
 from search.latency import check_table_runtime
 from search.space import SearchSpace, Streams
@@ -183,12 +183,25 @@ class EvaluatorSpec(Section):
     options: dict[str, Any] = Field(default={}, description="the evaluator's keyword options")
 
 
-class TrainSpec(Section):
-    """Training of a zoo model given without weights."""
+# Training from scratch defaults to what `pruning.train.TrainConfig` defaults to (one place).
+_TR = TrainConfig()
 
-    epochs: float = Field(2.0, ge=0, le=1000, description="epochs (may be fractional)")
-    lr: float = Field(0.05, gt=0, le=10, description="SGD learning rate (cosine schedule)")
-    batch_size: int = Field(64, ge=1, le=4096, description="training batch size")
+
+class TrainSpec(Section):
+    """Training of a zoo model (or factory) given without weights, by the final fine-tune's loop
+    (`pruning.train.fit`): by default until validation accuracy stops improving (`patience`
+    epochs without a gain, at most `max_epochs`), keeping the best epoch's weights; `epochs`
+    asks for a fixed length instead."""
+
+    epochs: float | None = Field(
+        _TR.epochs, gt=0, le=1000, description="fixed length in epochs (default: until no gain, at most max_epochs)"
+    )
+    max_epochs: float = Field(_TR.max_epochs, gt=0, le=1000, description="most epochs when training until no gain")
+    patience: int = Field(
+        _TR.patience, ge=1, le=1000, description="epochs without a gain in validation accuracy before stopping"
+    )
+    lr: float = Field(_TR.lr, gt=0, le=10, description="SGD learning rate (cut tenfold on a plateau)")
+    batch_size: int = Field(_TR.batch_size, ge=1, le=4096, description="training batch size")
 
 
 # The final fine-tune defaults to what `pruning.train.FinetuneConfig` defaults to (one place).

@@ -9,14 +9,13 @@ Files written to `out_dir`: `model.safetensors` + `arch.json` (rebuild with
 `pruning.export.load_model`), `model.onnx` (checked against PyTorch with onnxruntime),
 `report.json`, `data.json` (the data's classes and input normalisation), `candidates.csv` /
 `candidates.json`, `pareto.png`, `channels.png`,
-`base_model.safetensors` (the trained original, when the job trained it) and whatever the
-strategy adds (e.g. sensitivity's table and plot)."""
+`base_model.safetensors` + `base_model.training.json` (the trained original and how it was
+trained, when the job trained it) and whatever the strategy adds (e.g. sensitivity's table and plot)."""
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
@@ -40,11 +39,13 @@ from pruning.train import (
     FinetuneConfig,
     FinetuneOutcome,
     TrainConfig,
+    budget_steps,
     cached_weights,
     evaluate,
     finetune,
+    fit,
     make_reproducible,
-    train,
+    steps_per_epoch,
     training_key,
 )
 from search.base import Proposal, Result, SearchError
@@ -80,6 +81,8 @@ class Prepared:
     device: torch.device
     accuracy_before: float
     stats_before: ModelStats
+    training: dict[str, Any] | None = None
+    """What training the full model had here (`training_record`); None when it came trained."""
 
 
 @dataclass
@@ -129,24 +132,11 @@ def finetune_model(
     return Finetuned(pruned, acc_pruned, evaluate(pruned, data.test), evaluate(pruned, data.val), outcome)
 
 
-def steps_per_epoch(settings: FinetuneConfig, train_size: int) -> int:
-    """Optimizer steps in one epoch of a fine-tune (`pruning.train.finetune`'s loader)."""
-    return max(1, math.ceil(train_size / settings.batch_size))
-
-
-def budget_steps(settings: FinetuneConfig, train_size: int) -> int:
-    """The step budget of a fine-tune: its fixed length in steps when `epochs` is set, else
-    `max_steps` (patience may end it sooner)."""
-    if settings.epochs is None:
-        return settings.max_steps
-    return math.ceil(settings.epochs * steps_per_epoch(settings, train_size) - 1e-9)
-
-
 def round_settings(settings: FinetuneConfig, train_size: int, rounds: int) -> list[FinetuneConfig]:
     """The fine-tune settings of each round of an iterative schedule: the one-shot budget
-    (`budget_steps`) split over the rounds so that together they run exactly as many steps as
+    (`pruning.train.budget_steps`) split over the rounds so that together they run exactly as many steps as
     one-shot would; each round is seeded on its own."""
-    per_epoch = steps_per_epoch(settings, train_size)
+    per_epoch = steps_per_epoch(train_size, settings.batch_size)
     fixed = settings.epochs is not None
     total = budget_steps(settings, train_size)
     return [
@@ -259,6 +249,53 @@ def finetune_policy(
     return finetune_model(pruned, model, data, settings, device, progress)
 
 
+def training_record(outcome: FinetuneOutcome, config: TrainConfig, train_size: int) -> dict[str, Any]:
+    """What training the full model did (`pruning.train.fit`), for the report: the length asked
+    (`epochs`; None: until no gain, with `max_epochs` and `patience`), the epochs and steps run,
+    the epoch whose weights it kept and their validation accuracy, whether patience ended it,
+    and the validation accuracy after each epoch (epoch 0: the untrained network)."""
+    per_epoch = steps_per_epoch(train_size, config.batch_size)
+    asked: dict[str, Any] = {"epochs": config.epochs}
+    if config.epochs is None:
+        asked.update(max_epochs=config.max_epochs, patience=config.patience)
+    return {
+        **asked,
+        "epochs_run": outcome.steps / per_epoch,
+        "steps": outcome.steps,
+        "steps_per_epoch": per_epoch,
+        "best_epoch": outcome.best_step / per_epoch,
+        "best_val": outcome.best_val,
+        "stopped_early": outcome.stopped_early,
+        "seconds": outcome.seconds,
+        "history": [[step / per_epoch, val] for step, val, _ in outcome.history],
+    }
+
+
+def describe_training(record: Mapping[str, Any]) -> str:
+    """One line for the job's log: how long the full model trained and what it kept."""
+    if record.get("epochs") is not None:
+        ending = "its fixed length"
+    elif record["stopped_early"]:
+        ending = f"stopped after {record['patience']} epochs without a gain"
+    else:
+        ending = f"reached max_epochs {record['max_epochs']:g}"
+    return (
+        f"trained {record['epochs_run']:.3g} epochs ({record['steps']} steps, {ending}); kept epoch "
+        f"{record['best_epoch']:.3g}, validation accuracy {record['best_val']:.4f}"
+    )
+
+
+def _sidecar(weights: Path) -> Path:
+    """The training record stored beside a trained model's weights (`base_model.training.json`)."""
+    return weights.with_suffix(".training.json")
+
+
+def read_training(weights: Path) -> dict[str, Any] | None:
+    """The training record stored beside `weights` (None when there is none)."""
+    path = _sidecar(weights)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_data_facts(data: DataSplits, out: Path) -> None:
     """Store the data's facts with the job's outputs (`data.json`): shape, class names in label
     order and the per-channel normalisation inputs take, which a resumed run reuses and a user
@@ -319,7 +356,8 @@ def prepare(
         runtime=cfg.runtime,
     )
     base_path = out / BASE_WEIGHTS
-    tcfg = TrainConfig(epochs=cfg.train.epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=cfg.seed)
+    tcfg = TrainConfig(**cfg.train.model_dump(), seed=cfg.seed)
+    training: dict[str, Any] | None = None
     cached = None
     if cache_dir is not None and not weights and zoo is not None:
         data_facts = {**cfg.data.model_dump(mode="json"), "input_size": data.input_size, "split_seed": DATA_SPLIT_SEED}
@@ -330,15 +368,23 @@ def prepare(
         pass  # a program carries its trained weights
     elif resumed and base_path.exists():
         load_weights(model, base_path)
+        training = read_training(base_path)
     elif cached is not None and cached.exists():
         load_weights(model, cached)
         save_weights(model, base_path)
+        training = read_training(cached)
+        if training is not None:
+            _sidecar(base_path).write_text(json.dumps(training))
         sink.event("cached", f"trained {zoo} taken from the cache", {"path": str(cached)})
     else:
         sink.phase("train")
-        train(model, data.train, tcfg, device=device, progress=lambda f, info: sink.progress("train", f))
+        outcome = fit(model, data, tcfg, device=device, progress=lambda f, info: sink.progress("train", f))
+        training = training_record(outcome, tcfg, dataset_size(data.train))
         save_weights(model, base_path)
+        _sidecar(base_path).write_text(json.dumps(training))
+        sink.event("trained", describe_training(training), {k: v for k, v in training.items() if k != "history"})
         if cached is not None:  # written whole, then moved in: a reader never sees half a file
+            _sidecar(cached).write_text(json.dumps(training))
             tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
             save_weights(model, tmp)
             os.replace(tmp, cached)
@@ -353,6 +399,7 @@ def prepare(
         device,
         evaluate(model, data.test),
         model_stats(model, input_shape, runtime=cfg.runtime),
+        training,
     )
 
 
@@ -472,6 +519,7 @@ def summarize(
         "layer_channels": layer_channels(prep.model, tuned.model),
         "pinned_groups": dict(space.engine_pins),
         "accuracy_before": prep.accuracy_before,
+        "base_training": prep.training,
         "accuracy_pruned": tuned.accuracy_pruned,
         "accuracy_after": tuned.accuracy_after,
         "val_accuracy_after": tuned.val_after,

@@ -78,13 +78,14 @@ def accumulate_gradients(
 def train_slimmable(
     model: SlimmableNet,
     data: Dataset | DataLoader,
-    config: SlimTrainConfig | None = None,
+    config: SlimTrainConfig,
     progress: ProgressFn | None = None,
     device: str | torch.device | None = "auto",
 ) -> SlimmableNet:
-    """Train all widths of `model` at once (SGD, cosine schedule, as `pruning.train.train`);
-    one optimiser step per batch after the gradients of every width have accumulated."""
-    cfg = config or SlimTrainConfig()
+    """Train all widths of `model` at once for `config.epochs` (SGD, cosine schedule, as
+    `pruning.train.train`); one optimiser step per batch after the gradients of every width
+    have accumulated."""
+    cfg = config
     dev, loader, steps_per_epoch, total, opt, sched = training_setup(model, data, cfg, device)
     rng = random.Random(cfg.seed)
     distill = model.universal and cfg.inplace_distillation
