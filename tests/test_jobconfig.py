@@ -158,7 +158,7 @@ def test_training_from_scratch_has_one_default() -> None:
     [("--epochs", "nan"), ("--epochs", "0"), ("--max-epochs", "inf"), ("--patience", "0"), ("--lr", "-1")],
 )
 def test_secateurs_train_bounds_its_numbers_as_the_job_config_does(flag: str, value: str, capsys) -> None:
-    from service.cli import main
+    from secateurs import main
 
     assert main(["train", "--model", "convnet", "--data", "digits", "--out", "x.safetensors", flag, value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
