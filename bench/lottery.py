@@ -1,7 +1,7 @@
 """Lottery Ticket on the convnet / digits: dense vs rewound ticket vs random reinit, over seeds.
 
 Run by hand:  python -m bench.lottery [--sparsity 0.8] [--rounds 4] [--epochs 8] [--lr 0.01] [--seeds 0 1 2]
-              [--data fashion-mnist --subset 3000]
+              [--data fashion-mnist --subset 3000] [--out bench/results/lottery-....json]
 
 For each seed: build the convnet (seed s), run `pruning.unstructured.lottery_ticket`
 (iterative magnitude pruning, per-layer masks, survivors rewound to their initial values,
@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from bench.common import this_call, write_results
 from pruning import build_model
 from pruning.data import load_dataset
 from pruning.train import TrainConfig
@@ -67,8 +68,10 @@ def main() -> int:
     ap.add_argument("--data", default="digits")
     ap.add_argument("--subset", type=int, default=None, help="seeded subset of the training split")
     ap.add_argument("--input-size", type=int, default=16)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--json", action="store_true", help="also print the per-seed rows as JSON")
+    ap.add_argument("--out", help="write the settings, per-seed rows and this call to this results file")
+    argv = sys.argv[1:]
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_dataset(args.data, input_size=args.input_size, seed=0, subset=args.subset)
     t0 = time.time()
@@ -90,6 +93,10 @@ def main() -> int:
         print(f"| {label} | {_fmt(vals)} | {', '.join(f'{v * 100:.2f}' for v in vals)} |")
     if args.json:
         print(json.dumps(rows))
+    if args.out:
+        settings = {k: v for k, v in vars(args).items() if k not in ("json", "out")}
+        record = {"config": settings, "train_images": len(data.train), "test_images": len(data.test), "rows": rows}
+        write_results(args.out, record, [this_call("bench.lottery", argv)])
     return 0
 
 
