@@ -622,6 +622,8 @@ def test_end_to_end_job_on_an_uploaded_digits_archive(tmp_path):
         report = json.loads((tmp_path / "out" / "report.json").read_text())
         assert report["dataset"]["normalization"] == facts["normalization"]
         assert report["flops_after"] <= 0.6 * report["flops_before"]
-        assert report["accuracy_before"] > 0.3  # learnt something from the uploaded images
+        # learnt something from the uploaded images: chance is 0.1, and on 100 test images 0.2 lies
+        # more than three standard deviations above it (12 training steps give about 0.3)
+        assert report["accuracy_before"] > 0.2
     finally:
         srv.stop()
