@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pruning.data import FASHION_MNIST_DIR, _find, _read_idx, data_workers, dataset_size, load_dataset
+from pruning.data import FASHION_MNIST_DIR, data_workers, dataset_size, fashion_mnist_arrays, load_dataset
 from pruning.models import build_model
 from pruning.train import TrainConfig, evaluate, fit, make_reproducible, steps_per_epoch, train
 
@@ -39,8 +39,7 @@ def write_folder(root: Path, source: Path, per_class_train: int, per_class_test:
     """`root/train/<class>/*.png` and `root/test/<class>/*.png`, a seeded pick of Fashion-MNIST."""
     rng = np.random.default_rng(seed)
     for split, stem, per_class in (("train", "train", per_class_train), ("test", "t10k", per_class_test)):
-        images = _read_idx(_find(source, f"{stem}-images-idx3-ubyte"))  # the loader's own IDX reader
-        labels = _read_idx(_find(source, f"{stem}-labels-idx1-ubyte"))
+        images, labels = fashion_mnist_arrays(stem, source)  # the loader's own IDX reader
         for c in range(10):
             folder = root / split / f"class{c}"
             folder.mkdir(parents=True, exist_ok=True)

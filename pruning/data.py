@@ -128,13 +128,21 @@ FASHION_MNIST_FILES = (
 """The IDX files of a Fashion-MNIST folder (each may be gzipped, `.gz`)."""
 
 
-def _fashion_mnist(input_size: int, seed: int, subset: int | None, root: Path | None = None) -> DataSplits:
+def fashion_mnist_arrays(split: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One Fashion-MNIST split (`train` or `t10k`) as uint8 images (N, 28, 28) and labels (N,)."""
     root = Path(root or FASHION_MNIST_DIR)
-    train_x, train_y, test_x, test_y = (_find(root, stem) for stem in FASHION_MNIST_FILES)
-    xtr = torch.from_numpy(_read_idx(train_x).copy()).float().unsqueeze(1) / 255.0
-    ytr = torch.from_numpy(_read_idx(train_y).copy()).long()
-    xte = torch.from_numpy(_read_idx(test_x).copy()).float().unsqueeze(1) / 255.0
-    yte = torch.from_numpy(_read_idx(test_y).copy()).long()
+    images = _read_idx(_find(root, f"{split}-images-idx3-ubyte"))
+    labels = _read_idx(_find(root, f"{split}-labels-idx1-ubyte"))
+    return images, labels
+
+
+def _fashion_mnist(input_size: int, seed: int, subset: int | None, root: Path | None = None) -> DataSplits:
+    train_images, train_labels = fashion_mnist_arrays("train", root)
+    test_images, test_labels = fashion_mnist_arrays("t10k", root)
+    xtr = torch.from_numpy(train_images.copy()).float().unsqueeze(1) / 255.0
+    ytr = torch.from_numpy(train_labels.copy()).long()
+    xte = torch.from_numpy(test_images.copy()).float().unsqueeze(1) / 255.0
+    yte = torch.from_numpy(test_labels.copy()).long()
     return _from_arrays("fashion-mnist", xtr, ytr, xte, yte, 10, input_size, seed, subset)
 
 
