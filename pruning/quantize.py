@@ -10,7 +10,8 @@ smallest; `percentile`: the range that holds 99.999 % of the observed values).""
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import io
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -93,11 +94,9 @@ def quantize_onnx(
     arrays = as_arrays(batches)
     out = Path(int8)
     out.parent.mkdir(parents=True, exist_ok=True)
-    quiet = logging.getLogger().level
-    with tempfile.TemporaryDirectory(prefix="secateurs-quant-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
+    with tempfile.TemporaryDirectory(prefix="secateurs-quant-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        pre = Path(tmp) / "pre.onnx"  # the library prints its calibration steps: kept off our output
         try:
-            logging.getLogger().setLevel(max(quiet, logging.WARNING))  # the library logs every step at INFO
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
             quantize_static(
                 str(pre),
@@ -109,13 +108,9 @@ def quantize_onnx(
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
             )
-        except PruningError:
-            raise
         except Exception as exc:  # the library's errors are long; ours is one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise PruningError(f"ONNX Runtime could not quantize {Path(fp32).name} ({calibration}): {first}") from exc
-        finally:
-            logging.getLogger().setLevel(quiet)
     return out
 
 

@@ -234,12 +234,13 @@ def test_bad_quantize_options_are_one_line_422s_at_submit(api, quantize, onnx, m
     assert client.get("/v1/jobs", headers=auth).json()["total"] == 0
 
 
-def test_a_good_quantize_section_is_stored_as_given(api) -> None:
+def test_a_good_quantize_section_is_stored_with_its_defaults(api) -> None:
     client, auth = api
     body = {**MINIMAL, "quantize": {"mode": "int8", "calibration": "entropy", "calibration_batches": 3}}
     r = client.post("/v1/jobs", json=body, headers=auth)
     assert r.status_code == 201, r.text
-    assert r.json()["spec"]["quantize"] == {"mode": "int8", "calibration": "entropy", "calibration_batches": 3}
+    stored = {"mode": "int8", "calibration": "entropy", "calibration_batches": 3, "max_drop": 1.0}  # default filled in
+    assert r.json()["spec"]["quantize"] == stored
 
 
 def test_the_cli_refuses_bad_quantize_flags_with_exit_2(tmp_path, capsys) -> None:

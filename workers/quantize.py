@@ -8,8 +8,6 @@ event and a row of the summary, and a network still beyond `max_drop` carries a 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import tempfile
 import time
@@ -64,8 +62,7 @@ def quantize_job(
             sink.progress("quantize", k / len(methods), f"INT8, {method} calibration")
             path = Path(tmp) / f"{method}.onnx"
             t0 = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):  # the library prints its histogram steps
-                quantize_onnx(fp32, path, inputs, method)
+            quantize_onnx(fp32, path, inputs, method)
             acc = onnx_score(path, data.test)
             row: dict[str, Any] = {
                 "calibration": method,
