@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -77,9 +77,18 @@ def prepare(
     return _onnxruntime(copy.deepcopy(model).cpu(), x.cpu())  # never move the caller's model
 
 
-def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session on an ONNX file, as every latency here is measured:
+    `threads` intra-op threads (torch's count by default), one inter-op thread."""
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with warnings.catch_warnings():
@@ -92,10 +101,7 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
                 dynamic_axes={"input": {0: "batch"}},
                 dynamo=False,
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = onnx_session(path)
     feed = {"input": x.numpy()}
 
     def run() -> object:
@@ -125,3 +131,22 @@ def time_forward(
         if i >= warmup:
             times.append((clock() - t0) * 1000.0)
     return float(statistics.median(times))
+
+
+def time_interleaved(
+    runs: Sequence[Callable[[], object]],
+    warmup: int = 5,
+    repeats: int = 30,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Median time in milliseconds of each of several `run()`s, timed in turn one call at a time
+    (after `warmup` rounds), so that a change in the machine's load falls on all of them alike:
+    the fair way to compare two networks' latency on a shared machine."""
+    times: list[list[float]] = [[] for _ in runs]
+    for i in range(warmup + repeats):
+        for k, run in enumerate(runs):
+            t0 = clock()
+            run()
+            if i >= warmup:
+                times[k].append((clock() - t0) * 1000.0)
+    return [float(statistics.median(t)) for t in times]

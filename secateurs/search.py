@@ -78,6 +78,13 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"  FLOPs     {s['flops_before']:,} -> {s['flops_after']:,} ({s['flops_after'] / s['flops_before']:.1%})")
     print(f"  params    {s['params_before']:,} -> {s['params_after']:,} ({s['params_after'] / s['params_before']:.1%})")
     print(f"  latency   {lat(s['latency_ms_before'])} -> {lat(s['latency_ms_after'])} (batch 1, {s['runtime']})")
+    q = s.get("quantize")
+    if q:
+        print(
+            f"  INT8      accuracy {q['accuracy_fp32']:.4f} -> {q['accuracy_int8']:.4f} "
+            f"({q['calibration']} calibration), latency {lat(q['latency_ms_fp32'])} -> "
+            f"{lat(q['latency_ms_int8'])} (batch 1, onnxruntime)"
+        )
     print("  policy (kept / original channels):")
     for key, kept in s["kept_channels"].items():
         print(f"    {key:<28} {kept:>5} / {s['original_channels'][key]:<5} rate {s['policy'].get(key, 0.0):.3f}")
@@ -116,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         _print_summary(summary)
     if summary.get("warning"):
         print(f"secateurs: warning: {summary['warning']}", file=sys.stderr)
+    if (summary.get("quantize") or {}).get("warning"):
+        print(f"secateurs: warning: {summary['quantize']['warning']}", file=sys.stderr)
     for key, why in (summary.get("pinned_groups") or {}).items():
         print(f"secateurs: warning: channel group {key} is kept whole: {why}", file=sys.stderr)
     sys.stdout.flush()

@@ -18,6 +18,7 @@ PHASE_SPANS = {
     "select": (0.8, 0.85),  # the ASHA selection (search.selection: asha)
     "finetune": (0.85, 0.97),
     "export": (0.97, 0.99),
+    "quantize": (0.99, 0.99),  # INT8 (quantize: {mode: int8}), after the export
     "done": (0.99, 0.99),
 }
 BEST_KEYS = ("proposal_id", "score", "flops", "params", "memory_bytes", "latency_ms", "phase")

@@ -72,6 +72,7 @@ def test_upload_submit_fetch_rebuild(server, weights, tmp_path):
             "target": {"flops": 0.5},
             "strategy": {"name": "uniform"},
             "finetune": {"epochs": 1, "lr": 0.01},
+            "quantize": {"mode": "int8", "calibration_batches": 2},
         }
     )
     done = client.wait(job["id"], poll=0.5, timeout=300)
@@ -95,6 +96,16 @@ def test_upload_submit_fetch_rebuild(server, weights, tmp_path):
     assert count_flops(pruned, (1, 16, 16)) == summary["flops_after"]
     test = load_dataset("digits", input_size=16, seed=0).test
     assert evaluate(pruned, test) == pytest.approx(summary["accuracy_after"], abs=1e-9)
+    # INT8 beside FP32: the downloaded model.int8.onnx scores what the summary says, timed beside FP32
+    from pruning.quantize import onnx_score, qdq_nodes
+
+    q = summary["quantize"]
+    assert arts["model.int8.onnx"]["size"] == q["size_bytes_int8"] < q["size_bytes_fp32"]
+    assert qdq_nodes(out / "model.int8.onnx") > 0
+    assert onnx_score(out / "model.int8.onnx", test) == q["accuracy_int8"]
+    assert q["accuracy_fp32"] == pytest.approx(summary["accuracy_after"], abs=1e-9)
+    assert q["latency_ms_fp32"] > 0
+    assert q["latency_ms_int8"] > 0
 
     fetched = server.cli("fetch", str(job["id"]), "--out", str(tmp_path / "cli"), "--token", client.token)
     assert fetched.returncode == 0

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from pruning.data import DATASETS
 from pruning.models.zoo import InputSize
+from pruning.quantize import Calibration
 from pruning.runtime import Runtime
 from pruning.train import FinetuneConfig, Schedule, TrainConfig
 from search.base import SearchError
@@ -285,6 +286,27 @@ class SearchSpec(Section):
     selection_lr: float = Field(0.01, gt=0, le=10, description="learning rate of the ASHA trials' fine-tune")
 
 
+class QuantizeSpec(Section):
+    """Static INT8 quantization of the returned network (`workers.quantize`): after the
+    fine-tune, `model.onnx` is quantized by ONNX Runtime (QDQ, per-channel weights, activation
+    ranges calibrated on training images) into `model.int8.onnx`, scored on the test split and
+    timed beside the FP32 network. When INT8 loses more than `max_drop` accuracy points, the
+    other calibration methods are tried and the best kept, and the report says so."""
+
+    mode: Literal["int8"] | None = Field(
+        None, description="int8: also write model.int8.onnx (default: no quantization)"
+    )
+    calibration: Calibration = Field(
+        "minmax", description="how activation ranges are set: minmax, entropy or percentile (ONNX Runtime's)"
+    )
+    calibration_batches: int = Field(
+        8, ge=1, le=256, description="training batches (of 64 images) the activation ranges are calibrated on"
+    )
+    max_drop: float = Field(
+        1.0, ge=0, le=100, description="most test accuracy points INT8 may lose before other calibrations are tried"
+    )
+
+
 def parse_target(value: Any) -> dict[str, Any]:
     """A target as `{"kind", "value", "absolute"}` from `{"flops": 0.5}` (a ratio in (0, 1]),
     `"params=120k"`, a `Target` or the dict form itself."""
@@ -332,6 +354,9 @@ class JobConfig(Section):
     priority: int = Field(
         0, ge=-100, le=100, description="queue priority: higher runs first; above 0 needs an admin token (service only)"
     )
+    quantize: QuantizeSpec = Field(
+        default_factory=QuantizeSpec, description="static INT8 quantization of the returned network's ONNX export"
+    )
 
     @field_validator("target", mode="before")
     @classmethod
@@ -378,6 +403,13 @@ class JobConfig(Section):
 
             default = strategy_class(self.strategy.name).default_evaluator
             self.evaluator.options = check_evaluator_options(default, self.evaluator.options, json=True)
+        return self
+
+    @model_validator(mode="after")
+    def _quantize_needs_onnx(self) -> JobConfig:
+        """INT8 is made from the ONNX export."""
+        if self.quantize.mode is not None and not self.onnx:
+            raise ValueError("quantize needs onnx: true (model.int8.onnx is made from model.onnx)")
         return self
 
     @field_validator("criterion")

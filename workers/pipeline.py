@@ -59,6 +59,7 @@ from search.strategies.base import Strategy
 from . import selection
 from .config import FinetuneSpec, JobConfig
 from .network import build_network, layer_channels, load_intake, network_name, save_network
+from .quantize import INT8_FILE, quantize_job
 from .sink import JobSink, ResumeState
 
 BASE_WEIGHTS = "base_model.safetensors"
@@ -769,6 +770,9 @@ def run_pipeline(
             f"validation accuracy after the fine-tune ({tuned.val_after:.4f}) is below the search "
             f"score ({best.score:.4f})"
         )
+    if cfg.quantize.mode is not None:  # after the export: INT8 is made from model.onnx
+        summary["quantize"] = quantize_job(cfg.quantize, prep.data, prep.input_shape, out, sink, cfg.seed)
+        summary["files"]["onnx_int8"] = str(out / INT8_FILE)
     report = {**summary, "config": cfg.model_dump(mode="json"), "space": prep.space.describe()}
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     summary["files"]["report"] = str(out / "report.json")

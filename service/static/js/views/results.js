@@ -44,6 +44,35 @@ function beforeAfterTable(s, artifacts) {
   );
 }
 
+// FP32 beside INT8 (quantize: {mode: int8}): both scored on the test split and timed by ONNX Runtime.
+function int8Table(q) {
+  const rows = [
+    ["Accuracy", q.accuracy_fp32, q.accuracy_int8, fmtScore, true],
+    [`Latency (batch 1, onnxruntime, ${q.latency_threads} threads)`, q.latency_ms_fp32, q.latency_ms_int8, fmtMs, false],
+    ["ONNX file size", q.size_bytes_fp32, q.size_bytes_int8, fmtBytes, false],
+  ];
+  const note = `${q.calibration} calibration on ${q.calibration_images} training images` + (q.calibration !== q.calibration_asked ? ` (asked ${q.calibration_asked}; ${q.tries.length} tried)` : "");
+  return el(
+    "div",
+    { class: "int8-box" },
+    el("h3", {}, "INT8 (model.int8.onnx)"),
+    el(
+      "table",
+      { class: "before-after", id: "int8" },
+      el("thead", {}, el("tr", {}, ["", "FP32", "INT8", "change"].map((h) => el("th", { scope: "col" }, h)))),
+      el(
+        "tbody",
+        {},
+        rows.map(([label, b, a, fmt, isScore]) =>
+          el("tr", {}, el("th", { scope: "row" }, label), el("td", { class: "num" }, fmt(b ?? null)), el("td", { class: "num" }, fmt(a ?? null)), el("td", { class: "num" }, change(b, a, isScore))),
+        ),
+      ),
+    ),
+    el("p", { class: "muted small" }, note),
+    q.warning ? el("p", { class: "field-error", role: "alert" }, q.warning) : null,
+  );
+}
+
 function artifactsTable(artifacts, jobBase) {
   const status = el("p", { class: "muted small", role: "status" });
   const fetchOne = async (a) => {
@@ -81,6 +110,7 @@ function artifactsTable(artifacts, jobBase) {
 export function renderResults(container, summary, artifacts, jobBase) {
   const parts = [];
   if (summary) parts.push(beforeAfterTable(summary, artifacts));
+  if (summary && summary.quantize) parts.push(int8Table(summary.quantize));
   if (artifacts && artifacts.length) parts.push(artifactsTable(artifacts, jobBase));
   container.replaceChildren(...parts);
   return parts.length > 0;
