@@ -20,6 +20,7 @@ from search.space import SearchSpace
 
 from .classic import VGG, AlexNet, DenseNet, GoogLeNet, Res2Net, ResNet, SqueezeNet, WideResNet, Xception
 from .dense import FPN, UNet
+from .fullsize import TorchvisionAlexNet, TorchvisionVGG, TorchvisionWideResNet
 from .mobile import (
     ConvNeXt,
     CSPNet,
@@ -46,7 +47,7 @@ class Entry:
     one score per class (False: per-pixel scores, which the service's data sets do not fit)."""
 
     family: str
-    factory: Callable[[], nn.Module]
+    factory: Callable[..., nn.Module]
     limit: str | None = None
     classifier: bool = True
 
@@ -90,11 +91,22 @@ CORPUS: dict[str, Entry] = {
 }
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
-    """Corpus network `name` in eval mode: seeded weights, BN statistics drawn away from the
-    identity so a wrong channel mapping shows in the output."""
+FULL_SIZE_INPUT = (3, 224, 224)
+FULL_SIZE: dict[str, Entry] = {
+    "tv_vgg11_bn": Entry("VGG-11-BN (torchvision's, 224 px)", TorchvisionVGG),
+    "tv_alexnet": Entry("AlexNet (torchvision's, 224 px)", TorchvisionAlexNet),
+    "tv_wide_resnet50_2": Entry("Wide ResNet-50-2 (torchvision's, 224 px)", TorchvisionWideResNet),
+}
+"""Full-size networks as torchvision writes them, for `FULL_SIZE_INPUT` (not in `CORPUS`: each
+is hundreds of MB and seconds per forward, too much for the per-network tests)."""
+
+
+def build(name: str, seed: int = 0, **kwargs: int) -> nn.Module:
+    """Corpus network `name` (from `CORPUS` or `FULL_SIZE`; `kwargs` go to its factory) in eval
+    mode: seeded weights, BN statistics drawn away from the identity so a wrong channel mapping
+    shows in the output."""
     torch.manual_seed(seed)
-    model = CORPUS[name].factory()
+    model = (CORPUS.get(name) or FULL_SIZE[name]).factory(**kwargs)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert m.running_mean is not None
