@@ -192,6 +192,8 @@ def _write(
     record = {
         "config": vars(args),
         "load_average": load,
+        "load_average_now": os.getloadavg()[0],
+        "niceness": os.nice(0),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "data": {"images": counts, "archive_bytes": archive.stat().st_size, "dataset": dataset},

@@ -6,12 +6,15 @@ in eval mode with seeded weights and non-trivial BN statistics."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pruning.cut import example_input
+from pruning.graph import DependencyGraph
 from search.base import Result
 from search.evaluators import EvalContext, Evaluator
 from search.registry import make_strategy
@@ -120,6 +123,27 @@ def target(name: str) -> float:
     """The FLOPs fraction the corpus asks of a network: half, or `LIMITED_TARGET` for one whose
     pinned groups hold too many FLOPs."""
     return 0.5 if CORPUS[name].limit is None else LIMITED_TARGET
+
+
+def without_channels(model: nn.Module, removed: Mapping[str, list[int]], input_shape: tuple[int, ...]) -> nn.Module:
+    """A copy of `model` in which each consumer's input columns for the `removed` channels of
+    each group are zero: what the network computes once those channels are gone (a cut is
+    checked against it)."""
+    ref = copy.deepcopy(model)
+    graph = DependencyGraph(ref, example_input(ref, input_shape))
+    modules = dict(ref.named_modules())
+    with torch.no_grad():
+        for key, idxs in removed.items():
+            for name, cols in graph.consumer_inputs(key, idxs).items():
+                layer = modules[name]
+                transposed = isinstance(layer, nn.ConvTranspose2d)
+                weight = layer.weight
+                assert isinstance(weight, torch.Tensor)
+                if transposed:
+                    weight[cols] = 0
+                else:
+                    weight[:, cols] = 0
+    return ref
 
 
 class ForwardCheck(Evaluator):
