@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import itertools
+import json
 import os
 import sys
 import tarfile
 import tempfile
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-per-class", type=int, default=20)
     ap.add_argument("--test-per-class", type=int, default=10)
     ap.add_argument("--out", default=str(RESULTS / "fullsize-rest.json"))
+    ap.add_argument("--table", type=Path, help="print the Markdown table of this results file and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     warnings.simplefilter("ignore")
     load = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
@@ -201,6 +208,50 @@ def _write(
         "rows": rows,
     }
     write_results(args.out, record, [this_call("bench.fullsize", argv)])
+
+
+def phase_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds each job phase lasted, from the server's event times (a phase ends where the
+    next phase, or the job's end, begins; a phase still running at the last event is left out)."""
+    marks = [
+        (e["data"].get("phase") if e["kind"] == "phase" else e["kind"], datetime.fromisoformat(e["created_at"]))
+        for e in events
+        if e["kind"] in ("phase", "succeeded", "failed", "cancel", "cancelled")
+    ]
+    return {a: (tb - ta).total_seconds() for (a, ta), (_, tb) in itertools.pairwise(marks) if a != "cancel"}
+
+
+def validation_intervals(trace: list[dict[str, Any]]) -> list[float]:
+    """Seconds between the fine-tune's progress reports (one per validation, every `eval_every`
+    steps), from the watch's samples: the fine-tune's time per `eval_every` steps."""
+    tune = [t["seen_s"] for t in trace if t["phase"] == "finetune"]
+    return [round(b - a, 1) for a, b in itertools.pairwise(tune)]
+
+
+def table(path: Path) -> str:
+    """The Markdown table of a results file's rows (what docs/results/corpus.md shows)."""
+    rows = json.loads(path.read_text())["rows"]
+    head = (
+        "| network | .pt2 | upload | submit | job | data | search | fine-tune (s per validation) "
+        "| FLOPs before → after | accuracy before → after |"
+    )
+    out = [head, "|---|---:|---:|---:|---|---:|---:|---|---:|---:|"]
+    for r in rows:
+        ph, s = phase_seconds(r["events"]), r.get("summary") or {}
+        secs = {k: f"{ph[k]:.0f} s" if k in ph else "—" for k in ("data", "search")}
+        tune = ", ".join(f"{t:.0f}" for t in validation_intervals(r["progress_trace"])) or "—"
+        flops = f"{s['flops_before'] / 1e9:.2f} G → {s['flops_after'] / 1e9:.2f} G" if s else "—"
+        acc = f"{s['accuracy_before']:.2f} → {s['accuracy_after']:.2f}" if s else "—"
+        job = (
+            f"{r['status']} in {r['watched_s']:.0f} s"
+            if r["finished"]
+            else f"cancelled after {r['watched_s']:.0f} s in {r['job'].get('phase')}"
+        )
+        out.append(
+            f"| {r['family']} | {r['pt2_bytes'] / 1e6:.0f} MB | {r['upload_s']:.1f} s | {r['submit_s']:.2f} s "
+            f"| {job} | {secs['data']} | {secs['search']} | {tune} | {flops} | {acc} |"
+        )
+    return "\n".join(out)
 
 
 def _line(r: dict[str, Any]) -> str:
