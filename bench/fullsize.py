@@ -22,6 +22,7 @@ import io
 import itertools
 import json
 import os
+import statistics
 import sys
 import tarfile
 import tempfile
@@ -37,9 +38,10 @@ from PIL import Image
 
 from bench.common import RESULTS, this_call, write_results
 from pruning.export import export_program
+from search.space import SearchSpace
 from service.client import Client
 from service.devserver import ServerProcess
-from tests.corpus import FULL_SIZE, FULL_SIZE_INPUT, build  # the corpus lives with the tests
+from tests.corpus import FULL_SIZE, FULL_SIZE_INPUT, build, search_cut  # the corpus lives with the tests
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
@@ -157,9 +159,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-per-class", type=int, default=10)
     ap.add_argument("--out", default=str(RESULTS / "fullsize-rest.json"))
     ap.add_argument("--table", type=Path, help="print the Markdown table of this results file and stop")
+    ap.add_argument(
+        "--step-times",
+        type=int,
+        metavar="STEPS",
+        help="time STEPS fine-tune steps per network in process instead (batch 64, the job's default; rows to --out)",
+    )
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.table))
+        return 0
+    if args.step_times:
+        load = os.getloadavg()[0]
+        steps = []
+        for name in args.names:
+            steps.append(step_seconds(name, 64, args.step_times))
+            print(steps[-1], flush=True)
+            record = {
+                "config": vars(args),
+                "load_average": load,
+                "load_average_now": os.getloadavg()[0],
+                "niceness": os.nice(0),
+                "threads": torch.get_num_threads(),
+                "rows": steps,
+            }
+            write_results(args.out, record, [this_call("bench.fullsize", argv)])
         return 0
     warnings.simplefilter("ignore")
     load = os.getloadavg()[0]
@@ -208,6 +232,33 @@ def _write(
         "rows": rows,
     }
     write_results(args.out, record, [this_call("bench.fullsize", argv)])
+
+
+def step_seconds(name: str, batch: int, steps: int) -> dict[str, Any]:
+    """Seconds per fine-tune step (forward, backward, SGD with momentum) at `batch` images of
+    224 px on `name` cut as the job's default cuts it (uniform to half the FLOPs, chosen in
+    process by `tests.corpus.search_cut`); one warm-up step, then the median of `steps`."""
+    model = build(name)
+    space = SearchSpace(model, FULL_SIZE_INPUT, "flops=0.5")
+    best, cut = search_cut(model, space, "uniform")
+    del model
+    cut.train()
+    opt = torch.optim.SGD(cut.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.randn(batch, *FULL_SIZE_INPUT), torch.randint(0, 10, (batch,))
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(cut(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return {
+        "name": name,
+        "batch": batch,
+        "flops": best.flops,
+        "step_s": times[1:],
+        "median_s": statistics.median(times[1:]),
+    }
 
 
 def phase_seconds(events: list[dict[str, Any]]) -> dict[str, float]:

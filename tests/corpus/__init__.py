@@ -2,7 +2,8 @@
 torchvision cannot be installed next to the CPU torch), for checking that the engine cuts
 each correctly: 3x32x32 inputs, 10 outputs, few channels so that a cut and a forward take
 milliseconds on a CPU. `CORPUS` maps a name to its family and factory; `build(name)` makes one
-in eval mode with seeded weights and non-trivial BN statistics."""
+in eval mode with seeded weights and non-trivial BN statistics. `FULL_SIZE` holds three of
+torchvision's networks at full size and 224 px (`fullsize.py`), for intake and the REST path."""
 
 from __future__ import annotations
 
