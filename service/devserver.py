@@ -19,12 +19,15 @@ class ServerProcess:
     """`secateurs serve` as a real subprocess on a free port, in its own session so the local
     Ray it starts can be killed with it; `kill()` is a SIGKILL of the whole group."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None, **env: str) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None, port: int | None = None, **env: str) -> None:
+        """`port`: the one to serve on (default: a free one the OS picks)."""
         import socket
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = {

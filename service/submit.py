@@ -153,6 +153,18 @@ def check_data_fits(cfg: JobConfig, channels: int, classes: int) -> None:
 TRACE_CACHE_ENTRIES = 8
 """Traced networks one server process keeps (`Traces`); each holds its network, weights included."""
 
+TRACE_CACHE_BYTES = 2 << 30
+"""Most bytes of weights (parameters and buffers) the kept networks may hold together: eight
+uploaded VGG-11-BN programs would otherwise keep 4 GB in the API process. The newest network
+is kept whatever its size; older ones go first."""
+
+
+def weight_bytes(net: nn.Module | None) -> int:
+    """Bytes of `net`'s parameters and buffers (0 for none)."""
+    if net is None:
+        return 0
+    return sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
+
 
 @dataclass
 class TracedNet:
@@ -170,13 +182,29 @@ class TracedNet:
 class Traces:
     """Traced networks by a key naming the architecture and its input (a zoo name, its
     arguments and the input shape; an uploaded program's content hash), the most recent
-    `entries` kept. Tracing a large network takes seconds; checking a target on its trace takes
-    milliseconds, so a network is traced once (a program at upload) and each submit reuses it."""
+    `entries` kept, and fewer when their weights would exceed `max_bytes` together. Tracing a
+    large network takes seconds; checking a target on its trace takes milliseconds, so a
+    network is traced once (a program at upload) and each submit reuses it."""
 
-    def __init__(self, entries: int = TRACE_CACHE_ENTRIES) -> None:
+    def __init__(self, entries: int = TRACE_CACHE_ENTRIES, max_bytes: int = TRACE_CACHE_BYTES) -> None:
         self.entries = entries
+        self.max_bytes = max_bytes
         self._cache: OrderedDict[Hashable, TracedNet] = OrderedDict()
         self._lock = threading.Lock()
+
+    def keys(self) -> list[Hashable]:
+        """The kept keys, oldest first."""
+        with self._lock:
+            return list(self._cache)
+
+    def _evict_for(self, key: Hashable) -> None:
+        """Drop the oldest networks (never `key`'s) until the rest fit in `max_bytes`."""
+        with self._lock:
+            while sum(weight_bytes(e.net) for e in self._cache.values()) > self.max_bytes:
+                oldest = next((k for k in self._cache if k != key), None)
+                if oldest is None:
+                    return
+                del self._cache[oldest]
 
     @contextmanager
     def use(
@@ -201,6 +229,7 @@ class Traces:
                     entry.trace = trace_space(entry.net, entry.input_shape)
                 except Exception as exc:  # noqa: BLE001 - kept and raised again to every caller of this key
                     entry.net, entry.error = None, exc
+                self._evict_for(key)
             if entry.error is not None:
                 raise entry.error
             yield entry

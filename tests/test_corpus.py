@@ -12,12 +12,9 @@ one set of channels on the producing side and another on the consuming side."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-
 import pytest
 import torch
-from corpus import CORPUS, INPUT_SHAPE, build, search_cut, target
+from corpus import CORPUS, INPUT_SHAPE, build, search_cut, target, without_channels
 from torch import nn
 
 from pruning.cut import cut_model, example_input
@@ -73,26 +70,6 @@ def test_corpus_network_is_cut_to_half_the_flops(name: str, strategy: str) -> No
     assert sum(cut_groups.values()) < sum(g.channels for g in space.groups)
 
 
-def without_channels(model: nn.Module, removed: Mapping[str, list[int]]) -> nn.Module:
-    """A copy of `model` in which each consumer's input columns for the `removed` channels of
-    each group are zero: what the network computes once those channels are gone."""
-    ref = copy.deepcopy(model)
-    graph = DependencyGraph(ref, example_input(ref, INPUT_SHAPE))
-    modules = dict(ref.named_modules())
-    with torch.no_grad():
-        for key, idxs in removed.items():
-            for name, cols in graph.consumer_inputs(key, idxs).items():
-                layer = modules[name]
-                transposed = isinstance(layer, nn.ConvTranspose2d)
-                weight = layer.weight
-                assert isinstance(weight, torch.Tensor)
-                if transposed:
-                    weight[cols] = 0
-                else:
-                    weight[:, cols] = 0
-    return ref
-
-
 def channel_wise_norm(model: nn.Module, bns: list[str]) -> bool:
     """Whether a group passes through a LayerNorm/GroupNorm, whose statistics every channel
     enters (removing a channel changes the others: no exact reference exists)."""
@@ -114,7 +91,7 @@ def test_corpus_cut_equals_the_network_without_those_channels(name: str) -> None
     }
     assert removed
     x = torch.randn(3, *INPUT_SHAPE)
-    ref = without_channels(model, removed)
+    ref = without_channels(model, removed, INPUT_SHAPE)
     with torch.no_grad():
         after, before = out.model(x), ref(x)
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)

@@ -2,16 +2,20 @@
 torchvision cannot be installed next to the CPU torch), for checking that the engine cuts
 each correctly: 3x32x32 inputs, 10 outputs, few channels so that a cut and a forward take
 milliseconds on a CPU. `CORPUS` maps a name to its family and factory; `build(name)` makes one
-in eval mode with seeded weights and non-trivial BN statistics."""
+in eval mode with seeded weights and non-trivial BN statistics. `FULL_SIZE` holds three of
+torchvision's networks at full size and 224 px (`fullsize.py`), for intake and the REST path."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pruning.cut import example_input
+from pruning.graph import DependencyGraph
 from search.base import Result
 from search.evaluators import EvalContext, Evaluator
 from search.registry import make_strategy
@@ -20,6 +24,7 @@ from search.space import SearchSpace
 
 from .classic import VGG, AlexNet, DenseNet, GoogLeNet, Res2Net, ResNet, SqueezeNet, WideResNet, Xception
 from .dense import FPN, UNet
+from .fullsize import TorchvisionAlexNet, TorchvisionVGG, TorchvisionWideResNet
 from .mobile import (
     ConvNeXt,
     CSPNet,
@@ -46,7 +51,7 @@ class Entry:
     one score per class (False: per-pixel scores, which the service's data sets do not fit)."""
 
     family: str
-    factory: Callable[[], nn.Module]
+    factory: Callable[..., nn.Module]
     limit: str | None = None
     classifier: bool = True
 
@@ -90,11 +95,22 @@ CORPUS: dict[str, Entry] = {
 }
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
-    """Corpus network `name` in eval mode: seeded weights, BN statistics drawn away from the
-    identity so a wrong channel mapping shows in the output."""
+FULL_SIZE_INPUT = (3, 224, 224)
+FULL_SIZE: dict[str, Entry] = {
+    "tv_vgg11_bn": Entry("VGG-11-BN (torchvision's, 224 px)", TorchvisionVGG),
+    "tv_alexnet": Entry("AlexNet (torchvision's, 224 px)", TorchvisionAlexNet),
+    "tv_wide_resnet50_2": Entry("Wide ResNet-50-2 (torchvision's, 224 px)", TorchvisionWideResNet),
+}
+"""Full-size networks as torchvision writes them, for `FULL_SIZE_INPUT` (not in `CORPUS`: each
+is hundreds of MB and seconds per forward, too much for the per-network tests)."""
+
+
+def build(name: str, seed: int = 0, **kwargs: int) -> nn.Module:
+    """Corpus network `name` (from `CORPUS` or `FULL_SIZE`; `kwargs` go to its factory) in eval
+    mode: seeded weights, BN statistics drawn away from the identity so a wrong channel mapping
+    shows in the output."""
     torch.manual_seed(seed)
-    model = CORPUS[name].factory()
+    model = (CORPUS.get(name) or FULL_SIZE[name]).factory(**kwargs)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert m.running_mean is not None
@@ -108,6 +124,27 @@ def target(name: str) -> float:
     """The FLOPs fraction the corpus asks of a network: half, or `LIMITED_TARGET` for one whose
     pinned groups hold too many FLOPs."""
     return 0.5 if CORPUS[name].limit is None else LIMITED_TARGET
+
+
+def without_channels(model: nn.Module, removed: Mapping[str, list[int]], input_shape: tuple[int, ...]) -> nn.Module:
+    """A copy of `model` in which each consumer's input columns for the `removed` channels of
+    each group are zero: what the network computes once those channels are gone (a cut is
+    checked against it)."""
+    ref = copy.deepcopy(model)
+    graph = DependencyGraph(ref, example_input(ref, input_shape))
+    modules = dict(ref.named_modules())
+    with torch.no_grad():
+        for key, idxs in removed.items():
+            for name, cols in graph.consumer_inputs(key, idxs).items():
+                layer = modules[name]
+                transposed = isinstance(layer, nn.ConvTranspose2d)
+                weight = layer.weight
+                assert isinstance(weight, torch.Tensor)
+                if transposed:
+                    weight[cols] = 0
+                else:
+                    weight[:, cols] = 0
+    return ref
 
 
 class ForwardCheck(Evaluator):
