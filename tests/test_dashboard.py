@@ -379,6 +379,7 @@ def test_upload_a_program_and_an_archive_from_the_form_and_run_a_job_on_them(ser
     assert page.get_attribute("#data-upload-file", "aria-invalid") == "true"
     assert len(server.http.get("/v1/datasets").json()) == 1
     assert page.input_value("#data-upload") == str(dataset["id"])  # the earlier choice stays
+    _shot(page, tmp_path, "uploads", height=1250)
 
     # A fresh form lists both uploads; pick them from the lists and submit a job on them.
     page.goto(server.url + "/#/jobs")
