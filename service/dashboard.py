@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -31,13 +31,31 @@ def index() -> FileResponse:
     )
 
 
+def upload_rules(request: Request) -> dict[str, dict[str, Any]]:
+    """What the upload endpoints take: the file suffixes each accepts and, when the app has its
+    settings, the largest file in bytes, so the form's file pickers and help text say what the
+    API will refuse without restating it."""
+    from service.api.models import SUFFIXES as MODEL_SUFFIXES
+    from service.archive import SUFFIXES as ARCHIVE_SUFFIXES
+
+    settings = getattr(request.app.state, "settings", None)
+    rules: dict[str, dict[str, Any]] = {
+        "models": {"suffixes": list(MODEL_SUFFIXES)},
+        "datasets": {"suffixes": list(ARCHIVE_SUFFIXES)},
+    }
+    if settings is not None:
+        rules["models"]["max_bytes"] = settings.max_upload_bytes
+        rules["datasets"]["max_bytes"] = settings.max_dataset_upload_bytes
+    return rules
+
+
 @router.get("/dashboard/choices.json")
-def choices() -> dict[str, Any]:
+def choices(request: Request) -> dict[str, Any]:
     """Names the page needs that `/v1` has no endpoint for: what the submit form offers (data
-    sets, criteria, target kinds, pruning schedules, residual-stream modes, deployment runtimes),
-    read from the registries and the job model so the form never lists something the API
-    refuses, and the job statuses with the final ones (`workers.status`), so the page never
-    restates them."""
+    sets, criteria, target kinds, pruning schedules, residual-stream modes, deployment runtimes,
+    the upload endpoints' file suffixes and size limits), read from the registries and the job
+    model so the form never lists something the API refuses, and the job statuses with the
+    final ones (`workers.status`), so the page never restates them."""
     import typing
 
     from pruning.criteria import CRITERIA
@@ -57,6 +75,7 @@ def choices() -> dict[str, Any]:
         "runtimes": list(RUNTIMES),
         "statuses": [s.value for s in JobStatus],
         "final": [s.value for s in JobStatus if s in FINAL],
+        "uploads": upload_rules(request),
     }
 
 

@@ -275,6 +275,145 @@ def test_submit_form_shows_api_errors_and_cancel_stops_a_job(server, page):
     )
 
 
+def _digits_archive(path: Path, classes: int = 3, per_class: int = 12) -> Path:
+    """A small image folder archive (`digit<c>/<i>.png`, 16x16 grey digits) as a .tar.gz."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    with tarfile.open(path, "w:gz") as tar:
+        for c in range(classes):
+            for i, img in enumerate(d.images[d.target == c][:per_class]):
+                pixels = np.kron((img * 16).clip(0, 255).astype(np.uint8), np.ones((2, 2), dtype=np.uint8))
+                buf = io.BytesIO()
+                Image.fromarray(pixels, "L").save(buf, format="PNG")
+                info = tarfile.TarInfo(f"digit{c}/{i:03d}.png")
+                info.size = buf.tell()
+                buf.seek(0)
+                tar.addfile(info, buf)
+    return path
+
+
+# Records what the page shows while an upload runs: every value the progress bar takes, whether
+# the bar was shown and whether the submit button was disabled while it was.
+WATCH_UPLOAD = """(id) => {
+  const seen = (window.__upload = { values: [], shown: false, submitDisabled: false });
+  const bar = document.querySelector(`#${id}-progress`);
+  new MutationObserver(() => {
+    if (!bar.hidden) {
+      seen.shown = true;
+      seen.values.push(Number(bar.value));
+      seen.submitDisabled = seen.submitDisabled || document.querySelector("#submit").disabled;
+    }
+  }).observe(bar, { attributes: true, attributeFilter: ["value", "hidden"] });
+}"""
+
+
+UNTHROTTLED = {"offline": False, "latency": 0, "downloadThroughput": -1}
+
+
+def _uploaded(page, picker: str) -> None:
+    page.wait_for_function(
+        "(id) => document.querySelector(`#${id}-status`).innerText.startsWith('Uploaded')", arg=picker, timeout=60_000
+    )
+
+
+def test_upload_a_program_and_an_archive_from_the_form_and_run_a_job_on_them(server, page, tmp_path):
+    from pruning.export import export_program
+    from pruning.models import build_model
+
+    torch_net = build_model("convnet", num_classes=3, in_channels=1, input_size=16).eval()
+    program = export_program(torch_net, tmp_path / "tiny_convnet.pt2", (1, 16, 16))
+    data = _digits_archive(tmp_path / "three_digits.tar.gz")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an archive\n")
+
+    _sign_in(page, server.url, server.token)
+    page.goto(server.url + "/#/submit")
+    page.wait_for_selector("#upload-file[accept]", state="attached")  # the served upload rules
+    assert ".pt2" in page.get_attribute("#upload-file", "accept")
+    assert page.locator("#task").is_hidden()  # no task list served: no task field
+
+    # Slow the upload so its progress shows in steps; the submit button waits for it.
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {**UNTHROTTLED, "uploadThroughput": 800_000})
+    page.evaluate(WATCH_UPLOAD, "upload")
+    page.set_input_files("#upload-file", str(program))
+    page.click("#upload-send")
+    _uploaded(page, "upload")
+    cdp.send("Network.emulateNetworkConditions", {**UNTHROTTLED, "uploadThroughput": -1})
+    seen = page.evaluate("() => window.__upload")
+    assert seen["shown"], seen
+    assert seen["submitDisabled"], seen
+    assert any(0 < v < 100 for v in seen["values"]), seen["values"]  # it moved in steps
+    assert max(seen["values"]) == 100, seen["values"]
+    assert not page.locator("#submit").is_disabled()
+    model = max(server.http.get("/v1/models").json(), key=lambda m: m["id"])
+    assert model["filename"] == "tiny_convnet.pt2"
+    assert page.input_value("#upload") == str(model["id"])  # the upload is selected
+    option = page.inner_text(f'#upload option[value="{model["id"]}"]')
+    for word in ("tiny_convnet.pt2", "3 classes", "KiB", str(model["created_at"])[:4]):
+        assert word in option, option
+
+    page.set_input_files("#data-upload-file", str(data))
+    page.click("#data-upload-send")
+    _uploaded(page, "data-upload")
+    dataset = max(server.http.get("/v1/datasets").json(), key=lambda d: d["id"])
+    assert dataset["filename"] == "three_digits.tar.gz"
+    assert page.input_value("#data-upload") == str(dataset["id"])
+    assert page.locator("#dataset").is_disabled()  # the upload replaces the built-in data set
+    assert "digit0, digit1, digit2" in page.inner_text("#data-upload-detail")
+
+    # A file that is not an archive: the API's one line, next to the file, and nothing stored.
+    page.set_input_files("#data-upload-file", str(notes))
+    page.click("#data-upload-send")
+    page.wait_for_selector("#data-upload-file-error:not(:empty)")
+    refusal = page.inner_text("#data-upload-file-error")
+    assert "notes.txt was not accepted: file: must be a .tar" in refusal
+    assert "\n" not in refusal
+    assert page.get_attribute("#data-upload-file", "aria-invalid") == "true"
+    assert len(server.http.get("/v1/datasets").json()) == 1
+    assert page.input_value("#data-upload") == str(dataset["id"])  # the earlier choice stays
+    _shot(page, tmp_path, "uploads", height=1250)
+
+    # A fresh form lists both uploads; pick them from the lists and submit a job on them.
+    page.goto(server.url + "/#/jobs")
+    page.wait_for_selector("#jobs-table")
+    page.goto(server.url + "/#/submit")
+    page.wait_for_selector(f'#data-upload option[value="{dataset["id"]}"]', state="attached")
+    assert page.input_value("#upload") == ""
+    assert page.input_value("#data-upload") == ""
+    page.select_option("#upload", str(model["id"]))
+    page.select_option("#data-upload", str(dataset["id"]))
+    assert "input 1\u00d716\u00d716" in page.inner_text("#upload-detail")  # C x H x W of the program
+    page.fill("#target-value", "0.6")
+    page.fill("#finetune-epochs", "0")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"#/jobs/\d+$"))
+    job_id = int(page.url.rsplit("/", 1)[1])
+    spec = server.job(job_id)["spec"]
+    assert spec["model"]["upload"] == model["id"]
+    assert spec["data"]["upload"] == dataset["id"]
+    page.wait_for_function(
+        "(want) => want.every((w) => document.querySelector('#job-meta').innerText.includes(w))",
+        arg=[f"model upload #{model['id']}", f"data upload #{dataset['id']}"],
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#job-status').innerText === 'succeeded' || (window.__secateurs.points || 0) > 0",
+        timeout=120_000,
+    )
+    assert page.inner_text("#job-status") in ("running", "succeeded"), server.job(job_id).get("error")
+    assert page.evaluate("() => window.__secateurs.scoreAxis") == "accuracy"  # no score_name: accuracy
+    page.click("nav a[data-nav=jobs]")
+    assert f"upload #{model['id']}" in page.locator(f'tr[data-job-id="{job_id}"]').inner_text(timeout=10_000)
+    server.http.post(f"/v1/jobs/{job_id}/cancel")
+
+
 N_CANDIDATES = 5000
 N_EPISODES = 40
 SUBMITTED: list[dict] = []  # job bodies the stand-in API received
@@ -302,7 +441,8 @@ def _candidate(rng, i: int, keys: list[str], phase: str = "search", meta: dict |
 def _standin_api(hits: dict[str, int]):
     """A tiny stand-in for `/v1` serving the real dashboard router, for what a short real job
     cannot show: job 1 runs with 5,000 candidates of 20 layers, job 2 failed, job 3 is an AMC
-    search, job 4 a finished latency search deployed with onnxruntime. `hits` counts requests per path."""
+    search, job 4 a finished latency search deployed with onnxruntime, job 5 a finished job whose
+    summary names its score (`score_name`: mIoU). `hits` counts requests per path."""
     import random
 
     from fastapi import Body, FastAPI, Header, HTTPException, Request
@@ -403,6 +543,29 @@ def _standin_api(hits: dict[str, int]):
                 },
             },
             [{**_candidate(rng, i, keys[:4]), "latency_ms": 2.5 - 0.4 * i} for i in range(1, 4)],
+        ),
+        5: (
+            {
+                **base,
+                "id": 5,
+                "status": "succeeded",
+                "phase": "done",
+                "progress": 1.0,
+                "candidates_evaluated": 3,
+                "finished_at": "2026-01-01T00:02:00Z",
+                "spec": {**spec, "strategy": {"name": "uniform"}},
+                "summary": {
+                    "candidates": 3,
+                    "search_seconds": 4.0,
+                    "score_name": "mIoU",
+                    "accuracy_before": 0.61,
+                    "accuracy_after": 0.58,
+                    "flops_before": 4e7,
+                    "flops_after": 2e7,
+                    "original_channels": dict.fromkeys(keys[:4], 16),
+                },
+            },
+            [_candidate(rng, i, keys[:4]) for i in range(1, 4)],
         ),
     }
     events = [
@@ -583,3 +746,42 @@ def test_latency_figures_name_the_runtime_and_the_form_offers_it(standin, page):
     body = SUBMITTED[-1]
     assert body["runtime"] == "onnxruntime"
     assert JobConfig.model_validate(body).runtime == "onnxruntime"  # what the form sends is a job the API takes
+
+
+def test_the_score_is_named_as_the_summary_names_it(standin, page):
+    base, _ = standin
+    _sign_in(page, base, "standin")
+    page.goto(base + "/#/jobs/5")
+    page.wait_for_selector("#before-after")
+    assert page.locator("#before-after tbody th").first.inner_text() == "mIoU"
+    assert page.evaluate("() => window.__secateurs.scoreAxis") == "mIoU"
+    assert "final miou" in page.inner_text("#job-facts").lower()  # the CSS upper-cases labels
+    page.focus("#scatter")
+    page.keyboard.press("Home")
+    assert "miou" in page.inner_text("#inspect").lower()
+    page.goto(base + "/#/jobs/4")  # a summary without score_name: accuracy, as before
+    page.wait_for_selector("#before-after")
+    assert page.locator("#before-after tbody th").first.inner_text() == "Accuracy"
+    page.wait_for_function("() => window.__secateurs.scoreAxis === 'accuracy'")
+
+
+def test_the_task_field_lists_what_the_server_serves(standin, page):
+    """The form has no task names of its own: served a `tasks` list it offers them and sends
+    the one picked; served none (the page's other tests), the field stays hidden."""
+    base, _ = standin
+    served = ["classification", "segmentation"]  # whatever the server's registry holds
+
+    def with_tasks(route):
+        resp = route.fetch()
+        route.fulfill(response=resp, json={**resp.json(), "tasks": served})
+
+    page.route("**/dashboard/choices.json", with_tasks)
+    _sign_in(page, base, "standin")
+    page.goto(base + "/#/submit")
+    page.wait_for_selector("#task option[value=segmentation]", state="attached")
+    assert page.locator("#task").is_visible()
+    assert page.locator("#task option").all_inner_texts() == ["API default", *served]
+    page.select_option("#task", "segmentation")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r"#/jobs/2$"))
+    assert SUBMITTED[-1]["task"] == "segmentation"

@@ -64,6 +64,8 @@ def test_form_choices_come_from_the_registries(client):
     from pruning.data import DATASETS
     from pruning.runtime import RUNTIMES
     from search.target import KINDS
+    from service.api.models import SUFFIXES as MODEL_SUFFIXES
+    from service.archive import SUFFIXES as ARCHIVE_SUFFIXES
     from workers.status import FINAL, JobStatus
 
     got = client.get("/dashboard/choices.json").json()
@@ -76,6 +78,22 @@ def test_form_choices_come_from_the_registries(client):
         "runtimes": list(RUNTIMES),
         "statuses": list(JobStatus),
         "final": [s for s in JobStatus if s in FINAL],
+        "uploads": {"models": {"suffixes": list(MODEL_SUFFIXES)}, "datasets": {"suffixes": list(ARCHIVE_SUFFIXES)}},
     }
     assert got["statuses"] == ["queued", "running", "succeeded", "failed", "cancelled"]
     assert got["final"] == ["succeeded", "failed", "cancelled"]
+
+
+def test_upload_rules_name_the_app_settings_limits():
+    """With the API's settings the choices carry each upload endpoint's size limit, so the form's
+    help says what a larger file will be refused for."""
+    from service.config import Settings
+
+    app = FastAPI()
+    app.state.settings = Settings(max_upload_bytes=12_345, max_dataset_upload_bytes=67_890, scheduler=False)
+    app.include_router(router)
+    uploads = TestClient(app).get("/dashboard/choices.json").json()["uploads"]
+    assert uploads["models"]["max_bytes"] == 12_345
+    assert uploads["datasets"]["max_bytes"] == 67_890
+    assert ".pt2" in uploads["models"]["suffixes"]
+    assert ".zip" in uploads["datasets"]["suffixes"]

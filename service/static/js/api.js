@@ -43,6 +43,16 @@ function describeError(status, body) {
   return new ApiError(status, detail ? String(detail) : `HTTP ${status}`);
 }
 
+// An answer's body as JSON; text that is not JSON (a proxy's error page) becomes its `detail`.
+function parseBody(text) {
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { detail: text.slice(0, 300) };
+  }
+}
+
 // Polled GETs are conditional: the ETag of the last answer per URL goes out as If-None-Match,
 // and a 304 (nothing changed, no body sent) reuses that answer. Cursors (`?after=`) make new
 // URLs, so only the latest few are kept.
@@ -70,15 +80,7 @@ export async function request(method, path, body) {
     throw new ApiError(401, "the token was not accepted");
   }
   if (resp.status === 304 && seen) return seen.data;
-  let data = null;
-  const text = await resp.text();
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = { detail: text.slice(0, 300) };
-    }
-  }
+  const data = parseBody(await resp.text());
   if (!resp.ok) throw describeError(resp.status, data);
   const etag = resp.headers.get("ETag");
   if (method === "GET" && etag) {
@@ -110,6 +112,36 @@ export function loadChoices() {
   return choices;
 }
 export const post = (path, body) => request("POST", path, body);
+
+// POSTs a multipart form (a file upload) with XMLHttpRequest, whose upload events report the
+// bytes sent so far (fetch cannot): `onProgress(fraction)` as the body goes out. Resolves with
+// the answer's JSON; rejects with the API's one-line error (413, 422) like `request`. Aborting
+// `signal` stops the upload.
+export function upload(path, form, { onProgress, signal } = {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("Authorization", `Bearer ${getToken()}`);
+    if (onProgress) xhr.upload.addEventListener("progress", (evt) => evt.lengthComputable && onProgress(evt.loaded / evt.total));
+    xhr.addEventListener("load", () => {
+      if (xhr.status === 401) {
+        onUnauthorized();
+        reject(new ApiError(401, "the token was not accepted"));
+        return;
+      }
+      const data = parseBody(xhr.responseText);
+      if (xhr.status >= 200 && xhr.status < 300) resolve(data);
+      else reject(describeError(xhr.status, data));
+    });
+    // A server that refuses a body early (over its size limit) may close the connection before
+    // the browser has read its answer; the caller names the limit when it knows it.
+    xhr.addEventListener("error", () => reject(new ApiError(0, "the connection closed during the upload")));
+    xhr.addEventListener("abort", () => reject(new ApiError(0, "the upload was stopped")));
+    if (signal) signal.addEventListener("abort", () => xhr.abort());
+    xhr.send(form);
+  });
+}
 
 // A list endpoint answers a bare list (candidates, events, artifacts) or a page {items, total}.
 export function itemsOf(data) {

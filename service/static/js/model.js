@@ -37,6 +37,18 @@ export function describeTarget(t) {
   return `${t.kind} ≤ ${fmtCount(Number(t.value))}${unit}`;
 }
 
+// What a job's score measures: the summary's `score_name` (e.g. "mIoU" for segmentation), else
+// "accuracy", the score of a classifier.
+export function scoreNameOf(summary) {
+  const name = summary && summary.score_name;
+  return typeof name === "string" && name ? name : "accuracy";
+}
+
+// "accuracy" -> "Accuracy" for a table's row label; a name with capitals ("mIoU") stays as it is.
+export function capitalised(name) {
+  return name === name.toLowerCase() ? name.charAt(0).toUpperCase() + name.slice(1) : name;
+}
+
 // A job from `GET /v1/jobs[/{id}]` (service/api/jobs.py `JobOut`) with display names.
 export function normJob(raw) {
   const spec = raw.spec || {};
@@ -53,7 +65,7 @@ export function normJob(raw) {
     best,
     bestScore: best && best.score !== undefined ? best.score : null,
     model: model.upload !== null && model.upload !== undefined ? `upload #${model.upload}${model.zoo ? ` (${model.zoo})` : ""}` : model.zoo || "—",
-    data: (spec.data && spec.data.name) || "—",
+    data: spec.data && spec.data.upload !== null && spec.data.upload !== undefined ? `upload #${spec.data.upload}` : (spec.data && spec.data.name) || "—",
     strategy: (spec.strategy && spec.strategy.name) || "—",
     target: spec.target && spec.target.kind ? spec.target : null,
     runtime: spec.runtime || "eager", // the deployment runtime its latency figures are measured in
@@ -63,6 +75,7 @@ export function normJob(raw) {
     error: raw.error || null,
     traceback: raw.traceback || null,
     summary: raw.summary || null,
+    scoreName: scoreNameOf(raw.summary),
   };
 }
 

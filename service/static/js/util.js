@@ -75,6 +75,15 @@ export function parseTime(value) {
   return Number.isNaN(t) ? null : t;
 }
 
+// A timestamp as local "YYYY-MM-DD HH:MM" (sorts and reads the same in every locale).
+export function fmtDate(value) {
+  const t = parseTime(value);
+  if (t === null) return "—";
+  const d = new Date(t);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}`;
+}
+
 export function ago(value) {
   const t = parseTime(value);
   return t === null ? "—" : `${fmtDuration((Date.now() - t) / 1000)} ago`;

@@ -3,7 +3,7 @@
 // policy's channels per layer, AMC's reward per episode and sensitivity curves.
 
 import { lineChart, policyChart, scatterChart, setLines } from "../charts.js";
-import { budgetOf, describeTarget, paretoFront, resourceLabel, resourceOf } from "../model.js";
+import { budgetOf, describeTarget, paretoFront, resourceLabel, resourceOf, scoreNameOf } from "../model.js";
 import { el, fmtCount, fmtMs, fmtScore } from "../util.js";
 
 // Exposed for the browser tests and for anyone curious about render cost.
@@ -88,7 +88,7 @@ export class CandidatePanels {
     this.sensCard = card("Sensitivity: score against pruning rate, per layer", "sens-card", chartBox(this.sensCanvas, "tall"));
     this.rewardCard.hidden = this.sensCard.hidden = true;
 
-    this.scatter = scatterChart(this.scatterCanvas, { xLabel: resourceLabel("flops"), yLabel: "score", describe: (p) => this.describe(p), onInspect: (p) => this.showInspect(p.c, "hovered") });
+    this.scatter = scatterChart(this.scatterCanvas, { xLabel: resourceLabel("flops"), yLabel: "accuracy", describe: (p) => this.describe(p), onInspect: (p) => this.showInspect(p.c, "hovered") });
     this.policy = policyChart(this.policyCanvas);
     this.scatterCanvas.addEventListener("keydown", (evt) => this.onKey(evt));
     // Where candidate `i` is drawn, in page pixels (lets the browser tests hover a real point).
@@ -109,6 +109,11 @@ export class CandidatePanels {
 
   finished() {
     return Boolean(this.job && this.job.summary);
+  }
+
+  // What the score axis and labels call the score ("accuracy" unless the summary names another).
+  scoreName() {
+    return scoreNameOf(this.job && this.job.summary);
   }
 
   channels() {
@@ -151,7 +156,7 @@ export class CandidatePanels {
 
   describe(p) {
     const c = p.c;
-    const lines = [`#${idOf(c)} · ${c.phase || ""}`, `score ${fmtScore(c.score)}`, `${resourceLabel(this.kind(), this.runtime())}: ${fmtCount(p.x)}`];
+    const lines = [`#${idOf(c)} · ${c.phase || ""}`, `${this.scoreName()} ${fmtScore(c.score)}`, `${resourceLabel(this.kind(), this.runtime())}: ${fmtCount(p.x)}`];
     const entries = Object.entries(c.policy || {});
     for (const [key, v] of entries.slice(0, 12)) lines.push(`  ${key}: ${Number.isInteger(v) && v >= 1 ? `${v} ch` : `${(Number(v) * 100).toFixed(0)}% pruned`}`);
     if (entries.length > 12) lines.push(`  … ${entries.length - 12} more layers (see Inspect)`);
@@ -168,7 +173,7 @@ export class CandidatePanels {
       el(
         "dl",
         { class: "facts compact" },
-        [["score", fmtScore(c.score)], ["FLOPs", fmtCount(c.flops)], ["params", fmtCount(c.params)], [`latency (${this.runtime()})`, fmtMs(c.latency_ms)], ["phase", c.phase || "—"], ["time", fmtTiming(c)]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
+        [[this.scoreName(), fmtScore(c.score)], ["FLOPs", fmtCount(c.flops)], ["params", fmtCount(c.params)], [`latency (${this.runtime()})`, fmtMs(c.latency_ms)], ["phase", c.phase || "—"], ["time", fmtTiming(c)]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]),
       ),
       el("h4", {}, "Per-layer kept channels"),
       rateBars(c.policy, this.channels(), this.layerKeys),
@@ -181,7 +186,7 @@ export class CandidatePanels {
     const ds = this.scatter.data.datasets;
     const k = this.kind();
     const budget = budgetOf(this.job, this.events);
-    const key = JSON.stringify([ds[0].data.length + newOnes.length, chosen && idOf(chosen), budget, this.finished()]);
+    const key = JSON.stringify([ds[0].data.length + newOnes.length, chosen && idOf(chosen), budget, this.finished(), this.scoreName()]);
     if (key === this.scatterKey) return;
     this.scatterKey = key;
     for (const c of newOnes) {
@@ -196,6 +201,7 @@ export class CandidatePanels {
     opts.plugins.targetLine.value = budget;
     opts.plugins.targetLine.label = `target (${describeTarget(this.job.target)})`;
     opts.scales.x.title.text = resourceLabel(k, this.runtime());
+    opts.scales.y.title.text = this.scoreName();
     if (budget !== null) {
       // "suggested" bounds only widen the axis, so the target line is always in view.
       opts.scales.x.suggestedMin = budget * 0.95;
@@ -203,6 +209,7 @@ export class CandidatePanels {
     }
     this.scatter.update("none");
     stats.points = ds[0].data.length;
+    stats.scoreAxis = opts.scales.y.title.text;
     stats.lastRenderMs = performance.now() - t0;
     this.scatterNote.textContent = `${ds[0].data.length} candidates · ${ds[1].data.length} on the Pareto front${budget === null ? " · the target line appears once the original size is known" : ""}. Hover a point (or focus the chart and use ← →) to see its per-layer rates.`;
   }
@@ -269,7 +276,8 @@ export class CandidatePanels {
     }
     if (!byLayer.size) return;
     this.sensCard.hidden = false;
-    if (!this.sens) this.sens = lineChart(this.sensCanvas, { xLabel: "pruning rate of the layer alone", yLabel: "score" });
+    if (!this.sens) this.sens = lineChart(this.sensCanvas, { xLabel: "pruning rate of the layer alone", yLabel: this.scoreName() });
+    this.sens.options.scales.y.title.text = this.scoreName();
     const withBase = (points) => (baseScore !== null ? [{ x: 0, y: baseScore }, ...points] : points);
     setLines(this.sens, [...byLayer].map(([label, points]) => ({ label, points: withBase(points).sort((a, b) => a.x - b.x) })));
   }

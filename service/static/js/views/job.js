@@ -95,7 +95,7 @@ export function mountJob(root, jobId) {
       ["Elapsed", fmtDuration(elapsed)],
       ["ETA", eta(job, elapsed)],
       ["Candidates", String(job.candidates ?? panels.candidates.length)],
-      done && s.accuracy_after !== undefined ? ["Final accuracy", fmtScore(s.accuracy_after)] : ["Best within target", fmtScore(best ? Number(best.score) : null)],
+      done && s.accuracy_after !== undefined ? [`Final ${job.scoreName}`, fmtScore(s.accuracy_after)] : ["Best within target", fmtScore(best ? Number(best.score) : null)],
     ];
     facts.replaceChildren(...items.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 

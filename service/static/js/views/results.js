@@ -2,6 +2,7 @@
 // downloaded through the page (with the token) and listed with size and sha256.
 
 import { download } from "../api.js";
+import { capitalised, scoreNameOf } from "../model.js";
 import { el, fmtBytes, fmtCount, fmtMs, fmtScore } from "../util.js";
 
 // Artifact URLs are absolute; keep only the path so the download stays on this origin (the
@@ -24,7 +25,7 @@ function beforeAfterTable(s, artifacts) {
   const sizeBefore = s.size_bytes_before ?? (sizeOf("base_model.safetensors") || {}).size ?? null;
   const sizeAfter = s.size_bytes_after ?? (sizeOf("model.safetensors") || {}).size ?? null;
   const rows = [
-    ["Accuracy", s.accuracy_before, s.accuracy_after, fmtScore, true],
+    [capitalised(scoreNameOf(s)), s.accuracy_before, s.accuracy_after, fmtScore, true],
     ["FLOPs (MACs)", s.flops_before, s.flops_after, fmtCount, false],
     ["Parameters", s.params_before, s.params_after, fmtCount, false],
     [`Latency (batch 1, ${s.runtime || "eager"})`, s.latency_ms_before, s.latency_ms_after, fmtMs, false],

@@ -1,8 +1,10 @@
 // The submit form: builds the JSON job spec of POST /v1/jobs and shows the API's own
 // validation messages (422) next to the fields they name, so the form and the API never disagree.
+// Models and data sets are uploaded from the form and picked from the team's uploads (uploads.js).
 
 import { ApiError, get, loadChoices, post } from "../api.js";
 import { el } from "../util.js";
+import { UploadPicker } from "./uploads.js";
 
 const FALLBACK = {
   models: ["convnet", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"],
@@ -29,8 +31,10 @@ function field(label, id, input, help) {
 
 // Which form field a 422's location (e.g. "target", "strategy.options", "data") belongs to.
 const FIELD_OF = [
+  [/^task/, "task"],
   [/^model\.upload/, "upload"],
   [/^model/, "zoo"],
+  [/^data\.upload/, "data-upload"],
   [/^data\.path/, "data-path"],
   [/^data\.input_size/, "input-size"],
   [/^data/, "dataset"],
@@ -52,13 +56,14 @@ const FIELD_OF = [
 function fieldFor(path, message) {
   for (const [re, id] of FIELD_OF) if (re.test(path)) return id;
   // String errors from the API name their field in the text ("data.path ... is outside ...").
-  const m = /^(model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime|space\.streams)\b/.exec(message || "");
+  const m = /^((?:task|model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime|space)(?:\.\w+)*)\b/.exec(message || "");
   return m ? fieldFor(m[1], "") : null;
 }
 
 export function mountSubmit(root) {
+  const task = el("select", { id: "task", name: "task" });
   const zoo = el("select", { id: "zoo", name: "zoo" });
-  const upload = el("input", { id: "upload", name: "upload", type: "number", min: "1", placeholder: "e.g. 3" });
+  const modelArgs = el("input", { id: "model-args", name: "model-args", type: "text", spellcheck: "false", placeholder: '{"num_classes": 10}' });
   const dataset = el("select", { id: "dataset", name: "dataset" });
   const dataPath = el("input", { id: "data-path", name: "data-path", type: "text", placeholder: "/data/cifar10" });
   const inputSize = el("input", { id: "input-size", name: "input-size", type: "number", min: "8", placeholder: "default" });
@@ -79,6 +84,40 @@ export function mountSubmit(root) {
   const priority = el("input", { id: "priority", name: "priority", type: "number", min: "-100", max: "100", value: "0" });
   const summary = el("div", { class: "error-box", id: "submit-error", role: "alert", tabindex: "-1", hidden: true });
   const submitBtn = el("button", { type: "submit", class: "primary", id: "submit" }, "Submit job");
+  const submitNote = el("small", { class: "muted", id: "submit-note", role: "status" });
+
+  // While a file uploads the job cannot be sent (it would not name the upload yet).
+  let uploading = 0;
+  let submitting = false;
+  const syncSubmit = () => {
+    submitBtn.disabled = uploading > 0 || submitting;
+    submitBtn.textContent = submitting ? "Submitting…" : "Submit job";
+    submitNote.textContent = uploading > 0 ? "Waiting for the upload to finish…" : "";
+  };
+  const onBusy = (busy) => {
+    uploading += busy ? 1 : -1;
+    syncSubmit();
+  };
+  const models = new UploadPicker("models", {
+    id: "upload",
+    label: "Uploaded model",
+    fileLabel: "Upload a model",
+    help: "a torch.export program, or weights for the zoo model above with the arguments below",
+    // A weights file is checked against the zoo model it was trained as; a program carries its own.
+    extraFields: (file) => (file.name.toLowerCase().endsWith(".pt2") ? {} : { zoo: zoo.value, args: modelArgs.value.trim() || "{}" }),
+    onBusy,
+  });
+  const datasets = new UploadPicker("datasets", {
+    id: "data-upload",
+    label: "Uploaded data set",
+    fileLabel: "Upload a data set",
+    help: "an image folder archive: <class>/* or train/<class>/* (+ val/<class>/*)",
+    onBusy,
+    // An uploaded data set replaces the built-in one and its path.
+    onPick: (it) => {
+      dataset.disabled = dataPath.disabled = it !== null;
+    },
+  });
 
   const form = el(
     "form",
@@ -90,12 +129,14 @@ export function mountSubmit(root) {
       "fieldset",
       {},
       el("legend", {}, "Model and data"),
-      field("Zoo model", "zoo", zoo, "trained on the data first unless you give an uploaded model"),
-      field("…or uploaded model id", "upload", upload, "from POST /v1/models; overrides the zoo choice"),
-      field("Data set", "dataset", dataset),
+      field("Task", "task", task, "what the network does; the score follows it"),
+      field("Zoo model", "zoo", zoo, "trained on the data first unless you pick an uploaded model below"),
+      field("Zoo model arguments (JSON)", "model-args", modelArgs, "only for uploading weights: the arguments they were trained with"),
+      field("Data set", "dataset", dataset, "built in; an uploaded data set below replaces it"),
       field("Data path", "data-path", dataPath, "only for cifar10 / imagefolder, under the allowed roots"),
       field("Input size (px)", "input-size", inputSize),
     ),
+    el("fieldset", { class: "uploads" }, el("legend", {}, "Your uploads"), models.node, datasets.node),
     el(
       "fieldset",
       {},
@@ -121,7 +162,7 @@ export function mountSubmit(root) {
       field("Pre-train epochs (zoo model)", "train-epochs", trainEpochs, "blank keeps the API's training defaults"),
       field("Priority", "priority", priority, "higher runs first; above 0 needs an admin token"),
     ),
-    el("div", { class: "actions" }, submitBtn, el("a", { href: "#/jobs", class: "button" }, "Back to jobs")),
+    el("div", { class: "actions" }, submitBtn, el("a", { href: "#/jobs", class: "button" }, "Back to jobs"), submitNote),
   );
   root.append(form);
 
@@ -144,8 +185,18 @@ export function mountSubmit(root) {
     set(pruneSchedule, choices.prune_schedules, "", true);
     set(runtime, choices.runtimes, "", true);
     set(streams, choices.streams, "", true);
+    // The tasks come from the server's registry only; without that list the field stays hidden.
+    const tasks = Array.isArray(choices.tasks) ? choices.tasks : [];
+    set(task, tasks, "", true);
+    task.closest(".field").hidden = tasks.length === 0;
+    if (choices.uploads) {
+      models.setRules(choices.uploads.models);
+      datasets.setRules(choices.uploads.datasets);
+    }
   }
   fill(FALLBACK);
+  models.refresh();
+  datasets.refresh();
   // Choices from the API itself (/v1/zoo, /v1/strategies, /v1/evaluators) and, for what /v1
   // does not list, from the dashboard's own registry read-out.
   Promise.all([get("/v1/zoo").catch(() => null), get("/v1/strategies").catch(() => null), get("/v1/evaluators").catch(() => null), loadChoices().catch(() => null)]).then(
@@ -198,17 +249,18 @@ export function mountSubmit(root) {
       }
     }
     const spec = {
-      model: upload.value ? { upload: Number(upload.value) } : { zoo: zoo.value },
-      data: { name: dataset.value },
+      model: models.value() !== null ? { upload: models.value() } : { zoo: zoo.value },
+      data: datasets.value() !== null ? { upload: datasets.value() } : { name: dataset.value },
       target: targetOf(),
       strategy: { name: strategy.value, options: opts },
       priority: Number(priority.value || 0),
     };
+    if (task.value) spec.task = task.value;
     if (criterion.value) spec.criterion = criterion.value;
     if (evaluator.value) spec.evaluator = { name: evaluator.value };
     if (runtime.value) spec.runtime = runtime.value;
     if (streams.value) spec.space = { streams: streams.value };
-    if (dataPath.value.trim()) spec.data.path = dataPath.value.trim();
+    if (datasets.value() === null && dataPath.value.trim()) spec.data.path = dataPath.value.trim();
     if (inputSize.value) spec.data.input_size = Number(inputSize.value);
     const finetune = {};
     if (finetuneEpochs.value !== "") finetune.epochs = Number(finetuneEpochs.value);
@@ -222,19 +274,23 @@ export function mountSubmit(root) {
 
   form.addEventListener("submit", async (evt) => {
     evt.preventDefault();
+    if (uploading > 0) return;
     clearErrors();
-    submitBtn.disabled = true;
-    submitBtn.textContent = "Submitting…";
+    submitting = true;
+    syncSubmit();
     try {
       const job = await post("/v1/jobs", specOf());
       location.hash = `#/jobs/${job.id}`;
     } catch (err) {
       if (err.status !== 401) showErrors(err.message, err.fields || []);
     } finally {
-      submitBtn.disabled = false;
-      submitBtn.textContent = "Submit job";
+      submitting = false;
+      syncSubmit();
     }
   });
   zoo.focus();
-  return () => {};
+  return () => {
+    models.destroy();
+    datasets.destroy();
+  };
 }
