@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch._dynamo  # noqa: F401 - imported once, here: the trace thread and an upload's torch.export.load would race on torch's lazy import of it
 from pydantic import ValidationError
 from torch import nn
 
