@@ -49,7 +49,7 @@ class Settings(BaseSettings):
         0, ge=0, description="running jobs one team may have over all schedulers; 0: no limit"
     )
     trace_wait_seconds: float = Field(
-        0.05,
+        0.03,
         ge=0,
         le=60,
         description="how long a submit waits for its network's trace to check the target (a 422 now); "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
@@ -161,6 +162,10 @@ TRACE_CACHE_ENTRIES = 8
 """Traced networks one server process keeps (`Traces`); each holds its network, weights included."""
 
 
+TRACE_SWITCH_SECONDS = 0.0005
+"""The interpreter's thread switch interval while the background thread traces (`Traces`)."""
+
+
 @dataclass
 class TracedNet:
     """A network traced for the feasibility check: the module, its input shape, its outputs
@@ -225,8 +230,16 @@ class Traces:
             key, entry, build = self._queue.get()
             with self._lock:
                 kept = self._cache.get(key) is entry
-            if kept:  # one pushed out of the cache while queued is not traced (its waiters time out)
+            if not kept:  # one pushed out of the cache while queued is not traced (its waiters time out)
+                continue
+            # A trace is mostly Python holding the GIL: while it runs, the interpreter hands the
+            # GIL to a waiting request thread after TRACE_SWITCH_SECONDS instead of the default 5 ms.
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, TRACE_SWITCH_SECONDS))
+            try:
                 self._fill(entry, build)
+            finally:
+                sys.setswitchinterval(interval)
 
     def start(self, key: Hashable, build: Build) -> TracedNet:
         """The entry for `key`, its trace queued on the background thread if it was not there."""
