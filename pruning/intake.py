@@ -80,6 +80,11 @@ class ProgramError(UnsupportedModelError):
     """A `.pt2` file Secateurs cannot take: not a program, unsafe to load, or not convertible."""
 
 
+def num_outputs(output_shape: Sequence[int]) -> int:
+    """Classes a program gives: its output's size after the batch (1 for a scalar output)."""
+    return int(output_shape[0]) if len(output_shape) else 1
+
+
 @dataclass
 class Intake:
     """An exported program converted for cutting: the module (eval mode), its input shape
@@ -96,7 +101,7 @@ class Intake:
     @property
     def num_outputs(self) -> int:
         """Classes (the output's size after the batch)."""
-        return self.output_shape[0] if self.output_shape else 1
+        return num_outputs(self.output_shape)
 
 
 # ---------------------------------------------------------------------------------------------

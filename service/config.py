@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     max_running_per_team: int = Field(
         0, ge=0, description="running jobs one team may have over all schedulers; 0: no limit"
     )
+    trace_wait_seconds: float = Field(
+        0.03,
+        ge=0,
+        le=60,
+        description="how long a submit waits for its network's trace to check the target (a 422 now); "
+        "past it the job is accepted and checks the target itself before training",
+    )
     scheduler: bool = Field(True, description="run the scheduler inside the API process")
     poll_seconds: float = Field(1.0, description="scheduler loop period")
     heartbeat_seconds: float = Field(5.0, description="how often a running job writes its heartbeat")

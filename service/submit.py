@@ -1,30 +1,36 @@
 """From a submitted `JobConfig` to the resolved one the pipeline runs: resolve an uploaded
 model to its zoo name, arguments and stored weights, check data and option paths against the
 allowed roots, and refuse an infeasible target up front with `search.space.SearchSpace`
-(built on the untrained architecture: resource counts do not depend on the weights)."""
+(built on the untrained architecture: resource counts do not depend on the weights) when the
+network's trace is ready in time; the trace is never made in the request (`Traces`), and a
+target the submit could not check is checked by the job before it trains, in the same words
+(`workers.feasibility`)."""
 
 from __future__ import annotations
 
 import json
+import queue
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch._dynamo  # noqa: F401 - imported once, here: the trace thread and an upload's torch.export.load would race on torch's lazy import of it
 from pydantic import ValidationError
 from torch import nn
 
 from pruning.data import DEFAULT_SIZES, check_data_folder
 from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
-from pruning.intake import Intake, intake_program
+from pruning.intake import Intake, intake_program, num_outputs
 from pruning.models import build_model
-from search.base import SearchError
 from search.space import Traced as Trace
 from workers.config import JobConfig
+from workers.feasibility import Refused, checked_space, network_line
 from workers.network import check_program_data
 
 from .config import Settings
@@ -94,6 +100,7 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
             "entry point and give model.zoo"
         )
     cfg = spec.model_copy(deep=True)
+    facts: dict[str, Any] | None = None
     if spec.model.upload is not None:
         up = store.get_model(team_id, spec.model.upload)
         if up is None:
@@ -103,6 +110,7 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
                 if spec.model.args:
                     raise SpecError("model.args: an uploaded .pt2 program takes no arguments")
                 cfg.model = type(spec.model)(program=up.path)
+                facts = up.args
             else:
                 cfg.model = type(spec.model)(zoo=up.zoo, args={**up.args, **spec.model.args}, weights=up.path)
         except ValidationError as exc:
@@ -134,7 +142,7 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         where = "data.upload" if spec.data.upload is not None else "data.path" if cfg.data.path else "data"
         raise SpecError(f"{where}: {exc}") from exc
     check_data_fits(cfg, shape[0], shape[1])
-    check_feasible(cfg, shape)
+    check_feasible(cfg, shape, settings.trace_wait_seconds, facts)
     return cfg
 
 
@@ -166,10 +174,15 @@ def weight_bytes(net: nn.Module | None) -> int:
     return sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
 
 
+TRACE_SWITCH_SECONDS = 0.0005
+"""The interpreter's thread switch interval while the background thread traces (`Traces`)."""
+
+
 @dataclass
 class TracedNet:
     """A network traced for the feasibility check: the module, its input shape, its outputs
-    (classes) and `search.space.trace_space`'s trace; or the error tracing it raised."""
+    (classes) and `search.space.trace_space`'s trace; or the error building or tracing it raised.
+    `ready` is set once either is there."""
 
     net: nn.Module | None = None
     input_shape: tuple[int, int, int] = (0, 0, 0)
@@ -177,20 +190,29 @@ class TracedNet:
     trace: Trace | None = None
     error: Exception | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+Build = Callable[[], tuple[nn.Module, tuple[int, int, int], int]]
+"""Builds a network to trace: the module, its input shape (C, H, W) and its outputs."""
 
 
 class Traces:
     """Traced networks by a key naming the architecture and its input (a zoo name, its
     arguments and the input shape; an uploaded program's content hash), the most recent
-    `entries` kept, and fewer when their weights would exceed `max_bytes` together. Tracing a
-    large network takes seconds; checking a target on its trace takes milliseconds, so a
-    network is traced once (a program at upload) and each submit reuses it."""
+    `entries` kept, and fewer when their weights would exceed `max_bytes` together. Building and
+    tracing a large network takes seconds (a zoo model at 224 px); checking a target on its trace
+    takes milliseconds. So a network is traced once, off the request: a program at upload, a zoo
+    network on a background thread (one trace at a time) when a submit first asks for it; a
+    submit waits for it only a bounded time (`use`)."""
 
     def __init__(self, entries: int = TRACE_CACHE_ENTRIES, max_bytes: int = TRACE_CACHE_BYTES) -> None:
         self.entries = entries
         self.max_bytes = max_bytes
         self._cache: OrderedDict[Hashable, TracedNet] = OrderedDict()
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Hashable, TracedNet, Build]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
 
     def keys(self) -> list[Hashable]:
         """The kept keys, oldest first."""
@@ -206,30 +228,74 @@ class Traces:
                     return
                 del self._cache[oldest]
 
-    @contextmanager
-    def use(
-        self, key: Hashable, build: Callable[[], tuple[nn.Module, tuple[int, int, int], int]]
-    ) -> Iterator[TracedNet]:
-        """The traced network for `key` (built by `build`: module, input shape, outputs, then
-        traced, on first use), held for this caller alone while the block runs; a failure to
-        build or trace is kept too and raised again."""
+    def _entry(self, key: Hashable) -> tuple[TracedNet, bool]:
+        """The entry for `key` and whether it was made now (the caller then fills it)."""
         with self._lock:
             entry = self._cache.get(key)
+            made = entry is None
             if entry is None:
                 entry = self._cache[key] = TracedNet()
                 while len(self._cache) > self.entries:
                     self._cache.popitem(last=False)
             self._cache.move_to_end(key)
-        with entry.lock:
-            if entry.net is None and entry.error is None:
-                from search.space import trace_space
+            return entry, made
 
-                try:
-                    entry.net, entry.input_shape, entry.outputs = build()
-                    entry.trace = trace_space(entry.net, entry.input_shape)
-                except Exception as exc:  # noqa: BLE001 - kept and raised again to every caller of this key
-                    entry.net, entry.error = None, exc
-                self._evict_for(key)
+    def _fill(self, key: Hashable, entry: TracedNet, build: Build) -> None:
+        from search.space import trace_space
+
+        with entry.lock:
+            try:
+                entry.net, entry.input_shape, entry.outputs = build()
+                entry.trace = trace_space(entry.net, entry.input_shape)
+            except Exception as exc:  # noqa: BLE001 - kept and raised again to every caller of this key
+                entry.net, entry.error = None, exc
+            finally:
+                entry.ready.set()
+        self._evict_for(key)
+
+    def _run(self) -> None:
+        while True:
+            key, entry, build = self._queue.get()
+            with self._lock:
+                kept = self._cache.get(key) is entry
+            if not kept:  # one pushed out of the cache while queued is not traced (its waiters time out)
+                continue
+            # A trace is mostly Python holding the GIL: while it runs, the interpreter hands the
+            # GIL to a waiting request thread after TRACE_SWITCH_SECONDS instead of the default 5 ms.
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, TRACE_SWITCH_SECONDS))
+            try:
+                self._fill(key, entry, build)
+            finally:
+                sys.setswitchinterval(interval)
+
+    def start(self, key: Hashable, build: Build) -> TracedNet:
+        """The entry for `key`, its trace queued on the background thread if it was not there."""
+        entry, made = self._entry(key)
+        if made:
+            with self._lock:
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._run, name="secateurs-trace", daemon=True)
+                    self._worker.start()
+            self._queue.put((key, entry, build))
+        return entry
+
+    def trace_now(self, key: Hashable, build: Build) -> None:
+        """Trace `key` in this thread unless it is traced or being traced (an upload's trace)."""
+        entry, made = self._entry(key)
+        if made:
+            self._fill(key, entry, build)
+
+    @contextmanager
+    def use(self, key: Hashable, build: Build, wait: float) -> Iterator[TracedNet | None]:
+        """The traced network for `key` (built by `build` and traced on the background thread
+        on first use), held for this caller alone while the block runs; None when it is not
+        ready within `wait` seconds. A failure to build or trace is kept too and raised again."""
+        entry = self.start(key, build)
+        if not entry.ready.wait(wait):
+            yield None
+            return
+        with entry.lock:
             if entry.error is not None:
                 raise entry.error
             yield entry
@@ -247,11 +313,7 @@ def program_key(path: str | Path) -> tuple[str, str]:
 def warm_program(path: str | Path, intake: Intake) -> None:
     """Trace an uploaded program now (at upload), so its jobs' submits find it traced; a
     program that cannot be traced is remembered as such (its submits are refused with why)."""
-    try:
-        with TRACES.use(program_key(path), lambda: (intake.module, intake.input_shape, intake.num_outputs)):
-            pass
-    except Exception:  # noqa: BLE001 - the submit reports it, naming the field
-        pass
+    TRACES.trace_now(program_key(path), lambda: (intake.module, intake.input_shape, intake.num_outputs))
 
 
 def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], int]:
@@ -259,58 +321,65 @@ def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], int]:
     return intake.module, intake.input_shape, intake.num_outputs
 
 
-def check_program(cfg: JobConfig) -> None:
+def check_program_fits(cfg: JobConfig, input_shape: Sequence[int], outputs: int) -> None:
+    """Refuse data that does not fit an uploaded program's input and outputs, naming both shapes."""
+    try:
+        c, k, _ = data_shape(cfg)
+        size = cfg.data.input_size or int(input_shape[1])
+        check_program_data(input_shape, outputs, (c, size, size), k, cfg.data.name)
+    except PruningError as exc:
+        raise SpecError(f"data: {exc}") from exc
+
+
+def check_program(cfg: JobConfig, wait: float, facts: Mapping[str, Any] | None = None) -> None:
     """An uploaded program's job: the data must fit the program's input and outputs (a refusal
     names both shapes) and, unless the target is a latency, the target must be feasible on the
-    converted network (traced once, `TRACES`)."""
+    converted network (traced once, `TRACES`). `facts` are the upload's stored facts (input and
+    output shapes): the data is checked on them when the trace is not ready in `wait` seconds,
+    and the target is then checked by the job itself (`workers.pipeline.prepare`)."""
     assert cfg.model.program is not None
     program = cfg.model.program
     try:
-        with TRACES.use(program_key(program), lambda: _intake(program)) as traced:
-            try:
-                c, k, _ = data_shape(cfg)
-                size = cfg.data.input_size or traced.input_shape[1]
-                check_program_data(traced.input_shape, traced.outputs, (c, size, size), k, cfg.data.name)
-            except PruningError as exc:
-                raise SpecError(f"data: {exc}") from exc
+        with TRACES.use(program_key(program), lambda: _intake(program), wait) as traced:
+            if traced is None:
+                if facts and facts.get("input_shape"):
+                    check_program_fits(cfg, facts["input_shape"], num_outputs(facts.get("output_shape") or ()))
+                return
+            check_program_fits(cfg, traced.input_shape, traced.outputs)
             if cfg.target["kind"] != "latency":
                 check_target(cfg, traced)
     except SpecError:
         raise
-    except PruningError as exc:  # the program cannot be converted or traced (the engine says why)
-        raise SpecError(f"model.upload: {exc}") from exc
-    except Exception as exc:  # an engine error is a refusal in our words, not a 500
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError(f"model.upload: the program's channel groups cannot be traced: {first}") from exc
+    except Exception as exc:  # the program cannot be converted or traced: a refusal in our words, not a 500
+        raise SpecError(network_line(cfg.model, exc)) from exc
 
 
 def check_target(cfg: JobConfig, traced: TracedNet) -> None:
-    """Refuse a target the smallest network the space's bounds allow cannot meet on the traced network."""
-    from search.space import SearchSpace
-
+    """Refuse a target the smallest network the space's bounds allow cannot meet on the traced
+    network (`workers.feasibility.checked_space`, which the job runs too)."""
     assert traced.net is not None
+    assert traced.trace is not None
     try:
-        SearchSpace(
-            traced.net,
-            traced.input_shape,
-            cfg.target_spec,
-            criterion=cfg.criterion,
-            **cfg.space.model_dump(),
-            runtime=cfg.runtime,
-            traced=traced.trace,
-        )
-    except (SearchError, PruningError) as exc:
-        raise SpecError(f"target: {exc}" if "infeasible" in str(exc) else str(exc)) from exc
+        checked_space(cfg, traced.net, traced.input_shape, traced.trace)
+    except Refused as exc:
+        raise SpecError(exc.line) from exc
 
 
-def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) -> None:
+def check_feasible(
+    cfg: JobConfig,
+    shape: tuple[int, int, int] | None = None,
+    wait: float = 60.0,
+    facts: Mapping[str, Any] | None = None,
+) -> None:
     """Refuse a target the smallest network the bounds allow cannot meet (latency targets are
     checked by the job itself: measuring the lookup table takes too long for a request).
     `shape` is the data's `data_shape` when known. An uploaded program is checked by
-    `check_program`. The network is traced once per architecture, arguments and input size
-    (`TRACES`)."""
+    `check_program` (`facts`: its upload's). The network is traced once per architecture,
+    arguments and input size (`TRACES`), off the request: when its trace is not ready within
+    `wait` seconds the submit goes on and the job checks the same target, in the same words,
+    before it trains anything (`workers.pipeline.prepare`)."""
     if cfg.model.program is not None:
-        check_program(cfg)
+        check_program(cfg, wait, facts)
         return
     if cfg.target["kind"] == "latency":
         return
@@ -319,12 +388,13 @@ def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) ->
     zoo = cfg.model.zoo or ""
     key = ("zoo", zoo, json.dumps(args, sort_keys=True, default=str), (c, size, size))
     try:
-        with TRACES.use(key, lambda: (build_model(zoo, **args), (c, size, size), k)) as traced:
-            check_target(cfg, traced)
+        with TRACES.use(key, lambda: (build_model(zoo, **args), (c, size, size), k), wait) as traced:
+            if traced is not None:
+                check_target(cfg, traced)
     except SpecError:
         raise
-    except PruningError as exc:
-        raise SpecError(str(exc)) from exc
-    except (TypeError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError(f"model.args: cannot build {zoo} with these arguments: {first}") from exc
+    except Exception as exc:
+        line = network_line(cfg.model, exc)
+        if line is None:
+            raise
+        raise SpecError(line) from exc

@@ -33,6 +33,7 @@ def api(tmp_path):
         scheduler=False,
         max_upload_bytes=2_000_000,
         allowed_data_roots=[tmp_path / "datasets"],
+        trace_wait_seconds=60,  # these tests read the submit's own verdicts: it waits for every trace
     )
     (tmp_path / "datasets").mkdir()
     app = create_app(settings)

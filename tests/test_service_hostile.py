@@ -34,6 +34,7 @@ def api(tmp_path):
         max_dataset_bytes=1_000_000,
         max_dataset_files=200,
         max_image_pixels=100_000,
+        trace_wait_seconds=60,  # these tests read the submit's own verdicts: it waits for every trace
     )
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:

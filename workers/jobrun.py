@@ -13,6 +13,7 @@ from typing import Any
 
 from search.evaluators import Evaluator
 
+from .feasibility import Refused
 from .relay import RelaySink
 from .sink import ResumeState, result_from_dict
 from .status import JobStatus
@@ -50,7 +51,10 @@ def public_summary(summary: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
 
 
 def one_line(exc: BaseException) -> str:
-    """`Type: first line of the message` (the job's error as the API shows it)."""
+    """`Type: first line of the message` (the job's error as the API shows it); a feasibility
+    refusal (`workers.feasibility.Refused`) as the line a submit's 422 gives for the same spec."""
+    if isinstance(exc, Refused):
+        return exc.line
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 

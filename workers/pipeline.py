@@ -58,7 +58,8 @@ from search.strategies.base import Strategy
 
 from . import selection
 from .config import FinetuneSpec, JobConfig
-from .network import build_network, layer_channels, load_intake, network_name, save_network
+from .feasibility import checked_network, checked_space, traced_network
+from .network import layer_channels, load_intake, network_name, save_network
 from .quantize import INT8_FILE, quantize_job
 from .sink import JobSink, ResumeState
 
@@ -343,19 +344,13 @@ def prepare(
     if brought is not None:  # a strategy that brings the trained model (AutoSlim: its supernet at full width)
         weights, criterion = brought
     zoo = cfg.model.zoo
-    model = build_network(cfg.model, args, intake, cfg.data.name).to(device)
+    model = checked_network(cfg.model, args, intake, cfg.data.name).to(device)
     for note in intake.notes if intake is not None else []:  # e.g. a reshape with two channel sizes
         sink.event("warning", f"program: {note}", {"note": note})
     calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
-    space = SearchSpace(
-        model,
-        input_shape,
-        cfg.target_spec,
-        **cfg.space.model_dump(),
-        criterion=criterion,
-        calibration=calib,
-        runtime=cfg.runtime,
-    )
+    # before any training: a target the bounds cannot meet fails the job now, in the submit's words
+    traced = traced_network(cfg.model, model, input_shape)
+    space = checked_space(cfg, model, input_shape, traced, criterion=criterion, calibration=calib)
     base_path = out / BASE_WEIGHTS
     tcfg = TrainConfig(**cfg.train.model_dump(), seed=cfg.seed)
     training: dict[str, Any] | None = None
