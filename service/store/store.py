@@ -13,10 +13,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select, text, update
+from sqlalchemy import Engine, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.status import JobStatus
@@ -63,6 +64,25 @@ def as_utc(dt: datetime | None) -> datetime | None:
     if dt is None or dt.tzinfo is not None:
         return dt
     return dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class PollState:
+    """A job's row version (+1 on every update), candidate count and last event's seq: every
+    answer dashboards poll (the job, candidates after N, events after N) is a function of
+    these, because candidates and events are append-only and numbered 1, 2, ... per job."""
+
+    version: int
+    candidates: int
+    last_event: int
+
+
+_POLL_STATE = select(
+    Job.version,
+    Job.candidates_evaluated,
+    select(func.coalesce(func.max(Event.seq), 0)).where(Event.job_id == Job.id).scalar_subquery(),
+).where(Job.id == bindparam("job"), Job.team_id == bindparam("team"))
+"""`Store.poll_state`'s query, built once."""
 
 
 class LeaseLost(RuntimeError):
@@ -494,18 +514,15 @@ class Store:
                 )
             )
 
-    def poll_marks(self, job_id: int, team_id: int) -> tuple[int, int] | None:
-        """A team's job's candidate count and its latest event's sequence number, in one query
-        (the second from the (job_id, seq) index), or None for no such job of the team: what
-        the candidates' and events' ETags are made of, without loading the job."""
+    def poll_state(self, job_id: int, team_id: int) -> PollState | None:
+        """What a team's job's polled answers are made of (`PollState`), in one query on a
+        plain connection (no ORM session: it runs for every poll), or None for no such job of
+        the team. The last event's seq comes from the (job_id, seq) index."""
         if not storable(job_id):
             return None
-        last_event = select(func.coalesce(func.max(Event.seq), 0)).where(Event.job_id == Job.id).scalar_subquery()
-        with self.read() as s:
-            row = s.execute(
-                select(Job.candidates_evaluated, last_event).where(Job.id == job_id, Job.team_id == team_id)
-            ).first()
-            return None if row is None else (int(row[0]), int(row[1]))
+        with self.engine.connect() as conn:
+            row = conn.execute(_POLL_STATE, {"job": job_id, "team": team_id}).first()
+        return None if row is None else PollState(int(row[0]), int(row[1]), int(row[2]))
 
     def list_artifacts(self, job_id: int) -> list[Artifact]:
         """A job's output files."""
