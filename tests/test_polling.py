@@ -352,3 +352,38 @@ def test_answers_build_each_body_once():
     assert answers._size <= 400
     assert answers.cached('"9"') == b"y" * 90
     assert answers.cached('"0"') is None
+
+
+def test_one_token_checked_together_is_looked_up_once(tmp_path, monkeypatch):
+    """Requests bringing one unchecked token at once (a page's first requests) wait for a
+    single database lookup, and all get its answer; an unknown token is still refused."""
+    import threading
+    import time
+
+    from service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", token_cache_seconds=60)
+    store.migrate()
+    try:
+        token = store.create_token("a")
+        lookups: list[str] = []
+        real = store._lookup_caller
+
+        def slow(digest: str):
+            lookups.append(digest)
+            time.sleep(0.05)
+            return real(digest)
+
+        monkeypatch.setattr(store, "_lookup_caller", slow)
+        found: list[object] = []
+        threads = [threading.Thread(target=lambda: found.append(store.caller_for_token(token))) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(lookups) == 1
+        assert len(found) == 8
+        assert all(f is not None and f[0].name == "a" for f in found)
+        assert store.caller_for_token(token + "x") is None
+    finally:
+        store.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -96,6 +97,8 @@ class Store:
         self.url = url
         self.token_cache_seconds = token_cache_seconds
         self._callers: dict[str, tuple[float, Team, bool]] = {}  # token hash -> (checked at, team, admin)
+        self._checking: dict[str, threading.Lock] = {}  # token hash -> held while it is looked up
+        self._guard = threading.Lock()
         self.engine = engine or make_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
@@ -147,8 +150,23 @@ class Store:
 
     def caller_for_token(self, token: str) -> tuple[Team, bool] | None:
         """The team a live token belongs to and whether the token is an admin's, or None. With
-        `token_cache_seconds`, a live token is remembered that long (see `cached_caller`)."""
+        `token_cache_seconds`, a live token is remembered that long (see `cached_caller`), and
+        threads asking for one token together wait for a single lookup (a dashboard opening a
+        page sends its first requests at once)."""
+        if self.token_cache_seconds <= 0:
+            return self._lookup_caller(hash_token(token))
         digest = hash_token(token)
+        with self._guard:
+            gate = self._checking.setdefault(digest, threading.Lock())
+        with gate:
+            try:
+                return self.cached_caller(token) or self._lookup_caller(digest)
+            finally:
+                with self._guard:
+                    self._checking.pop(digest, None)
+
+    def _lookup_caller(self, digest: str) -> tuple[Team, bool] | None:
+        """`caller_for_token` from the database, remembered when the cache is on."""
         with self.read() as s:
             row = s.execute(
                 select(Team, Token.admin)

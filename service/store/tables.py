@@ -138,7 +138,8 @@ class Job(Base):
         Integer, default=0, server_default=text("0"), onupdate=literal_column("version") + 1
     )
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"eager_defaults": True}  # the new version comes back with the UPDATE
+    # the new version comes back with the UPDATE (ClassVar would clash with SQLAlchemy's own typing)
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
     __table_args__ = (
         Index("ix_jobs_queue", "status", "priority", "created_at"),
         Index("ix_jobs_status_team", "status", "team_id"),  # running jobs per team, for the fair claim
