@@ -299,14 +299,19 @@ async def storm(url: str, token: str, job_id: int, n: int, seconds: float, inter
     }
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by these processes (all their threads), from /proc."""
-    total = 0
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds used so far by each of these processes (all their threads), from /proc."""
+    out = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes together."""
+    return sum(cpu_by_pid(pids).values())
 
 
 def with_children(pid: int) -> list[int]:
@@ -340,8 +345,8 @@ def measure_all(
             continue
         if kind == "notmodified" and still_job is None:
             continue
-        db_pids = database_pids() if getattr(args, "postgres_cpu", False) else []
-        cpu0, db0 = cpu_seconds(pids or []), cpu_seconds(db_pids)
+        db0 = cpu_by_pid(database_pids()) if getattr(args, "postgres_cpu", False) else {}
+        cpu0 = cpu_seconds(pids or [])
         if kind == "dashboards":
             out[kind] = asyncio.run(dashboards(url, token, job_id, args.dashboards, args.seconds))
         elif kind == "saturation":
@@ -354,8 +359,10 @@ def measure_all(
         requests = out[kind]["requests"] if "requests" in out[kind] else out[kind]["whole"]["requests"]
         if pids:
             out[kind]["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(pids) - cpu0) / max(1, requests)
-        if db_pids:  # PostgreSQL's own processes: what the database server spent (all its work)
-            out[kind]["database_cpu_ms_per_request"] = 1000 * (cpu_seconds(db_pids) - db0) / max(1, requests)
+        if db0:  # PostgreSQL's own processes (all its work; a connection that closed during the phase is lost)
+            db1 = cpu_by_pid(database_pids())
+            spent = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
+            out[kind]["database_cpu_ms_per_request"] = 1000 * spent / max(1, requests)
     return out
 
 
