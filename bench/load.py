@@ -10,8 +10,17 @@ them to the store) the whole time:
   ETags ignores it). Reports per-request p50/p99/max latency and the 200/304 split.
 - saturation: C closed-loop clients (default 16) repeating that cycle with no pause; the
   requests/s they get is the rate the API serves when it is the bottleneck.
+- notmodified: C closed-loop clients polling the three URLs of a job that no longer changes
+  (a second job, cancelled) with their ETags, while the first job keeps running: every answer
+  is a 304, so the server's CPU time over the answers is the CPU time of one 304.
+- storm: N dashboards opening the job page at the same instant: each sends the page's first
+  requests together (`/dashboard/choices.json`, the job, every candidate and every event, on
+  separate connections as a browser does), then polls once a second; reports the p99 of the
+  requests sent in the first second.
 
-    python -m bench.load                                   # both stores, both measurements
+    python -m bench.load                                   # both stores, every measurement
+    python -m bench.load --backend both --dashboards 50 --seconds 15 \
+        --out 'bench/results/load-quiet-{backend}.json' --label after   # one labelled run per store
     python -m bench.load --backend sqlite --seconds 30 --api-workers 0,2
     python -m bench.load --url http://host:8000 --token sct_... --job 7   # an existing server
 
@@ -202,14 +211,107 @@ async def saturate(url: str, token: str, job_id: int, clients: int, seconds: flo
     return summary(tally, time.monotonic() - start, (load, 0.0)) | {"clients": clients}
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by these processes (all their threads), from /proc."""
-    total = 0
+async def not_modified(url: str, token: str, job_id: int, clients: int, seconds: float) -> dict:
+    """`clients` closed-loop pollers of the three URLs of job `job_id`, which no longer changes:
+    each first fetches them (the ETags, not counted), then asks back to back with `If-None-Match`."""
+    tally, load = Tally(), os.getloadavg()[0]
+    paths = {
+        "job": f"/v1/jobs/{job_id}",
+        "candidates": f"/v1/jobs/{job_id}/candidates?after=0&limit=1000",
+        "events": f"/v1/jobs/{job_id}/events?after=0&limit=1000",
+    }
+    start = until = 0.0
+
+    async def warm() -> Dashboard:
+        d = Dashboard(Conn(url, token), job_id)
+        for key, path in paths.items():
+            await d._get(key, path, Tally())
+        return d
+
+    tabs = await asyncio.gather(*(warm() for _ in range(clients)))
+    start = time.monotonic()
+    until = start + seconds
+
+    async def loop(d: Dashboard) -> None:
+        while time.monotonic() < until:
+            for key, path in paths.items():
+                await d._get(key, path, tally)
+        d.conn.close()
+
+    await asyncio.gather(*(loop(d) for d in tabs))
+    return summary(tally, time.monotonic() - start, (load, 0.0)) | {"clients": clients, "job": job_id}
+
+
+async def storm(url: str, token: str, job_id: int, n: int, seconds: float, interval: float = 1.0) -> dict:
+    """`n` dashboards opening the job page at the same instant. Each sends the page's first
+    requests together, on four connections as a browser does: the form's choices, the job,
+    every candidate and every event (pages of 1000, as the page drains them); then it polls
+    once a second on one connection. Latency of the requests sent in the first second."""
+    first, later, load = Tally(), Tally(), os.getloadavg()[0]
+    conns: list[Conn] = []
+    start = time.monotonic()
+    until = start + seconds
+
+    async def drain(d: Dashboard, what: str, tally: Tally) -> None:
+        while True:
+            key = f"{what}?after={d.after[what]}"
+            body = await d._get(key, f"/v1/jobs/{job_id}/{key}&limit=1000", tally)
+            items = json.loads(body) if body else []
+            if items:
+                d.after[what] = items[-1]["id"]
+            if len(items) < 1000:
+                return
+
+    async def tab() -> None:
+        side = [Conn(url, token) for _ in range(3)]
+        conns.extend(side)
+        d = Dashboard(Conn(url, token), job_id)
+        conns.append(d.conn)
+        choices = Dashboard(side[0], job_id)
+        await asyncio.gather(
+            choices._get("choices", "/dashboard/choices.json", first),
+            d._get("job", f"/v1/jobs/{job_id}", first),
+            drain(Dashboard(side[1], job_id), "candidates", first),
+            drain(Dashboard(side[2], job_id), "events", first),
+        )
+        # the page goes on from where its first load left off
+        nxt = start + interval
+        while True:
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+            if time.monotonic() >= until:
+                break
+            await d.tick(later if time.monotonic() - start >= interval else first)
+            nxt = max(nxt + interval, time.monotonic())
+
+    await asyncio.gather(*(tab() for _ in range(n)))
+    wall = time.monotonic() - start
+    for c in conns:
+        c.close()
+    everything = Tally(first.lat + later.lat, {}, first.errors + later.errors)
+    for t in (first, later):
+        for k, v in t.status.items():
+            everything.status[k] = everything.status.get(k, 0) + v
+    return {
+        "dashboards": n,
+        "first_second": summary(first, interval, (load, 0.0)),
+        "whole": summary(everything, wall, (load, 0.0)),
+        "seconds": seconds,
+    }
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds used so far by each of these processes (all their threads), from /proc."""
+    out = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes together."""
+    return sum(cpu_by_pid(pids).values())
 
 
 def with_children(pid: int) -> list[int]:
@@ -222,21 +324,60 @@ def with_children(pid: int) -> list[int]:
     return [pid, *kids]
 
 
-def measure_all(url: str, token: str, job_id: int, args: argparse.Namespace, pids: list[int] | None = None) -> dict:
-    """The measurements `args.measure` names against one API server; with the server's `pids`,
-    also its CPU time per request (less sensitive to the machine's load than latency)."""
+def measure_all(
+    url: str,
+    token: str,
+    job_id: int,
+    args: argparse.Namespace,
+    pids: list[int] | None = None,
+    still_job: int | None = None,
+) -> dict:
+    """The measurements `args.measure` names against one API server (`still_job`: a job that no
+    longer changes, for the 304-only measurement); with the server's `pids`, also its CPU time
+    per request (less sensitive to the machine's load than latency)."""
     out: dict[str, Any] = {}
-    for kind in ("dashboards", "saturation"):
+    if pids:  # what the server spends with no request at all (its scheduler, Ray's driver threads)
+        cpu0 = cpu_seconds(pids)
+        time.sleep(IDLE_SECONDS)
+        out["idle_server_cpu_ms_per_s"] = 1000 * (cpu_seconds(pids) - cpu0) / IDLE_SECONDS
+    for kind in MEASURES:
         if kind not in args.measure:
             continue
+        if kind == "notmodified" and still_job is None:
+            continue
+        db0 = cpu_by_pid(database_pids()) if getattr(args, "postgres_cpu", False) else {}
         cpu0 = cpu_seconds(pids or [])
         if kind == "dashboards":
             out[kind] = asyncio.run(dashboards(url, token, job_id, args.dashboards, args.seconds))
-        else:
+        elif kind == "saturation":
             out[kind] = asyncio.run(saturate(url, token, job_id, args.clients, args.seconds))
+        elif kind == "notmodified":
+            assert still_job is not None
+            out[kind] = asyncio.run(not_modified(url, token, still_job, args.clients, args.seconds))
+        else:
+            out[kind] = asyncio.run(storm(url, token, job_id, args.dashboards, args.storm_seconds))
+        requests = out[kind]["requests"] if "requests" in out[kind] else out[kind]["whole"]["requests"]
         if pids:
-            out[kind]["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(pids) - cpu0) / max(1, out[kind]["requests"])
+            out[kind]["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(pids) - cpu0) / max(1, requests)
+        if db0:  # PostgreSQL's own processes (all its work; a connection that closed during the phase is lost)
+            db1 = cpu_by_pid(database_pids())
+            spent = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
+            out[kind]["database_cpu_ms_per_request"] = 1000 * spent / max(1, requests)
     return out
+
+
+MEASURES = ("dashboards", "saturation", "notmodified", "storm")
+IDLE_SECONDS = 5.0
+
+
+def database_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (read for PostgreSQL runs only)."""
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError, ValueError):
+            if comm.read_text().strip() == "postgres":
+                pids.append(int(comm.parent.name))
+    return pids
 
 
 @contextlib.contextmanager
@@ -310,16 +451,26 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             if time.monotonic() > deadline:
                 raise SystemExit("the load job never started evaluating")
             time.sleep(1)
+        still = still_job(client) if "notmodified" in args.measure else None
+        args.postgres_cpu = backend == "postgresql"
         for workers in args.api_workers:
             before = client.job(job["id"])["candidates_evaluated"]
             if workers == 0:
                 assert srv.proc is not None
-                res = measure_all(srv.url, token, job["id"], args, [srv.proc.pid])
+                res = measure_all(srv.url, token, job["id"], args, [srv.proc.pid], still)
             else:
                 with api_workers(srv.env, workers, tmp / f"uvicorn-{workers}.log") as (api_url, pids):
-                    res = measure_all(api_url, token, job["id"], args, pids)
+                    res = measure_all(api_url, token, job["id"], args, pids, still)
             written = client.job(job["id"])["candidates_evaluated"] - before
-            rows.append({"store": backend, "api_workers": workers, "candidates_written": written, **res})
+            rows.append(
+                {
+                    "store": backend,
+                    "api_workers": workers,
+                    "candidates_before": before,
+                    "candidates_written": written,
+                    **res,
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         client.cancel(job["id"])
         return rows
@@ -333,6 +484,19 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def still_job(client: Any) -> int:
+    """A second job, cancelled at once (if the scheduler took it, cancelled within seconds): a
+    job whose answers no longer change, for the 304-only measurement."""
+    job = client.submit(LONG_JOB)
+    client.cancel(job["id"])
+    deadline = time.monotonic() + 60
+    while client.job(job["id"])["status"] not in ("cancelled", "failed", "succeeded"):
+        if time.monotonic() > deadline:
+            raise SystemExit("the second job did not stop")
+        time.sleep(0.5)
+    return int(job["id"])
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a markdown table."""
     out = [
@@ -341,13 +505,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         server = "serve (API + scheduler)" if r["api_workers"] == 0 else f"uvicorn --workers {r['api_workers']}"
-        for kind in ("dashboards", "saturation"):
+        for kind in MEASURES:
             if kind not in r:
                 continue
-            s = r[kind]
-            what = (
-                f"{s['dashboards']} dashboards, 1/s" if kind == "dashboards" else f"saturation, {s['clients']} clients"
-            )
+            s = r[kind] if kind != "storm" else r[kind]["first_second"] | r[kind]
+            what = {
+                "dashboards": f"{s.get('dashboards')} dashboards, 1/s",
+                "saturation": f"saturation, {s.get('clients')} clients",
+                "notmodified": f"304 only, {s.get('clients')} clients",
+                "storm": f"start-up storm, {s.get('dashboards')} dashboards, first second",
+            }[kind]
             codes = f"{s['status'].get('200', 0)}/{s['status'].get('304', 0)}"
             out.append(
                 f"| {r['store']} | {server} | {what} | {s['rps']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
@@ -363,27 +530,73 @@ def main() -> int:
     ap.add_argument("--url", help="poll an existing server instead (with --token and --job)")
     ap.add_argument("--token")
     ap.add_argument("--job", type=int)
-    ap.add_argument("--measure", default="dashboards,saturation", help="comma-separated: dashboards, saturation")
+    ap.add_argument("--measure", default=",".join(MEASURES), help=f"comma-separated, of: {', '.join(MEASURES)}")
     ap.add_argument("--dashboards", type=int, default=50, help="dashboard tabs polling once a second")
     ap.add_argument("--clients", type=int, default=16, help="closed-loop clients for the saturation rate")
     ap.add_argument("--api-workers", default="0", help="comma-separated API servers to measure (0: serve itself)")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each measurement")
-    ap.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--storm-seconds", type=float, default=5.0, help="length of the start-up storm measurement")
+    ap.add_argument(
+        "--out",
+        help="also write the rows as JSON here; {backend} in the name: one file per store, and "
+        "with --label the file keeps one entry per label (earlier labels stay)",
+    )
+    ap.add_argument("--label", help="name of this run in the --out file (e.g. before, after)")
     args = ap.parse_args()
     args.measure = {m.strip() for m in args.measure.split(",") if m.strip()}
     args.api_workers = [int(w) for w in args.api_workers.split(",")]
+    if not args.measure <= set(MEASURES):
+        ap.error(f"--measure: choose from {', '.join(MEASURES)}")
+    call = this_call("bench.load", None) | {"label": args.label}  # the commit the servers start from
     if args.url:
         if not (args.token and args.job):
             ap.error("--url needs --token and --job")
-        rows = [{"store": "server", "api_workers": 0, **measure_all(args.url, args.token, args.job, args)}]
+        url, token, job = args.url, args.token, args.job
+        runs = {
+            "server": run_measured(
+                lambda: [{"store": "server", "api_workers": 0, **measure_all(url, token, job, args)}]
+            )
+        }
     else:
         backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-        rows = [row for backend in backends for row in run_backend(backend, args)]
-    meta = {"argv": sys.argv[1:], "cpus": os.cpu_count(), "git": _git_head(), "rows": rows}
-    if args.out:
-        write_results(args.out, meta, [this_call("bench.load", None)])
-    print(table(rows))
+        runs = {b: run_measured(lambda b=b: run_backend(b, args)) for b in backends}
+    for backend, run in runs.items():
+        if args.out:
+            save(Path(args.out.replace("{backend}", backend)), args.label, run, call)
+        print(table(run["rows"]))
     return 0
+
+
+def run_measured(measure: Any) -> dict[str, Any]:
+    """`measure()`'s rows with `uptime` (the load average) just before and just after."""
+    before = _uptime()
+    rows = measure()
+    return {
+        "argv": sys.argv[1:],
+        "cpus": os.cpu_count(),
+        "git": _git_head(),
+        "uptime_before": before,
+        "uptime_after": _uptime(),
+        "rows": rows,
+    }
+
+
+def save(path: Path, label: str | None, run: dict[str, Any], call: dict[str, Any]) -> None:
+    """Write `run` (made by `call`) to `path`; with `label`, as that entry of the file's `runs`
+    (the other labels' entries and every earlier call stay)."""
+    from bench.common import previous_calls
+
+    if label is None:
+        write_results(path, run, [call])
+        return
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    runs = dict(saved.get("runs", {})) | {label: run | {"command": call["command"]}}
+    write_results(path, {"runs": runs}, [*previous_calls(path), call])
+
+
+def _uptime() -> str:
+    r = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+    return r.stdout.strip()
 
 
 def _git_head() -> str:

@@ -209,3 +209,181 @@ def test_token_cache_forgets_revoked_tokens(db_url):
     finally:
         api.dispose()
         cli.dispose()
+
+
+@pytest.fixture
+def shared(db_url, tmp_path):
+    """An API app (scheduler off, token cache on) and, apart from it, a second `Store` on the
+    same database standing for the scheduler or another API process: app client, a's headers,
+    a's admin headers, b's headers, the other store, the job id and its lease."""
+    from service.store import Store
+
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=db_url, scheduler=False, token_cache_seconds=60))
+    with TestClient(app) as client:
+        other = Store(db_url)
+        try:
+            token = other.create_token("a")
+            a = {"Authorization": f"Bearer {token}"}
+            admin = {"Authorization": f"Bearer {other.create_token('a', admin=True)}"}
+            b = {"Authorization": f"Bearer {other.create_token('b')}"}
+            job = other.create_job(other.team_for_token(token).id, {}, {})
+            _, lease = other.claim_next()
+            for headers in (a, admin, b):  # the tokens are in the API's token cache from here on
+                client.get("/v1/jobs", headers=headers)
+            yield client, a, admin, b, other, job.id, lease
+        finally:
+            other.dispose()
+
+
+def test_a_write_by_another_process_ends_the_304_at_once(shared, monkeypatch):
+    """Every change a job's page shows, written through another `Store` (the scheduler, a job
+    runner, another API process), turns the very next poll into a 200 with the new data: the
+    ETags are read from the database on every poll, so a 304 is never stale. The polls are
+    answered by `FastPolls` (the token is cached), not by the routed endpoints."""
+    from service.api import jobs
+
+    client, a, _, _, other, job, lease = shared
+    routed: list[object] = []
+    monkeypatch.setattr(jobs, "_polled", lambda *args: routed.append(args))
+
+    def etags() -> dict[str, str]:
+        return {p: client.get(p, headers=a).headers["etag"] for p in paths}
+
+    paths = [f"/v1/jobs/{job}", f"/v1/jobs/{job}/candidates?after=0", f"/v1/jobs/{job}/events?after=0"]
+    team = other.team_for_token(a["Authorization"].removeprefix("Bearer "))
+    assert team is not None
+    writes = [
+        ("heartbeat", lambda: other.heartbeat(job, lease), {paths[0]}),
+        ("progress", lambda: other.update_progress(job, lease, progress=0.3), {paths[0]}),
+        ("best", lambda: other.update_progress(job, lease, best={"score": 0.9}), {paths[0]}),
+        ("candidate", lambda: other.add_candidate(job, lease, _result(7)), {paths[0], paths[1]}),
+        ("event", lambda: other.add_event(job, "phase", "fine-tuning"), {paths[2]}),
+        ("cancel", lambda: other.request_cancel(job, team.id), {paths[0], paths[2]}),
+    ]
+    tags = etags()
+    for name, write, changed in writes:
+        assert all(_get(client, p, a, tags[p]).status_code == 304 for p in paths), name
+        write()
+        for p in paths:
+            r = _get(client, p, a, tags[p])
+            assert r.status_code == (200 if p in changed else 304), (name, p)
+            if p in changed:
+                assert r.headers["etag"] != tags[p]
+                tags[p] = r.headers["etag"]
+    final = client.get(paths[0], headers=a).json()
+    assert (final["progress"], final["best"], final["cancel_requested"]) == (0.3, {"score": 0.9}, True)
+    assert [c["id"] for c in client.get(paths[1], headers=a).json()] == [1]
+    assert routed == []
+
+
+def test_fast_and_routed_polls_answer_alike(shared, monkeypatch):
+    """A poll answered by `FastPolls` (cached token) and the same poll through FastAPI's route
+    (`FastPolls` stepping aside) carry the same status, ETag, body and headers; an admin's
+    job answer (with the traceback) has its own ETag."""
+    from service.api import polls
+
+    client, a, admin, _, other, job, lease = shared
+    other.add_candidate(job, lease, _result(1))
+    other.add_event(job, "phase", "searching", {"step": 1})
+    other.finish_job(job, lease, "failed", error="boom", traceback="Traceback: secret path")
+    paths = [
+        f"/v1/jobs/{job}",
+        f"/v1/jobs/{job}/candidates?after=0&limit=1000",
+        f"/v1/jobs/{job}/events?after=1",
+        f"/v1/jobs/{job}/candidates",
+    ]
+    fast = {(p, h["Authorization"]): client.get(p, headers=h) for p in paths for h in (a, admin)}
+    monkeypatch.setattr(polls, "parse_poll", lambda scope: None)
+    for (p, auth), r in fast.items():
+        routed = client.get(p, headers={"Authorization": auth})
+        assert r.status_code == routed.status_code == 200
+        assert r.content == routed.content, p
+        for h in ("etag", "cache-control", "content-type", "content-length"):
+            assert r.headers[h] == routed.headers[h], (p, h)
+        assert _get(client, p, {"Authorization": auth}, r.headers["etag"]).status_code == 304
+    assert fast[(paths[0], admin["Authorization"])].json()["traceback"] == "Traceback: secret path"
+    assert fast[(paths[0], a["Authorization"])].json()["traceback"] is None
+    user_tag, admin_tag = (fast[(paths[0], h["Authorization"])].headers["etag"] for h in (a, admin))
+    assert user_tag != admin_tag
+
+
+@pytest.mark.parametrize(
+    "query", ["after=-1", "after=x", "limit=0", "limit=5001", "after=2147483648", "after=1&after=2", "limit=1.5"]
+)
+def test_bad_poll_parameters_are_still_422_with_a_cached_token(shared, query):
+    client, a, _, _, _, job, _ = shared
+    for what in ("candidates", "events"):
+        r = client.get(f"/v1/jobs/{job}/{what}?{query}", headers=a)
+        assert r.status_code == (200 if query == "after=1&after=2" else 422), (what, query, r.text)
+
+
+def test_another_teams_job_is_404_with_a_cached_token(shared):
+    client, a, _, b, _, job, _ = shared
+    for p in (f"/v1/jobs/{job}", f"/v1/jobs/{job}/candidates", f"/v1/jobs/{job}/events?after=0"):
+        tag = client.get(p, headers=a).headers["etag"]
+        assert _get(client, p, b, tag).status_code == 404
+        assert client.get(p, headers=b).status_code == 404
+    assert client.get("/v1/jobs/2147483648", headers=a).status_code == 404
+    assert client.get("/v1/jobs/0", headers=a).status_code == 422
+
+
+def test_answers_build_each_body_once():
+    """Threads asking together for one ETag's body wait for a single build; the byte bound holds."""
+    import threading
+    import time
+
+    from service.api.polls import Answers
+
+    answers, builds = Answers(max_bytes=400), []
+
+    def build() -> bytes:
+        builds.append(1)
+        time.sleep(0.05)
+        return b"x" * 100
+
+    threads = [threading.Thread(target=answers.get, args=('"k"', build)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1
+    for i in range(10):
+        answers.get(f'"{i}"', lambda: b"y" * 90)
+    assert answers._size <= 400
+    assert answers.cached('"9"') == b"y" * 90
+    assert answers.cached('"0"') is None
+
+
+def test_one_token_checked_together_is_looked_up_once(tmp_path, monkeypatch):
+    """Requests bringing one unchecked token at once (a page's first requests) wait for a
+    single database lookup, and all get its answer; an unknown token is still refused."""
+    import threading
+    import time
+
+    from service.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", token_cache_seconds=60)
+    store.migrate()
+    try:
+        token = store.create_token("a")
+        lookups: list[str] = []
+        real = store._lookup_caller
+
+        def slow(digest: str):
+            lookups.append(digest)
+            time.sleep(0.05)
+            return real(digest)
+
+        monkeypatch.setattr(store, "_lookup_caller", slow)
+        found: list[object] = []
+        threads = [threading.Thread(target=lambda: found.append(store.caller_for_token(token))) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(lookups) == 1
+        assert len(found) == 8
+        assert all(f is not None and f[0].name == "a" for f in found)
+        assert store.caller_for_token(token + "x") is None
+    finally:
+        store.dispose()

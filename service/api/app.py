@@ -18,7 +18,7 @@ from workers.config import JobConfig
 from .. import dashboard
 from ..config import Settings, get_settings
 from ..store import Store
-from . import conditional, datasets, health, jobs, meta, methods, models
+from . import conditional, datasets, health, jobs, meta, methods, models, polls
 from .errors import error_responses, validation_error
 from .limits import UploadLimit
 
@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.exception_handler(RequestValidationError)(validation_error)  # typed per exception class, unlike add_...
     app.add_middleware(UploadLimit)  # counts upload bytes as they arrive
     app.add_middleware(methods.Options)  # OPTIONS lists every method of a path
+    app.add_middleware(polls.FastPolls, answer=jobs.poll_answer)  # polls by a cached token skip the routing
+    app.state.answers = polls.Answers()  # polled JSON bodies by ETag
     app.exception_handler(StarletteHTTPException)(methods.method_not_allowed)  # and so does a 405's Allow
     app.exception_handler(conditional.NotModified)(conditional.not_modified_handler)  # 304 for ETag polls
     for r in (health.router, meta.router, models.router, datasets.router, jobs.router, dashboard.router):

@@ -1,6 +1,7 @@
 """`/v1/jobs`: submit, list, inspect, follow (candidates and events after N), cancel, and the
 artifacts of finished jobs. Every id belongs to one team; another team's id answers 404. The
-job, its candidates and its events answer conditional GETs (ETag, 304; `conditional`)."""
+job, its candidates and its events answer conditional GETs (ETag, 304; `conditional`), the
+same way here and in `polls.FastPolls` (`poll_answer`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from . import conditional
 from .conditional import NOT_MODIFIED_RESPONSE, IfNoneMatch
 from .deps import After, Caller, Offset, current_caller, current_team, get_settings, get_store
 from .errors import ErrorOut, error_responses
+from .polls import LIMITS, Answer, Answers, Poll
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422))
 
@@ -98,14 +100,6 @@ def _job(store: Store, team: Team, job_id: int) -> Job:
 
 DEFAULT_PRIORITY: int = JobConfig.model_fields["priority"].default
 """A job's priority when its spec names none; only admin tokens may ask for more."""
-
-
-def _marks(store: Store, team: Team, job_id: int) -> tuple[int, int]:
-    """The job's candidate count and last event seq (`Store.poll_marks`); 404 if not the team's."""
-    marks = store.poll_marks(job_id, team.id)
-    if marks is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
-    return marks
 
 
 def parse_spec(body: bytes) -> JobConfig:
@@ -187,6 +181,78 @@ def list_jobs(
     return JobPage(items=[JobOut.of(j) for j in items], total=total, limit=limit, offset=offset)
 
 
+def poll_answer(store: Store, answers: Answers, poll: Poll, team_id: int, admin: bool) -> Answer | None:
+    """The answer to a poll of a job, its candidates or its events (the caller's team and admin
+    flag; None if the job is not the team's): 304 if `If-None-Match` names the current ETag,
+    else 200 with the JSON, built once per ETag (`Answers`). The ETag comes from
+    `Store.poll_state`: the job's row version (and the admin flag, since only admins see a
+    traceback), or, for a list, the seq of the last row the page holds: candidates and events
+    are append-only, so that names the page (a full page stays 304 while later rows arrive)."""
+    state = store.poll_state(poll.job_id, team_id)
+    if state is None:
+        return None
+    if poll.kind == "job":
+        etag = conditional.make_etag("j", poll.job_id, state.version, int(admin))
+        last = 0
+    else:
+        last = min(state.candidates if poll.kind == "candidates" else state.last_event, poll.after + poll.limit)
+        etag = conditional.make_etag(poll.kind[0], poll.job_id, poll.after, poll.limit, last)
+    if conditional.matches(poll.if_none_match, etag):
+        return Answer(304, etag)
+    if poll.kind == "job":
+        if (body := answers.cached(etag)) is not None:
+            return Answer(200, etag, body)
+        job = store.get_job(poll.job_id, team_id)
+        if job is None:
+            return None
+        # the body and its ETag from the same read of the row (it may have moved on since `state`)
+        etag = conditional.make_etag("j", poll.job_id, job.version, int(admin))
+        if conditional.matches(poll.if_none_match, etag):
+            return Answer(304, etag)
+        return Answer(200, etag, answers.get(etag, lambda: job_json(job, admin)))
+
+    def build() -> bytes:
+        n = last - poll.after
+        if poll.kind == "candidates":
+            rows = store.list_candidates(poll.job_id, poll.after, n) if n > 0 else []
+            items = [{"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)} for c in rows]
+        else:
+            events = store.list_events(poll.job_id, poll.after, n) if n > 0 else []
+            items = [
+                {"id": e.seq, "kind": e.kind, "message": e.message, "data": e.data, "created_at": as_utc(e.created_at)}
+                for e in events
+            ]
+        return to_json(items)
+
+    return Answer(200, etag, answers.get(etag, build))
+
+
+def job_json(job: Job, admin: bool) -> bytes:
+    """The job's answer; a traceback names the server's files and code, so only admins see it
+    (and the server log has it)."""
+    detail = JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback if admin else None)
+    return detail.model_dump_json().encode()
+
+
+def to_json(items: list[dict[str, Any]]) -> bytes:
+    """JSON as FastAPI's `JSONResponse` writes it (compact, no NaN), datetimes in ISO 8601."""
+    return json.dumps(
+        items, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=datetime.isoformat
+    ).encode()
+
+
+def _polled(request: Request, poll: Poll, caller: Caller) -> Response:
+    """A poll answered through FastAPI (a token not in the token cache, or FastPolls not in
+    front): the same `poll_answer`, 404 for another team's job."""
+    answer = poll_answer(request.app.state.store, request.app.state.answers, poll, caller.team.id, caller.admin)
+    if answer is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {poll.job_id} not found")
+    if answer.status == 304:
+        raise conditional.NotModified(answer.etag)
+    headers = {"ETag": answer.etag, "Cache-Control": conditional.CACHE_CONTROL}
+    return Response(answer.body, media_type="application/json", headers=headers)
+
+
 @router.get(
     "/{job_id}",
     response_model=JobDetail,
@@ -195,62 +261,45 @@ def list_jobs(
 )
 def get_job(
     job_id: RowId,
-    response: Response,
+    request: Request,
     if_none_match: IfNoneMatch = None,
     caller: Caller = Depends(current_caller),
-    store: Store = Depends(get_store),
-) -> JobDetail:
-    job = _job(store, caller.team, job_id)
-    # A traceback names the server's files and code: admins see it (and the server log has it).
-    detail = JobDetail(**JobOut.of(job).model_dump(), traceback=job.traceback if caller.admin else None)
-    conditional.check(response, if_none_match, conditional.body_etag(detail.model_dump_json()))
-    return detail
+) -> Response:
+    return _polled(request, Poll("job", job_id, 0, 0, "", if_none_match), caller)
 
 
 @router.get(
     "/{job_id}/candidates",
+    response_model=list[dict[str, Any]],
     summary="Evaluated candidates with seq > after",
     responses={**NOT_MODIFIED_RESPONSE, **error_responses(404)},
 )
 def list_candidates(
     job_id: RowId,
-    response: Response,
+    request: Request,
     after: After = 0,
-    limit: int = Query(500, ge=1, le=5000),
+    limit: int = Query(LIMITS["candidates"][0], ge=1, le=LIMITS["candidates"][1]),
     if_none_match: IfNoneMatch = None,
-    team: Team = Depends(current_team),
-    store: Store = Depends(get_store),
-) -> list[dict[str, Any]]:
-    # Candidates are append-only with seq 1..candidates_evaluated (written in one transaction),
-    # so the job's count alone names this answer: no candidate is read for an unchanged poll.
-    last = min(_marks(store, team, job_id)[0], after + limit)
-    conditional.check(response, if_none_match, conditional.make_etag("c", job_id, after, limit, last))
-    rows = store.list_candidates(job_id, after, last - after) if last > after else []
-    return [{"id": c.seq, **candidate_dict(c), "created_at": as_utc(c.created_at)} for c in rows]
+    caller: Caller = Depends(current_caller),
+) -> Response:
+    return _polled(request, Poll("candidates", job_id, after, limit, "", if_none_match), caller)
 
 
 @router.get(
     "/{job_id}/events",
+    response_model=list[dict[str, Any]],
     summary="Job events with seq > after",
     responses={**NOT_MODIFIED_RESPONSE, **error_responses(404)},
 )
 def list_events(
     job_id: RowId,
-    response: Response,
+    request: Request,
     after: After = 0,
-    limit: int = Query(500, ge=1, le=5000),
+    limit: int = Query(LIMITS["events"][0], ge=1, le=LIMITS["events"][1]),
     if_none_match: IfNoneMatch = None,
-    team: Team = Depends(current_team),
-    store: Store = Depends(get_store),
-) -> list[dict[str, Any]]:
-    # Events are append-only with contiguous seq: the last one's seq names this answer.
-    last = min(_marks(store, team, job_id)[1], after + limit)
-    conditional.check(response, if_none_match, conditional.make_etag("e", job_id, after, limit, last))
-    rows = store.list_events(job_id, after, last - after) if last > after else []
-    return [
-        {"id": e.seq, "kind": e.kind, "message": e.message, "data": e.data, "created_at": as_utc(e.created_at)}
-        for e in rows
-    ]
+    caller: Caller = Depends(current_caller),
+) -> Response:
+    return _polled(request, Poll("events", job_id, after, limit, "", if_none_match), caller)
 
 
 @router.post(

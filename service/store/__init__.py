@@ -3,7 +3,7 @@ with their legal moves (declared in `workers.status`, where a job's run reports 
 
 from workers.status import FINAL, TRANSITIONS, IllegalTransition, JobStatus, check_move
 
-from .store import LeaseLost, Store, as_utc, candidate_dict, hash_token
+from .store import LeaseLost, PollState, Store, as_utc, candidate_dict, hash_token
 from .tables import FINAL_STATUSES, JOB_STATUSES
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "IllegalTransition",
     "JobStatus",
     "LeaseLost",
+    "PollState",
     "Store",
     "as_utc",
     "candidate_dict",

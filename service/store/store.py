@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select, text, update
+from sqlalchemy import Engine, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.status import JobStatus
@@ -65,6 +67,25 @@ def as_utc(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class PollState:
+    """A job's row version (+1 on every update), candidate count and last event's seq: every
+    answer dashboards poll (the job, candidates after N, events after N) is a function of
+    these, because candidates and events are append-only and numbered 1, 2, ... per job."""
+
+    version: int
+    candidates: int
+    last_event: int
+
+
+_POLL_STATE = select(
+    Job.version,
+    Job.candidates_evaluated,
+    select(func.coalesce(func.max(Event.seq), 0)).where(Event.job_id == Job.id).scalar_subquery(),
+).where(Job.id == bindparam("job"), Job.team_id == bindparam("team"))
+"""`Store.poll_state`'s query, built once."""
+
+
 class LeaseLost(RuntimeError):
     """The job is no longer held by this run (requeued, cancelled or finished elsewhere)."""
 
@@ -76,6 +97,8 @@ class Store:
         self.url = url
         self.token_cache_seconds = token_cache_seconds
         self._callers: dict[str, tuple[float, Team, bool]] = {}  # token hash -> (checked at, team, admin)
+        self._checking: dict[str, threading.Lock] = {}  # token hash -> held while it is looked up
+        self._guard = threading.Lock()
         self.engine = engine or make_engine(url)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
@@ -127,8 +150,23 @@ class Store:
 
     def caller_for_token(self, token: str) -> tuple[Team, bool] | None:
         """The team a live token belongs to and whether the token is an admin's, or None. With
-        `token_cache_seconds`, a live token is remembered that long (see `cached_caller`)."""
+        `token_cache_seconds`, a live token is remembered that long (see `cached_caller`), and
+        threads asking for one token together wait for a single lookup (a dashboard opening a
+        page sends its first requests at once)."""
+        if self.token_cache_seconds <= 0:
+            return self._lookup_caller(hash_token(token))
         digest = hash_token(token)
+        with self._guard:
+            gate = self._checking.setdefault(digest, threading.Lock())
+        with gate:
+            try:
+                return self.cached_caller(token) or self._lookup_caller(digest)
+            finally:
+                with self._guard:
+                    self._checking.pop(digest, None)
+
+    def _lookup_caller(self, digest: str) -> tuple[Team, bool] | None:
+        """`caller_for_token` from the database, remembered when the cache is on."""
         with self.read() as s:
             row = s.execute(
                 select(Team, Token.admin)
@@ -494,18 +532,15 @@ class Store:
                 )
             )
 
-    def poll_marks(self, job_id: int, team_id: int) -> tuple[int, int] | None:
-        """A team's job's candidate count and its latest event's sequence number, in one query
-        (the second from the (job_id, seq) index), or None for no such job of the team: what
-        the candidates' and events' ETags are made of, without loading the job."""
+    def poll_state(self, job_id: int, team_id: int) -> PollState | None:
+        """What a team's job's polled answers are made of (`PollState`), in one query on a
+        plain connection (no ORM session: it runs for every poll), or None for no such job of
+        the team. The last event's seq comes from the (job_id, seq) index."""
         if not storable(job_id):
             return None
-        last_event = select(func.coalesce(func.max(Event.seq), 0)).where(Event.job_id == Job.id).scalar_subquery()
-        with self.read() as s:
-            row = s.execute(
-                select(Job.candidates_evaluated, last_event).where(Job.id == job_id, Job.team_id == team_id)
-            ).first()
-            return None if row is None else (int(row[0]), int(row[1]))
+        with self.engine.connect() as conn:
+            row = conn.execute(_POLL_STATE, {"job": job_id, "team": team_id}).first()
+        return None if row is None else PollState(int(row[0]), int(row[1]), int(row[2]))
 
     def list_artifacts(self, job_id: int) -> list[Artifact]:
         """A job's output files."""

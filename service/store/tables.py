@@ -22,6 +22,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    literal_column,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -130,7 +132,14 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # +1 in the database on every UPDATE of the row: what the job's ETag is made of (one
+    # integer names every state of the row; `Store.poll_state` reads it without loading the job)
+    version: Mapped[int] = mapped_column(
+        Integer, default=0, server_default=text("0"), onupdate=literal_column("version") + 1
+    )
 
+    # the new version comes back with the UPDATE (ClassVar would clash with SQLAlchemy's own typing)
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
     __table_args__ = (
         Index("ix_jobs_queue", "status", "priority", "created_at"),
         Index("ix_jobs_status_team", "status", "team_id"),  # running jobs per team, for the fair claim
