@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from corpus import CORPUS, INPUT_SHAPE, build, search_cut, target
+from corpus import CORPUS, INPUT_SHAPE, build, exported, search_cut, target
 
 from pruning.export import export_onnx, export_program
 from pruning.intake import intake_program
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
-def test_corpus_program_is_cut_and_exported_back(name: str, tmp_path: Path) -> None:
+def test_corpus_program_is_cut_and_exported_back(name: str, tmp_path: Path, corpus_exports: Path) -> None:
     model = build(name)
-    intake = intake_program(export_program(model, tmp_path / f"{name}.pt2", INPUT_SHAPE))
+    intake = intake_program(exported(name, corpus_exports))  # export_program(build(name)), once per run
     x = torch.randn(3, *INPUT_SHAPE)
     with torch.no_grad():
         torch.testing.assert_close(intake.module(x), model(x), atol=1e-4, rtol=1e-4)

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 import torch
-from corpus import CORPUS, INPUT_SHAPE, build, target
+from corpus import CORPUS, INPUT_SHAPE, build, exported, target
 
-from pruning.export import export_program
 from service.client import Client
 from service.devserver import ServerProcess
 
@@ -27,7 +26,7 @@ STRATEGY = {name: ("uniform", "global")[i % 2] for i, name in enumerate(NAMES)}
 
 
 @pytest.fixture(scope="module")
-def jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, corpus_exports: Path) -> Any:
     """A server with the selected corpus programs (all, unless `-k` picks some) uploaded and
     their jobs submitted at once, so they queue together; yields the client, the job ids and a
     folder for downloads."""
@@ -44,8 +43,7 @@ def jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         client = Client(srv.url, token)
         ids = {}
         for name in (n for n in NAMES if n in picked):
-            path = export_program(build(name), root / f"{name}.pt2", INPUT_SHAPE)
-            model = client.upload_model(path)
+            model = client.upload_model(exported(name, corpus_exports))
             job = client.submit(
                 {
                     "model": {"upload": model["id"]},

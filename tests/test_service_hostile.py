@@ -475,14 +475,13 @@ def test_an_uploaded_program_is_traced_at_upload_and_not_at_submit(api, traces, 
 # --- torchvision's ShuffleNetV2: the shuffle's groups pinned, the rest searched ---
 
 
-def test_a_torchvision_style_shufflenet_program_is_searched_with_its_shuffled_groups_pinned(api, tmp_path):
-    from corpus import INPUT_SHAPE, build
+def test_a_torchvision_style_shufflenet_program_is_searched_with_its_shuffled_groups_pinned(api, corpus_exports):
+    from corpus import INPUT_SHAPE, exported
 
-    from pruning.export import export_program
     from pruning.intake import intake_program
     from search.space import SearchSpace
 
-    path = export_program(build("shufflenet_v2_tv"), tmp_path / "shufflenet.pt2", INPUT_SHAPE)  # a dynamic batch
+    path = exported("shufflenet_v2_tv", corpus_exports)  # a dynamic batch
     net = intake_program(path).module
     space = SearchSpace(net, INPUT_SHAPE, "flops=0.5")
     assert space.engine_pins

@@ -8,13 +8,16 @@ torchvision's networks at full size and 224 px (`fullsize.py`), for intake and t
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from pruning.cut import example_input
+from pruning.export import export_program
 from pruning.graph import DependencyGraph
 from search.base import Result
 from search.evaluators import EvalContext, Evaluator
@@ -118,6 +121,17 @@ def build(name: str, seed: int = 0, **kwargs: int) -> nn.Module:
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def exported(name: str, folder: Path) -> Path:
+    """`build(name)` exported to `.pt2` (`pruning.export.export_program`, a dynamic batch) in
+    `folder`, once: a later call, from any test process, gets the same file (written under a
+    temporary name and renamed, so a reader never sees half a file)."""
+    path = folder / f"{name}.pt2"
+    if not path.is_file():
+        tmp = export_program(build(name), folder / f"{name}.{os.getpid()}.tmp.pt2", INPUT_SHAPE)
+        os.replace(tmp, path)
+    return path
 
 
 def target(name: str) -> float:
