@@ -22,7 +22,7 @@ from search.space import SearchSpace, Streams
 from search.target import KINDS, Target
 
 # Data sets read from a folder the job names in `data.path`.
-PATH_DATASETS = ("cifar10", "imagefolder")
+PATH_DATASETS = ("cifar10", "imagefolder", "maskfolder")
 
 Selection = Literal["top-k", "asha"]
 """The final pick among the best candidates: the strategy's own (EagleEye's top-k fine-tune; the
@@ -131,21 +131,26 @@ class ModelSpec(Section):
 
 
 class DataSpec(Section):
-    """A data set: digits, fashion-mnist, synthetic, cifar10/imagefolder read from `path`, or an
-    image folder archive uploaded with POST /v1/datasets (`{"upload": ID}`, an imagefolder)."""
+    """A data set: digits, fashion-mnist, synthetic, scenes, cifar10/imagefolder/maskfolder read
+    from `path`, or an archive uploaded with POST /v1/datasets (`{"upload": ID}`: an imagefolder,
+    or a maskfolder when the archive held images/ + masks/)."""
 
-    name: Literal["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic"] = Field(
+    name: Literal["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic", "scenes", "maskfolder"] = Field(
         ..., description=f"one of {', '.join(DATASETS)}"
     )
     path: str | None = Field(
-        None, description="folder for cifar10/imagefolder (the service requires it under SECATEURS_ALLOWED_DATA_ROOTS)"
+        None,
+        description="folder for cifar10/imagefolder/maskfolder (the service requires it under "
+        "SECATEURS_ALLOWED_DATA_ROOTS)",
     )
     upload: RowId | None = Field(
         None, description="id of an image folder archive uploaded with POST /v1/datasets (service only; no name/path)"
     )
     input_size: InputSize | None = Field(None, description="resize images to this many pixels (default: the set's)")
     subset: int | None = Field(None, gt=0, description="use at most this many training images")
-    augment: bool = Field(True, description="random crops and flips of imagefolder training images")
+    augment: bool = Field(
+        True, description="random crops and flips of imagefolder, maskfolder and scenes training images"
+    )
 
     @model_validator(mode="before")
     @classmethod
