@@ -24,6 +24,7 @@ from pruning.intake import Intake, intake_program
 from pruning.models import build_model
 from pruning.segmentation.folder import maskfolder_shape
 from pruning.segmentation.scenes import SCENE_CLASSES
+from pruning.tasks.segmentation import task_data_mismatch
 from search.base import SearchError
 from search.space import Traced as Trace
 from workers.config import JobConfig
@@ -139,6 +140,9 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         ds = store.get_dataset(team_id, spec.data.upload)
         if ds is None:
             raise SpecError(f"data.upload: data set {spec.data.upload} not found")
+        why = task_data_mismatch(cfg.task, ds.task == "segmentation")
+        if why:
+            raise SpecError(f"data.upload: {why}")
         name = "maskfolder" if ds.task == "segmentation" else "imagefolder"
         cfg.data = cfg.data.model_copy(update={"name": name, "path": ds.path, "upload": None})
     try:

@@ -321,7 +321,8 @@ class JobConfig(Section):
     task: Annotated[str, OneOf(list_tasks())] = Field(
         DEFAULT_TASK,
         description="what the network is trained and scored for: classification (labels, accuracy), "
-        "distillation (the unpruned network's outputs, fidelity; no labels read)",
+        "distillation (the unpruned network's outputs, fidelity; no labels read), segmentation "
+        "(per-pixel masks, mIoU)",
     )
     task_output: str | int | None = Field(
         None,
@@ -407,6 +408,19 @@ class JobConfig(Section):
         m = self.model
         if task_class(self.task).needs_trained_model and (m.zoo is not None or m.factory is not None) and not m.weights:
             raise ValueError(f"the {self.task} task needs a trained network: give weights, a program or an upload")
+        return self
+
+    @model_validator(mode="after")
+    def _data_for_task(self) -> JobConfig:
+        """The task can read the data: masks for segmentation, class labels for classification
+        (an uploaded set is checked at submit, once its kind is known)."""
+        from pruning.data import SEGMENTATION_DATASETS
+        from pruning.tasks.segmentation import task_data_mismatch
+
+        if self.data.upload is None:
+            why = task_data_mismatch(self.task, self.data.name in SEGMENTATION_DATASETS)
+            if why:
+                raise ValueError(why)
         return self
 
     @field_validator("runtime")
