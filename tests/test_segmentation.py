@@ -231,3 +231,56 @@ def test_segmenter_cost_model_is_exact_and_halves(name: str) -> None:
     assert count_flops(cut, shape) < 0.4 * f0
     kept = {g.key: max(1, g.channels // 2) for g in graph.groups}
     assert cost.flops(kept) == count_flops(prune(model, kept, "l1", input_shape=shape), shape)
+
+
+def test_the_segmentation_task_scores_miou_with_extras_and_trains_on_masks() -> None:
+    """Through the task registry, as the training loops and evaluators call it: a constant
+    all-background network scores background's IoU over the classes present, the loss is the
+    ignore-aware per-pixel cross-entropy, and distillation is averaged per pixel."""
+    from torch.utils.data import TensorDataset
+
+    from pruning.tasks import make_task
+    from pruning.train import evaluate_score, task_loss
+
+    task = make_task("segmentation")
+    assert (task.name, task.score_name) == ("segmentation", "miou")
+    masks = torch.zeros(4, 8, 8, dtype=torch.long)
+    masks[:, :4] = 1  # top half class 1, bottom half background
+    masks[:, 0, 0] = IGNORE
+    data = TensorDataset(torch.randn(4, 3, 8, 8), masks)
+    score = evaluate_score(_Constant(4), data, task=task)
+    counted = 4 * 63
+    background = 4 * 32
+    assert score.name == "miou"
+    assert score.value == pytest.approx((background / counted) / 2)  # class 0's IoU; class 1's is 0
+    assert score.extras["pixel_accuracy"] == pytest.approx(background / counted)
+    assert score.extras["iou_1"] == 0.0
+    assert "iou_2" not in score.extras  # absent from both: no IoU
+    net = _Constant(4)
+    x = torch.randn(4, 3, 8, 8)
+    torch.testing.assert_close(task_loss(net, x, masks, task=task), segmentation_loss(net(x), masks))
+    student, teacher = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    kd = task.kd_loss(student, teacher, 4.0)
+    assert float(kd) > 0
+    assert float(task.kd_loss(student, student, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    # per pixel: the same maps at twice the resolution (each pixel four times) weigh the same
+    bigger = task.kd_loss(
+        student.repeat_interleave(2, -1).repeat_interleave(2, -2),
+        teacher.repeat_interleave(2, -1).repeat_interleave(2, -2),
+        4.0,
+    )
+    torch.testing.assert_close(bigger, kd)
+
+
+class _Constant(torch.nn.Module):
+    """Predicts class 0 (background) everywhere."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], self.k, *x.shape[-2:]) + 0 * self.p
+        out[:, 0] = 1
+        return out
