@@ -7,6 +7,9 @@
 - `imagefolder:PATH`: one sub-folder of images per class, at the top or under train/ (+ val/,
   test/); streamed from disk with augmentation (`pruning.imagefolder`).
 - `synthetic`: random tensors, for smoke tests only.
+- `scenes`: the built-in segmentation scenes (shapes on texture, generated from the seed), and
+  `maskfolder:PATH`: a segmentation set of `images/` + `masks/` (`pruning.segmentation`); their
+  samples are `(image, mask)` with a class index per pixel.
 
 Every set is split train/val/test with a fixed seed (an image folder's own val/ and test/ are
 kept); calibration batches for data-dependent criteria and BN recalibration are drawn at random
@@ -42,7 +45,9 @@ from .imagefolder import (
 )
 
 FASHION_MNIST_DIR = Path(os.environ.get("SECATEURS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
-DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic", "scenes", "maskfolder")
+SEGMENTATION_DATASETS = ("scenes", "maskfolder")
+"""The data sets whose samples are `(image, mask)` pairs (semantic segmentation)."""
 
 
 @dataclass
@@ -225,6 +230,10 @@ def check_data_folder(name: str, path: str | Path) -> None:
             _find(root, stem)
     elif name == "imagefolder":
         imagefolder_shape(root)
+    elif name == "maskfolder":
+        from .segmentation.folder import scan_maskfolder
+
+        scan_maskfolder(root)
 
 
 def _cifar10(path: Path, input_size: int, seed: int, subset: int | None) -> DataSplits:
@@ -293,7 +302,15 @@ def _synthetic(input_size: int, seed: int, in_channels: int = 3, num_classes: in
     return DataSplits("synthetic", train, val, test, num_classes, in_channels, input_size)
 
 
-DEFAULT_SIZES = {"digits": 16, "fashion-mnist": 28, "cifar10": 32, "imagefolder": 32, "synthetic": 16}
+DEFAULT_SIZES = {
+    "digits": 16,
+    "fashion-mnist": 28,
+    "cifar10": 32,
+    "imagefolder": 32,
+    "synthetic": 16,
+    "scenes": 32,
+    "maskfolder": 64,
+}
 
 
 def load_dataset(
@@ -305,11 +322,11 @@ def load_dataset(
     augment: bool = True,
     normalization: Normalization | None = None,
 ) -> DataSplits:
-    """Load a data set by name (`digits`, `fashion-mnist`, `cifar10`, `imagefolder`, `synthetic`)
-    with its folder in `path`; the command line's `cifar10:PATH` form is accepted too. `subset`
-    takes a seeded subset of the training split (for speed). For `imagefolder` only: `augment`
-    turns training augmentation on, and `normalization` is used instead of measuring it (a
-    resumed job passes the one it stored)."""
+    """Load a data set by name (`DATASETS`) with its folder in `path`; the command line's
+    `cifar10:PATH` form is accepted too. `subset` takes a seeded subset of the training split
+    (for speed). For `imagefolder`, `maskfolder` and `scenes`: `augment` turns training
+    augmentation on; for the folders, `normalization` is used instead of measuring it (a resumed
+    job passes the one it stored)."""
     name, _, inline = spec.partition(":")
     path = str(path) if path else inline
     if name not in DATASETS:
@@ -321,12 +338,20 @@ def load_dataset(
         return _fashion_mnist(size, seed, subset, Path(path) if path else None)
     if name == "synthetic":
         return _synthetic(size, seed)
+    if name == "scenes":
+        from .segmentation.sets import load_scenes
+
+        return load_scenes(size, seed, subset, augment)
     if not path:
         raise PruningError(f"data set {name} needs a local path: {name}:/path/to/data")
     if not Path(path).exists():
         raise PruningError(f"{name} path {path} does not exist")
     if name == "cifar10":
         return _cifar10(Path(path), size, seed, subset)
+    if name == "maskfolder":
+        from .segmentation.sets import load_maskfolder
+
+        return load_maskfolder(Path(path), size, seed, subset, augment, normalization)
     return _imagefolder(Path(path), size, seed, subset, augment, normalization)
 
 
@@ -401,18 +426,21 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
 
 
 def without_augmentation(ds: Dataset) -> Dataset:
-    """The same samples without random augmentation (an `ImageFolderSet`'s evaluation view,
-    kept inside a Subset); in-memory sets are returned as they are."""
+    """The same samples without random augmentation (the evaluation view of a set that has one,
+    `plain()`: image and mask folders, the scenes; kept inside a Subset); other sets are
+    returned as they are."""
     if isinstance(ds, Subset):
         return Subset(without_augmentation(ds.dataset), ds.indices)
-    return ds.plain() if isinstance(ds, ImageFolderSet) else ds
+    plain = getattr(ds, "plain", None)
+    return plain() if callable(plain) else ds
 
 
 def sample_fingerprint(ds: Dataset) -> bytes:
     """Bytes that identify a data set's contents for caches (an in-memory set's first input; a
     set read from disk: its files, labels and transform, not one random draw)."""
-    if isinstance(ds, ImageFolderSet):
-        return ds.fingerprint()
+    fingerprint = getattr(ds, "fingerprint", None)
+    if callable(fingerprint):
+        return fingerprint()
     x, _ = ds[0]
     return x.numpy().tobytes()
 

@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 HELD_OUT = 0.15  # fraction of the images a seeded split gives to each of val and test
 
 Sample = tuple[str, int]
+S = TypeVar("S")  # what a seeded split divides: (path, label) samples, (image, mask) pairs
 
 
 @dataclass(frozen=True)
@@ -351,7 +352,7 @@ class ImageFolderSet(Dataset):
         return h.digest()
 
 
-def seeded_split(samples: Sequence[Sample], parts: int, seed: int) -> tuple[list[Sample], list[Sample], list[Sample]]:
+def seeded_split(samples: Sequence[S], parts: int, seed: int) -> tuple[list[S], list[S], list[S]]:
     """`(rest, val, test)`: a seeded `HELD_OUT` share of the samples for each of the first
     `parts` held-out splits (1: val only, test empty; 2: both)."""
     g = torch.Generator().manual_seed(seed)

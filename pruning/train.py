@@ -1,5 +1,7 @@
 """Training, fine-tuning and evaluation: SGD with a cosine schedule by default, optional
-knowledge distillation from the unpruned model, seeded, on CUDA when present.
+knowledge distillation from the unpruned model, seeded, on CUDA when present. What a batch
+holds, the loss and the score are the job's task's (`pruning.tasks`; classification when none
+is given), so these loops serve every task.
 
 `train` runs a fixed number of epochs or steps; `finetune` is the final fine-tune of a pruned
 network: validated, early-stopped, best checkpoint kept, within a step budget
@@ -21,12 +23,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .data import DataSplits, dataset_size, make_loader
 from .device import get_device
+from .tasks import Score, Task, make_task, softened_kl
 
 ProgressFn = Callable[[float, dict], None]
 """Called with progress in [0, 1] and a dict of figures (epoch, loss, ...)."""
@@ -99,10 +101,12 @@ def cached_weights(cache_dir: str | Path, zoo: str, key: str) -> Path:
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al. 2015: KL between softened distributions, scaled by T^2."""
-    t = temperature
-    return (
-        F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1), reduction="batchmean") * t * t
-    )
+    return softened_kl(student_logits, teacher_logits, temperature)
+
+
+def default_task(task: Task | None) -> Task:
+    """`task`, or classification (the task of every loop called without one)."""
+    return task if task is not None else make_task()
 
 
 def make_optimizer(
@@ -119,15 +123,18 @@ def task_loss(
     teacher: nn.Module | None = None,
     kd_alpha: float = 0.0,
     kd_temperature: float = 4.0,
+    task: Task | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy of `model` on a batch, blended with distillation from `teacher` with
-    weight `kd_alpha` when both are given."""
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
+    """The task's loss of `model` on a batch (`x`, `y` as `task.batch` gives them;
+    cross-entropy for classification), blended with distillation from `teacher` with weight
+    `kd_alpha` when both are given."""
+    task = default_task(task)
+    out = task.forward(model, x)
+    loss = task.loss(out, y)
     if teacher is not None and kd_alpha > 0:
         with torch.no_grad():
-            t_logits = teacher(x)
-        loss = (1 - kd_alpha) * loss + kd_alpha * distillation_loss(logits, t_logits, kd_temperature)
+            t_out = task.forward(teacher, x)
+        loss = (1 - kd_alpha) * loss + kd_alpha * task.kd_loss(out, t_out, kd_temperature)
     return loss
 
 
@@ -159,21 +166,24 @@ def train(
     after_step: Callable[[nn.Module], None] | None = None,
     progress: ProgressFn | None = None,
     device: str | torch.device | None = "auto",
+    task: Task | None = None,
 ) -> nn.Module:
     """Train `model` in place for a fixed length and return it (`fit` trains until no gain).
 
     `epochs` may be fractional; `max_steps` caps the optimizer steps (short fine-tunes).
     `teacher` enables distillation with weight `kd_alpha`; `extra_loss(model)` adds a penalty
     (e.g. Network Slimming's L1 on BN gammas); `after_step(model)` runs after each step (e.g.
-    re-applying unstructured masks)."""
+    re-applying unstructured masks). `task` reads the batches and gives the loss
+    (classification when None)."""
+    task = default_task(task)
     dev, loader, steps_per_epoch, total, opt, sched = training_setup(model, data, config, device)
     if teacher is not None:
         teacher.to(dev).eval()
     step = 0
     while step < total:
-        for xb, yb in loader:
-            x, y = xb.to(dev), yb.to(dev)
-            loss = task_loss(model, x, y, teacher, config.kd_alpha, config.kd_temperature)
+        for batch in loader:
+            x, y = task.batch(batch, dev)
+            loss = task_loss(model, x, y, teacher, config.kd_alpha, config.kd_temperature, task)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True)
@@ -191,25 +201,40 @@ def train(
 
 
 @torch.no_grad()
+def evaluate_score(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    batch_size: int = 256,
+    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+    task: Task | None = None,
+) -> Score:
+    """The task's score of `model` on `data` (top-1 accuracy for classification), its name and
+    extras (model left in eval mode, on its own device unless given)."""
+    task = default_task(task)
+    dev = get_device(device) if device is not None else next(model.parameters()).device
+    model.to(dev).eval()
+    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size)
+    metric = task.metric()
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = task.batch(batch, dev)
+        metric.update(task.forward(model, x), y)
+    return metric.compute()
+
+
 def evaluate(
     model: nn.Module,
     data: Dataset | DataLoader,
     batch_size: int = 256,
     max_batches: int | None = None,
     device: str | torch.device | None = None,
+    task: Task | None = None,
 ) -> float:
-    """Top-1 accuracy in [0, 1] (model left in eval mode, on its own device unless given)."""
-    dev = get_device(device) if device is not None else next(model.parameters()).device
-    model.to(dev).eval()
-    loader = data if isinstance(data, DataLoader) else make_loader(data, batch_size)
-    correct = total = 0
-    for i, (x, y) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        pred = model(x.to(dev)).argmax(1)
-        correct += int((pred == y.to(dev)).sum())
-        total += len(y)
-    return correct / max(1, total)
+    """The task's score of `model` on `data` (`evaluate_score`'s value): top-1 accuracy in
+    [0, 1] for classification."""
+    return evaluate_score(model, data, batch_size, max_batches, device, task).value
 
 
 Schedule = Literal["plateau", "cosine"]
@@ -336,13 +361,17 @@ def finetune(
     device: str | torch.device | None = "auto",
     progress: ProgressFn | None = None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    task: Task | None = None,
 ) -> FinetuneOutcome:
     """Fine-tune `model` in place on `data.train`, validating on `data.val` (a
     `pruning.data.DataSplits`), and leave the best-by-validation weights in it (see
     `FinetuneConfig`); the model ends in eval mode. `teacher` distils with weight `kd_alpha`;
     `extra_loss(model)` adds a penalty, as in `train`. `progress(fraction, info)` is called
-    after each validation with fraction = steps / budget and once more with 1.0 at the end."""
+    after each validation with fraction = steps / budget and once more with 1.0 at the end.
+    `task` gives the loss and the validation score (classification when None; "val_acc" in
+    the progress figures and the history is that score)."""
     cfg = config or FinetuneConfig()
+    task = default_task(task)
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
     dev = get_device(device)
@@ -359,7 +388,7 @@ def finetune(
     decay_patience = max(1, cfg.patience // 2)
 
     def validate() -> float:
-        acc = evaluate(model, data.val, max_batches=cfg.val_batches, device=dev)
+        acc = evaluate(model, data.val, max_batches=cfg.val_batches, device=dev, task=task)
         model.train()
         return acc
 
@@ -381,9 +410,8 @@ def finetune(
         lr = 0.5 * base_lr * (1 + math.cos(math.pi * step / budget))
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = next(batches)
-        x, y = x.to(dev), y.to(dev)
-        loss = task_loss(model, x, y, teacher, cfg.kd_alpha, cfg.kd_temperature)
+        x, y = task.batch(next(batches), dev)
+        loss = task_loss(model, x, y, teacher, cfg.kd_alpha, cfg.kd_temperature, task)
         if extra_loss is not None:
             loss = loss + extra_loss(model)
         opt.zero_grad(set_to_none=True)
@@ -459,13 +487,14 @@ def fit(
     device: str | torch.device | None = "auto",
     progress: ProgressFn | None = None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    task: Task | None = None,
 ) -> FinetuneOutcome:
     """Train `model` from scratch on `data.train` by the final fine-tune's loop (`finetune`),
     validated on `data.val` once an epoch and left with its best epoch's weights: until
     validation accuracy stops improving (`patience` epochs without a gain, at most
     `max_epochs`; the learning rate cut tenfold after half the patience), or exactly `epochs`
     epochs when set (`TrainConfig`). `extra_loss(model)` adds a penalty (e.g. Network
-    Slimming's L1 on BN gammas)."""
+    Slimming's L1 on BN gammas); `task` gives the loss and score (classification when None)."""
     cfg = config or TrainConfig()
     per_epoch = steps_per_epoch(dataset_size(data.train), cfg.batch_size)
     settings = FinetuneConfig(
@@ -481,4 +510,4 @@ def fit(
         kd_alpha=cfg.kd_alpha,
         kd_temperature=cfg.kd_temperature,
     )
-    return finetune(model, data, settings, device=device, progress=progress, extra_loss=extra_loss)
+    return finetune(model, data, settings, device=device, progress=progress, extra_loss=extra_loss, task=task)

@@ -1,8 +1,9 @@
 """Evaluators turn a policy into a score, apart from the strategies that propose policies.
 
 Each cuts the model with the job's criterion (from the search space's cached trace, by index
-selection, when the context has a space), then scores the cut network on the validation split:
-- `plain`: validation accuracy as cut (BN statistics inherited from the full network);
+selection, when the context has a space), then scores the cut network on the validation split
+by the job's task (`pruning.tasks`: accuracy for classification, fidelity for distillation, ...):
+- `plain`: the validation score as cut (BN statistics inherited from the full network);
 - `adaptive-bn`: EagleEye (Li et al. 2020): reset the BN statistics and re-estimate them on
   calibration batches from the training split, then validate;
 - `finetune`: NetAdapt's short-term fine-tune (Yang et al. 2018): `steps` SGD iterations on
@@ -34,7 +35,8 @@ from pruning.cut import prune
 from pruning.data import DataSplits
 from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.registry import Registry, check_values, given, signature_schema
-from pruning.train import TrainConfig, evaluate, train
+from pruning.tasks import Task
+from pruning.train import TrainConfig, default_task, evaluate, train
 
 from .base import BatchSize, LearningRate, Proposal, Result, SearchError, Steps
 from .space import SearchSpace
@@ -45,7 +47,8 @@ class EvalContext:
     """Everything an evaluator needs: the trained full model, the data, the input shape
     (C, H, W), the channel criterion, the device, calibration batches from the training
     split, and a seed. `space` (optional) supplies cached resource counts and latency;
-    `val_batches` caps validation batches (None: the whole validation split)."""
+    `val_batches` caps validation batches (None: the whole validation split); `task` reads
+    the batches, gives the fine-tune loss and the score (None: classification)."""
 
     model: nn.Module
     data: DataSplits
@@ -58,6 +61,10 @@ class EvalContext:
     val_batches: int | None = None
     batch_size: int = 256
     extras: dict[str, Any] = field(default_factory=dict)
+    task: Task | None = None
+
+    def __post_init__(self) -> None:
+        self.task = default_task(self.task)
 
 
 class Evaluator:
@@ -95,11 +102,10 @@ class Evaluator:
         return prune(ctx.model, dict(policy), crit, input_shape=ctx.input_shape, calibration=calib)
 
     def validate(self, model: nn.Module) -> float:
-        """Validation accuracy of a model."""
+        """The task's validation score of a model (accuracy for classification)."""
+        ctx = self.context
         with self.timed("validate"):
-            return evaluate(
-                model, self.context.data.val, batch_size=self.context.batch_size, max_batches=self.context.val_batches
-            )
+            return evaluate(model, ctx.data.val, batch_size=ctx.batch_size, max_batches=ctx.val_batches, task=ctx.task)
 
     def recalibrate(self, model: nn.Module) -> None:
         """Adaptive BN: re-estimate the model's BN statistics on the context's calibration batches."""
@@ -177,7 +183,7 @@ register_evaluator = EVALUATORS.register
 
 @register_evaluator("plain")
 class PlainEvaluator(Evaluator):
-    """Validation accuracy of the cut model as it is."""
+    """The validation score of the cut model as it is."""
 
     name = "plain"
 
@@ -202,7 +208,7 @@ class AdaptiveBNEvaluator(Evaluator):
 @register_evaluator("finetune")
 class FinetuneEvaluator(Evaluator):
     """NetAdapt's short-term fine-tune (Yang et al. 2018): `steps` SGD iterations on the
-    training split at learning rate `lr`, then validation accuracy."""
+    training split at learning rate `lr` on the task's loss, then the validation score."""
 
     name = "finetune"
 
@@ -229,7 +235,7 @@ class FinetuneEvaluator(Evaluator):
         if self.steps > 0:
             cfg = TrainConfig(epochs=1e9, lr=self.lr, batch_size=self.batch_size, seed=ctx.seed, max_steps=self.steps)
             with self.timed("train"):
-                train(model, ctx.data.train, cfg, device=model_device(model))
+                train(model, ctx.data.train, cfg, device=model_device(model), task=ctx.task)
         return self.validate(model)
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from pruning.registry import OneOf
 from workers.config import JobConfig, Section
 
 from .common import CliError, parse_kv, parse_value
@@ -36,6 +37,8 @@ ALIASES: dict[str, str] = {
     "space.pinned": "--pin",
     "search.val_batches": "--val-batches",
 }
+OPTION_FIELDS = ("strategy.options", "evaluator.options", "task_options")
+"""Fields given as repeated KEY=VALUE flags."""
 NOT_ON_CLI: dict[str, str] = {
     "model.upload": "an id of the service's uploads; the CLI takes --weights FILE",
     "data.upload": "an id of the service's uploads; the CLI takes --data imagefolder --data-path DIR",
@@ -103,8 +106,14 @@ def _add(parser: argparse.ArgumentParser, leaf: Leaf) -> None:
     required = leaf.info.is_required()
     kind, _ = _scalar(leaf.info.annotation)
     kw: dict[str, Any] = {"dest": leaf.dest, "help": help_text, "metavar": leaf.path.rsplit(".", 1)[-1].upper()}
-    if leaf.path in ("strategy.options", "evaluator.options"):
+    one_of = next((m for m in leaf.info.metadata if isinstance(m, OneOf)), None)
+    if leaf.path in OPTION_FIELDS:
         kw.update(action="append", default=[], metavar="KEY=VALUE", help=f"{help_text} (repeatable)")
+    elif one_of is not None:
+        names = one_of.choices() if callable(one_of.choices) else one_of.choices
+        kw.update(choices=list(names), default=leaf.default, required=required, metavar=None)
+    elif leaf.path == "task_output":
+        kw.update(default=None, metavar="NAME|INDEX")
     elif leaf.path == "space.pinned":
         kw.update(action="append", default=[], metavar="GROUP[=RATE]", help=f"{help_text} (repeatable)")
     elif leaf.path == "model.args":
@@ -136,7 +145,7 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _value(leaf: Leaf, raw: Any) -> Any:
-    if leaf.path in ("strategy.options", "evaluator.options"):
+    if leaf.path in OPTION_FIELDS:
         return {k: parse_value(v) for k, v in map(parse_kv, raw)}
     if leaf.path == "space.pinned":
         pins: dict[str, float] = {}
@@ -144,6 +153,8 @@ def _value(leaf: Leaf, raw: Any) -> Any:
             key, _, rate = item.partition("=")
             pins[key] = float(rate) if rate else 0.0
         return pins or None
+    if leaf.path == "task_output" and isinstance(raw, str) and raw.isdigit():
+        return int(raw)  # a position; a dict output's name is not all digits (a tuple's are positions)
     if leaf.path == "model.args":
         try:
             args = json.loads(raw)

@@ -160,8 +160,10 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
     with _client(args) as c:
         d = c.upload_dataset(args.file)
     images = ", ".join(f"{n:,} {split}" for split, n in d["images"].items())
+    kind = f"{d['task']} set, " if d.get("task", "classification") != "classification" else ""
     print(
-        f"uploaded data set {d['id']}: {d['num_classes']} classes, {d['in_channels']} channel(s), images: {images}",
+        f"uploaded data set {d['id']}: {kind}{d['num_classes']} classes, {d['in_channels']} channel(s), "
+        f"images: {images}",
         file=sys.stderr,
     )
     emit_json(d) if args.json else print(d["id"])

@@ -6,8 +6,10 @@ are written, each through a path built from checked parts under the destination.
 counted on the bytes actually decompressed, not on the headers, so a zip or gzip bomb stops at
 the limit; the file count is bounded too. Hidden files and `__MACOSX/` are skipped. The tree
 found (one wrapping folder is looked through) must be an image folder in either layout
-(`pruning.imagefolder`), and every image in it must decode, within a pixel limit; files that
-are not images of the folder are not kept."""
+(`pruning.imagefolder`) or a mask folder for segmentation (`images/` + `masks/`,
+`pruning.segmentation.folder`), and every image (and mask) in it must decode, within a pixel
+limit; a mask folder's pairs must match (each mask the size of its image, class indices within
+classes.txt). Files the folder does not read are not kept."""
 
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from pruning.errors import PruningError
-from pruning.imagefolder import SPLIT_NAMES, ImageFolderIndex, imagefolder_shape, scan_imagefolder
+from pruning.imagefolder import SPLIT_NAMES, ImageFolderIndex, image_channels, imagefolder_shape, scan_imagefolder
+from pruning.segmentation.folder import CLASSES_FILE, check_pair, count_classes, is_maskfolder, scan_maskfolder
 
 from .text import excerpt
 
@@ -63,6 +66,7 @@ class DatasetFacts:
     classes: list[str]
     in_channels: int
     images: dict[str, int]
+    task: str = "classification"  # or "segmentation": a mask folder
 
 
 def archive_suffix(filename: str) -> str:
@@ -199,14 +203,20 @@ def extract(archive: Path, suffix: str, dest: Path, limits: Limits) -> int:
     return writer.files
 
 
+MASK_PARTS = ("images", "masks")
+"""The folders of a mask folder (a lone one is a half of it, not a wrapper)."""
+
+
 def tree_root(dest: Path) -> Path:
     """The image folder in an unpacked archive: `dest`, or the folder that alone wraps it
-    (`mydata/train/...`; a lone train/ or val/ is a split, not a wrapper)."""
+    (`mydata/train/...`; a lone train/ or val/ is a split, a lone images/ half a mask folder,
+    not a wrapper)."""
     root = dest
     for _ in range(8):
         entries = list(root.iterdir())
         wrapped = len(entries) == 1 and entries[0].is_dir()
-        if not wrapped or any(entries[0].name in names for names in SPLIT_NAMES.values()):
+        name = entries[0].name
+        if not wrapped or name in MASK_PARTS or any(name in names for names in SPLIT_NAMES.values()):
             return root
         root = entries[0]
     return root
@@ -218,12 +228,12 @@ def _all_images(index: ImageFolderIndex) -> Iterator[str]:
             yield path
 
 
-def check_images(index: ImageFolderIndex, dest: Path, limits: Limits) -> None:
+def check_images(paths: Iterable[str], dest: Path, limits: Limits) -> None:
     """Decode every image in full (ArchiveError naming the first that fails, or, 413, the first
     over the pixel limit, whether its header says so or Pillow's decompression-bomb check does)."""
     from PIL import Image
 
-    for path in _all_images(index):
+    for path in paths:
         name = Path(path).relative_to(dest).as_posix()
         try:
             with Image.open(path) as img:
@@ -242,10 +252,9 @@ def check_images(index: ImageFolderIndex, dest: Path, limits: Limits) -> None:
             raise ArchiveError(f"image {name} does not decode ({first.replace(path, name)})") from exc
 
 
-def drop_unread(dest: Path, index: ImageFolderIndex) -> int:
-    """Remove every file under `dest` the image folder does not read (notes, scripts, files
-    beside the class folders), so only images are stored; returns how many were removed."""
-    kept = set(_all_images(index))
+def drop_unread(dest: Path, kept: set[str]) -> int:
+    """Remove every file under `dest` but the `kept` paths (notes, scripts, files beside the
+    class folders), so only what the folder reads is stored; returns how many were removed."""
     dropped = 0
     for path in [p for p in dest.rglob("*") if p.is_file()]:
         if str(path) not in kept:
@@ -254,27 +263,59 @@ def drop_unread(dest: Path, index: ImageFolderIndex) -> int:
     return dropped
 
 
-def unpack_dataset(archive: Path, suffix: str, dest: Path, limits: Limits) -> DatasetFacts:
-    """Extract an archive into `dest`, find its image folder and check it: the facts of the
-    data set, or ArchiveError (the caller removes `dest`)."""
-    extract(archive, suffix, dest, limits)
-    if not any(dest.iterdir()):  # empty, or every member skipped
-        raise ArchiveError(
-            "file: the archive holds no class folders (expected <class>/*.png or train/<class>/*; "
-            "hidden files and folders and __MACOSX/ are skipped)"
-        )
-    root = tree_root(dest)
-    try:
-        index = scan_imagefolder(root)
-        check_images(index, dest, limits)
-        channels, _ = imagefolder_shape(root)
-    except PruningError as exc:
-        msg = str(exc).replace(f"{root}/", "").replace(str(root), "the archive").replace(str(dest), "the archive")
-        raise ArchiveError(msg) from exc
-    drop_unread(dest, index)
+def _relative(msg: str, root: Path, dest: Path) -> str:
+    """A message with the unpack folder's paths made relative to the archive."""
+    return msg.replace(f"{root}/", "").replace(str(root), "the archive").replace(str(dest), "the archive")
+
+
+def _image_folder(root: Path, dest: Path, limits: Limits) -> DatasetFacts:
+    """The facts of an image folder (class folders) at `root`, every image decoded."""
+    index = scan_imagefolder(root)
+    check_images(_all_images(index), dest, limits)
+    channels, _ = imagefolder_shape(root)
+    drop_unread(dest, set(_all_images(index)))
     images = {"train": len(index.train)}
     images.update({k: len(v) for k, v in (("val", index.val), ("test", index.test)) if v is not None})
     return DatasetFacts(root, index.layout, index.classes, channels, images)
+
+
+def _mask_folder(root: Path, dest: Path, limits: Limits) -> DatasetFacts:
+    """The facts of a mask folder at `root`: every image and mask decoded, every pair checked
+    (sizes, class indices), the classes counted (classes.txt's, or "0".."K-1" from the largest
+    index, then written to classes.txt)."""
+    index = scan_maskfolder(root)
+    pairs = index.pairs()
+    check_images((p for pair in pairs for p in pair), dest, limits)
+    num_classes = len(index.classes) if index.classes is not None else None
+    for pair in pairs:
+        shown = (Path(pair[0]).relative_to(root).as_posix(), Path(pair[1]).relative_to(root).as_posix())
+        check_pair(pair, num_classes, shown)
+    classes = count_classes(index)
+    channels = image_channels([img for img, _ in index.train[:64]])
+    if index.classes is None:  # stored with the counted names, so no reader counts again
+        (root / CLASSES_FILE).write_text("\n".join(classes) + "\n", encoding="utf-8")
+    drop_unread(dest, {p for pair in pairs for p in pair} | {str(root / CLASSES_FILE)})
+    images = {"train": len(index.train)}
+    images.update({k: len(v) for k, v in (("val", index.val), ("test", index.test)) if v is not None})
+    return DatasetFacts(root, index.layout, classes, channels, images, task="segmentation")
+
+
+def unpack_dataset(archive: Path, suffix: str, dest: Path, limits: Limits) -> DatasetFacts:
+    """Extract an archive into `dest`, find its image folder or mask folder and check it: the
+    facts of the data set, or ArchiveError (the caller removes `dest`)."""
+    extract(archive, suffix, dest, limits)
+    if not any(dest.iterdir()):  # empty, or every member skipped
+        raise ArchiveError(
+            "file: the archive holds no class folders (expected <class>/*.png or train/<class>/*, or images/ "
+            "and masks/ for segmentation; hidden files and folders and __MACOSX/ are skipped)"
+        )
+    root = tree_root(dest)
+    try:
+        if is_maskfolder(root):
+            return _mask_folder(root, dest, limits)
+        return _image_folder(root, dest, limits)
+    except PruningError as exc:
+        raise ArchiveError(_relative(str(exc), root, dest)) from exc
 
 
 def move_tree(src: Path, dest: Path) -> Path:

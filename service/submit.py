@@ -28,6 +28,9 @@ from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
 from pruning.intake import Intake, intake_program, num_outputs
 from pruning.models import build_model
+from pruning.segmentation.folder import maskfolder_shape
+from pruning.segmentation.scenes import SCENE_CLASSES
+from pruning.tasks.segmentation import task_data_mismatch
 from search.space import Traced as Trace
 from workers.config import JobConfig
 from workers.feasibility import Refused, checked_space, network_line
@@ -38,7 +41,13 @@ from .store import Store
 from .text import excerpt
 
 # (in_channels, num_classes) of the sets whose shape is known without reading them
-KNOWN_SHAPES = {"digits": (1, 10), "fashion-mnist": (1, 10), "cifar10": (3, 10), "synthetic": (3, 10)}
+KNOWN_SHAPES = {
+    "digits": (1, 10),
+    "fashion-mnist": (1, 10),
+    "cifar10": (3, 10),
+    "synthetic": (3, 10),
+    "scenes": (3, len(SCENE_CLASSES)),
+}
 # Strategy/evaluator options that name files the job reads: checked like data paths.
 PATH_OPTIONS = ("supernet",)
 # Options that would make a job write where the user says (e.g. Optuna's storage URL): CLI only.
@@ -77,6 +86,10 @@ def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
     if cfg.data.name == "imagefolder":
         assert cfg.data.path is not None
         channels, classes = imagefolder_shape(cfg.data.path)
+        return channels, classes, size
+    if cfg.data.name == "maskfolder":
+        assert cfg.data.path is not None
+        channels, classes = maskfolder_shape(cfg.data.path)
         return channels, classes, size
     if cfg.data.path:
         check_data_folder(cfg.data.name, cfg.data.path)
@@ -135,7 +148,11 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         ds = store.get_dataset(team_id, spec.data.upload)
         if ds is None:
             raise SpecError(f"data.upload: data set {spec.data.upload} not found")
-        cfg.data = cfg.data.model_copy(update={"path": ds.path, "upload": None})
+        why = task_data_mismatch(cfg.task, ds.task == "segmentation")
+        if why:
+            raise SpecError(f"data.upload: {why}")
+        name = "maskfolder" if ds.task == "segmentation" else "imagefolder"
+        cfg.data = cfg.data.model_copy(update={"name": name, "path": ds.path, "upload": None})
     try:
         shape = data_shape(cfg)
     except PruningError as exc:

@@ -63,6 +63,7 @@ def test_form_choices_come_from_the_registries(client):
     from pruning.criteria import CRITERIA
     from pruning.data import DATASETS
     from pruning.runtime import RUNTIMES
+    from pruning.tasks import list_tasks
     from search.target import KINDS
     from service.api.models import SUFFIXES as MODEL_SUFFIXES
     from service.archive import SUFFIXES as ARCHIVE_SUFFIXES
@@ -76,12 +77,14 @@ def test_form_choices_come_from_the_registries(client):
         "prune_schedules": ["one-shot", "iterative"],
         "streams": ["search", "last", "whole"],
         "runtimes": list(RUNTIMES),
+        "tasks": list_tasks(),
         "statuses": list(JobStatus),
         "final": [s for s in JobStatus if s in FINAL],
         "uploads": {"models": {"suffixes": list(MODEL_SUFFIXES)}, "datasets": {"suffixes": list(ARCHIVE_SUFFIXES)}},
     }
     assert got["statuses"] == ["queued", "running", "succeeded", "failed", "cancelled"]
     assert got["final"] == ["succeeded", "failed", "cancelled"]
+    assert got["tasks"][0] == "classification"
 
 
 def test_upload_rules_name_the_app_settings_limits():

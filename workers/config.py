@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pruning.data import DATASETS
 from pruning.models.zoo import InputSize
 from pruning.quantize import Calibration
+from pruning.registry import OneOf
 from pruning.runtime import Runtime
+from pruning.tasks import DEFAULT_TASK, list_tasks
 from pruning.train import FinetuneConfig, Schedule, TrainConfig
 from search.base import SearchError
 from search.latency import check_table_runtime
@@ -23,7 +25,7 @@ from search.space import SearchSpace, Streams
 from search.target import KINDS, Target
 
 # Data sets read from a folder the job names in `data.path`.
-PATH_DATASETS = ("cifar10", "imagefolder")
+PATH_DATASETS = ("cifar10", "imagefolder", "maskfolder")
 
 Selection = Literal["top-k", "asha"]
 """The final pick among the best candidates: the strategy's own (EagleEye's top-k fine-tune; the
@@ -132,21 +134,26 @@ class ModelSpec(Section):
 
 
 class DataSpec(Section):
-    """A data set: digits, fashion-mnist, synthetic, cifar10/imagefolder read from `path`, or an
-    image folder archive uploaded with POST /v1/datasets (`{"upload": ID}`, an imagefolder)."""
+    """A data set: digits, fashion-mnist, synthetic, scenes, cifar10/imagefolder/maskfolder read
+    from `path`, or an archive uploaded with POST /v1/datasets (`{"upload": ID}`: an imagefolder,
+    or a maskfolder when the archive held images/ + masks/)."""
 
-    name: Literal["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic"] = Field(
+    name: Literal["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic", "scenes", "maskfolder"] = Field(
         ..., description=f"one of {', '.join(DATASETS)}"
     )
     path: str | None = Field(
-        None, description="folder for cifar10/imagefolder (the service requires it under SECATEURS_ALLOWED_DATA_ROOTS)"
+        None,
+        description="folder for cifar10/imagefolder/maskfolder (the service requires it under "
+        "SECATEURS_ALLOWED_DATA_ROOTS)",
     )
     upload: RowId | None = Field(
         None, description="id of an image folder archive uploaded with POST /v1/datasets (service only; no name/path)"
     )
     input_size: InputSize | None = Field(None, description="resize images to this many pixels (default: the set's)")
     subset: int | None = Field(None, gt=0, description="use at most this many training images")
-    augment: bool = Field(True, description="random crops and flips of imagefolder training images")
+    augment: bool = Field(
+        True, description="random crops and flips of imagefolder, maskfolder and scenes training images"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -333,6 +340,20 @@ class JobConfig(Section):
 
     model: ModelSpec = Field(..., description="the network: a zoo architecture or an uploaded model")
     data: DataSpec = Field(..., description="the data set")
+    task: Annotated[str, OneOf(list_tasks())] = Field(
+        DEFAULT_TASK,
+        description="what the network is trained and scored for: classification (labels, accuracy), "
+        "distillation (the unpruned network's outputs, fidelity; no labels read), segmentation "
+        "(per-pixel masks, mIoU)",
+    )
+    task_output: str | int | None = Field(
+        None,
+        description="the network output the task reads, for a network with several: a dict output's name "
+        "or a position (default: the first)",
+    )
+    task_options: dict[str, Any] = Field(
+        default={}, description="the task's options (distillation: temperature, kinds)"
+    )
     target: dict[str, Any] = Field(
         ..., description='{"flops": 0.5} (ratio), "params=120k", or {"kind","value","absolute"}'
     )
@@ -385,6 +406,47 @@ class JobConfig(Section):
             raise ValueError(f"unknown evaluator {v.name!r}; choose one of: {', '.join(list_evaluators())}")
         v.options = check_evaluator_options(v.name, v.options, json=True)  # a SearchError is a ValueError
         return v
+
+    @field_validator("task_output", mode="before")
+    @classmethod
+    def _output_key(cls, v: Any) -> Any:
+        """An output's name (1 to 200 characters) or position (0 to 1000), else one error."""
+        ok = (isinstance(v, str) and 0 < len(v) <= 200) or (type(v) is int and 0 <= v <= 1000) or v is None
+        if not ok:
+            raise ValueError("must be an output's name (1 to 200 characters) or position (0 to 1000)")
+        return v
+
+    @field_validator("task_options")
+    @classmethod
+    def _task_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from pruning.tasks import check_task_options
+
+        task = info.data.get("task")
+        return v if task is None else check_task_options(task, v, json=True)  # a TaskError is a ValueError
+
+    @model_validator(mode="after")
+    def _trained_for_task(self) -> JobConfig:
+        """A task that compares against the unpruned network needs it trained (weights, a
+        program or an upload), not a zoo model to train first."""
+        from pruning.tasks import task_class
+
+        m = self.model
+        if task_class(self.task).needs_trained_model and (m.zoo is not None or m.factory is not None) and not m.weights:
+            raise ValueError(f"the {self.task} task needs a trained network: give weights, a program or an upload")
+        return self
+
+    @model_validator(mode="after")
+    def _data_for_task(self) -> JobConfig:
+        """The task can read the data: masks for segmentation, class labels for classification
+        (an uploaded set is checked at submit, once its kind is known)."""
+        from pruning.data import SEGMENTATION_DATASETS
+        from pruning.tasks.segmentation import task_data_mismatch
+
+        if self.data.upload is None:
+            why = task_data_mismatch(self.task, self.data.name in SEGMENTATION_DATASETS)
+            if why:
+                raise ValueError(why)
+        return self
 
     @field_validator("runtime")
     @classmethod

@@ -35,6 +35,7 @@ from pruning.export import export_onnx, export_program, load_model, load_weights
 from pruning.imagefolder import Normalization
 from pruning.measure import ModelStats, model_stats
 from pruning.schedule import geometric_path, split_budget
+from pruning.tasks import Task, make_task
 from pruning.train import (
     FinetuneConfig,
     FinetuneOutcome,
@@ -42,6 +43,7 @@ from pruning.train import (
     budget_steps,
     cached_weights,
     evaluate,
+    evaluate_score,
     finetune,
     fit,
     make_reproducible,
@@ -85,12 +87,17 @@ class Prepared:
     stats_before: ModelStats
     training: dict[str, Any] | None = None
     """What training the full model had here (`training_record`); None when it came trained."""
+    task: Task = field(default_factory=make_task)
+    """The job's task (`pruning.tasks`): what batches hold, the loss and the score; the
+    `accuracy_*` figures are its score (named by `task.score_name`)."""
 
 
 @dataclass
 class Finetuned:
-    """The returned network and its accuracies: test before / after the final fine-tune and
-    validation after it (comparable with the search score)."""
+    """The returned network and its scores by the job's task (accuracy for classification):
+    test before / after the final fine-tune and validation after it (comparable with the
+    search score); `extras_after`: the task's further test figures after it (e.g. pixel
+    accuracy)."""
 
     model: nn.Module
     accuracy_pruned: float
@@ -99,6 +106,7 @@ class Finetuned:
     outcome: FinetuneOutcome | None
     rounds: list[dict[str, Any]] = field(default_factory=list)
     """One record per round of an iterative schedule (empty for one-shot)."""
+    extras_after: dict[str, float] = field(default_factory=dict)
 
 
 def finetune_settings(spec: FinetuneSpec, seed: int) -> FinetuneConfig:
@@ -123,15 +131,20 @@ def finetune_model(
     settings: FinetuneConfig,
     device: torch.device | str,
     progress: Callable[[float, dict], None] | None = None,
+    task: Task | None = None,
 ) -> Finetuned:
-    """Fine-tune a cut network in place (distilling from `teacher` when `kd_alpha` > 0) and
-    measure it: test accuracy before and after, validation accuracy after."""
-    acc_pruned = evaluate(pruned, data.test)
+    """Fine-tune a cut network in place on the task's loss (distilling from `teacher` when
+    `kd_alpha` > 0) and measure it by the task's score (classification when None): test before
+    and after, validation after."""
+    task = task or make_task()
+    acc_pruned = evaluate(pruned, data.test, task=task)
     outcome = None
     if (settings.epochs > 0) if settings.epochs is not None else settings.max_steps > 0:
         kd_teacher = copy.deepcopy(teacher) if teacher is not None and settings.kd_alpha > 0 else None
-        outcome = finetune(pruned, data, settings, teacher=kd_teacher, device=device, progress=progress)
-    return Finetuned(pruned, acc_pruned, evaluate(pruned, data.test), evaluate(pruned, data.val), outcome)
+        outcome = finetune(pruned, data, settings, teacher=kd_teacher, device=device, progress=progress, task=task)
+    after = evaluate_score(pruned, data.test, task=task)
+    val = evaluate(pruned, data.val, task=task)
+    return Finetuned(pruned, acc_pruned, after.value, val, outcome, extras_after=after.extras)
 
 
 def round_settings(settings: FinetuneConfig, train_size: int, rounds: int) -> list[FinetuneConfig]:
@@ -198,7 +211,7 @@ def iterative_finetune(
         def progress(f: float, info: dict, k: int = k) -> None:
             sink.progress("finetune", (k + f) / rounds, f"round {k + 1}/{rounds}")
 
-        tuned = finetune_model(cut, prep.model, prep.data, settings[k], prep.device, progress)
+        tuned = finetune_model(cut, prep.model, prep.data, settings[k], prep.device, progress, prep.task)
         record = {
             "round": k + 1,
             "kept": path[k],
@@ -215,7 +228,7 @@ def iterative_finetune(
         (folder / "round.json").write_text(json.dumps({"plan": plan, "rounds": records}, default=str))
         sink.event(
             "round",
-            f"round {k + 1}/{rounds}: {resource} {counts[resource]:,.6g}, test accuracy "
+            f"round {k + 1}/{rounds}: {resource} {counts[resource]:,.6g}, test {prep.task.score_name} "
             f"{tuned.accuracy_pruned:.4f} cut -> {tuned.accuracy_after:.4f} after {record['steps']} steps",
             record,
         )
@@ -227,11 +240,12 @@ def iterative_finetune(
     current.to(prep.device).eval()
     return Finetuned(
         current,
-        evaluate(oneshot, prep.data.test),
+        evaluate(oneshot, prep.data.test, task=prep.task),
         records[-1]["accuracy_after"],
         records[-1]["val_accuracy_after"],
         None,
         records,
+        tuned.extras_after,
     )
 
 
@@ -244,11 +258,12 @@ def finetune_policy(
     settings: FinetuneConfig,
     device: torch.device | str,
     progress: Callable[[float, dict], None] | None = None,
+    task: Task | None = None,
 ) -> Finetuned:
     """Cut `model` for a policy, recalibrate BN and fine-tune it (the benchmarks' one-call form)."""
     pruned = space.cut(policy, model=model)
     recalibrate_bn(pruned, calibration)
-    return finetune_model(pruned, model, data, settings, device, progress)
+    return finetune_model(pruned, model, data, settings, device, progress, task)
 
 
 def training_record(outcome: FinetuneOutcome, config: TrainConfig, train_size: int) -> dict[str, Any]:
@@ -374,7 +389,10 @@ def prepare(
         sink.event("cached", f"trained {zoo} taken from the cache", {"path": str(cached)})
     else:
         sink.phase("train")
-        outcome = fit(model, data, tcfg, device=device, progress=lambda f, info: sink.progress("train", f))
+        learner = make_task(cfg.task, cfg.task_output, **cfg.task_options)  # no teacher: there is none yet
+        outcome = fit(
+            model, data, tcfg, device=device, progress=lambda f, info: sink.progress("train", f), task=learner
+        )
         training = training_record(outcome, tcfg, dataset_size(data.train))
         save_weights(model, base_path)
         _sidecar(base_path).write_text(json.dumps(training))
@@ -385,6 +403,7 @@ def prepare(
             save_weights(model, tmp)
             os.replace(tmp, cached)
     model.to(device).eval()
+    task = make_task(cfg.task, cfg.task_output, teacher=model, **cfg.task_options)
     return Prepared(
         data,
         model,
@@ -393,9 +412,10 @@ def prepare(
         space,
         calib,
         device,
-        evaluate(model, data.test),
+        evaluate(model, data.test, task=task),
         model_stats(model, input_shape, runtime=cfg.runtime),
         training,
+        task,
     )
 
 
@@ -413,6 +433,7 @@ def build_search(cfg: JobConfig, prep: Prepared, resume: ResumeState | None) -> 
         seed=cfg.seed,
         space=prep.space,
         val_batches=cfg.search.val_batches,
+        task=prep.task,
     )
     evaluator = make_evaluator(ev_name, ctx, **cfg.evaluator.options)
     options = dict(cfg.strategy.options)
@@ -508,6 +529,8 @@ def summarize(
         "budget": space.budget,
         "model": network_name(cfg.model),
         "data": cfg.data.name,
+        "task": cfg.task,
+        "score_name": prep.task.score_name,  # what the accuracy_* figures and the scores measure
         "dataset": prep.data.describe(),
         "policy": space.full_policy(best.policy),
         "kept_channels": space.kept(best.policy),
@@ -520,6 +543,7 @@ def summarize(
         "accuracy_after": tuned.accuracy_after,
         "val_accuracy_after": tuned.val_after,
         "search_score": best.score,
+        **({"score_extras": tuned.extras_after} if tuned.extras_after else {}),
         "finetune_start": start,
         "finetune_schedule": cfg.finetune.prune_schedule,
         "finetune_steps": sum(r["steps"] for r in tuned.rounds) if tuned.rounds else ft.steps if ft is not None else 0,
@@ -601,6 +625,7 @@ def asha_selection(
             plan,
             max_concurrent=s.batch_size,
             on_trial=lambda i, n: sink.progress("select", i / n, f"ASHA: {i}/{n} trials"),
+            task=prep.task,
         )
         first = max(r.proposal_id for r in outcome.results) + 1
         for t in trials:
@@ -637,6 +662,7 @@ def asha_selection(
         plan,
         trial.steps,
         prep.device,
+        prep.task,
     )
     info = {
         "method": "asha",
@@ -746,11 +772,13 @@ def run_pipeline(
             finetune_settings(cfg.finetune, cfg.seed),
             prep.device,
             progress=lambda f, info: sink.progress("finetune", f),
+            task=prep.task,
         )
+    score_name = prep.task.score_name
     if tuned.val_after < best.score - 1e-9:
         sink.event(
             "warning",
-            f"the returned model's validation accuracy {tuned.val_after:.4f} is below the chosen "
+            f"the returned model's validation {score_name} {tuned.val_after:.4f} is below the chosen "
             f"candidate's search score {best.score:.4f}",
             {"val_accuracy_after": tuned.val_after, "search_score": best.score},
         )
@@ -762,7 +790,7 @@ def run_pipeline(
         summary["selection"] = selected[1]
     if tuned.val_after < best.score - 1e-9:
         summary["warning"] = (
-            f"validation accuracy after the fine-tune ({tuned.val_after:.4f}) is below the search "
+            f"validation {score_name} after the fine-tune ({tuned.val_after:.4f}) is below the search "
             f"score ({best.score:.4f})"
         )
     if cfg.quantize.mode is not None:  # after the export: INT8 is made from model.onnx

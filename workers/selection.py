@@ -4,12 +4,12 @@ Hyperparameter Tuning", MLSys 2020): the job's `search.selection: asha`.
 A strategy's fixed final pick (EagleEye's short fine-tune of its top k) gives every finalist the
 same steps. Here the `candidates` best feasible policies of the search each start a Tune trial
 that cuts the trained model, re-estimates BN and fine-tunes in chunks at a constant learning
-rate, reporting validation accuracy after each chunk; ASHA stops the trials in the bottom
-1/`reduction` of each rung, so for about the same steps more policies get a short fine-tune
-and only the promising ones the long one. The winner is the best trial among those that went
-furthest. Trials run on the job's Ray (a local one, or the cluster `RAY_ADDRESS` names); their
-weights stay where they ran, and the winner's are rebuilt in the job by replaying its steps
-(seeded, one thread: the same numbers).
+rate, reporting the task's validation score (accuracy for classification) after each chunk;
+ASHA stops the trials in the bottom 1/`reduction` of each rung, so for about the same steps
+more policies get a short fine-tune and only the promising ones the long one. The winner is
+the best trial among those that went furthest. Trials run on the job's Ray (a local one, or
+the cluster `RAY_ADDRESS` names); their weights stay where they ran, and the winner's are
+rebuilt in the job by replaying its steps (seeded, one thread: the same numbers).
 
 With more than one trial at a time, which trials ASHA stops depends on the order their
 results arrive; `max_concurrent=1` makes the selection repeat exactly."""
@@ -31,7 +31,8 @@ from pruning.bn import recalibrate_bn
 from pruning.criteria import get_criterion
 from pruning.cut import prune
 from pruning.data import DataSplits, make_loader
-from pruning.train import evaluate, make_optimizer, seed_everything, task_loss
+from pruning.tasks import Task
+from pruning.train import default_task, evaluate, make_optimizer, seed_everything, task_loss
 from search.base import SearchError
 
 PHASE = "asha"
@@ -84,10 +85,14 @@ def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 
 class ChunkedFinetune:
     """A short fine-tune run a chunk at a time at a constant learning rate with a seeded data
-    order, so a trial stopped after any chunk is replayed exactly by one run of its steps."""
+    order, so a trial stopped after any chunk is replayed exactly by one run of its steps, on
+    the task's loss (classification when None)."""
 
-    def __init__(self, model: nn.Module, train_set: Dataset, lr: float, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, model: nn.Module, train_set: Dataset, lr: float, batch_size: int, seed: int, task: Task | None = None
+    ) -> None:
         seed_everything(seed)
+        self.task = default_task(task)
         self.model = model
         self.opt = make_optimizer(model, lr)
         self.batches = _cycle(make_loader(train_set, batch_size, shuffle=True, seed=seed))
@@ -97,8 +102,8 @@ class ChunkedFinetune:
         """Train `steps` more steps; the model is left in eval mode."""
         self.model.train()
         for _ in range(steps):
-            x, y = next(self.batches)
-            loss = task_loss(self.model, x, y)
+            x, y = self.task.batch(next(self.batches))
+            loss = task_loss(self.model, x, y, task=self.task)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -128,11 +133,11 @@ def _trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     p, plan = payload, payload["plan"]
     model = start_model(p["model"], p["kept"][config["index"]], p["criterion"], p["input_shape"], p["calibration"])
-    run = ChunkedFinetune(model, p["data"].train, plan.lr, plan.batch_size, plan.seed)
+    run = ChunkedFinetune(model, p["data"].train, plan.lr, plan.batch_size, plan.seed, p["task"])
     node = ray.get_runtime_context().get_node_id()
     for _ in range(plan.iterations):
         run.run(plan.chunk)
-        acc = evaluate(run.model, p["data"].val, max_batches=plan.val_batches)
+        acc = evaluate(run.model, p["data"].val, max_batches=plan.val_batches, task=p["task"])
         tune.report({"val_acc": acc, "steps": run.steps, "node": node})
 
 
@@ -146,9 +151,11 @@ def asha_select(
     plan: AshaPlan,
     max_concurrent: int = 2,
     on_trial: Callable[[int, int], None] | None = None,
+    task: Task | None = None,
 ) -> list[Trial]:
     """Run one ASHA trial per candidate (`kept`: its channels per group) on the job's Ray and
-    return every trial, in candidate order. `on_trial(finished, total)` is called as trials end."""
+    return every trial, in candidate order. `on_trial(finished, total)` is called as trials end;
+    `task` gives the loss and the score (classification when None)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -163,6 +170,7 @@ def asha_select(
         "criterion": criterion,
         "kept": [dict(k) for k in kept],
         "plan": plan,
+        "task": default_task(task),
     }
     finished: list[int] = []
 
@@ -218,13 +226,14 @@ def replay(
     plan: AshaPlan,
     steps: int,
     device: torch.device | str = "cpu",
+    task: Task | None = None,
 ) -> nn.Module:
     """The network a trial ended with, rebuilt here: the same cut, BN estimate and `steps` steps
-    with the trial's seed, on one thread as the trial ran."""
+    with the trial's seed and task, on one thread as the trial ran."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         cut = start_model(copy.deepcopy(model).cpu().eval(), kept, criterion, input_shape, calibration)
-        return ChunkedFinetune(cut, data.train, plan.lr, plan.batch_size, plan.seed).run(steps).to(device)
+        return ChunkedFinetune(cut, data.train, plan.lr, plan.batch_size, plan.seed, task).run(steps).to(device)
     finally:
         torch.set_num_threads(threads)

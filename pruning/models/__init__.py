@@ -10,10 +10,12 @@ factories installed packages declare as `secateurs.models` entry points join (`p
 from __future__ import annotations
 
 from .convnet import convnet
+from .deeplab import deeplabv3
 from .mobilenetv2 import mobilenetv2
 from .plugins import GROUP as ENTRY_POINT_GROUP
 from .plugins import load_entry_points
 from .resnet import resnet20, resnet56
+from .unet import unet
 from .vgg import vgg16_bn
 from .zoo import MODELS, build_model, list_models, register_model
 
@@ -22,12 +24,14 @@ __all__ = [
     "MODELS",
     "build_model",
     "convnet",
+    "deeplabv3",
     "list_models",
     "load_entry_points",
     "mobilenetv2",
     "register_model",
     "resnet20",
     "resnet56",
+    "unet",
     "vgg16_bn",
 ]
 

@@ -18,7 +18,7 @@ from ..registry import Registry, check_values, given, signature_schema
 
 ModelFactory = Callable[..., nn.Module]
 
-ZOO_MODULES = tuple(f"pruning.models.{m}" for m in ("convnet", "mobilenetv2", "resnet", "vgg"))
+ZOO_MODULES = tuple(f"pruning.models.{m}" for m in ("convnet", "deeplab", "mobilenetv2", "resnet", "unet", "vgg"))
 """The modules that define the built-in architectures."""
 
 MODELS: Registry[ModelFactory] = Registry("model", sort=True, modules=ZOO_MODULES)

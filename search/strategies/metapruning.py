@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call
@@ -49,7 +48,7 @@ from pruning.bn import recalibrate_bn
 from pruning.data import dataset_size, sample_fingerprint
 from pruning.graph import ChannelGroup
 from pruning.registry import OneOf
-from pruning.train import evaluate
+from pruning.train import default_task, evaluate
 
 from ..base import BatchSize, Count, Fraction, LearningRate, Proposal, Result, SearchError, Steps
 from ..evaluators import EvalContext, Evaluator, list_evaluators, register_evaluator
@@ -296,33 +295,36 @@ class PruningNetEvaluator(Evaluator):
             self.train_to(step)
 
     def train_to(self, step: int) -> float:
-        """Train from the current step to `step`; returns the mean training accuracy (the mean
-        loss is left in `last_loss`)."""
+        """Train from the current step to `step` on the task's loss; returns the task's score
+        over the training batches (the mean loss is left in `last_loss`)."""
         ctx = self.context
+        task = default_task(ctx.task)
         data = ctx.data.train
         n = dataset_size(data)
         net = self._built()
-        correct = total = 0
+        metric = task.metric()
         loss_sum, steps = 0.0, 0
         net.template.train()
         while self.step < step:
             idx = torch.randint(0, n, (self.batch_size,), generator=self.gen)
-            x = torch.stack([data[int(i)][0] for i in idx]).to(ctx.device)
-            y = torch.stack([torch.as_tensor(data[int(i)][1]) for i in idx]).to(ctx.device)
+            batch = (
+                torch.stack([data[int(i)][0] for i in idx]),
+                torch.stack([torch.as_tensor(data[int(i)][1]) for i in idx]),
+            )
+            x, y = task.batch(batch, ctx.device)
             kept = random_kept(self.space, self.gen)
-            logits = net(x, kept)
-            loss = F.cross_entropy(logits, y)
+            out = task.outputs(net(x, kept))
+            loss = task.loss(out, y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            correct += int((logits.argmax(1) == y).sum())
-            total += len(y)
+            metric.update(_detached(out), y)
             loss_sum, steps = loss_sum + float(loss.detach()), steps + 1
             self.step += 1
         net.template.eval()
         self._save()
         self.last_loss = loss_sum / steps if steps else None
-        return correct / max(1, total)
+        return metric.compute().value
 
     # ---- scoring ------------------------------------------------------------------------
     def generated(self, policy: Mapping[str, float]) -> GeneratedNetwork:
@@ -357,6 +359,7 @@ class PruningNetEvaluator(Evaluator):
                 self.context.data.val,
                 batch_size=self.context.batch_size,
                 max_batches=self.context.val_batches,
+                task=self.context.task,
             )
         res = space.resources(policy)
         return Result(
@@ -563,3 +566,8 @@ class MetaPruningStrategy(SpaceStrategy):
         for r in self.history:
             if r.phase != "train":
                 self._score(r)
+
+
+def _detached(out: Any) -> Any:
+    """Outputs (a tensor or a dict of them) without their graph, for a metric."""
+    return {k: v.detach() for k, v in out.items()} if isinstance(out, dict) else out.detach()

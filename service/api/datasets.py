@@ -1,5 +1,6 @@
-"""`/v1/datasets`: upload an image folder as an archive (`.tar`, `.tar.gz`, `.zip`), stored per
-team like models and used in a job as `data: {upload: ID}`. The archive is unpacked safely and
+"""`/v1/datasets`: upload an image folder (classification) or a mask folder (segmentation:
+`images/` + `masks/`) as an archive (`.tar`, `.tar.gz`, `.zip`), stored per team like models
+and used in a job as `data: {upload: ID}`. The archive is unpacked safely and
 checked (`service.archive`): a refused one answers 413 (over a limit) or 422 with one line, and
 nothing is kept."""
 
@@ -38,6 +39,7 @@ class DatasetOut(BaseModel):
     num_classes: int
     in_channels: int
     images: dict[str, int]
+    task: str
     created_at: datetime
 
     @classmethod
@@ -52,6 +54,7 @@ class DatasetOut(BaseModel):
             num_classes=len(d.classes),
             in_channels=d.in_channels,
             images=dict(d.images),
+            task=d.task,
             created_at=as_utc(d.created_at),
         )
 
@@ -75,11 +78,15 @@ def _unpack(archive: Path, suffix: str, work: Path, final_dir: Path, bounds: Lim
     "",
     status_code=201,
     response_model=DatasetOut,
-    summary="Upload an image folder archive",
+    summary="Upload an image folder or mask folder archive",
     responses=error_responses(400, 413),
 )
 async def upload_dataset(
-    file: UploadFile = File(..., description="a .tar, .tar.gz or .zip of <class>/* or train/<class>/* (+ val/)"),
+    file: UploadFile = File(
+        ...,
+        description="a .tar, .tar.gz or .zip of <class>/* or train/<class>/* (+ val/), "
+        "or for segmentation images/ + masks/ (or train/images/ + train/masks/, + val/, test/)",
+    ),
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
@@ -111,6 +118,7 @@ async def upload_dataset(
         "classes": facts.classes,
         "in_channels": facts.in_channels,
         "images": facts.images,
+        "task": facts.task,
     }
     return DatasetOut.of(store.add_dataset(team.id, **fields))
 

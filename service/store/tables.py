@@ -94,7 +94,7 @@ class Model(Base):
 
 
 class Dataset(Base):
-    """An uploaded image folder archive, unpacked under `path` (`service.archive`)."""
+    """An uploaded image folder or mask folder archive, unpacked under `path` (`service.archive`)."""
 
     __tablename__ = "datasets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -107,6 +107,8 @@ class Dataset(Base):
     classes: Mapped[list[str]] = mapped_column(JSON)  # in label order
     in_channels: Mapped[int] = mapped_column(Integer)
     images: Mapped[dict[str, Any]] = mapped_column(default=dict)  # split -> image count
+    # what the set is for: classification (class folders) or segmentation (images/ + masks/)
+    task: Mapped[str] = mapped_column(String(32), default="classification", server_default="classification")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

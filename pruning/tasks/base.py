@@ -1,0 +1,180 @@
+"""What a task is: how a batch is read, the training loss, the score and how outputs compare.
+
+A task is a `Task` subclass registered by name (`@register_task("name")` in `pruning.tasks`);
+the training loops (`pruning.train`), the evaluators (`search.evaluators`), the ASHA selection
+and the pipeline (`workers`) call it and stay task-agnostic. The contract, one method each:
+
+- `batch(batch, device) -> (inputs, targets)`: one loader batch, on `device`. `targets` is
+  whatever `loss` and the metric read (class indices, masks, a teacher's outputs).
+- `outputs(raw) -> Any`: what the task reads of a network's raw outputs (a tensor, or a tuple,
+  list or dict of tensors): by default the one named by `output` (`select_output`).
+- `loss(outputs, targets) -> Tensor`: the scalar training loss of a batch.
+- `kd_loss(outputs, teacher_outputs, temperature) -> Tensor`: the distillation term a fine-tune
+  with `kd_alpha > 0` blends in (KL between softened distributions over dim 1 by default).
+- `metric() -> Metric`: a fresh accumulator; `update(outputs, targets)` per batch, then
+  `compute() -> Score` (`value`, higher is better, named `score_name`; `extras` by name).
+- `compare(expected, actual) -> float`: how far two networks' raw outputs are apart, for
+  verification (largest absolute difference over every output by default).
+
+Class attributes: `name` (the registry key), `score_name` (what reports call the score),
+`needs_labels` (False: the data's labels are never read, class folders optional),
+`needs_trained_model` (True: a network given without weights cannot be trained for it).
+A task is built as `cls(output=None, teacher=None, **options)`; its options are declared in
+the constructor's signature, typed and bounded, like an evaluator's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import PruningError
+
+OutputKey = str | int
+"""Which of a network's outputs a task reads: a dict output's key, or a position."""
+
+
+class TaskError(PruningError, ValueError):
+    """A task, its options or its output is not one the network or the registry has."""
+
+
+@dataclass
+class Score:
+    """A task's score of a network: `value` (higher is better, in the task's units), its
+    `name` (`accuracy`, `miou`, `fidelity`) and further figures by name (e.g. pixel accuracy)."""
+
+    value: float
+    name: str
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+class Metric(Protocol):
+    """Accumulates a score over batches (torchmetrics-like)."""
+
+    def update(self, outputs: Any, targets: Any) -> None: ...
+
+    def compute(self) -> Score: ...
+
+
+def named_outputs(raw: Any) -> dict[str, torch.Tensor]:
+    """A network's outputs by name, in order: a tensor is `{"output": t}`, a tuple or list
+    `{"0": t0, "1": t1, ...}`, a dict its own keys (as strings)."""
+    if isinstance(raw, torch.Tensor):
+        return {"output": raw}
+    if isinstance(raw, Mapping):
+        items = [(str(k), v) for k, v in raw.items()]
+    elif isinstance(raw, (tuple, list)):
+        items = [(str(i), v) for i, v in enumerate(raw)]
+    else:
+        kind = type(raw).__name__
+        raise TaskError(f"a network output must be a tensor, or a tuple, list or dict of tensors, not {kind}")
+    for k, v in items:
+        if not isinstance(v, torch.Tensor):
+            raise TaskError(f"network output {k!r} is a {type(v).__name__}, not a tensor")
+    return dict(items)
+
+
+def output_names(raw: Any) -> list[str]:
+    """The names `named_outputs` gives a network's outputs, in order."""
+    return list(named_outputs(raw))
+
+
+def output_key(names: list[str], key: OutputKey | None) -> str:
+    """The name of the output `key` picks among `names`: None the first, an int by position,
+    a str by name (or a position written as digits); anything else is a one-line TaskError."""
+    if not names:
+        raise TaskError("the network has no outputs")
+    if key is None:
+        return names[0]
+    if isinstance(key, bool):
+        raise TaskError(f"task_output must be an output's name or position, not {key!r}")
+    if isinstance(key, int):
+        if 0 <= key < len(names):
+            return names[key]
+        raise TaskError(f"task_output {key} is out of range: the network has {len(names)} output(s)")
+    if key in names:
+        return key
+    if key.isdigit() and int(key) < len(names) and names[int(key)] == str(int(key)):
+        return names[int(key)]
+    raise TaskError(f"task_output {key!r} is not an output of the network; it has: {', '.join(names)}")
+
+
+def select_output(raw: Any, key: OutputKey | None = None) -> torch.Tensor:
+    """The output `key` picks from a network's raw outputs (`output_key`)."""
+    outs = named_outputs(raw)
+    return outs[output_key(list(outs), key)]
+
+
+def max_difference(expected: Any, actual: Any) -> float:
+    """The largest absolute difference between two networks' outputs, over every output; an
+    output missing, renamed or of another shape is infinitely far."""
+    a, b = named_outputs(expected), named_outputs(actual)
+    if list(a) != list(b):
+        return float("inf")
+    worst = 0.0
+    for k, t in a.items():
+        if t.shape != b[k].shape:
+            return float("inf")
+        if t.numel():
+            worst = max(worst, float((t.detach().float() - b[k].detach().float()).abs().max()))
+    return worst
+
+
+def softened_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. 2015: KL between distributions softened by `temperature` over dim 1 (the
+    class dim; per position for dense outputs), scaled by T^2, averaged over the batch."""
+    t = float(temperature)
+    return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1), reduction="batchmean") * t * t
+
+
+class Task:
+    """Base class of tasks (the module doc gives the contract); subclasses set `name`,
+    `score_name` and implement `loss` and `metric`."""
+
+    name: ClassVar[str] = ""
+    score_name: ClassVar[str] = ""
+    needs_labels: ClassVar[bool] = True
+    needs_trained_model: ClassVar[bool] = False
+
+    def __init__(self, output: OutputKey | None = None, teacher: nn.Module | None = None) -> None:
+        """`output`: the network output the task reads. `teacher`: the unpruned network, kept
+        (as a frozen copy) only by the tasks whose targets or score come from it."""
+        self.output = output
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(output={self.output!r})"
+
+    def batch(self, batch: Any, device: torch.device | str | None = None) -> tuple[torch.Tensor, Any]:
+        """`(inputs, targets)` of one loader batch `(x, y)`, moved to `device` when given."""
+        x, y = batch[0], batch[1]
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        return x, y
+
+    def outputs(self, raw: Any) -> Any:
+        """What the task reads of a network's raw outputs: the output `self.output` names."""
+        return select_output(raw, self.output)
+
+    def forward(self, model: nn.Module, inputs: torch.Tensor) -> Any:
+        """`outputs(model(inputs))`: the network's outputs as the loss and the metric read them."""
+        return self.outputs(model(inputs))
+
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """The scalar training loss of one batch."""
+        raise NotImplementedError
+
+    def kd_loss(self, outputs: Any, teacher_outputs: Any, temperature: float) -> torch.Tensor:
+        """The distillation term blended in with weight `kd_alpha` (`pruning.train.task_loss`)."""
+        return softened_kl(outputs, teacher_outputs, temperature)
+
+    def metric(self) -> Metric:
+        """A fresh score accumulator."""
+        raise NotImplementedError
+
+    def compare(self, expected: Any, actual: Any) -> float:
+        """How far two networks' raw outputs are apart (0: equal), for verification."""
+        return max_difference(expected, actual)
