@@ -181,7 +181,10 @@ def test_an_unknown_name_lists_the_choices_with_each_callers_error() -> None:
 
     with pytest.raises(PruningError) as exc:
         build_model("nope")
-    assert str(exc.value) == "unknown model 'nope'; choose one of: convnet, mobilenetv2, resnet20, resnet56, vgg16_bn"
+    assert (
+        str(exc.value)
+        == "unknown model 'nope'; choose one of: convnet, deeplabv3, mobilenetv2, resnet20, resnet56, unet, vgg16_bn"
+    )
     with pytest.raises(PruningError, match=r"^unknown criterion 'nope'; choose one of: activation-mean, .*first-k"):
         get_criterion("nope")
     with pytest.raises(SearchError, match=r"^unknown strategy 'nope'; choose one of: uniform, sensitivity, global, "):
