@@ -252,8 +252,9 @@ def _imagefolder(
     subset: int | None,
     augment: bool = True,
     normalization: Normalization | None = None,
+    labels: bool = True,
 ) -> DataSplits:
-    index = scan_imagefolder(path)
+    index = scan_imagefolder(path, labels)
     if index.val is not None:
         train, val = index.train, index.val
         test = index.test if index.test is not None else index.val
@@ -265,7 +266,7 @@ def _imagefolder(
     if subset:
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:subset]
         train = [train[i] for i in keep.tolist()]
-    channels, _ = imagefolder_shape(path)
+    channels, _ = imagefolder_shape(path, labels)
     norm = normalization or measure_normalization([f for f, _ in train], input_size, channels, seed)
     if len(norm.mean) != channels:
         raise PruningError(f"stored normalisation has {len(norm.mean)} channels, the images {channels}")
@@ -296,12 +297,14 @@ def load_dataset(
     path: str | Path | None = None,
     augment: bool = True,
     normalization: Normalization | None = None,
+    labels: bool = True,
 ) -> DataSplits:
     """Load a data set by name (`digits`, `fashion-mnist`, `cifar10`, `imagefolder`, `synthetic`)
     with its folder in `path`; the command line's `cifar10:PATH` form is accepted too. `subset`
     takes a seeded subset of the training split (for speed). For `imagefolder` only: `augment`
     turns training augmentation on, and `normalization` is used instead of measuring it (a
-    resumed job passes the one it stored)."""
+    resumed job passes the one it stored), and `labels=False` (a task that reads none) takes a
+    folder without class folders (`num_classes` 0)."""
     name, _, inline = spec.partition(":")
     path = str(path) if path else inline
     if name not in DATASETS:
@@ -319,7 +322,7 @@ def load_dataset(
         raise PruningError(f"{name} path {path} does not exist")
     if name == "cifar10":
         return _cifar10(Path(path), size, seed, subset)
-    return _imagefolder(Path(path), size, seed, subset, augment, normalization)
+    return _imagefolder(Path(path), size, seed, subset, augment, normalization, labels)
 
 
 def data_workers() -> int:

@@ -265,9 +265,9 @@ def unpack_dataset(archive: Path, suffix: str, dest: Path, limits: Limits) -> Da
         )
     root = tree_root(dest)
     try:
-        index = scan_imagefolder(root)
+        index = scan_imagefolder(root, labels=False)  # unlabelled images are kept for the tasks that read none
         check_images(index, dest, limits)
-        channels, _ = imagefolder_shape(root)
+        channels, _ = imagefolder_shape(root, labels=False)
     except PruningError as exc:
         msg = str(exc).replace(f"{root}/", "").replace(str(root), "the archive").replace(str(dest), "the archive")
         raise ArchiveError(msg) from exc

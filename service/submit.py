@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
 from pruning.intake import Intake, intake_program
 from pruning.models import build_model
+from pruning.tasks import TaskError, output_key, task_class
 from search.base import SearchError
 from search.space import Traced as Trace
 from workers.config import JobConfig
@@ -70,7 +71,7 @@ def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
     size = cfg.data.input_size or DEFAULT_SIZES[cfg.data.name]
     if cfg.data.name == "imagefolder":
         assert cfg.data.path is not None
-        channels, classes = imagefolder_shape(cfg.data.path)
+        channels, classes = imagefolder_shape(cfg.data.path, labels=task_class(cfg.task).needs_labels)
         return channels, classes, size
     if cfg.data.path:
         check_data_folder(cfg.data.name, cfg.data.path)
@@ -140,10 +141,11 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
 
 def check_data_fits(cfg: JobConfig, channels: int, classes: int) -> None:
     """Refuse data whose image channels or classes differ from those the model's arguments fix
-    (an uploaded model's, or zoo arguments given in model.args), naming both numbers."""
+    (an uploaded model's, or zoo arguments given in model.args), naming both numbers; classes
+    only for a task that reads labels."""
     args = cfg.model.args
     want = args.get("num_classes")
-    if want is not None and want != classes:
+    if want is not None and want != classes and task_class(cfg.task).needs_labels:
         raise SpecError(f"data: the data set has {classes} classes, the model outputs {want} (model.args.num_classes)")
     want = args.get("in_channels")
     if want is not None and want != channels:
@@ -156,12 +158,14 @@ TRACE_CACHE_ENTRIES = 8
 
 @dataclass
 class TracedNet:
-    """A network traced for the feasibility check: the module, its input shape, its outputs
-    (classes) and `search.space.trace_space`'s trace; or the error tracing it raised."""
+    """A network traced for the feasibility check: the module, its input shape, its outputs'
+    shapes without the batch by name (`pruning.intake.Intake.outputs`; a zoo model's one
+    output: `{"output": (classes,)}`) and `search.space.trace_space`'s trace; or the error
+    tracing it raised."""
 
     net: nn.Module | None = None
     input_shape: tuple[int, int, int] = (0, 0, 0)
-    outputs: int = 0
+    outputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     trace: Trace | None = None
     error: Exception | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -180,7 +184,7 @@ class Traces:
 
     @contextmanager
     def use(
-        self, key: Hashable, build: Callable[[], tuple[nn.Module, tuple[int, int, int], int]]
+        self, key: Hashable, build: Callable[[], tuple[nn.Module, tuple[int, int, int], dict[str, tuple[int, ...]]]]
     ) -> Iterator[TracedNet]:
         """The traced network for `key` (built by `build`: module, input shape, outputs, then
         traced, on first use), held for this caller alone while the block runs; a failure to
@@ -219,29 +223,33 @@ def warm_program(path: str | Path, intake: Intake) -> None:
     """Trace an uploaded program now (at upload), so its jobs' submits find it traced; a
     program that cannot be traced is remembered as such (its submits are refused with why)."""
     try:
-        with TRACES.use(program_key(path), lambda: (intake.module, intake.input_shape, intake.num_outputs)):
+        with TRACES.use(program_key(path), lambda: (intake.module, intake.input_shape, intake.outputs)):
             pass
     except Exception:  # noqa: BLE001 - the submit reports it, naming the field
         pass
 
 
-def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], int]:
+def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], dict[str, tuple[int, ...]]]:
     intake = intake_program(path)
-    return intake.module, intake.input_shape, intake.num_outputs
+    return intake.module, intake.input_shape, intake.outputs
 
 
 def check_program(cfg: JobConfig) -> None:
-    """An uploaded program's job: the data must fit the program's input and outputs (a refusal
-    names both shapes) and, unless the target is a latency, the target must be feasible on the
-    converted network (traced once, `TRACES`)."""
+    """An uploaded program's job: the program must have the output `task_output` names, the
+    data must fit the program's input and that output (a refusal names both shapes) and,
+    unless the target is a latency, the target must be feasible on the converted network
+    (traced once, `TRACES`)."""
     assert cfg.model.program is not None
     program = cfg.model.program
     try:
         with TRACES.use(program_key(program), lambda: _intake(program)) as traced:
+            check_task_output(cfg, traced.outputs)
             try:
                 c, k, _ = data_shape(cfg)
                 size = cfg.data.input_size or traced.input_shape[1]
-                check_program_data(traced.input_shape, traced.outputs, (c, size, size), k, cfg.data.name)
+                labels = task_class(cfg.task).needs_labels
+                shape = (c, size, size)
+                check_program_data(traced.input_shape, traced.outputs, shape, k, cfg.data.name, cfg.task_output, labels)
             except PruningError as exc:
                 raise SpecError(f"data: {exc}") from exc
             if cfg.target["kind"] != "latency":
@@ -253,6 +261,14 @@ def check_program(cfg: JobConfig) -> None:
     except Exception as exc:  # an engine error is a refusal in our words, not a 500
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError(f"model.upload: the program's channel groups cannot be traced: {first}") from exc
+
+
+def check_task_output(cfg: JobConfig, outputs: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse a `task_output` the network does not have (one line naming its outputs)."""
+    try:
+        output_key(list(outputs), cfg.task_output)
+    except TaskError as exc:
+        raise SpecError(str(exc)) from exc
 
 
 def check_target(cfg: JobConfig, traced: TracedNet) -> None:
@@ -283,14 +299,16 @@ def check_feasible(cfg: JobConfig, shape: tuple[int, int, int] | None = None) ->
     if cfg.model.program is not None:
         check_program(cfg)
         return
+    check_task_output(cfg, {"output": ()})  # a zoo network has one output
     if cfg.target["kind"] == "latency":
         return
     c, k, size = shape or data_shape(cfg)
-    args: dict[str, Any] = {"num_classes": k, "in_channels": c, "input_size": size, **cfg.model.args}
+    classes = {"num_classes": k} if k else {}  # unlabelled images (a task that reads none): the model's own
+    args: dict[str, Any] = {**classes, "in_channels": c, "input_size": size, **cfg.model.args}
     zoo = cfg.model.zoo or ""
     key = ("zoo", zoo, json.dumps(args, sort_keys=True, default=str), (c, size, size))
     try:
-        with TRACES.use(key, lambda: (build_model(zoo, **args), (c, size, size), k)) as traced:
+        with TRACES.use(key, lambda: (build_model(zoo, **args), (c, size, size), {"output": (k,)})) as traced:
             check_target(cfg, traced)
     except SpecError:
         raise

@@ -14,6 +14,7 @@ const FALLBACK = {
   prune_schedules: ["one-shot", "iterative"],
   streams: ["search", "last", "whole"],
   runtimes: ["eager", "torchscript", "onnxruntime", "inductor"],
+  tasks: ["classification", "distillation"],
 };
 
 function field(label, id, input, help) {
@@ -47,12 +48,14 @@ const FIELD_OF = [
   [/^priority/, "priority"],
   [/^runtime/, "runtime"],
   [/^space\.streams/, "streams"],
+  [/^task_output/, "task-output"],
+  [/^task/, "task"],
 ];
 
 function fieldFor(path, message) {
   for (const [re, id] of FIELD_OF) if (re.test(path)) return id;
   // String errors from the API name their field in the text ("data.path ... is outside ...").
-  const m = /^(model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime|space\.streams)\b/.exec(message || "");
+  const m = /^(model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime|space\.streams|task_output|task)\b/.exec(message || "");
   return m ? fieldFor(m[1], "") : null;
 }
 
@@ -62,6 +65,8 @@ export function mountSubmit(root) {
   const dataset = el("select", { id: "dataset", name: "dataset" });
   const dataPath = el("input", { id: "data-path", name: "data-path", type: "text", placeholder: "/data/cifar10" });
   const inputSize = el("input", { id: "input-size", name: "input-size", type: "number", min: "8", placeholder: "default" });
+  const task = el("select", { id: "task", name: "task" });
+  const taskOutput = el("input", { id: "task-output", name: "task-output", type: "text", placeholder: "first" });
   const targetKind = el("select", { id: "target-kind", name: "target-kind" });
   const targetValue = el("input", { id: "target-value", name: "target-value", type: "text", value: "0.5", required: true, inputmode: "decimal" });
   const absolute = el("input", { id: "absolute", name: "absolute", type: "checkbox" });
@@ -95,6 +100,8 @@ export function mountSubmit(root) {
       field("Data set", "dataset", dataset),
       field("Data path", "data-path", dataPath, "only for cifar10 / imagefolder, under the allowed roots"),
       field("Input size (px)", "input-size", inputSize),
+      field("Task", "task", task, "classification: labels, accuracy; distillation: the unpruned network's outputs, fidelity (no labels)"),
+      field("Task output", "task-output", taskOutput, "for a network with several outputs: the name (or position) of the one the task reads"),
     ),
     el(
       "fieldset",
@@ -144,6 +151,7 @@ export function mountSubmit(root) {
     set(pruneSchedule, choices.prune_schedules, "", true);
     set(runtime, choices.runtimes, "", true);
     set(streams, choices.streams, "", true);
+    set(task, choices.tasks, "", true);
   }
   fill(FALLBACK);
   // Choices from the API itself (/v1/zoo, /v1/strategies, /v1/evaluators) and, for what /v1
@@ -207,6 +215,9 @@ export function mountSubmit(root) {
     if (criterion.value) spec.criterion = criterion.value;
     if (evaluator.value) spec.evaluator = { name: evaluator.value };
     if (runtime.value) spec.runtime = runtime.value;
+    if (task.value) spec.task = task.value;
+    const out = taskOutput.value.trim();
+    if (out) spec.task_output = /^\d+$/.test(out) ? Number(out) : out;
     if (streams.value) spec.space = { streams: streams.value };
     if (dataPath.value.trim()) spec.data.path = dataPath.value.trim();
     if (inputSize.value) spec.data.input_size = Number(inputSize.value);
