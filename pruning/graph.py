@@ -115,7 +115,7 @@ def head_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Modul
         return []
     found: list[nn.Module] = []
     seen: set[Any] = set()
-    todo = [t.grad_fn for t in outs.values() if t.grad_fn is not None]
+    todo: list[Any] = [t.grad_fn for t in outs.values() if t.grad_fn is not None]
     while todo:
         fn = todo.pop()
         if fn is None or fn in seen:
