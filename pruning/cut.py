@@ -19,6 +19,7 @@ from torch import nn
 from .criteria import Criterion, get_criterion
 from .errors import CutError, PinnedGroupWarning, PruningError
 from .graph import ChannelGroup, DependencyGraph
+from .tasks import named_outputs
 
 Policy = dict[str, float]
 """A pruning policy, the one type for it everywhere (engine and search): per channel group key, the
@@ -170,8 +171,9 @@ def cut_groups(
     return kept
 
 
-def output_shape(model: nn.Module, x: torch.Tensor) -> torch.Size:
-    """The shape of the model's output on `x`, in eval mode (BN statistics untouched)."""
+def output_shape(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape of each of the model's outputs on `x` by name (`pruning.tasks.named_outputs`;
+    a network with one output: `{"output": shape}`), in eval mode (BN statistics untouched)."""
     was_training = model.training
     model.eval()
     try:
@@ -179,19 +181,23 @@ def output_shape(model: nn.Module, x: torch.Tensor) -> torch.Size:
             out = model(x)
     finally:
         model.train(was_training)
-    while isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.shape
+    return {k: tuple(v.shape) for k, v in named_outputs(out).items()}
 
 
-def check_cut(model: nn.Module, x: torch.Tensor, expected: torch.Size, what: str) -> None:
-    """Raise `CutError` unless the cut model runs on `x` and gives the `expected` output shape."""
+def _shapes(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    one = next(iter(shapes.values())) if len(shapes) == 1 else None
+    return str(one) if one is not None else ", ".join(f"{k} {v}" for k, v in shapes.items())
+
+
+def check_cut(model: nn.Module, x: torch.Tensor, expected: Mapping[str, tuple[int, ...]], what: str) -> None:
+    """Raise `CutError` unless the cut model runs on `x` and gives the `expected` output shapes
+    (every output, by name)."""
     try:
         shape = output_shape(model, x)
     except Exception as exc:  # any failure of the forward is the check failing
         raise CutError(f"the network fails its first forward after cutting {what}: {exc}") from exc
-    if shape != expected:
-        raise CutError(f"cutting {what} changed the output shape from {tuple(expected)} to {tuple(shape)}")
+    if shape != dict(expected):
+        raise CutError(f"cutting {what} changed the output shape from {_shapes(expected)} to {_shapes(shape)}")
 
 
 def _what(group: ChannelGroup) -> str:
@@ -251,7 +257,7 @@ def _cut_one_by_one(
     input_shape: Sequence[int],
     keep: Mapping[str, int],
     scores: Mapping[str, torch.Tensor],
-    expected: torch.Size,
+    expected: Mapping[str, tuple[int, ...]],
     pin_failures: bool,
 ) -> CutOutcome:
     """Cut groups one at a time on a fresh copy, checking after each; a group whose cut fails

@@ -269,8 +269,9 @@ def _imagefolder(
     subset: int | None,
     augment: bool = True,
     normalization: Normalization | None = None,
+    labels: bool = True,
 ) -> DataSplits:
-    index = scan_imagefolder(path)
+    index = scan_imagefolder(path, labels)
     if index.val is not None:
         train, val = index.train, index.val
         test = index.test if index.test is not None else index.val
@@ -282,7 +283,7 @@ def _imagefolder(
     if subset:
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:subset]
         train = [train[i] for i in keep.tolist()]
-    channels, _ = imagefolder_shape(path)
+    channels, _ = imagefolder_shape(path, labels)
     norm = normalization or measure_normalization([f for f, _ in train], input_size, channels, seed)
     if len(norm.mean) != channels:
         raise PruningError(f"stored normalisation has {len(norm.mean)} channels, the images {channels}")
@@ -321,12 +322,14 @@ def load_dataset(
     path: str | Path | None = None,
     augment: bool = True,
     normalization: Normalization | None = None,
+    labels: bool = True,
 ) -> DataSplits:
     """Load a data set by name (`DATASETS`) with its folder in `path`; the command line's
     `cifar10:PATH` form is accepted too. `subset` takes a seeded subset of the training split
     (for speed). For `imagefolder`, `maskfolder` and `scenes`: `augment` turns training
     augmentation on; for the folders, `normalization` is used instead of measuring it (a resumed
-    job passes the one it stored)."""
+    job passes the one it stored). For `imagefolder`, `labels=False` (a task that reads none)
+    takes a folder without class folders (`num_classes` 0)."""
     name, _, inline = spec.partition(":")
     path = str(path) if path else inline
     if name not in DATASETS:
@@ -352,7 +355,7 @@ def load_dataset(
         from .segmentation.sets import load_maskfolder
 
         return load_maskfolder(Path(path), size, seed, subset, augment, normalization)
-    return _imagefolder(Path(path), size, seed, subset, augment, normalization)
+    return _imagefolder(Path(path), size, seed, subset, augment, normalization, labels)
 
 
 def data_workers() -> int:

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import PruningError
 from .models import build_model
+from .tasks import named_outputs
 
 ARCH_FORMAT = "secateurs-arch/1"
 
@@ -192,22 +193,39 @@ def load_model(out_dir: str | Path) -> nn.Module:
     return load_weights(model, d / "model.safetensors").eval()
 
 
+def onnx_output_names(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
+    """The ONNX output names of a model: `logits` for one output, else each output's name
+    (`pruning.tasks.named_outputs`): a dict's keys, `output_0`, `output_1`, ... for a tuple's
+    or list's positions (ONNX names cannot be bare digits)."""
+    with torch.no_grad():
+        outs = named_outputs(model.eval()(torch.randn(1, *input_shape[-3:], device=_device(model))))
+    if list(outs) == ["output"]:
+        return ["logits"]
+    return [f"output_{k}" if k.isdigit() else k for k in outs]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def export_onnx(
     model: nn.Module, path: str | Path, input_shape: Sequence[int], check: bool = True, atol: float = 1e-4
 ) -> float:
     """Export to ONNX (dynamic batch) and, if `check`, run it in onnxruntime on a random batch;
-    returns the max abs difference from PyTorch's output (raises if above `atol`)."""
+    returns the max abs difference from PyTorch's outputs, over every output (raises if above
+    `atol`). One output is named `logits`; several keep their names (`onnx_output_names`)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     x = torch.randn(2, *input_shape[-3:])
+    names = onnx_output_names(model, input_shape)
     torch.onnx.export(
         model,
         (x,),
         str(p),
         input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        output_names=names,
+        dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
         dynamo=False,
     )
     if not check:
@@ -215,10 +233,12 @@ def export_onnx(
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-    got = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x.numpy()}), strict=True))
     with torch.no_grad():
-        want = model(x)
-    diff = float((got - want).abs().max())
+        want = named_outputs(model(x))
+    if sorted(got) != sorted(names):
+        raise PruningError(f"ONNX outputs {sorted(got)} are not the model's {names}")
+    diff = max(float((torch.from_numpy(got[n]) - w).abs().max()) for n, w in zip(names, want.values(), strict=True))
     if diff > atol:
         raise PruningError(f"ONNX output differs from PyTorch by {diff:.2e} (> {atol})")
     return diff
@@ -228,7 +248,7 @@ def export_torchscript(model: nn.Module, path: str | Path, input_shape: Sequence
     """Trace to TorchScript and save."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    traced = torch.jit.trace(model.eval().cpu(), torch.randn(1, *input_shape[-3:]))
+    traced = torch.jit.trace(model.eval().cpu(), torch.randn(1, *input_shape[-3:]), strict=False)
     traced.save(str(p))
     return p
 

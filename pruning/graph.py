@@ -87,6 +87,48 @@ def output_layer(model: nn.Module) -> nn.Module | None:
     return last
 
 
+def head_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
+    """For a network with several outputs (`pruning.tasks.named_outputs`), the conv or linear
+    layer nearest each output, found by walking the autograd graph back from it (through
+    pooling, resizing and other ops, to the first such layer on every path): their output
+    channels are the network's outputs, so they are not cut. Empty for one output (the
+    classifier, `output_layer`, covers it)."""
+    from .tasks import named_outputs
+
+    made: dict[Any, nn.Module] = {}
+
+    def hook(m: nn.Module, _: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            made[out.grad_fn] = m
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, _ConvNd))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.enable_grad():
+            outs = named_outputs(model(example_inputs))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if len(outs) < 2:
+        return []
+    found: list[nn.Module] = []
+    seen: set[Any] = set()
+    todo: list[Any] = [t.grad_fn for t in outs.values() if t.grad_fn is not None]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if fn in made:
+            if made[fn] not in found:
+                found.append(made[fn])
+            continue
+        todo.extend(nxt for nxt, _ in fn.next_functions)
+    return found
+
+
 def _plain(i: Any) -> int:
     return int(getattr(i, "idx", i))
 
@@ -186,6 +228,7 @@ class DependencyGraph:
         out = output_layer(model)
         if out is not None:
             ignored_modules.append(out)
+        ignored_modules += [m for m in head_layers(model, example_inputs) if m not in ignored_modules]
         try:
             self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
         except Exception as exc:  # the tracer fails in many ways on unsupported code

@@ -8,6 +8,11 @@ Layouts (`scan_imagefolder`):
   of train/ by seed); a given test/ is the test split, otherwise the validation images are
   tested on (the usual train/val convention) or, without val/ either, 15% of train/ by seed.
 
+For a task that reads no labels (distillation; `labels=False`), class folders are optional: a
+folder (or train/, val/, test/) with fewer than two sub-folders is read as unlabelled images,
+every image under it, recursively (`classes` empty, every label 0). With class folders, it is
+read as above and the labels go unused.
+
 Images are read as grayscale (1 channel) when every image of an evenly spaced sample of the
 training files has a grayscale mode (L, 1, I, ...), otherwise as RGB. Training applies the usual
 augmentation: inputs of at most `SMALL_INPUT` px are resized, padded by 1/8 and randomly cropped
@@ -148,18 +153,39 @@ def _labelled(folder: Path, classes: list[str], what: str) -> list[Sample]:
     return out
 
 
-def scan_imagefolder(path: str | Path) -> ImageFolderIndex:
+UNLABELLED_HINT = "; a task that reads no labels (distillation) also takes a folder of images without them"
+
+
+def _unlabelled(root: Path, splits: dict[str, Path] | None) -> ImageFolderIndex:
+    """Every image under the (train, val, test) folders, with label 0 and no classes."""
+    train_root = splits["train"] if splits else root
+    train: list[Sample] = [(f, 0) for f in _images(train_root)]
+    if not train:
+        raise PruningError(f"no images under {root} (expected *.png|jpg, <class>/* or train/*)")
+    parts = {k: [(f, 0) for f in _images(splits[k])] for k in ("val", "test") if splits and k in splits}
+    for name, part in parts.items():
+        if not part:
+            raise PruningError(f"image folder {root}: {name}/ holds no images")
+    return ImageFolderIndex(root, "split" if splits else "flat", [], train, parts.get("val"), parts.get("test"))
+
+
+def scan_imagefolder(path: str | Path, labels: bool = True) -> ImageFolderIndex:
     """Index an image folder in either layout (module docstring); refuses a folder without
-    two classes or without images, and an empty training class."""
+    two classes or without images, and an empty training class. `labels=False` also takes a
+    folder without class folders (unlabelled: `classes` empty)."""
     root = Path(path)
     if not root.is_dir():
         raise PruningError(f"image folder {root} does not exist")
     splits = split_dirs(root)
     train_root = splits["train"] if splits else root
     classes = [p.name for p in _class_dirs(train_root)]
+    if len(classes) < 2 and not labels:
+        return _unlabelled(root, splits)
     if len(classes) < 2:
         where = f"{train_root.name}/ of {root}" if splits else str(root)
-        raise PruningError(f"image folder {where} needs one sub-folder per class (found {len(classes)})")
+        raise PruningError(
+            f"image folder {where} needs one sub-folder per class (found {len(classes)}){UNLABELLED_HINT}"
+        )
     train = _labelled(train_root, classes, "train/")
     if not train:
         raise PruningError(f"no images under {root} (expected <class>/*.png|jpg or train/<class>/*)")
@@ -189,20 +215,26 @@ def image_channels(files: Sequence[str | Path]) -> int:
     return 1 if files else 3
 
 
-def imagefolder_shape(path: str | Path) -> tuple[int, int]:
+def imagefolder_shape(path: str | Path, labels: bool = True) -> tuple[int, int]:
     """`(in_channels, num_classes)` of an image folder from its training class folders and the
     headers of the first few images of each (`CHANNEL_SAMPLE` in all), without listing every
     file: the reader and the checks at submit time both decide channels with it. Refuses, as
-    `scan_imagefolder` would, fewer than two class folders or a training class without images."""
+    `scan_imagefolder` would, fewer than two class folders or a training class without images;
+    `labels=False` takes a folder without class folders too (0 classes)."""
     root = Path(path)
     if not root.is_dir():
         raise PruningError(f"image folder {root} does not exist")
     splits = split_dirs(root)
     train_root = splits["train"] if splits else root
     dirs = _class_dirs(train_root)
+    if len(dirs) < 2 and not labels:
+        files = _images(train_root, CHANNEL_SAMPLE)
+        if not files:
+            raise PruningError(f"no images under {root} (expected *.png|jpg, <class>/* or train/*)")
+        return image_channels(files), 0
     if len(dirs) < 2:
         where = f"{train_root.name}/ of {root}" if splits else str(root)
-        raise PruningError(f"image folder {where} needs one sub-folder per class (found {len(dirs)})")
+        raise PruningError(f"image folder {where} needs one sub-folder per class (found {len(dirs)}){UNLABELLED_HINT}")
     per_class = max(1, CHANNEL_SAMPLE // len(dirs))
     sampled = {d.name: _images(d, per_class) for d in dirs}
     empty = [name for name, files in sampled.items() if not files]

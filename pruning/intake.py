@@ -15,6 +15,11 @@ A `.pt2` file is a zip archive; `torch.export.load` unpickles some of its parts 
 refuses any archive that holds such a part: loading a program never runs code from the file.
 `load_program` then requires a dynamic batch dimension and `intake_program` checks the converted
 module against the program on random inputs before anything uses it.
+
+A program takes one image batch and returns one tensor, or a tuple, list or dict of tensors
+(e.g. `{"out": ..., "aux": ...}`): the converted module returns the same structure, every
+output is verified, and the outputs are named as `pruning.tasks.named_outputs` names them (a
+dict's keys, a tuple's positions).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch.utils._sympy.functions as sympy_functions
 from torch import fx, nn
 
 from .errors import PruningError, UnsupportedModelError
+from .tasks import max_difference
 
 EXPORT_CALL = (
     "torch.export.save(torch.export.export(model.eval(), (x,), "
@@ -88,8 +94,9 @@ def num_outputs(output_shape: Sequence[int]) -> int:
 @dataclass
 class Intake:
     """An exported program converted for cutting: the module (eval mode), its input shape
-    (C, H, W), its output shape without the batch, the converted layers by the user's names,
-    and how far the module's outputs were from the program's on random inputs."""
+    (C, H, W), its (first) output's shape without the batch, the converted layers by the
+    user's names, how far the module's outputs were from the program's on random inputs, and
+    every output's shape by name (`program_outputs`)."""
 
     module: fx.GraphModule
     input_shape: tuple[int, int, int]
@@ -97,6 +104,12 @@ class Intake:
     layers: dict[str, str]
     max_diff: float
     notes: list[str] = field(default_factory=list)
+    outputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def output_names(self) -> list[str]:
+        """The program's output names, in order (`pruning.tasks.named_outputs`)."""
+        return list(self.outputs) or ["output"]
 
     @property
     def num_outputs(self) -> int:
@@ -270,21 +283,61 @@ def program_input_shape(ep: torch.export.ExportedProgram) -> tuple[int, int, int
     return dims[0], dims[1], dims[2]
 
 
-def program_output_shape(ep: torch.export.ExportedProgram) -> tuple[int, ...]:
-    """The program's single output's shape without the batch (e.g. `(10,)` for ten classes)."""
+MAX_OUTPUTS = 64
+
+
+def _out_spec(ep: torch.export.ExportedProgram) -> Any:
+    """The pytree spec of the program's outputs (a tensor, tuple, list or dict of tensors)."""
+    return ep.call_spec.out_spec
+
+
+def _structure(leaves: Sequence[Any], spec: Any) -> Any:
+    """`leaves` arranged as the program returns its outputs (`spec`; None: one output)."""
+    from torch.utils import _pytree as pytree
+
+    if spec is None:
+        return leaves[0] if len(leaves) == 1 else tuple(leaves)
+    return pytree.tree_unflatten(list(leaves), spec)
+
+
+def program_outputs(ep: torch.export.ExportedProgram) -> dict[str, tuple[int, ...]]:
+    """Each of the program's outputs' shape without the batch, by name: one tensor is
+    `"output"`, a tuple's or list's are `"0"`, `"1"`, ..., a dict's its keys (flat structures
+    only, at most `MAX_OUTPUTS`; every output a batch with sizes fixed but the batch's)."""
     from torch.export.graph_signature import OutputKind
 
+    from .tasks import output_names
+
     user = [s for s in ep.graph_signature.output_specs if s.kind == OutputKind.USER_OUTPUT]
-    if len(user) != 1:
-        raise ProgramError(f"the program returns {len(user)} outputs; Secateurs prunes networks with one output")
+    if not 1 <= len(user) <= MAX_OUTPUTS:
+        raise ProgramError(f"the program returns {len(user)} outputs; Secateurs takes 1 to {MAX_OUTPUTS}")
     out = next(n for n in ep.graph.nodes if n.op == "output")
-    node = next(a for a in out.args[0] if isinstance(a, fx.Node) and a.name == user[0].arg.name)
-    val = node.meta.get("val")
-    if not isinstance(val, torch.Tensor) or val.dim() < 2:
-        raise ProgramError("the program's output is not a batch of tensors")
-    if any(not isinstance(s, int) for s in val.shape[1:]):
-        raise ProgramError("the program's output size depends on its input size; export it with a fixed image size")
-    return tuple(int(s) for s in val.shape[1:])
+    by_name = {a.name: a for a in out.args[0] if isinstance(a, fx.Node)}
+    vals: list[Any] = []
+    for spec in user:
+        node = by_name.get(getattr(spec.arg, "name", ""))
+        val = node.meta.get("val") if node is not None else None
+        if not isinstance(val, torch.Tensor) or val.dim() < 2:
+            raise ProgramError("the program's outputs must be batches of tensors")
+        if any(not isinstance(d, int) for d in val.shape[1:]):
+            raise ProgramError("the program's output size depends on its input size; export it with a fixed image size")
+        vals.append(tuple(int(d) for d in val.shape[1:]))
+    spec = _out_spec(ep)
+    flat = spec is None or spec.is_leaf() or all(c.is_leaf() for c in spec.children())
+    kind = None if spec is None or spec.is_leaf() else spec.type
+    if not flat or not (kind is None or (isinstance(kind, type) and issubclass(kind, (tuple, list, dict)))):
+        raise ProgramError("the program's outputs must be a tensor, or a flat tuple, list or dict of tensors")
+    if isinstance(kind, type) and issubclass(kind, dict) and not all(isinstance(k, str) and k for k in spec.context):
+        raise ProgramError("a program's dict output needs non-empty string keys")
+    names = output_names(_structure([torch.zeros(()) for _ in vals], spec))
+    if len(set(names)) != len(names) or len(names) != len(vals):
+        raise ProgramError("the program's outputs need distinct names")
+    return dict(zip(names, vals, strict=True))
+
+
+def program_output_shape(ep: torch.export.ExportedProgram) -> tuple[int, ...]:
+    """The program's first output's shape without the batch (e.g. `(10,)` for ten classes)."""
+    return next(iter(program_outputs(ep).values()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,7 +744,7 @@ class _Converter:
             elif node.op == "output":
                 user = {s.arg.name for s in self.ep.graph_signature.output_specs if s.kind == OutputKind.USER_OUTPUT}
                 outs = [self.lookup(n) for n in node.args[0] if isinstance(n, fx.Node) and n.name in user]
-                self.graph.output(outs[0] if len(outs) == 1 else tuple(outs))
+                self.graph.output(_structure(outs, _out_spec(self.ep)))  # the program's own structure
             else:
                 raise ProgramError(f"the program has a {node.op} node ({node.name}), which Secateurs cannot convert")
         gm = fx.GraphModule(self.root, self.graph, class_name="ConvertedProgram")
@@ -817,7 +870,7 @@ def _program_runner(ep: torch.export.ExportedProgram) -> Callable[[torch.Tensor]
         args = [x if s.kind == InputKind.USER_INPUT else value(s) for s in specs]
         out = ep.graph_module(*args)
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return outs[user[0]]
+        return _structure([outs[i] for i in user], _out_spec(ep))
 
     return run
 
@@ -831,7 +884,8 @@ def verify_conversion(
     seed: int = 0,
 ) -> float:
     """Largest absolute difference between the program and the converted module on random
-    batches (eval mode); above `atol` it is a refusal."""
+    batches (eval mode), over every output (`pruning.tasks.max_difference`: the same names
+    and shapes, else infinitely far); above `atol` it is a refusal."""
     program = _program_runner(ep)
     gen = torch.Generator().manual_seed(seed)
     worst = 0.0
@@ -852,9 +906,10 @@ def verify_conversion(
                     got = module(x)
                 except Exception as exc:  # a conversion bug must read as a refusal
                     raise ProgramError(f"the converted network fails on a batch of {n}: {exc}") from exc
-                if not isinstance(want, torch.Tensor) or not isinstance(got, torch.Tensor) or want.shape != got.shape:
-                    raise ProgramError("the converted network's output does not have the program's shape")
-                worst = max(worst, float((want - got).abs().max()))
+                diff = max_difference(want, got)
+                if diff == float("inf"):
+                    raise ProgramError("the converted network's outputs do not have the program's names and shapes")
+                worst = max(worst, diff)
     finally:
         module.train(was_training)
     if not worst <= atol:
@@ -868,7 +923,8 @@ def intake_program(path: str | Path, max_bytes: int | None = None) -> Intake:
     """Load, convert and verify a `.pt2` (the one call the CLI, the service and the pipeline use)."""
     ep = load_program(path, max_bytes)
     input_shape = program_input_shape(ep)
-    output_shape = program_output_shape(ep)
+    outputs = program_outputs(ep)
+    output_shape = next(iter(outputs.values()))
     try:
         module, layers, notes = convert_program(ep)
     except ProgramError:
@@ -878,7 +934,7 @@ def intake_program(path: str | Path, max_bytes: int | None = None) -> Intake:
     if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in module.modules()):
         raise ProgramError("the program has no convolution or linear layer with parameter weights to prune")
     diff = verify_conversion(ep, module, input_shape)
-    return Intake(module, input_shape, output_shape, layers, diff, notes)
+    return Intake(module, input_shape, output_shape, layers, diff, notes, outputs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def prepare(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             with torch.no_grad():
-                scripted = torch.jit.freeze(torch.jit.trace(model, (x,)))
+                scripted = torch.jit.freeze(torch.jit.trace(model, (x,), strict=False))  # dict outputs too
 
         def run_ts() -> object:
             with torch.inference_mode():

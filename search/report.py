@@ -61,10 +61,16 @@ def _plt():
 
 
 def write_pareto_plot(
-    results: Sequence[Result], front: Sequence[Result], best: Result | None, space: SearchSpace, path: str | Path
+    results: Sequence[Result],
+    front: Sequence[Result],
+    best: Result | None,
+    space: SearchSpace,
+    path: str | Path,
+    score_name: str = "accuracy",
 ) -> Path:
-    """Score against the targeted resource (fraction of the original) for every candidate, the
-    Pareto front as a line, the chosen one starred and the budget as a dashed line."""
+    """Score (the task's `score_name`) against the targeted resource (fraction of the original)
+    for every candidate, the Pareto front as a line, the chosen one starred and the budget as a
+    dashed line."""
     plt = _plt()
     key = space.target.resource_key
     orig = float(space.original[key]) or 1.0
@@ -86,7 +92,7 @@ def write_pareto_plot(
         ax.scatter([x(best)], [best.score], marker="*", s=180, c="red", label="chosen", zorder=5)
     ax.axvline(space.budget / orig, ls="--", c="gray", label="budget")
     ax.set_xlabel(f"{space.target.kind} (fraction of original)")
-    ax.set_ylabel("score (validation accuracy)")
+    ax.set_ylabel(f"score (validation {score_name})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -114,7 +114,7 @@ def _load_program(args: argparse.Namespace, path: str) -> tuple[Any, DataSplits,
         args.data, input_size=args.input_size or intake.input_shape[1], seed=args.seed, subset=args.subset
     )
     shape = (data.in_channels, data.input_size, data.input_size)
-    check_program_data(intake.input_shape, intake.num_outputs, shape, data.num_classes, args.data)
+    check_program_data(intake.input_shape, intake.outputs, shape, data.num_classes, args.data)
     seed_everything(args.seed)
     return (
         intake.module,

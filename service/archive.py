@@ -269,10 +269,11 @@ def _relative(msg: str, root: Path, dest: Path) -> str:
 
 
 def _image_folder(root: Path, dest: Path, limits: Limits) -> DatasetFacts:
-    """The facts of an image folder (class folders) at `root`, every image decoded."""
-    index = scan_imagefolder(root)
+    """The facts of an image folder at `root` (class folders, or unlabelled images for the tasks
+    that read none), every image decoded."""
+    index = scan_imagefolder(root, labels=False)
     check_images(_all_images(index), dest, limits)
-    channels, _ = imagefolder_shape(root)
+    channels, _ = imagefolder_shape(root, labels=False)
     drop_unread(dest, set(_all_images(index)))
     images = {"train": len(index.train)}
     images.update({k: len(v) for k, v in (("val", index.val), ("test", index.test)) if v is not None})

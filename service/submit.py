@@ -26,10 +26,11 @@ from torch import nn
 from pruning.data import DEFAULT_SIZES, check_data_folder
 from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
-from pruning.intake import Intake, intake_program, num_outputs
+from pruning.intake import Intake, intake_program
 from pruning.models import build_model
 from pruning.segmentation.folder import maskfolder_shape
 from pruning.segmentation.scenes import SCENE_CLASSES
+from pruning.tasks import TaskError, output_key, task_class
 from pruning.tasks.segmentation import task_data_mismatch
 from search.space import Traced as Trace
 from workers.config import JobConfig
@@ -85,7 +86,7 @@ def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
     size = cfg.data.input_size or DEFAULT_SIZES[cfg.data.name]
     if cfg.data.name == "imagefolder":
         assert cfg.data.path is not None
-        channels, classes = imagefolder_shape(cfg.data.path)
+        channels, classes = imagefolder_shape(cfg.data.path, labels=task_class(cfg.task).needs_labels)
         return channels, classes, size
     if cfg.data.name == "maskfolder":
         assert cfg.data.path is not None
@@ -165,10 +166,11 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
 
 def check_data_fits(cfg: JobConfig, channels: int, classes: int) -> None:
     """Refuse data whose image channels or classes differ from those the model's arguments fix
-    (an uploaded model's, or zoo arguments given in model.args), naming both numbers."""
+    (an uploaded model's, or zoo arguments given in model.args), naming both numbers; classes
+    only for a task that reads labels."""
     args = cfg.model.args
     want = args.get("num_classes")
-    if want is not None and want != classes:
+    if want is not None and want != classes and task_class(cfg.task).needs_labels:
         raise SpecError(f"data: the data set has {classes} classes, the model outputs {want} (model.args.num_classes)")
     want = args.get("in_channels")
     if want is not None and want != channels:
@@ -197,20 +199,21 @@ TRACE_SWITCH_SECONDS = 0.0005
 
 @dataclass
 class TracedNet:
-    """A network traced for the feasibility check: the module, its input shape, its outputs
-    (classes) and `search.space.trace_space`'s trace; or the error building or tracing it raised.
-    `ready` is set once either is there."""
+    """A network traced for the feasibility check: the module, its input shape, its outputs'
+    shapes without the batch by name (`pruning.intake.Intake.outputs`; a zoo model's one
+    output: `{"output": (classes,)}`) and `search.space.trace_space`'s trace; or the error
+    building or tracing it raised. `ready` is set once either is there."""
 
     net: nn.Module | None = None
     input_shape: tuple[int, int, int] = (0, 0, 0)
-    outputs: int = 0
+    outputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     trace: Trace | None = None
     error: Exception | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     ready: threading.Event = field(default_factory=threading.Event)
 
 
-Build = Callable[[], tuple[nn.Module, tuple[int, int, int], int]]
+Build = Callable[[], tuple[nn.Module, tuple[int, int, int], dict[str, tuple[int, ...]]]]
 """Builds a network to trace: the module, its input shape (C, H, W) and its outputs."""
 
 
@@ -330,37 +333,46 @@ def program_key(path: str | Path) -> tuple[str, str]:
 def warm_program(path: str | Path, intake: Intake) -> None:
     """Trace an uploaded program now (at upload), so its jobs' submits find it traced; a
     program that cannot be traced is remembered as such (its submits are refused with why)."""
-    TRACES.trace_now(program_key(path), lambda: (intake.module, intake.input_shape, intake.num_outputs))
+    TRACES.trace_now(program_key(path), lambda: (intake.module, intake.input_shape, intake.outputs))
 
 
-def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], int]:
+def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], dict[str, tuple[int, ...]]]:
     intake = intake_program(path)
-    return intake.module, intake.input_shape, intake.num_outputs
+    return intake.module, intake.input_shape, intake.outputs
 
 
-def check_program_fits(cfg: JobConfig, input_shape: Sequence[int], outputs: int) -> None:
-    """Refuse data that does not fit an uploaded program's input and outputs, naming both shapes."""
+def check_program_fits(cfg: JobConfig, input_shape: Sequence[int], outputs: Mapping[str, Sequence[int]]) -> None:
+    """Refuse a `task_output` the program does not have, and data that does not fit its input
+    and that output, naming both shapes."""
+    check_task_output(cfg, outputs)
     try:
         c, k, _ = data_shape(cfg)
         size = cfg.data.input_size or int(input_shape[1])
-        check_program_data(input_shape, outputs, (c, size, size), k, cfg.data.name)
+        labels = task_class(cfg.task).needs_labels
+        check_program_data(input_shape, outputs, (c, size, size), k, cfg.data.name, cfg.task_output, labels)
     except PruningError as exc:
         raise SpecError(f"data: {exc}") from exc
 
 
+def stored_outputs(facts: Mapping[str, Any]) -> dict[str, Sequence[int]]:
+    """An upload's outputs by name from its stored facts (older uploads: the one output's shape)."""
+    return dict(facts.get("outputs") or {"output": facts.get("output_shape") or ()})
+
+
 def check_program(cfg: JobConfig, wait: float, facts: Mapping[str, Any] | None = None) -> None:
-    """An uploaded program's job: the data must fit the program's input and outputs (a refusal
-    names both shapes) and, unless the target is a latency, the target must be feasible on the
-    converted network (traced once, `TRACES`). `facts` are the upload's stored facts (input and
-    output shapes): the data is checked on them when the trace is not ready in `wait` seconds,
-    and the target is then checked by the job itself (`workers.pipeline.prepare`)."""
+    """An uploaded program's job: the program must have the output `task_output` names, the
+    data must fit the program's input and that output (a refusal names both shapes) and,
+    unless the target is a latency, the target must be feasible on the converted network
+    (traced once, `TRACES`). `facts` are the upload's stored facts (input and output shapes):
+    the output and data are checked on them when the trace is not ready in `wait` seconds, and
+    the target is then checked by the job itself (`workers.pipeline.prepare`)."""
     assert cfg.model.program is not None
     program = cfg.model.program
     try:
         with TRACES.use(program_key(program), lambda: _intake(program), wait) as traced:
             if traced is None:
                 if facts and facts.get("input_shape"):
-                    check_program_fits(cfg, facts["input_shape"], num_outputs(facts.get("output_shape") or ()))
+                    check_program_fits(cfg, facts["input_shape"], stored_outputs(facts))
                 return
             check_program_fits(cfg, traced.input_shape, traced.outputs)
             if cfg.target["kind"] != "latency":
@@ -369,6 +381,14 @@ def check_program(cfg: JobConfig, wait: float, facts: Mapping[str, Any] | None =
         raise
     except Exception as exc:  # the program cannot be converted or traced: a refusal in our words, not a 500
         raise SpecError(network_line(cfg.model, exc)) from exc
+
+
+def check_task_output(cfg: JobConfig, outputs: Mapping[str, Sequence[int]]) -> None:
+    """Refuse a `task_output` the network does not have (one line naming its outputs)."""
+    try:
+        output_key(list(outputs), cfg.task_output)
+    except TaskError as exc:
+        raise SpecError(str(exc)) from exc
 
 
 def check_target(cfg: JobConfig, traced: TracedNet) -> None:
@@ -398,14 +418,16 @@ def check_feasible(
     if cfg.model.program is not None:
         check_program(cfg, wait, facts)
         return
+    check_task_output(cfg, {"output": ()})  # a zoo network has one output
     if cfg.target["kind"] == "latency":
         return
     c, k, size = shape or data_shape(cfg)
-    args: dict[str, Any] = {"num_classes": k, "in_channels": c, "input_size": size, **cfg.model.args}
+    classes = {"num_classes": k} if k else {}  # unlabelled images (a task that reads none): the model's own
+    args: dict[str, Any] = {**classes, "in_channels": c, "input_size": size, **cfg.model.args}
     zoo = cfg.model.zoo or ""
     key = ("zoo", zoo, json.dumps(args, sort_keys=True, default=str), (c, size, size))
     try:
-        with TRACES.use(key, lambda: (build_model(zoo, **args), (c, size, size), k), wait) as traced:
+        with TRACES.use(key, lambda: (build_model(zoo, **args), (c, size, size), {"output": (k,)}), wait) as traced:
             if traced is not None:
                 check_target(cfg, traced)
     except SpecError:

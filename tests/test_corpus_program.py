@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from corpus import CORPUS, INPUT_SHAPE, build, exported, search_cut, target
+from corpus import CORPUS, INPUT_SHAPE, build, exported, search_cut, shapes, target
 
 from pruning.export import export_onnx, export_program
 from pruning.intake import intake_program
@@ -34,5 +34,6 @@ def test_corpus_program_is_cut_and_exported_back(name: str, tmp_path: Path, corp
     with torch.no_grad():
         want = cut(x)
         torch.testing.assert_close(returned(x), want, atol=1e-4, rtol=1e-4)
-        assert returned(x[:1]).shape == want[:1].shape  # the batch stays dynamic
+        assert shapes(returned(x[:1])) == {k: (1, *v[1:]) for k, v in shapes(want).items()}  # the batch stays dynamic
+        assert shapes(returned(x)) == shapes(model(x))  # the same outputs under the same names
     assert export_onnx(cut, tmp_path / "model.onnx", INPUT_SHAPE) <= 1e-4

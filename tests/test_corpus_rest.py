@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 import torch
-from corpus import CORPUS, INPUT_SHAPE, build, exported, target
+from corpus import CORPUS, INPUT_SHAPE, build, exported, shapes, target
 
+from pruning.export import onnx_output_names
+from pruning.tasks import named_outputs
 from service.client import Client
 from service.devserver import ServerProcess
 
@@ -81,9 +83,13 @@ def test_corpus_network_through_rest(jobs: Any, name: str) -> None:
     x = torch.randn(3, *INPUT_SHAPE)
     with torch.no_grad():
         y = returned(x)
-        assert y.shape == build(name)(x).shape
+        assert shapes(y) == shapes(build(name)(x))  # every output, under its name
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    torch.testing.assert_close(torch.from_numpy(sess.run(None, {"input": x.numpy()})[0]), y, atol=1e-4, rtol=1e-4)
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x.numpy()}), strict=True))
+    names = onnx_output_names(build(name), INPUT_SHAPE)
+    assert list(got) == names
+    for onnx_name, want in zip(names, named_outputs(y).values(), strict=True):
+        torch.testing.assert_close(torch.from_numpy(got[onnx_name]), want, atol=1e-4, rtol=1e-4)
     assert Path(out / "model.safetensors").is_file()

@@ -506,14 +506,16 @@ def test_no_images_or_images_that_do_not_decode_are_422(api, tmp_path):
     client, a, _, settings = api
     texts = _tar([(_member(f"{c}/{i}.txt"), b"hello") for c in "ab" for i in range(3)])
     _refused(_post(client, a, "texts.tar.gz", texts), 422, "no images")
-    one = _tar([(_member(f"only/{i}.png"), _png()) for i in range(3)])
-    _refused(_post(client, a, "one.tar.gz", one), 422, "one sub-folder per class")
     broken = [(_member(f"{c}/{i}.png"), _png()) for c in "ab" for i in range(3)]
     broken.append((_member("b/bad.png"), b"\x89PNG\r\n\x1a\n" + b"garbage" * 20))
     _refused(_post(client, a, "broken.tar.gz", _tar(broken)), 422, "image b/bad.png does not decode")
     truncated = _png()[:40]
     _refused(_post(client, a, "trunc.tar.gz", _tar([*broken[:-1], (_member("a/t.png"), truncated)])), 422, "a/t.png")
     assert _left(settings) == []
+    one = _tar([(_member(f"only/{i}.png"), _png()) for i in range(3)])
+    kept = _post(client, a, "one.tar.gz", one)  # no class folders: kept as unlabelled images (distillation)
+    assert kept.status_code == 201, kept.text
+    assert (kept.json()["num_classes"], kept.json()["images"]) == (0, {"train": 3})
 
 
 # --- jobs on an uploaded data set ---

@@ -231,3 +231,21 @@ def test_evaluators_score_by_the_context_task(digits) -> None:
     ev = make_evaluator("plain", ctx)
     assert ev.validate(teacher) == pytest.approx(1.0)
     assert EvalContext(model=teacher, data=digits, input_shape=(1, 16, 16)).task.name == "classification"
+
+
+def test_evaluation_workers_get_the_job_task(digits) -> None:
+    """The Ray evaluation actors rebuild the context from a payload: the task travels in it."""
+    from workers.executor import EvalWorker, base_payload
+
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(digits.input_size**2, 10))
+    ctx = EvalContext(
+        model=teacher,
+        data=digits,
+        input_shape=(1, digits.input_size, digits.input_size),
+        task=make_task("distillation", teacher=teacher),
+    )
+    worker = EvalWorker(base_payload(make_evaluator("plain", ctx), {}))
+    shipped = worker.pool.default.context.task
+    assert shipped is not None
+    assert shipped.name == "distillation"
+    assert worker.pool.default.validate(teacher) == pytest.approx(1.0)

@@ -46,7 +46,8 @@ def _space_args(space: SearchSpace) -> dict[str, Any]:
 
 
 def base_payload(evaluator: Evaluator, evaluator_options: dict[str, Any]) -> dict[str, Any]:
-    """The picklable parts of an evaluator's context (model on CPU, data, calibration, space args)."""
+    """The picklable parts of an evaluator's context (model on CPU, data, calibration, space
+    args, the task: its teacher, where it has one, on CPU too)."""
     ctx = evaluator.context
     return {
         "model": copy.deepcopy(ctx.model).cpu().eval(),
@@ -60,6 +61,7 @@ def base_payload(evaluator: Evaluator, evaluator_options: dict[str, Any]) -> dic
         "space": _space_args(ctx.space) if ctx.space is not None else None,
         "evaluator": evaluator.name,
         "evaluator_options": dict(evaluator_options),
+        "task": copy.deepcopy(ctx.task).cpu() if ctx.task is not None else None,
     }
 
 
@@ -86,6 +88,7 @@ class EvalWorker:
             space=space,
             val_batches=p["val_batches"],
             batch_size=p["batch_size"],
+            task=p["task"],
         )
         self.pool = EvaluatorPool(make_evaluator(p["evaluator"], ctx, **p["evaluator_options"]))
 

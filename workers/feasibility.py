@@ -14,6 +14,7 @@ from torch import nn
 
 from pruning.errors import PruningError
 from pruning.intake import Intake
+from pruning.tasks import OutputKey
 from search.base import SearchError
 from search.space import SearchSpace, Traced, trace_space
 
@@ -54,11 +55,18 @@ def target_line(exc: Exception) -> str:
     return f"target: {exc}" if "infeasible" in str(exc) else str(exc)
 
 
-def checked_network(spec: ModelSpec, args: dict[str, Any], intake: Intake | None, data: str) -> nn.Module:
+def checked_network(
+    spec: ModelSpec,
+    args: dict[str, Any],
+    intake: Intake | None,
+    data: str,
+    task_output: OutputKey | None = None,
+    labels: bool = True,
+) -> nn.Module:
     """`workers.network.build_network`, a refusal raised as `Refused` in the submit's words: data
     that does not fit an uploaded program, a zoo model these arguments cannot build."""
     try:
-        return build_network(spec, args, intake, data)
+        return build_network(spec, args, intake, data, task_output, labels)
     except Exception as exc:
         if spec.factory is not None:  # the CLI's own factory: its error as it is
             raise

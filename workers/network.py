@@ -7,7 +7,7 @@ converted module + `model.pt2` (loads with `torch.export.load`, runs with no Sec
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from pruning.errors import PruningError
 from pruning.export import export_program, save_model, save_weights
 from pruning.intake import Intake, intake_program, load_factory
 from pruning.models import build_model
+from pruning.tasks import OutputKey, output_key
 
 from .config import ModelSpec
 
@@ -30,16 +31,26 @@ def load_intake(spec: ModelSpec) -> Intake | None:
 
 
 def check_program_data(
-    input_shape: Sequence[int], num_outputs: int, data_shape: Sequence[int], classes: int, data: str
+    input_shape: Sequence[int],
+    outputs: Mapping[str, Sequence[int]],
+    data_shape: Sequence[int],
+    classes: int,
+    data: str,
+    task_output: OutputKey | None = None,
+    labels: bool = True,
 ) -> None:
-    """Refuse a data set whose images or classes do not fit a program's input and output,
-    naming both shapes."""
+    """Refuse a data set whose images or classes do not fit a program's input and the output
+    its task reads (`outputs`: each output's shape without the batch, by name; `task_output`
+    picks one, a one-line `TaskError` when the program has no such output), naming both
+    shapes. A task that reads no labels (`labels=False`) needs no class count to match."""
     c, h, w = (int(s) for s in input_shape)
     dc, dh, dw = (int(s) for s in data_shape)
-    if (c, h, w) != (dc, dh, dw) or num_outputs != classes:
+    shape = outputs[output_key(list(outputs), task_output)]
+    scores = int(shape[0]) if shape else 1
+    if (c, h, w) != (dc, dh, dw) or (labels and scores != classes):
         raise PruningError(
             f"data set {data} gives {dc}x{dh}x{dw} images in {classes} classes, but the model takes "
-            f"{c}x{h}x{w} inputs and gives {num_outputs} outputs"
+            f"{c}x{h}x{w} inputs and gives {scores} outputs"
         )
 
 
@@ -61,12 +72,21 @@ def build_factory(ref: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def build_network(spec: ModelSpec, args: dict[str, Any], intake: Intake | None, data: str) -> nn.Module:
+def build_network(
+    spec: ModelSpec,
+    args: dict[str, Any],
+    intake: Intake | None,
+    data: str,
+    task_output: OutputKey | None = None,
+    labels: bool = True,
+) -> nn.Module:
     """The job's network before any weights are loaded: the converted program (refused when
-    the data does not fit it), the factory's or the zoo's model built with `args`."""
+    the data does not fit it or the output its task reads, `check_program_data`), the
+    factory's or the zoo's model built with `args`."""
     if intake is not None:
         shape = (args["in_channels"], args["input_size"], args["input_size"])
-        check_program_data(intake.input_shape, intake.num_outputs, shape, args["num_classes"], data)
+        classes = int(args.get("num_classes", 0))
+        check_program_data(intake.input_shape, intake.outputs, shape, classes, data, task_output, labels)
         return intake.module
     if spec.factory is not None:
         return build_factory(spec.factory, **args)

@@ -35,7 +35,7 @@ from pruning.export import export_onnx, export_program, load_model, load_weights
 from pruning.imagefolder import Normalization
 from pruning.measure import ModelStats, model_stats
 from pruning.schedule import geometric_path, split_budget
-from pruning.tasks import Task, make_task
+from pruning.tasks import Task, make_task, task_class
 from pruning.train import (
     FinetuneConfig,
     FinetuneOutcome,
@@ -337,6 +337,7 @@ def prepare(
     trained before (and put there when trained here)."""
     sink.phase("data")
     intake = load_intake(cfg.model)  # a program fixes the input size; its data must fit it
+    labels = task_class(cfg.task).needs_labels
     data = load_dataset(
         cfg.data.name,
         input_size=cfg.data.input_size or (intake.input_shape[1] if intake is not None else None),
@@ -345,11 +346,12 @@ def prepare(
         path=cfg.data.path,
         augment=cfg.data.augment,
         normalization=stored_normalization(out) if resumed else None,
+        labels=labels,
     )
     write_data_facts(data, out)
     input_shape = (data.in_channels, data.input_size, data.input_size)
     args = {
-        "num_classes": data.num_classes,
+        **({"num_classes": data.num_classes} if data.num_classes else {}),  # none: unlabelled images
         "in_channels": data.in_channels,
         "input_size": data.input_size,
         **cfg.model.args,
@@ -359,7 +361,7 @@ def prepare(
     if brought is not None:  # a strategy that brings the trained model (AutoSlim: its supernet at full width)
         weights, criterion = brought
     zoo = cfg.model.zoo
-    model = checked_network(cfg.model, args, intake, cfg.data.name).to(device)
+    model = checked_network(cfg.model, args, intake, cfg.data.name, cfg.task_output, labels).to(device)
     for note in intake.notes if intake is not None else []:  # e.g. a reshape with two channel sizes
         sink.event("warning", f"program: {note}", {"note": note})
     calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
@@ -498,7 +500,9 @@ def export(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutc
     files.update({k: str(v) for k, v in write_candidates(outcome.results, out).items()})
     space = prep.space
     files["pareto_plot"] = str(
-        write_pareto_plot(outcome.results, outcome.pareto, outcome.best, space, out / "pareto.png")
+        write_pareto_plot(
+            outcome.results, outcome.pareto, outcome.best, space, out / "pareto.png", prep.task.score_name
+        )
     )
     files["channels_plot"] = str(write_channels_plot(space, space.kept(outcome.best.policy), out / "channels.png"))
     return files

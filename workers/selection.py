@@ -170,7 +170,7 @@ def asha_select(
         "criterion": criterion,
         "kept": [dict(k) for k in kept],
         "plan": plan,
-        "task": default_task(task),
+        "task": copy.deepcopy(default_task(task)).cpu(),  # the trials run on CPUs
     }
     finished: list[int] = []
 

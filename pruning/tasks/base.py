@@ -148,6 +148,10 @@ class Task:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(output={self.output!r})"
 
+    def cpu(self) -> Task:
+        """The task with any network it holds on the CPU (for shipping to another process)."""
+        return self
+
     def batch(self, batch: Any, device: torch.device | str | None = None) -> tuple[torch.Tensor, Any]:
         """`(inputs, targets)` of one loader batch `(x, y)`, moved to `device` when given."""
         x, y = batch[0], batch[1]

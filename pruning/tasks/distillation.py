@@ -93,6 +93,12 @@ class Distillation(Task):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_on_device": {}}  # the per-device copies are rebuilt where used
 
+    def cpu(self) -> Distillation:
+        if self.teacher is not None:
+            self.teacher = self.teacher.cpu()
+        self._on_device = {}
+        return self
+
     def teacher_on(self, device: torch.device | str) -> nn.Module:
         """The frozen teacher on `device` (a copy per device, the original untouched)."""
         if self.teacher is None:

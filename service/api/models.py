@@ -91,8 +91,14 @@ def _validate_program(path: Path, max_bytes: int) -> Intake:
 
 
 def program_facts(intake: Intake) -> dict[str, Any]:
-    """What is stored as an uploaded program's args: input shape (C, H, W), output shape and the layers converted."""
-    return {"input_shape": list(intake.input_shape), "output_shape": list(intake.output_shape), "layers": intake.layers}
+    """What is stored as an uploaded program's args: input shape (C, H, W), output shape (the
+    first output's), every output's shape by name and the layers converted."""
+    return {
+        "input_shape": list(intake.input_shape),
+        "output_shape": list(intake.output_shape),
+        "outputs": {k: list(v) for k, v in intake.outputs.items()},
+        "layers": intake.layers,
+    }
 
 
 def _validate(zoo: str, args: dict[str, Any], path: Path) -> None:

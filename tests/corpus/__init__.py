@@ -19,6 +19,7 @@ from torch import nn
 from pruning.cut import example_input
 from pruning.export import export_program
 from pruning.graph import DependencyGraph
+from pruning.tasks import named_outputs
 from search.base import Result
 from search.evaluators import EvalContext, Evaluator
 from search.registry import make_strategy
@@ -28,6 +29,7 @@ from search.space import SearchSpace
 from .classic import VGG, AlexNet, DenseNet, GoogLeNet, Res2Net, ResNet, SqueezeNet, WideResNet, Xception
 from .dense import FPN, UNet
 from .fullsize import TorchvisionAlexNet, TorchvisionVGG, TorchvisionWideResNet
+from .heads import AuxHeadNet
 from .mobile import (
     ConvNeXt,
     CSPNet,
@@ -95,6 +97,7 @@ CORPUS: dict[str, Entry] = {
     "convnext": Entry("ConvNeXt (7x7 dw, LayerNorm, layer scale)", ConvNeXt),
     "unet": Entry("U-Net (skip concat, transposed conv)", UNet, classifier=False),
     "fpn": Entry("FPN (top-down add)", FPN),
+    "aux_heads": Entry("Auxiliary head (dict output: out, aux)", AuxHeadNet),
 }
 
 
@@ -170,14 +173,24 @@ class ForwardCheck(Evaluator):
     def score(self, model: nn.Module, policy: Mapping[str, float], phase: str) -> float:
         with torch.no_grad():
             out = model(torch.randn(2, *self.context.input_shape))
-        return float(out.shape == self.context.extras["shape"] and bool(torch.isfinite(out).all()))
+        return float(shapes(out) == self.context.extras["shape"] and finite(out))
+
+
+def shapes(out: object) -> dict[str, tuple[int, ...]]:
+    """Each output's shape by name (a network with one output: `{"output": shape}`)."""
+    return {k: tuple(v.shape) for k, v in named_outputs(out).items()}
+
+
+def finite(out: object) -> bool:
+    """Whether every output is finite."""
+    return all(bool(torch.isfinite(v).all()) for v in named_outputs(out).values())
 
 
 def search_cut(model: nn.Module, space: SearchSpace, strategy: str) -> tuple[Result, nn.Module]:
     """Run `strategy` (e.g. uniform, global) over `space` in process (`search.runner`), scored
     by `ForwardCheck`; returns its chosen result and that network, cut (`space.cut`)."""
     with torch.no_grad():
-        shape = model(torch.randn(2, *space.input_shape)).shape
+        shape = shapes(model(torch.randn(2, *space.input_shape)))
     ctx = EvalContext(model=model, data=None, input_shape=space.input_shape, space=space, extras={"shape": shape})  # type: ignore[arg-type]
     best = run_search(make_strategy(strategy, space, seed=0), ForwardCheck(ctx)).best
     if best is None:

@@ -31,7 +31,6 @@ function field(label, id, input, help) {
 
 // Which form field a 422's location (e.g. "target", "strategy.options", "data") belongs to.
 const FIELD_OF = [
-  [/^task/, "task"],
   [/^model\.upload/, "upload"],
   [/^model/, "zoo"],
   [/^data\.upload/, "data-upload"],
@@ -51,22 +50,25 @@ const FIELD_OF = [
   [/^priority/, "priority"],
   [/^runtime/, "runtime"],
   [/^space\.streams/, "streams"],
+  [/^task_output/, "task-output"],
+  [/^task/, "task"],
 ];
 
 function fieldFor(path, message) {
   for (const [re, id] of FIELD_OF) if (re.test(path)) return id;
   // String errors from the API name their field in the text ("data.path ... is outside ...").
-  const m = /^((?:task|model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime|space)(?:\.\w+)*)\b/.exec(message || "");
+  const m = /^((?:task_output|task|model|data|target|strategy|criterion|evaluator|finetune|train|priority|runtime|space)(?:\.\w+)*)\b/.exec(message || "");
   return m ? fieldFor(m[1], "") : null;
 }
 
 export function mountSubmit(root) {
-  const task = el("select", { id: "task", name: "task" });
   const zoo = el("select", { id: "zoo", name: "zoo" });
   const modelArgs = el("input", { id: "model-args", name: "model-args", type: "text", spellcheck: "false", placeholder: '{"num_classes": 10}' });
   const dataset = el("select", { id: "dataset", name: "dataset" });
   const dataPath = el("input", { id: "data-path", name: "data-path", type: "text", placeholder: "/data/cifar10" });
   const inputSize = el("input", { id: "input-size", name: "input-size", type: "number", min: "8", placeholder: "default" });
+  const task = el("select", { id: "task", name: "task" });
+  const taskOutput = el("input", { id: "task-output", name: "task-output", type: "text", placeholder: "first" });
   const targetKind = el("select", { id: "target-kind", name: "target-kind" });
   const targetValue = el("input", { id: "target-value", name: "target-value", type: "text", value: "0.5", required: true, inputmode: "decimal" });
   const absolute = el("input", { id: "absolute", name: "absolute", type: "checkbox" });
@@ -135,6 +137,7 @@ export function mountSubmit(root) {
       field("Data set", "dataset", dataset, "built in; an uploaded data set below replaces it"),
       field("Data path", "data-path", dataPath, "only for cifar10 / imagefolder, under the allowed roots"),
       field("Input size (px)", "input-size", inputSize),
+      field("Task output", "task-output", taskOutput, "for a network with several outputs: the name (or position) of the one the task reads"),
     ),
     el("fieldset", { class: "uploads" }, el("legend", {}, "Your uploads"), models.node, datasets.node),
     el(
@@ -255,10 +258,12 @@ export function mountSubmit(root) {
       strategy: { name: strategy.value, options: opts },
       priority: Number(priority.value || 0),
     };
-    if (task.value) spec.task = task.value;
     if (criterion.value) spec.criterion = criterion.value;
     if (evaluator.value) spec.evaluator = { name: evaluator.value };
     if (runtime.value) spec.runtime = runtime.value;
+    if (task.value) spec.task = task.value;
+    const out = taskOutput.value.trim();
+    if (out) spec.task_output = /^\d+$/.test(out) ? Number(out) : out;
     if (streams.value) spec.space = { streams: streams.value };
     if (datasets.value() === null && dataPath.value.trim()) spec.data.path = dataPath.value.trim();
     if (inputSize.value) spec.data.input_size = Number(inputSize.value);
