@@ -228,8 +228,8 @@ class DependencyGraph:
         out = output_layer(model)
         if out is not None:
             ignored_modules.append(out)
-        ignored_modules += [m for m in head_layers(model, example_inputs) if m not in ignored_modules]
         try:
+            ignored_modules += [m for m in head_layers(model, example_inputs) if m not in ignored_modules]
             self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
         except Exception as exc:  # the tracer fails in many ways on unsupported code
             raise UnsupportedModelError(f"cannot trace the model's channel dependencies: {exc}") from exc

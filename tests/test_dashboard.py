@@ -336,7 +336,10 @@ def test_upload_a_program_and_an_archive_from_the_form_and_run_a_job_on_them(ser
     page.goto(server.url + "/#/submit")
     page.wait_for_selector("#upload-file[accept]", state="attached")  # the served upload rules
     assert ".pt2" in page.get_attribute("#upload-file", "accept")
-    assert page.locator("#task").is_hidden()  # no task list served: no task field
+    from pruning.tasks import list_tasks
+
+    page.wait_for_selector("#task option[value=distillation]", state="attached")
+    assert page.locator("#task option").all_inner_texts() == ["API default", *list_tasks()]  # the server's registry
 
     # Slow the upload so its progress shows in steps; the submit button waits for it.
     cdp = page.context.new_cdp_session(page)

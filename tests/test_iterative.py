@@ -83,9 +83,9 @@ def test_rounds_distil_from_the_unpruned_network(tmp_path: Path, monkeypatch: py
     seen: list[tuple[bool, float]] = []
     real = pipeline.finetune
 
-    def spy(model, data, config=None, teacher=None, device="auto", progress=None):
+    def spy(model, data, config=None, teacher=None, device="auto", progress=None, task=None):
         seen.append((teacher is not None, config.kd_alpha))
-        return real(model, data, config, teacher=teacher, device=device, progress=progress)
+        return real(model, data, config, teacher=teacher, device=device, progress=progress, task=task)
 
     monkeypatch.setattr(pipeline, "finetune", spy)
     job = {**JOB, "finetune": {**JOB["finetune"], "kd_alpha": 0.5, "rounds": 2}}

@@ -234,6 +234,15 @@ def test_bad_quantize_options_are_one_line_422s_at_submit(api, quantize, onnx, m
     assert client.get("/v1/jobs", headers=auth).json()["total"] == 0
 
 
+def test_quantize_on_a_task_it_cannot_score_is_a_one_line_422(api) -> None:
+    client, auth = api
+    body = {**MINIMAL, "model": {"zoo": "unet"}, "data": {"name": "scenes"}, "task": "segmentation"}
+    r = client.post("/v1/jobs", json={**body, "quantize": {"mode": "int8"}}, headers=auth)
+    assert r.status_code == 422, r.text
+    assert "INT8 is scored for classification jobs only, not task 'segmentation'" in r.json()["detail"]
+    assert client.get("/v1/jobs", headers=auth).json()["total"] == 0
+
+
 def test_a_good_quantize_section_is_stored_with_its_defaults(api) -> None:
     client, auth = api
     body = {**MINIMAL, "quantize": {"mode": "int8", "calibration": "entropy", "calibration_batches": 3}}

@@ -15,11 +15,11 @@ import torch
 from corpus.heads import AuxHeadNet
 from PIL import Image
 
-from pruning.errors import PruningError
 from pruning.export import load_model, load_weights
 from pruning.models import build_model
 from pruning.tasks import make_task, named_outputs
 from pruning.train import evaluate
+from workers.feasibility import Refused
 from workers.pipeline import prune_module, run_pipeline
 
 JOB = {
@@ -179,5 +179,9 @@ def test_a_network_with_two_outputs_is_pruned_keeping_both(tmp_path: Path) -> No
     assert [o.name for o in sess.get_outputs()] == ["out", "aux"]
     for name, got in zip(["out", "aux"], sess.run(None, {"input": x.numpy()}), strict=True):
         torch.testing.assert_close(torch.from_numpy(got), y[name], atol=1e-4, rtol=1e-4)
-    with pytest.raises(PruningError, match="task_output 'main' is not an output of the network; it has: out, aux"):
+    with pytest.raises(Refused, match="task_output 'main' is not an output of the network; it has: out, aux") as exc:
         prune_module(net, torch.randn(2, 3, 32, 32), {**spec, "task_output": "main"}, tmp_path / "bad")
+    # the job refuses it in the words the submit uses
+    assert (
+        exc.value.line == "task_output 'main' is not an output of the network; it has: out, aux"
+    )  # as the submit says

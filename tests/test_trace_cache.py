@@ -17,7 +17,8 @@ def small_net() -> nn.Module:
 
 def fill(traces: Traces, keys: str) -> None:
     for key in keys:
-        with traces.use(key, lambda: (small_net(), SHAPE, 10)) as entry:
+        with traces.use(key, lambda: (small_net(), SHAPE, {"output": (10,)}), wait=60) as entry:
+            assert entry is not None  # traced within the wait
             assert entry.net is not None  # built and traced, not failed
             assert entry.trace is not None
 

@@ -472,6 +472,9 @@ class JobConfig(Section):
         """INT8 is made from the ONNX export."""
         if self.quantize.mode is not None and not self.onnx:
             raise ValueError("quantize needs onnx: true (model.int8.onnx is made from model.onnx)")
+        if self.quantize.mode is not None and self.task != "classification":
+            # the INT8 network is scored by top-1 accuracy in ONNX Runtime (`pruning.quantize.onnx_score`)
+            raise ValueError(f"quantize: INT8 is scored for classification jobs only, not task {self.task!r}")
         return self
 
     @field_validator("criterion")

@@ -14,7 +14,7 @@ from torch import nn
 
 from pruning.errors import PruningError
 from pruning.intake import Intake
-from pruning.tasks import OutputKey
+from pruning.tasks import OutputKey, TaskError
 from search.base import SearchError
 from search.space import SearchSpace, Traced, trace_space
 
@@ -70,7 +70,12 @@ def checked_network(
     except Exception as exc:
         if spec.factory is not None:  # the CLI's own factory: its error as it is
             raise
-        line = f"data: {exc}" if intake is not None and isinstance(exc, PruningError) else network_line(spec, exc)
+        if isinstance(exc, TaskError):  # a task_output the program lacks: the submit's check_task_output line
+            line: str | None = str(exc)
+        elif intake is not None and isinstance(exc, PruningError):
+            line = f"data: {exc}"
+        else:
+            line = network_line(spec, exc)
         if line is None:
             raise
         raise Refused(str(exc), line) from exc
