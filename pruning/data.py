@@ -38,10 +38,10 @@ from .errors import PruningError
 from .imagefolder import (
     ImageFolderSet,
     Normalization,
+    folder_splits,
     imagefolder_shape,
     measure_normalization,
     scan_imagefolder,
-    seeded_split,
 )
 
 FASHION_MNIST_DIR = Path(os.environ.get("SECATEURS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -272,17 +272,7 @@ def _imagefolder(
     labels: bool = True,
 ) -> DataSplits:
     index = scan_imagefolder(path, labels)
-    if index.val is not None:
-        train, val = index.train, index.val
-        test = index.test if index.test is not None else index.val
-    else:
-        train, val, test = seeded_split(index.train, 1 if index.test is not None else 2, seed)
-        test = index.test if index.test is not None else test
-    if not val or not test:
-        raise PruningError(f"image folder {path}: too few images ({len(index.train)}) to split off validation")
-    if subset:
-        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:subset]
-        train = [train[i] for i in keep.tolist()]
+    train, val, test = folder_splits(index.train, index.val, index.test, seed, subset, f"image folder {path}")
     channels, _ = imagefolder_shape(path, labels)
     norm = normalization or measure_normalization([f for f, _ in train], input_size, channels, seed)
     if len(norm.mean) != channels:

@@ -394,3 +394,23 @@ def seeded_split(samples: Sequence[S], parts: int, seed: int) -> tuple[list[S], 
     test = [samples[i] for i in perm[n : 2 * n]] if parts == 2 else []
     rest = [samples[i] for i in perm[n * parts :]]
     return rest, val, test
+
+
+def folder_splits(
+    train: Sequence[S], val: Sequence[S] | None, test: Sequence[S] | None, seed: int, subset: int | None, what: str
+) -> tuple[list[S], list[S], list[S]]:
+    """A folder's `(train, val, test)`: its own val/ and test/ when given (without test/, val/
+    is tested on), otherwise seeded shares of train (`seeded_split`); then a seeded `subset` of
+    train. `what` names the folder in the refusal when too few images are left to split off."""
+    if val is not None:  # val/ given: without test/, the same list is tested on (one data set for both)
+        tr, va = list(train), list(val)
+        te = list(test) if test is not None else va
+    else:
+        tr, va, te = seeded_split(train, 1 if test is not None else 2, seed)
+        te = list(test) if test is not None else te
+    if not va or not te:
+        raise PruningError(f"{what}: too few images ({len(train)}) to split off validation")
+    if subset:
+        keep = torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed))[:subset]
+        tr = [tr[i] for i in keep.tolist()]
+    return tr, va, te

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import PruningError
-from ..imagefolder import Normalization, decode, image_channels, seeded_split, to_tensor
+from ..imagefolder import Normalization, decode, folder_splits, image_channels, to_tensor
 from .folder import Pair, count_classes, read_mask, scan_maskfolder
 from .scenes import SCENE_CLASSES, make_scenes
 from .transforms import eval_pair, train_pair
@@ -136,17 +136,7 @@ def load_maskfolder(
 
     index = scan_maskfolder(path)
     classes = count_classes(index)
-    if index.val is not None:
-        train, val = index.train, index.val
-        test = index.test if index.test is not None else index.val
-    else:
-        train, val, test = seeded_split(index.train, 1 if index.test is not None else 2, seed)
-        test = index.test if index.test is not None else test
-    if not val or not test:
-        raise PruningError(f"mask folder {path}: too few images ({len(index.train)}) to split off validation")
-    if subset:
-        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:subset]
-        train = [train[i] for i in keep.tolist()]
+    train, val, test = folder_splits(index.train, index.val, index.test, seed, subset, f"mask folder {path}")
     channels = image_channels([img for img, _ in train[:64]])
     norm = normalization or _measure(train, input_size, channels, seed)
     if len(norm.mean) != channels:
