@@ -35,6 +35,7 @@ class SearchOutcome:
     pareto: list[Result]
     seconds: float
     stopped: bool = False
+    capped: bool = False  # stopped because `max_candidates` were evaluated, not because asked to
     resource: str = "flops"
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -108,7 +109,7 @@ def run_search(
     results: list[Result] = [r if isinstance(r, Result) else Result.from_dict(r) for r in (previous or [])]
     known = {r.proposal_id: r for r in results if r.kind == "candidate"}
     events: list[dict[str, Any]] = []
-    stopped = False
+    stopped = capped = False
     idle = 0
 
     def event(kind: str, **data: Any) -> None:
@@ -123,7 +124,7 @@ def run_search(
             event("stopped", candidates=len(results))
             break
         if max_candidates is not None and len(results) >= max_candidates:
-            stopped = True
+            stopped = capped = True
             break
         proposals = strategy.ask(max(1, batch_size))
         if not proposals:
@@ -193,6 +194,7 @@ def run_search(
         pareto=front,
         seconds=time.perf_counter() - t0,
         stopped=stopped,
+        capped=capped,
         resource=resource,
         events=events,
     )

@@ -62,3 +62,12 @@ def test_a_model_below_its_search_score_is_reported_with_both_numbers(
     }
     assert f"{summary['search_score']:.4f}" in summary["warning"]
     assert f"{summary['val_accuracy_after']:.4f}" in summary["warning"]
+
+
+def test_a_search_capped_by_max_candidates_still_returns_its_best(tmp_path: Path) -> None:
+    # EagleEye is not done after two candidates: the cap ends the search, not the job
+    config = {**BASE, "strategy": {"name": "eagleeye"}, "search": {"max_candidates": 2}, "finetune": {"max_steps": 5}}
+    summary = pipeline.run_pipeline(config, tmp_path)
+    assert summary["candidates"] == 2
+    assert summary["flops_after"] <= 0.5 * summary["flops_before"]
+    assert (tmp_path / "model.safetensors").is_file()

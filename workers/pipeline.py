@@ -745,8 +745,8 @@ def run_pipeline(
         )
     finally:
         strategy.close()  # e.g. AMC's RLlib training thread
-    if outcome.stopped and not strategy.done:
-        return stopped(cfg, outcome, out, sink)
+    if outcome.stopped and not outcome.capped and not strategy.done:
+        return stopped(cfg, outcome, out, sink)  # asked to stop (a search capped by max_candidates goes on)
     best = outcome.best
     if best is None:
         raise SearchError(f"strategy {cfg.strategy.name!r} finished without a result")
