@@ -208,6 +208,11 @@ def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, t
     table = page.inner_text("#before-after")
     assert f"{summary['accuracy_after'] * 100:.2f} %" in table
     assert page.locator("#sens-card").is_visible()  # sensitivity curves for a sensitivity job
+    # the search's plots are shown, fetched from the real API with the token
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#pictures img')].filter((i) => i.complete && i.naturalWidth > 0)"
+        ".map((i) => i.dataset.artifact).sort().join() === 'channels.png,pareto.png'"
+    )
     assert page.inner_text("#job-phase").startswith("Done")
 
     # Hover a candidate: its per-layer rates appear in the Inspect panel; keyboard does the same.
@@ -448,7 +453,7 @@ def _standin_api(hits: dict[str, int]):
     summary names its score (`score_name`: mIoU). `hits` counts requests per path."""
     import random
 
-    from fastapi import Body, FastAPI, Header, HTTPException, Request
+    from fastapi import Body, FastAPI, Header, HTTPException, Request, Response
 
     from service.dashboard import router
 
@@ -617,6 +622,29 @@ def _standin_api(hits: dict[str, int]):
         auth(authorization)
         return events[after:]
 
+    def png(width: int, height: int) -> bytes:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (width, height), (200, 30, 30)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    pictures = {"previews/0.png": png(388, 206), "previews/1.png": png(388, 206), "pareto.png": png(320, 240)}
+
+    @app.get("/v1/jobs/{job_id}/artifacts")
+    def artifacts(job_id: int, authorization: str = Header("")):
+        auth(authorization)
+        names = [*pictures, "model.safetensors"] if job_id == 5 else []
+        url = f"/v1/jobs/{job_id}/artifacts/"
+        return [{"name": n, "size": len(pictures.get(n, b"")), "sha256": None, "url": url + n} for n in names]
+
+    @app.get("/v1/jobs/{job_id}/artifacts/{name:path}")
+    def artifact(job_id: int, name: str, authorization: str = Header("")):
+        auth(authorization)
+        return Response(pictures[name], media_type="application/octet-stream")
+
     @app.post("/v1/jobs", status_code=201)
     def submit(body: dict = Body(...), authorization: str = Header("")):
         auth(authorization)
@@ -757,6 +785,14 @@ def test_the_score_is_named_as_the_summary_names_it(standin, page):
     page.goto(base + "/#/jobs/5")
     page.wait_for_selector("#before-after")
     assert page.locator("#before-after tbody th").first.inner_text() == "mIoU"
+    # the previews and the search's plot are shown on the page, fetched with the token
+    page.wait_for_function(
+        "() => document.querySelectorAll('#pictures img').length === 3 && "
+        "[...document.querySelectorAll('#pictures img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
+    shown = page.eval_on_selector_all("#pictures img", "(xs) => xs.map((i) => [i.dataset.artifact, i.naturalWidth])")
+    assert shown == [["previews/0.png", 388], ["previews/1.png", 388], ["pareto.png", 320]]
+    assert "before and after pruning" in page.inner_text("#pictures")
     assert page.evaluate("() => window.__secateurs.scoreAxis") == "mIoU"
     assert "final miou" in page.inner_text("#job-facts").lower()  # the CSS upper-cases labels
     page.focus("#scatter")

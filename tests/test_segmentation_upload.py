@@ -253,9 +253,12 @@ def test_end_to_end_segmentation_job_on_uploaded_scenes(tmp_path):
         )
         done = client.wait(job["id"], poll=0.5, timeout=400)
         assert done["status"] == "succeeded", done.get("error")
-        client.download(job["id"], tmp_path / "out")
+        files = client.download(job["id"], tmp_path / "out")
         report = json.loads((tmp_path / "out" / "report.json").read_text())
         assert (report["task"], report["score_name"], report["data"]) == ("segmentation", "miou", "maskfolder")
+        # the unpruned and pruned networks' masks on validation images, side by side
+        assert done["summary"]["files"]["previews"] == "previews"
+        assert {p.relative_to(tmp_path / "out").as_posix() for p in files} >= {f"previews/{i}.png" for i in range(6)}
         assert report["dataset"]["classes"] == list(SCENE_CLASSES)
         assert report["flops_after"] <= 0.5 * report["flops_before"]
         # predicting background everywhere scores an mIoU of 0.19-0.20 on these scenes

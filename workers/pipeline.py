@@ -29,11 +29,12 @@ from torch import nn
 from pruning.bn import recalibrate_bn
 from pruning.criteria import get_criterion
 from pruning.cut import prune
-from pruning.data import DataSplits, calibration_batches, dataset_size, load_dataset
+from pruning.data import DataSplits, calibration_batches, dataset_size, load_dataset, without_augmentation
 from pruning.device import get_device
 from pruning.export import export_onnx, export_program, load_model, load_weights, save_model, save_weights
 from pruning.imagefolder import Normalization
 from pruning.measure import ModelStats, model_stats
+from pruning.preview import PREVIEW_DIR, write_previews
 from pruning.schedule import geometric_path, split_budget
 from pruning.tasks import Task, make_task, task_class
 from pruning.train import (
@@ -505,6 +506,9 @@ def export(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutc
         )
     )
     files["channels_plot"] = str(write_channels_plot(space, space.kept(outcome.best.policy), out / "channels.png"))
+    val = without_augmentation(prep.data.val)
+    if write_previews(prep.task, prep.model, tuned.model, val, prep.data.normalization, out, prep.device):
+        files["previews"] = str(out / PREVIEW_DIR)
     return files
 
 

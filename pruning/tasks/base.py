@@ -15,6 +15,8 @@ and the pipeline (`workers`) call it and stay task-agnostic. The contract, one m
   `compute() -> Score` (`value`, higher is better, named `score_name`; `extras` by name).
 - `compare(expected, actual) -> float`: how far two networks' raw outputs are apart, for
   verification (largest absolute difference over every output by default).
+- `render(picture, outputs, index) -> Image | None`: a picture of what the network predicts for
+  sample `index` of a batch, drawn over its input (`pruning.preview`); None draws nothing.
 
 Class attributes: `name` (the registry key), `score_name` (what reports call the score),
 `needs_labels` (False: the data's labels are never read, class folders optional),
@@ -28,8 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from ..errors import PruningError
@@ -182,3 +186,8 @@ class Task:
     def compare(self, expected: Any, actual: Any) -> float:
         """How far two networks' raw outputs are apart (0: equal), for verification."""
         return max_difference(expected, actual)
+
+    def render(self, picture: np.ndarray, outputs: Any, index: int) -> Image.Image | None:
+        """Sample `index`'s prediction (`outputs` as `forward` gives them for the batch) drawn
+        over its input `picture` (`(H, W, 3)` uint8); None: the task draws no previews."""
+        return None

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from ..segmentation.metrics import SegmentationScores, match_logits, segmentation_loss
 from .base import Metric, Score, Task, softened_kl
@@ -36,6 +39,26 @@ class MeanIoU:
         return Score(out["miou"], self.name, extras)
 
 
+PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+    ],
+    dtype=np.float64,
+)
+"""Class colours of the previews (a class past the last takes the colours again)."""
+
+
 @register_task("segmentation")
 class Segmentation(Task):
     """Masks `(N, H, W)` as targets; logits `(N, K, h, w)` as outputs."""
@@ -54,6 +77,16 @@ class Segmentation(Task):
 
     def metric(self) -> Metric:
         return MeanIoU(self.score_name)
+
+    def render(self, picture: np.ndarray, outputs: Any, index: int) -> Image.Image:
+        """Each pixel's predicted class as a colour over the picture (class 0, usually the
+        background, left uncoloured)."""
+        h, w = picture.shape[:2]
+        logits = F.interpolate(outputs[index : index + 1].float(), size=(h, w), mode="bilinear", align_corners=False)
+        classes = logits[0].argmax(0).cpu().numpy()
+        colours = PALETTE[classes % len(PALETTE)]
+        shown = np.where((classes > 0)[..., None], 0.45 * picture + 0.55 * colours, picture)
+        return Image.fromarray(shown.round().astype(np.uint8))
 
 
 def task_data_mismatch(task: str, segmentation_data: bool) -> str | None:

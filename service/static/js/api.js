@@ -149,6 +149,21 @@ export function itemsOf(data) {
   return (data && data.items) || [];
 }
 
+// A picture behind the token, as an object URL an <img> can show (kept per URL: a finished
+// job's artifacts never change, and a page redrawn on each poll must not fetch them again).
+const objectUrls = new Map();
+export function objectUrl(url) {
+  if (!objectUrls.has(url)) {
+    const made = fetch(url, { headers: { Authorization: `Bearer ${getToken()}` } }).then(async (resp) => {
+      if (!resp.ok) throw new ApiError(resp.status, `cannot load ${url}: HTTP ${resp.status}`);
+      return URL.createObjectURL(await resp.blob());
+    });
+    made.catch(() => objectUrls.delete(url));
+    objectUrls.set(url, made);
+  }
+  return objectUrls.get(url);
+}
+
 // Downloads need the token too, so a plain link will not do: fetch, then save the blob.
 export async function download(url, filename) {
   const resp = await fetch(url, { headers: { Authorization: `Bearer ${getToken()}` } });

@@ -1,7 +1,7 @@
 // A finished job's result: the before/after table from its summary and its artifacts, each
 // downloaded through the page (with the token) and listed with size and sha256.
 
-import { download } from "../api.js";
+import { download, objectUrl } from "../api.js";
 import { capitalised, scoreNameOf } from "../model.js";
 import { el, fmtBytes, fmtCount, fmtMs, fmtScore } from "../util.js";
 
@@ -107,12 +107,38 @@ function artifactsTable(artifacts, jobBase) {
   );
 }
 
+// The job's pictures, shown on the page: the unpruned and pruned networks' predictions on a few
+// validation images (previews/*.png, when the task draws them) and the search's plots.
+function picturesBox(artifacts, jobBase) {
+  const urlOf = (a) => sameOrigin(a.url) || `${jobBase}/artifacts/${encodeURIComponent(a.name)}`;
+  const picture = (a, alt) => {
+    const img = el("img", { alt, "data-artifact": a.name, loading: "lazy" });
+    objectUrl(urlOf(a)).then((src) => { img.src = src; }, () => { img.alt = `${alt} (could not be loaded)`; });
+    return el("figure", {}, img, el("figcaption", { class: "muted small" }, a.name));
+  };
+  const previews = artifacts.filter((a) => a.name.startsWith("previews/") && a.name.endsWith(".png"));
+  const plots = artifacts.filter((a) => a.name === "pareto.png" || a.name === "channels.png");
+  if (!previews.length && !plots.length) return null;
+  return el(
+    "div",
+    { class: "pictures-box", id: "pictures" },
+    previews.length ? el("h3", {}, "Predictions before and after pruning (validation images)") : null,
+    previews.length ? el("div", { class: "pictures" }, previews.map((a) => picture(a, `unpruned and pruned predictions, ${a.name}`))) : null,
+    plots.length ? el("h3", {}, "Search") : null,
+    plots.length ? el("div", { class: "pictures" }, plots.map((a) => picture(a, a.name === "pareto.png" ? "candidates: score against cost, Pareto front" : "channels kept per layer"))) : null,
+  );
+}
+
 // Fills `container` with what is known; returns false when there is nothing to show yet.
 export function renderResults(container, summary, artifacts, jobBase) {
   const parts = [];
   if (summary) parts.push(beforeAfterTable(summary, artifacts));
   if (summary && summary.quantize) parts.push(int8Table(summary.quantize));
-  if (artifacts && artifacts.length) parts.push(artifactsTable(artifacts, jobBase));
+  if (artifacts && artifacts.length) {
+    const pictures = picturesBox(artifacts, jobBase);
+    if (pictures) parts.push(pictures);
+    parts.push(artifactsTable(artifacts, jobBase));
+  }
   container.replaceChildren(...parts);
   return parts.length > 0;
 }
