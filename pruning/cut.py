@@ -12,6 +12,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from .criteria import Criterion, get_criterion
 from .errors import CutError, PinnedGroupWarning, PruningError
 from .graph import ChannelGroup, DependencyGraph
 from .tasks import named_outputs
+
+if TYPE_CHECKING:
+    from .cost import CostModel
 
 Policy = dict[str, float]
 """A pruning policy, the one type for it everywhere (engine and search): per channel group key, the
@@ -324,10 +328,19 @@ def prune(
 
 
 def trial_pins(
-    model: nn.Module, input_shape: Sequence[int], graph: DependencyGraph, rate: float = 0.5
+    model: nn.Module,
+    input_shape: Sequence[int],
+    graph: DependencyGraph,
+    rate: float = 0.5,
+    costs: CostModel | None = None,
 ) -> dict[str, str]:
     """Groups of `model` (traced as `graph`) that a trial cut at `rate` shows cannot be cut;
-    each is pinned in `graph` too. A search calls this once so it never proposes them."""
+    each is pinned in `graph` too. A search calls this once so it never proposes them. With the
+    trace's cost model (`costs`), a trial cut of every group at once by its index selection (no
+    re-trace) that passes the check finds nothing to pin; only a failed one is cut again group
+    by group (`cut_model`) to find the groups that break."""
+    if costs is not None and _whole_cut_passes(model, input_shape, graph, costs, rate):
+        return {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PinnedGroupWarning)
         found = cut_model(model, rate, "l1", input_shape=input_shape).pinned
@@ -335,6 +348,27 @@ def trial_pins(
         if key in graph.by_key:
             graph.pin(key, why)
     return found
+
+
+def _whole_cut_passes(
+    model: nn.Module, input_shape: Sequence[int], graph: DependencyGraph, costs: CostModel, rate: float
+) -> bool:
+    """Whether `model` cut at `rate` in every group (the channels `cut_model` would choose, by
+    L1), made by `costs.cut` on the trace `graph` already holds, passes `check_cut`."""
+    x = example_input(model, input_shape)
+    expected = output_shape(model, x)
+    keep = resolve_policy(graph, rate)
+    crit = get_criterion("l1")
+    prepare_criterion(crit, model, graph, None)
+    scores = group_scores(model, graph, crit)
+    removed = {
+        g.key: channels_to_cut(g, scores[g.key], g.channels - keep[g.key]) for g in graph.groups if g.pinned is None
+    }
+    try:
+        check_cut(costs.cut(model, removed), x, expected, "every group")
+    except Exception:  # noqa: BLE001 - any failure: the groups are cut one by one to find which
+        return False
+    return True
 
 
 def channel_groups(model: nn.Module, input_shape: Sequence[int]) -> list[ChannelGroup]:

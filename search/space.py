@@ -50,7 +50,7 @@ def trace_space(model: nn.Module, input_shape: Sequence[int]) -> Traced:
     computed once, it can be handed to spaces of the same model and input as `traced=`."""
     shape = tuple(int(s) for s in input_shape[-3:])
     graph, costs = trace(model, shape)
-    trial_pins(model, shape, graph)
+    trial_pins(model, shape, graph, costs=costs)
     return graph, costs
 
 

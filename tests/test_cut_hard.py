@@ -301,6 +301,32 @@ def test_search_space_pins_what_cannot_be_cut() -> None:
     assert all(described[k]["pinned_reason"] == why for k, why in shuffle.engine_pins.items())
 
 
+def test_a_space_traces_its_network_once_unless_the_trial_cut_fails(monkeypatch) -> None:
+    """The trial cut is made on the space's own trace: one channel-graph trace for a network
+    whose trial cut passes; a failed one (the split) is cut again, group by group, and pins."""
+    import pruning.cost
+    import pruning.cut
+    from pruning.graph import DependencyGraph
+
+    made: list[str] = []
+
+    class Counted(DependencyGraph):
+        def __init__(self, model: nn.Module, *args, **kwargs) -> None:
+            made.append(type(model).__name__)
+            super().__init__(model, *args, **kwargs)
+
+    monkeypatch.setattr(pruning.cost, "DependencyGraph", Counted)
+    monkeypatch.setattr(pruning.cut, "DependencyGraph", Counted)
+    space = SearchSpace(randomise_bn(Shuffle()), SHAPE, "flops=0.8")
+    assert made == ["Shuffle"]
+    assert space.engine_pins
+    assert all("shuffle" in why for why in space.engine_pins.values())
+    made.clear()
+    split = SearchSpace(randomise_bn(FixedSplit()), SHAPE, "flops=0.7")
+    assert len(made) > 1  # the failed trial cut was made again to find the group
+    assert set(split.engine_pins) == {"stem.0"}
+
+
 def test_a_job_reports_the_groups_it_keeps_whole(tmp_path) -> None:
     """A job on a user's `.pt2` with a channel shuffle: each pinned group is a warning event
     naming it and its layers, and the summary lists them; the rest is cut."""
