@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -443,7 +443,7 @@ def _load_json(path: Path, shown: str) -> dict[str, Any]:
     return doc
 
 
-def _int(v: Any) -> bool:
+def _int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -554,17 +554,17 @@ def scan_coco(root: Path) -> BoxFolderIndex:
         if path != first and _categories(_load_json(path, _rel(path, root)), _rel(path, root)) != cats:
             raise PruningError(f"{_rel(path, root)}: its categories differ from those of {_rel(first, root)}")
     cat_index = {cid: k for k, cid in enumerate(sorted(cats))}
-    counts, files, sizes = BoxCounts(), set(), {}  # type: ignore[var-annotated]
+    counts, files, sizes = BoxCounts(), set[str](), dict[str, tuple[int, int, str]]()
     found = {
         split: _coco_split(p, places, root, cat_index, counts, files, sizes) for split, (p, places) in parts.items()
     }
     files.update(str(p) for p, _ in parts.values())
     seen: dict[str, str] = {}
     for split, samples in found.items():
-        for path, _ in samples:
-            if path in seen and seen[path] != split:
-                raise PruningError(f"image {_rel(Path(path), root)} is listed in both {seen[path]} and {split}")
-            seen[path] = split
+        for image, _ in samples:
+            if image in seen and seen[image] != split:
+                raise PruningError(f"image {_rel(Path(image), root)} is listed in both {seen[image]} and {split}")
+            seen[image] = split
     index = _index(root, "coco", layout, [cats[c] for c in sorted(cats)], found, counts, files)
     index.sizes = sizes
     return index

@@ -116,7 +116,8 @@ def write_yolo_archive(
 def coco_json(boxes: list[torch.Tensor], size: int, names: list[str] | None = None) -> dict:
     """A COCO instances document for `size` x `size` images named `NNNN.png` (image ids from 1)
     with `boxes`' objects (`bbox` `[x, y, w, h]` in pixels) and categories 1..K of `BOX_CLASSES`."""
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for i, rows in enumerate(boxes):
         images.append({"id": i + 1, "file_name": f"{i:04d}.png", "width": size, "height": size})
         for c, x1, y1, x2, y2 in rows.tolist():

@@ -94,9 +94,9 @@ class DetectionSet(Dataset):
         """Identifies the samples, their boxes and the transform (not the random draws)."""
         h = hashlib.sha1(repr((self.size, self.channels, self.normalization, self.augment, self.max_objects)).encode())
         if self.samples is not None:
-            for path, rows in self.samples:
+            for path, fractions in self.samples:
                 h.update(f"{path}\0".encode())
-                h.update(np.asarray(rows, dtype=np.float32).tobytes())
+                h.update(np.asarray(fractions, dtype=np.float32).tobytes())
         else:
             assert self.images is not None
             assert self.boxes is not None
