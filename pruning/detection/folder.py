@@ -419,7 +419,7 @@ def _coco_files(root: Path) -> tuple[str, dict[str, tuple[Path, list[Path]]]]:
             )
         if "train" not in found:
             raise PruningError("annotations/ has no train annotations (instances_train.json)")
-        return "split", found
+        return "split", {k: found[k] for k in SPLIT_NAMES if k in found}
     splits = _split_folders(root)
     if splits is not None and all((d / ROBOFLOW_COCO).is_file() for d in splits.values()):
         return "split", {s: (d / ROBOFLOW_COCO, [d]) for s, d in splits.items()}
