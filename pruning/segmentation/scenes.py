@@ -21,6 +21,7 @@ from . import IGNORE
 
 SCENE_CLASSES = ("background", "disk", "square", "triangle")
 MAX_SHAPES = 3  # shapes per scene: 1 to this many
+ARCHIVE_MTIME = 1_767_225_600  # 2026-01-01 UTC: the date of every file the archive writers write
 
 
 def _textures(g: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -107,9 +108,11 @@ def png_bytes(array: torch.Tensor) -> bytes:
 
 
 def tar_add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    """Add a regular file `name` holding `data` to an open tar."""
+    """Add a regular file `name` holding `data` to an open tar (dated `ARCHIVE_MTIME`, so the
+    archive's bytes repeat and its files unpack with a date zip can hold)."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
+    info.mtime = ARCHIVE_MTIME
     tf.addfile(info, io.BytesIO(data))
 
 
