@@ -65,6 +65,14 @@ DETECTION_DATASETS = ("boxscenes", "boxfolder")
 """The data sets whose samples are `(image, target)` with `(M, 5)` box targets (object detection)."""
 
 
+def data_task(name: str) -> str:
+    """What a data set's targets are for, by its name: "segmentation" (masks), "detection"
+    (boxes) or "classification" (one label an image); an uploaded set records the same word."""
+    if name in SEGMENTATION_DATASETS:
+        return "segmentation"
+    return "detection" if name in DETECTION_DATASETS else "classification"
+
+
 @dataclass
 class DataSplits:
     """Train/val/test sets plus the shape facts a model needs."""

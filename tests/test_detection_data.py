@@ -98,9 +98,15 @@ def test_scene_boxes_are_the_visible_pixels_of_each_drawn_shape():
 
 
 def test_boxscenes_load_as_padded_targets():
-    from pruning.data import DETECTION_DATASETS, load_dataset, make_loader
+    from pruning.data import DETECTION_DATASETS, data_task, load_dataset, make_loader
 
     assert DETECTION_DATASETS == ("boxscenes", "boxfolder")
+    assert [data_task(n) for n in ("boxscenes", "boxfolder", "maskfolder", "imagefolder")] == [
+        "detection",
+        "detection",
+        "segmentation",
+        "classification",
+    ]
     d = load_dataset("boxscenes", input_size=32, subset=16)
     assert (d.name, d.num_classes, d.classes, d.in_channels) == ("boxscenes", 3, list(BOX_CLASSES), 3)
     x, y = next(iter(make_loader(d.val, batch_size=8)))
@@ -315,6 +321,10 @@ COCO_ERRORS = [
     (
         lambda r: _coco_doc(r, lambda d: d["annotations"][0].update(image_id=999)),
         "annotation 1: image_id 999 is not in images (labels without an image)",
+    ),
+    (
+        lambda r: _coco_doc(r, lambda d: d["annotations"][0].update(image_id=[1])),
+        "annotation 1: image_id [1] is not in images",
     ),
     (
         lambda r: (r / "train" / "0003.png").unlink(),

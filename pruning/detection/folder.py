@@ -504,11 +504,11 @@ def _coco_split(
         if not isinstance(a, dict):
             raise PruningError(f"{shown}: an annotation is not a JSON object")
         where = f"{shown} annotation {a.get('id', '?')}"
-        if a.get("image_id") not in images:
+        if not _int(a.get("image_id")) or a["image_id"] not in images:
             raise PruningError(
                 f"{where}: image_id {str(a.get('image_id'))[:20]} is not in images (labels without an image)"
             )
-        if a.get("category_id") not in cat_index:
+        if not _int(a.get("category_id")) or a["category_id"] not in cat_index:
             raise PruningError(f"{where}: category_id {str(a.get('category_id'))[:20]} is not in categories")
         if a.get("iscrowd", 0) not in (0, 1, False, True):
             raise PruningError(f"{where}: iscrowd must be 0 or 1")
