@@ -365,3 +365,13 @@ def test_a_coco_image_of_another_size_than_its_json_says_is_refused(coco):
     save(coco / "train" / "0002.png", np.zeros((20, SIZE, 3), np.uint8))
     with pytest.raises(PruningError, match=r"instances_train.json: image train/0002.png is 32 x 20 pixels, the JSON"):
         check_image_sizes(scan_boxfolder(coco))
+
+
+def test_an_image_folder_with_a_class_named_labels_is_no_detection_set(tmp_path):
+    from pruning.detection.folder import box_format
+
+    for name in ("labels", "annotations", "cats"):
+        save(tmp_path / name / "0.png", np.zeros((8, 8, 3), np.uint8))
+    assert box_format(tmp_path) is None
+    write(tmp_path / "data.yaml", "names: [a]\n")
+    assert box_format(tmp_path) == "yolo"

@@ -574,11 +574,14 @@ def scan_coco(root: Path) -> BoxFolderIndex:
 
 
 def box_format(root: Path) -> Literal["yolo", "coco"] | None:
-    """Which detection layout `root` holds (None: neither): COCO when it has annotations/ or a
-    Roboflow COCO JSON, YOLO when it has labels/ (at the top or in its split folders)."""
-    if (root / "annotations").is_dir() or (root / ROBOFLOW_COCO).is_file():
+    """Which detection layout `root` holds (None: neither): COCO when it has annotations/ holding
+    a JSON file, or a Roboflow COCO JSON; YOLO when it has labels/ beside images/ or a data YAML
+    (or labels/ in its split folders). A class folder named `labels` or `annotations` of an
+    image folder is not taken for one."""
+    ann = root / "annotations"
+    if (ann.is_dir() and any(p.suffix.lower() == ".json" for p in ann.iterdir())) or (root / ROBOFLOW_COCO).is_file():
         return "coco"
-    if (root / "labels").is_dir():
+    if (root / "labels").is_dir() and ((root / "images").is_dir() or _yaml_file(root) is not None):
         return "yolo"
     splits = _split_folders(root) if root.is_dir() else None
     if splits:
