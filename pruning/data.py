@@ -10,6 +10,9 @@
 - `scenes`: the built-in segmentation scenes (shapes on texture, generated from the seed), and
   `maskfolder:PATH`: a segmentation set of `images/` + `masks/` (`pruning.segmentation`); their
   samples are `(image, mask)` with a class index per pixel.
+- `boxscenes`: the same scenes with each object's box (`pruning.detection`), and
+  `boxfolder:PATH`: a YOLO or COCO layout on disk; their samples are `(image, target)` with a
+  `(M, 5)` target of boxes.
 
 Every set is split train/val/test with a fixed seed (an image folder's own val/ and test/ are
 kept); calibration batches for data-dependent criteria and BN recalibration are drawn at random
@@ -45,9 +48,29 @@ from .imagefolder import (
 )
 
 FASHION_MNIST_DIR = Path(os.environ.get("SECATEURS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
-DATASETS = ("digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic", "scenes", "maskfolder")
+DATASETS = (
+    "digits",
+    "fashion-mnist",
+    "cifar10",
+    "imagefolder",
+    "synthetic",
+    "scenes",
+    "maskfolder",
+    "boxscenes",
+    "boxfolder",
+)
 SEGMENTATION_DATASETS = ("scenes", "maskfolder")
 """The data sets whose samples are `(image, mask)` pairs (semantic segmentation)."""
+DETECTION_DATASETS = ("boxscenes", "boxfolder")
+"""The data sets whose samples are `(image, target)` with `(M, 5)` box targets (object detection)."""
+
+
+def data_task(name: str) -> str:
+    """What a data set's targets are for, by its name: "segmentation" (masks), "detection"
+    (boxes) or "classification" (one label an image); an uploaded set records the same word."""
+    if name in SEGMENTATION_DATASETS:
+        return "segmentation"
+    return "detection" if name in DETECTION_DATASETS else "classification"
 
 
 @dataclass
@@ -234,6 +257,10 @@ def check_data_folder(name: str, path: str | Path) -> None:
         from .segmentation.folder import scan_maskfolder
 
         scan_maskfolder(root)
+    elif name == "boxfolder":
+        from .detection.folder import scan_boxfolder
+
+        scan_boxfolder(root)
 
 
 def _cifar10(path: Path, input_size: int, seed: int, subset: int | None) -> DataSplits:
@@ -301,6 +328,8 @@ DEFAULT_SIZES = {
     "synthetic": 16,
     "scenes": 32,
     "maskfolder": 64,
+    "boxscenes": 64,
+    "boxfolder": 128,
 }
 
 
@@ -316,7 +345,7 @@ def load_dataset(
 ) -> DataSplits:
     """Load a data set by name (`DATASETS`) with its folder in `path`; the command line's
     `cifar10:PATH` form is accepted too. `subset` takes a seeded subset of the training split
-    (for speed). For `imagefolder`, `maskfolder` and `scenes`: `augment` turns training
+    (for speed). For `imagefolder`, `maskfolder`, `boxfolder`, `scenes` and `boxscenes`: `augment` turns training
     augmentation on; for the folders, `normalization` is used instead of measuring it (a resumed
     job passes the one it stored). For `imagefolder`, `labels=False` (a task that reads none)
     takes a folder without class folders (`num_classes` 0)."""
@@ -335,6 +364,10 @@ def load_dataset(
         from .segmentation.sets import load_scenes
 
         return load_scenes(size, seed, subset, augment)
+    if name == "boxscenes":
+        from .detection.sets import load_boxscenes
+
+        return load_boxscenes(size, seed, subset, augment)
     if not path:
         raise PruningError(f"data set {name} needs a local path: {name}:/path/to/data")
     if not Path(path).exists():
@@ -345,6 +378,10 @@ def load_dataset(
         from .segmentation.sets import load_maskfolder
 
         return load_maskfolder(Path(path), size, seed, subset, augment, normalization)
+    if name == "boxfolder":
+        from .detection.sets import load_boxfolder
+
+        return load_boxfolder(Path(path), size, seed, subset, augment, normalization)
     return _imagefolder(Path(path), size, seed, subset, augment, normalization, labels)
 
 
@@ -420,7 +457,7 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
 
 def without_augmentation(ds: Dataset) -> Dataset:
     """The same samples without random augmentation (the evaluation view of a set that has one,
-    `plain()`: image and mask folders, the scenes; kept inside a Subset); other sets are
+    `plain()`: image, mask and box folders, the scenes; kept inside a Subset); other sets are
     returned as they are."""
     if isinstance(ds, Subset):
         return Subset(without_augmentation(ds.dataset), ds.indices)

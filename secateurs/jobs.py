@@ -161,9 +161,16 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
         d = c.upload_dataset(args.file)
     images = ", ".join(f"{n:,} {split}" for split, n in d["images"].items())
     kind = f"{d['task']} set, " if d.get("task", "classification") != "classification" else ""
+    b = d.get("boxes")  # a detection set: what reading its labels counted
+    boxes = (
+        f"; {b['format'].upper()} labels: {b['objects']:,} objects ({b['clipped']} clipped to their image, "
+        f"{b['skipped_empty']} empty and {b['skipped_crowd']} crowd boxes skipped)"
+        if b
+        else ""
+    )
     print(
         f"uploaded data set {d['id']}: {kind}{d['num_classes']} classes, {d['in_channels']} channel(s), "
-        f"images: {images}",
+        f"images: {images}{boxes}",
         file=sys.stderr,
     )
     emit_json(d) if args.json else print(d["id"])

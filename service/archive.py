@@ -6,10 +6,13 @@ are written, each through a path built from checked parts under the destination.
 counted on the bytes actually decompressed, not on the headers, so a zip or gzip bomb stops at
 the limit; the file count is bounded too. Hidden files and `__MACOSX/` are skipped. The tree
 found (one wrapping folder is looked through) must be an image folder in either layout
-(`pruning.imagefolder`) or a mask folder for segmentation (`images/` + `masks/`,
-`pruning.segmentation.folder`), and every image (and mask) in it must decode, within a pixel
+(`pruning.imagefolder`), a mask folder for segmentation (`images/` + `masks/`,
+`pruning.segmentation.folder`) or a YOLO or COCO layout for detection
+(`pruning.detection.folder`), and every image (and mask) in it must decode, within a pixel
 limit; a mask folder's pairs must match (each mask the size of its image, class indices within
-classes.txt). Files the folder does not read are not kept."""
+classes.txt); a detection set's labels must parse, name known classes and stay on their images
+(what was clipped or skipped is counted in `DatasetFacts.boxes`). Files the folder does not
+read are not kept."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from pruning.detection.folder import LABEL_PARTS, box_format, check_image_sizes, scan_boxfolder
 from pruning.errors import PruningError
 from pruning.imagefolder import SPLIT_NAMES, ImageFolderIndex, image_channels, imagefolder_shape, scan_imagefolder
 from pruning.segmentation.folder import CLASSES_FILE, check_pair, count_classes, is_maskfolder, scan_maskfolder
@@ -66,7 +70,8 @@ class DatasetFacts:
     classes: list[str]
     in_channels: int
     images: dict[str, int]
-    task: str = "classification"  # or "segmentation": a mask folder
+    task: str = "classification"  # or "segmentation": a mask folder; "detection": a YOLO or COCO layout
+    boxes: dict[str, Any] | None = None  # detection: the format and `BoxCounts` (objects, clipped, skipped)
 
 
 def archive_suffix(filename: str) -> str:
@@ -203,14 +208,14 @@ def extract(archive: Path, suffix: str, dest: Path, limits: Limits) -> int:
     return writer.files
 
 
-MASK_PARTS = ("images", "masks")
-"""The folders of a mask folder (a lone one is a half of it, not a wrapper)."""
+MASK_PARTS = ("images", "masks", *LABEL_PARTS)
+"""The folders of a mask folder or a detection layout (a lone one is a part of it, not a wrapper)."""
 
 
 def tree_root(dest: Path) -> Path:
     """The image folder in an unpacked archive: `dest`, or the folder that alone wraps it
-    (`mydata/train/...`; a lone train/ or val/ is a split, a lone images/ half a mask folder,
-    not a wrapper)."""
+    (`mydata/train/...`; a lone train/ or val/ is a split, a lone images/ half a mask folder or
+    a detection layout, not a wrapper)."""
     root = dest
     for _ in range(8):
         entries = list(root.iterdir())
@@ -301,17 +306,34 @@ def _mask_folder(root: Path, dest: Path, limits: Limits) -> DatasetFacts:
     return DatasetFacts(root, index.layout, classes, channels, images, task="segmentation")
 
 
+def _box_folder(root: Path, dest: Path, limits: Limits) -> DatasetFacts:
+    """The facts of a YOLO or COCO folder at `root`: every label read and checked, every image
+    decoded (and, for COCO, its size checked against its JSON)."""
+    index = scan_boxfolder(root)
+    check_images((path for path, _ in index.samples()), dest, limits)
+    check_image_sizes(index)
+    channels = image_channels([img for img, _ in index.train[:64]])
+    drop_unread(dest, index.files)
+    images = {"train": len(index.train)}
+    images.update({k: len(v) for k, v in (("val", index.val), ("test", index.test)) if v is not None})
+    boxes = {"format": index.format, **index.counts.as_dict()}
+    return DatasetFacts(index.root, index.layout, index.classes, channels, images, task="detection", boxes=boxes)
+
+
 def unpack_dataset(archive: Path, suffix: str, dest: Path, limits: Limits) -> DatasetFacts:
     """Extract an archive into `dest`, find its image folder or mask folder and check it: the
     facts of the data set, or ArchiveError (the caller removes `dest`)."""
     extract(archive, suffix, dest, limits)
     if not any(dest.iterdir()):  # empty, or every member skipped
         raise ArchiveError(
-            "file: the archive holds no class folders (expected <class>/*.png or train/<class>/*, or images/ "
-            "and masks/ for segmentation; hidden files and folders and __MACOSX/ are skipped)"
+            "file: the archive holds no class folders (expected <class>/*.png or train/<class>/*, images/ "
+            "and masks/ for segmentation, or a YOLO or COCO layout for detection; hidden files and folders "
+            "and __MACOSX/ are skipped)"
         )
     root = tree_root(dest)
     try:
+        if box_format(root) is not None:
+            return _box_folder(root, dest, limits)
         if is_maskfolder(root):
             return _mask_folder(root, dest, limits)
         return _image_folder(root, dest, limits)

@@ -24,6 +24,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from pruning.data import DEFAULT_SIZES, check_data_folder
+from pruning.detection.folder import boxfolder_shape
+from pruning.detection.scenes import BOX_CLASSES
 from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
 from pruning.intake import Intake, intake_program
@@ -48,6 +50,7 @@ KNOWN_SHAPES = {
     "cifar10": (3, 10),
     "synthetic": (3, 10),
     "scenes": (3, len(SCENE_CLASSES)),
+    "boxscenes": (3, len(BOX_CLASSES)),
 }
 # Strategy/evaluator options that name files the job reads: checked like data paths.
 PATH_OPTIONS = ("supernet",)
@@ -91,6 +94,10 @@ def data_shape(cfg: JobConfig) -> tuple[int, int, int]:
     if cfg.data.name == "maskfolder":
         assert cfg.data.path is not None
         channels, classes = maskfolder_shape(cfg.data.path)
+        return channels, classes, size
+    if cfg.data.name == "boxfolder":
+        assert cfg.data.path is not None
+        channels, classes = boxfolder_shape(cfg.data.path)
         return channels, classes, size
     if cfg.data.path:
         check_data_folder(cfg.data.name, cfg.data.path)
@@ -152,7 +159,7 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         why = task_data_mismatch(cfg.task, ds.task == "segmentation")
         if why:
             raise SpecError(f"data.upload: {why}")
-        name = "maskfolder" if ds.task == "segmentation" else "imagefolder"
+        name = {"segmentation": "maskfolder", "detection": "boxfolder"}.get(ds.task, "imagefolder")
         cfg.data = cfg.data.model_copy(update={"name": name, "path": ds.path, "upload": None})
     try:
         shape = data_shape(cfg)

@@ -25,7 +25,7 @@ from search.space import SearchSpace, Streams
 from search.target import KINDS, Target
 
 # Data sets read from a folder the job names in `data.path`.
-PATH_DATASETS = ("cifar10", "imagefolder", "maskfolder")
+PATH_DATASETS = ("cifar10", "imagefolder", "maskfolder", "boxfolder")
 
 Selection = Literal["top-k", "asha"]
 """The final pick among the best candidates: the strategy's own (EagleEye's top-k fine-tune; the
@@ -134,16 +134,25 @@ class ModelSpec(Section):
 
 
 class DataSpec(Section):
-    """A data set: digits, fashion-mnist, synthetic, scenes, cifar10/imagefolder/maskfolder read
-    from `path`, or an archive uploaded with POST /v1/datasets (`{"upload": ID}`: an imagefolder,
-    or a maskfolder when the archive held images/ + masks/)."""
+    """A data set: digits, fashion-mnist, synthetic, scenes, boxscenes, cifar10/imagefolder/
+    maskfolder/boxfolder read from `path`, or an archive uploaded with POST /v1/datasets
+    (`{"upload": ID}`: an imagefolder, a maskfolder when the archive held images/ + masks/, a
+    boxfolder when it held a YOLO or COCO layout)."""
 
-    name: Literal["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic", "scenes", "maskfolder"] = Field(
-        ..., description=f"one of {', '.join(DATASETS)}"
-    )
+    name: Literal[
+        "digits",
+        "fashion-mnist",
+        "cifar10",
+        "imagefolder",
+        "synthetic",
+        "scenes",
+        "maskfolder",
+        "boxscenes",
+        "boxfolder",
+    ] = Field(..., description=f"one of {', '.join(DATASETS)}")
     path: str | None = Field(
         None,
-        description="folder for cifar10/imagefolder/maskfolder (the service requires it under "
+        description="folder for cifar10/imagefolder/maskfolder/boxfolder (the service requires it under "
         "SECATEURS_ALLOWED_DATA_ROOTS)",
     )
     upload: RowId | None = Field(
@@ -152,7 +161,9 @@ class DataSpec(Section):
     input_size: InputSize | None = Field(None, description="resize images to this many pixels (default: the set's)")
     subset: int | None = Field(None, gt=0, description="use at most this many training images")
     augment: bool = Field(
-        True, description="random crops and flips of imagefolder, maskfolder and scenes training images"
+        True,
+        description="random crops and flips of imagefolder, maskfolder, boxfolder, scenes and boxscenes "
+        "training images",
     )
 
     @model_validator(mode="before")

@@ -21,6 +21,7 @@ from . import IGNORE
 
 SCENE_CLASSES = ("background", "disk", "square", "triangle")
 MAX_SHAPES = 3  # shapes per scene: 1 to this many
+ARCHIVE_MTIME = 1_767_225_600  # 2026-01-01 UTC: the date of every file the archive writers write
 
 
 def _textures(g: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -58,26 +59,45 @@ def _outline(mask: torch.Tensor) -> torch.Tensor:
     return edge
 
 
-def make_scenes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` scenes of `size` x `size` pixels: uint8 images `(n, 3, size, size)` and uint8 masks
-    `(n, size, size)` holding an index of `SCENE_CLASSES` or `IGNORE` per pixel."""
+def draw_scenes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scenes' drawing, shared by the segmentation and the detection scenes: float images
+    `(n, 3, size, size)` in [0, 1], each shape's full outline `(MAX_SHAPES, n, size, size)` (bool,
+    all False for a slot a scene does not use) and its kind `(MAX_SHAPES, n)` (1 disk, 2 square,
+    3 triangle), slots in drawing order (a later slot covers an earlier one)."""
     if n < 1 or size < 8:
         raise ValueError("scenes need n >= 1 and size >= 8")
     g = torch.Generator().manual_seed(seed)
     images = _textures(g, n, size)
-    masks = torch.zeros(n, size, size, dtype=torch.uint8)
     shapes = torch.randint(1, MAX_SHAPES + 1, (n,), generator=g)
+    outlines, kinds = [], []
     for slot in range(MAX_SHAPES):
         kind = torch.randint(1, len(SCENE_CLASSES), (n,), generator=g)
         inside = _shapes(kind, g, size) & (slot < shapes).view(n, 1, 1)
         colour = torch.rand(n, 3, 1, 1, generator=g)
         images = torch.where(inside[:, None], colour.expand_as(images), images)
+        outlines.append(inside)
+        kinds.append(kind)
+    return images, torch.stack(outlines), torch.stack(kinds)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] as uint8."""
+    return (images * 255).round().to(torch.uint8)
+
+
+def make_scenes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` scenes of `size` x `size` pixels: uint8 images `(n, 3, size, size)` and uint8 masks
+    `(n, size, size)` holding an index of `SCENE_CLASSES` or `IGNORE` per pixel."""
+    images, outlines, kinds = draw_scenes(n, size, seed)
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    for inside, kind in zip(outlines, kinds, strict=True):
         masks = torch.where(inside, kind.view(n, 1, 1).to(torch.uint8), masks)
     masks[_outline(masks)] = IGNORE
-    return (images * 255).round().to(torch.uint8), masks
+    return to_uint8(images), masks
 
 
-def _png(array: torch.Tensor) -> bytes:
+def png_bytes(array: torch.Tensor) -> bytes:
+    """A uint8 image `(3, H, W)` (RGB) or `(H, W)` (grayscale) as PNG file bytes."""
     from PIL import Image
 
     a = array.numpy()
@@ -87,9 +107,12 @@ def _png(array: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+def tar_add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a regular file `name` holding `data` to an open tar (dated `ARCHIVE_MTIME`, so the
+    archive's bytes repeat and its files unpack with a date zip can hold)."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
+    info.mtime = ARCHIVE_MTIME
     tf.addfile(info, io.BytesIO(data))
 
 
@@ -102,10 +125,10 @@ def write_scenes_archive(
     splits = splits or {"train": 160, "val": 48, "test": 48}
     out = Path(path)
     with tarfile.open(out, "w:gz") as tf:
-        _add(tf, f"{wrap}/classes.txt", ("\n".join(SCENE_CLASSES) + "\n").encode())
+        tar_add(tf, f"{wrap}/classes.txt", ("\n".join(SCENE_CLASSES) + "\n").encode())
         for k, (split, count) in enumerate(splits.items()):
             images, masks = make_scenes(count, size, seed * 1000 + k)
             for i in range(count):
-                _add(tf, f"{wrap}/{split}/images/{i:04d}.png", _png(images[i]))
-                _add(tf, f"{wrap}/{split}/masks/{i:04d}.png", _png(masks[i]))
+                tar_add(tf, f"{wrap}/{split}/images/{i:04d}.png", png_bytes(images[i]))
+                tar_add(tf, f"{wrap}/{split}/masks/{i:04d}.png", png_bytes(masks[i]))
     return out

@@ -1,8 +1,8 @@
-"""`/v1/datasets`: upload an image folder (classification) or a mask folder (segmentation:
-`images/` + `masks/`) as an archive (`.tar`, `.tar.gz`, `.zip`), stored per team like models
-and used in a job as `data: {upload: ID}`. The archive is unpacked safely and
-checked (`service.archive`): a refused one answers 413 (over a limit) or 422 with one line, and
-nothing is kept."""
+"""`/v1/datasets`: upload an image folder (classification), a mask folder (segmentation:
+`images/` + `masks/`) or a YOLO or COCO layout (detection) as an archive (`.tar`, `.tar.gz`,
+`.zip`), stored per team like models and used in a job as `data: {upload: ID}`. The archive is
+unpacked safely and checked (`service.archive`): a refused one answers 413 (over a limit) or 422
+with one line, and nothing is kept."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class DatasetOut(BaseModel):
     in_channels: int
     images: dict[str, int]
     task: str
+    boxes: dict[str, Any] | None = None  # detection: format, objects, and the boxes clipped or skipped
     created_at: datetime
 
     @classmethod
@@ -55,6 +56,7 @@ class DatasetOut(BaseModel):
             in_channels=d.in_channels,
             images=dict(d.images),
             task=d.task,
+            boxes=d.boxes,
             created_at=as_utc(d.created_at),
         )
 
@@ -78,14 +80,15 @@ def _unpack(archive: Path, suffix: str, work: Path, final_dir: Path, bounds: Lim
     "",
     status_code=201,
     response_model=DatasetOut,
-    summary="Upload an image folder or mask folder archive",
+    summary="Upload an image folder, mask folder or detection (YOLO, COCO) archive",
     responses=error_responses(400, 413),
 )
 async def upload_dataset(
     file: UploadFile = File(
         ...,
         description="a .tar, .tar.gz or .zip of <class>/* or train/<class>/* (+ val/), "
-        "or for segmentation images/ + masks/ (or train/images/ + train/masks/, + val/, test/)",
+        "or for segmentation images/ + masks/ (or train/images/ + train/masks/, + val/, test/), "
+        "or for detection a YOLO (images/ + labels/, data.yaml) or COCO (annotations/instances_<split>.json) layout",
     ),
     team: Team = Depends(current_team),
     store: Store = Depends(get_store),
@@ -119,6 +122,7 @@ async def upload_dataset(
         "in_channels": facts.in_channels,
         "images": facts.images,
         "task": facts.task,
+        "boxes": facts.boxes,
     }
     return DatasetOut.of(store.add_dataset(team.id, **fields))
 

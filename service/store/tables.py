@@ -107,8 +107,11 @@ class Dataset(Base):
     classes: Mapped[list[str]] = mapped_column(JSON)  # in label order
     in_channels: Mapped[int] = mapped_column(Integer)
     images: Mapped[dict[str, Any]] = mapped_column(default=dict)  # split -> image count
-    # what the set is for: classification (class folders) or segmentation (images/ + masks/)
+    # what the set is for: classification (class folders), segmentation (images/ + masks/) or
+    # detection (a YOLO or COCO layout)
     task: Mapped[str] = mapped_column(String(32), default="classification", server_default="classification")
+    # detection: the label format and what reading the labels counted (objects, clipped, skipped)
+    boxes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
