@@ -148,6 +148,12 @@ class Task:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(output={self.output!r})"
 
+    @classmethod
+    def trained_model_needed(cls, options: Mapping[str, Any]) -> bool:
+        """Whether a job with these (checked) options needs the network trained (weights, a
+        program or an upload): `needs_trained_model` unless an option changes it."""
+        return cls.needs_trained_model
+
     def cpu(self) -> Task:
         """The task with any network it holds on the CPU (for shipping to another process)."""
         return self
