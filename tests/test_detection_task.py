@@ -306,3 +306,99 @@ def test_pad_rows_are_not_objects_for_the_loss() -> None:
     out = task.forward(model, x).detach()
     assert float(task.loss(out, y)) == pytest.approx(float(task.loss(out, yp)))
     assert float(labelled_loss(task.decode(out), targets, SIZE, STRIDES)) == pytest.approx(float(task.loss(out, y)))
+
+
+# ---------------------------------------------------------------- the job
+
+
+UNLABELLED = {
+    "model": {"zoo": "convnet", "weights": "w.safetensors"},
+    "data": {"name": "imagefolder", "path": "/data/images"},
+    "target": {"flops": 0.5},
+    "strategy": {"name": "uniform"},
+    "task": "detection",
+    "task_options": {"labels": False},
+}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"task_options": {}}, "the detection task needs a detection data set"),
+        ({"data": {"name": "digits"}, "task_options": {}}, "the detection task needs a detection data set"),
+        ({"model": {"zoo": "convnet"}}, "the detection task needs a trained network"),
+        ({"task_options": {"labels": False, "layout": "NAC"}}, "task 'detection' option layout"),
+        ({"quantize": {"mode": "int8"}, "onnx": True}, "INT8 is scored for classification jobs only"),
+    ],
+)
+def test_the_job_config_refuses_what_detection_cannot_read_in_one_line(change, words) -> None:
+    from pydantic import ValidationError
+
+    from workers.config import JobConfig
+
+    with pytest.raises(ValidationError) as err:
+        JobConfig.model_validate({**UNLABELLED, **change})
+    assert err.value.error_count() == 1
+    msg = err.value.errors()[0]["msg"]
+    assert words in msg
+    assert "\n" not in msg
+
+
+def test_detection_takes_box_data_or_images_without_labels_and_box_data_takes_no_class_task() -> None:
+    from pruning.tasks.detection import detection_data
+    from pruning.tasks.segmentation import task_data_mismatch
+    from workers.config import JobConfig
+
+    assert JobConfig.model_validate(UNLABELLED).task_options == {"labels": False}
+    assert detection_data("boxscenes")
+    assert detection_data("boxfolder:/data/coco")
+    assert not detection_data("scenes")
+    assert task_data_mismatch("detection", False, True) is None
+    assert task_data_mismatch("distillation", False, True) is None
+    why = task_data_mismatch("classification", False, True)
+    assert (
+        why == "the classification task needs class labels, and the data set is a detection set (give task: detection)"
+    )
+    assert "needs a segmentation data set" in task_data_mismatch("segmentation", False, True)
+
+
+def test_an_uploaded_detectors_output_is_checked_against_the_datas_classes() -> None:
+    from pruning.tasks.detection import detection_output_mismatch
+
+    assert detection_output_mismatch((7, 8400), 3, {}) is None
+    assert detection_output_mismatch((8400, 7), 3, {"layout": "(N,A,4+K)"}) is None
+    assert "7 rows per anchor (4+K, K = 3), but the data has 5 classes" in detection_output_mismatch((7, 8400), 5, {})
+    assert "layout: '(N,A,4+K)'" in detection_output_mismatch((8400, 7), 3, {})
+    assert detection_output_mismatch((7, 8400), 5, {"labels": False}) is None  # no labels: K is the network's
+
+
+def test_a_detection_job_without_labels_prunes_a_detector_against_itself(tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from workers.pipeline import prune_module
+
+    images, _ = scenes(48, seed=1)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    torch.manual_seed(0)
+    detector = TinyDetector().eval()
+    job = {
+        "data": {"name": "imagefolder", "path": str(folder), "input_size": SIZE, "augment": False},
+        "target": {"flops": 0.6},
+        "strategy": {"name": "uniform"},
+        "task": "detection",
+        "task_options": {"labels": False, "strides": list(STRIDES)},
+        "finetune": {"max_steps": 10},
+        "onnx": False,
+    }
+    summary = prune_module(detector, torch.zeros(2, 3, SIZE, SIZE), job, tmp_path / "out")
+    assert (summary["task"], summary["score_name"]) == ("detection", "map")
+    assert summary["accuracy_before"] == pytest.approx(1.0)  # the detector's own detections
+    assert 0.0 <= summary["accuracy_after"] <= 1.0
+    assert summary["flops_after"] <= 0.6 * summary["flops_before"]
+    assert summary["score_extras_before"]["map50"] == pytest.approx(1.0)
+    assert set(summary["score_extras"]) >= {"map50"}
+    assert all(k == "map50" or k.startswith("ap_") for k in summary["score_extras"])

@@ -10,7 +10,7 @@ against the teacher's detections (score >= `TEACHER_SCORE` after NMS)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -33,7 +33,7 @@ from ..detection.loss import distillation_loss, labelled_loss
 from ..detection.metrics import GroundTruth, coco_map
 from .base import OutputKey, Score, Task, TaskError
 from .distillation import frozen
-from .registry import register_task
+from .registry import check_task_options, register_task
 
 TEACHER_SCORE = 0.25
 """The score a teacher's detection needs to count as an object when no labels are read."""
@@ -76,6 +76,7 @@ class Detection(Task):
     name = "detection"
     score_name = "map"
     needs_labels = False  # boxes are read from a detection data set; `labels: false` takes plain images
+    search_images = 256  # COCO's evaluation runs per image and class in Python
 
     def __init__(
         self,
@@ -145,6 +146,9 @@ class Detection(Task):
         anchors = anchor_count(self.strides, input_size) if input_size else None
         return split_output(raw, self.layout, self.box_format, self.scores, self.num_classes, anchors)
 
+    def check_output(self, raw: Any, input_size: int) -> None:
+        self.decode(self.outputs(raw), input_size)
+
     def detections(self, decoded: Decoded, conf_threshold: float | None = None) -> list[Detections]:
         """Each image's detections after the threshold, class-wise NMS and `max_detections`."""
         conf = self.conf_threshold if conf_threshold is None else conf_threshold
@@ -202,3 +206,17 @@ def detection_data(name: str) -> bool:
 
     names = getattr(data, "DETECTION_DATASETS", DETECTION_DATA)
     return name.partition(":")[0] in names
+
+
+def detection_output_mismatch(shape: Sequence[int], classes: int, options: Mapping[str, Any]) -> str | None:
+    """Why a detector whose output is `shape` (without the batch dim) cannot be read with these
+    task options against data of `classes` classes (None when it can; classes 0 or `labels:
+    false`: no class count to match)."""
+    checked = check_task_options(Detection.name, options)
+    k = classes if classes and checked.get("labels", True) else None
+    raw = torch.empty((1, *(int(s) for s in shape)), device="meta")
+    try:
+        split_output(raw, checked.get("layout", "(N,4+K,A)"), num_classes=k)
+    except TaskError as exc:
+        return str(exc)
+    return None
