@@ -402,3 +402,11 @@ def test_a_detection_job_without_labels_prunes_a_detector_against_itself(tmp_pat
     assert summary["score_extras_before"]["map50"] == pytest.approx(1.0)
     assert set(summary["score_extras"]) >= {"map50"}
     assert all(k == "map50" or k.startswith("ap_") for k in summary["score_extras"])
+
+
+def test_nms_stopped_at_max_keep_keeps_the_same_first_boxes() -> None:
+    g = torch.Generator().manual_seed(1)
+    boxes, scores = random_boxes(60, g), torch.rand(60, generator=g)
+    full = nms(boxes, scores, 0.5).tolist()
+    assert nms(boxes, scores, 0.5, max_keep=5).tolist() == full[:5]
+    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []

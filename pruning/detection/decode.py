@@ -125,6 +125,6 @@ def detections(
             top = topk_per_image(s, max_candidates)
             anchor, cls, s = anchor[top], cls[top], s[top]
         b = boxes[anchor].float()
-        keep = batched_nms(b, s.float(), cls, iou_threshold)[:max_detections]
+        keep = batched_nms(b, s.float(), cls, iou_threshold, max_detections)
         out.append(Detections(b[keep], s[keep].float(), cls[keep]))
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 EPS = 1e-7
@@ -78,32 +77,33 @@ def ciou(a: torch.Tensor, b: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     return iou - rho2 / c2 - alpha * v
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None) -> torch.Tensor:
     """Greedy non-maximum suppression: indices of the kept `xyxy` boxes, by decreasing score;
-    a box is dropped when its IoU with a kept, higher-scored box exceeds `iou_threshold`."""
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    a box is dropped when its IoU with a kept, higher-scored box exceeds `iou_threshold`.
+    `max_keep` stops once that many are kept (the same first ones)."""
     order = scores.argsort(descending=True, stable=True)
-    over = (box_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()
-    n = len(order)
-    suppressed = np.zeros(n, dtype=bool)
-    keep: list[int] = []
-    for i in range(n):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= over[i]
-    return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
+    ranked = boxes[order]
+    rest = torch.arange(len(order), device=boxes.device)
+    keep: list[torch.Tensor] = []
+    while rest.numel() and (max_keep is None or len(keep) < max_keep):
+        first, rest = rest[0], rest[1:]
+        keep.append(first)
+        rest = rest[box_iou(ranked[first][None], ranked[rest])[0] <= iou_threshold]
+    if not keep:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    return order[torch.stack(keep)]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float, max_keep: int | None = None
+) -> torch.Tensor:
     """Class-wise NMS: boxes of different classes never suppress each other (each class's boxes
     are shifted apart by more than any box's extent, then one `nms`)."""
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     span = float(boxes.abs().max()) * 2 + 1
     shifted = boxes + (classes.to(boxes.dtype) * span)[:, None]
-    return nms(shifted, scores, iou_threshold)
+    return nms(shifted, scores, iou_threshold, max_keep)
 
 
 def topk_per_image(scores: torch.Tensor, k: int) -> torch.Tensor:
