@@ -47,7 +47,8 @@ class EvalContext:
     """Everything an evaluator needs: the trained full model, the data, the input shape
     (C, H, W), the channel criterion, the device, calibration batches from the training
     split, and a seed. `space` (optional) supplies cached resource counts and latency;
-    `val_batches` caps validation batches (None: the whole validation split); `task` reads
+    `val_batches` caps validation batches (None: the whole validation split, or the task's
+    `search_images` bound); `task` reads
     the batches, gives the fine-tune loss and the score (None: classification)."""
 
     model: nn.Module
@@ -65,6 +66,7 @@ class EvalContext:
 
     def __post_init__(self) -> None:
         self.task = default_task(self.task)
+        self.val_batches = self.task.candidate_batches(self.val_batches, self.batch_size)
 
 
 class Evaluator:

@@ -33,6 +33,7 @@ from pruning.models import build_model
 from pruning.segmentation.folder import maskfolder_shape
 from pruning.segmentation.scenes import SCENE_CLASSES
 from pruning.tasks import TaskError, output_key, task_class
+from pruning.tasks.detection import detection_output_mismatch
 from pruning.tasks.segmentation import task_data_mismatch
 from search.space import Traced as Trace
 from workers.config import JobConfig
@@ -156,7 +157,7 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
         ds = store.get_dataset(team_id, spec.data.upload)
         if ds is None:
             raise SpecError(f"data.upload: data set {spec.data.upload} not found")
-        why = task_data_mismatch(cfg.task, ds.task == "segmentation")
+        why = task_data_mismatch(cfg.task, ds.task == "segmentation", ds.task == "detection", cfg.task_options)
         if why:
             raise SpecError(f"data.upload: {why}")
         name = {"segmentation": "maskfolder", "detection": "boxfolder"}.get(ds.task, "imagefolder")
@@ -359,6 +360,10 @@ def check_program_fits(cfg: JobConfig, input_shape: Sequence[int], outputs: Mapp
         check_program_data(input_shape, outputs, (c, size, size), k, cfg.data.name, cfg.task_output, labels)
     except PruningError as exc:
         raise SpecError(f"data: {exc}") from exc
+    if cfg.task == "detection":
+        why = detection_output_mismatch(outputs[output_key(list(outputs), cfg.task_output)], k, cfg.task_options)
+        if why:
+            raise SpecError(f"data: {why}")
 
 
 def stored_outputs(facts: Mapping[str, Any]) -> dict[str, Sequence[int]]:

@@ -355,7 +355,7 @@ class JobConfig(Section):
         DEFAULT_TASK,
         description="what the network is trained and scored for: classification (labels, accuracy), "
         "distillation (the unpruned network's outputs, fidelity; no labels read), segmentation "
-        "(per-pixel masks, mIoU)",
+        "(per-pixel masks, mIoU), detection (boxes, COCO mAP)",
     )
     task_output: str | int | None = Field(
         None,
@@ -363,7 +363,9 @@ class JobConfig(Section):
         "or a position (default: the first)",
     )
     task_options: dict[str, Any] = Field(
-        default={}, description="the task's options (distillation: temperature, kinds)"
+        default={},
+        description="the task's options (distillation: temperature, kinds; detection: layout, box_format, scores, "
+        "strides, conf_threshold, iou_threshold, max_detections, loss, labels)",
     )
     target: dict[str, Any] = Field(
         ..., description='{"flops": 0.5} (ratio), "params=120k", or {"kind","value","absolute"}'
@@ -442,19 +444,23 @@ class JobConfig(Section):
         from pruning.tasks import task_class
 
         m = self.model
-        if task_class(self.task).needs_trained_model and (m.zoo is not None or m.factory is not None) and not m.weights:
+        needed = task_class(self.task).trained_model_needed(self.task_options)
+        if needed and (m.zoo is not None or m.factory is not None) and not m.weights:
             raise ValueError(f"the {self.task} task needs a trained network: give weights, a program or an upload")
         return self
 
     @model_validator(mode="after")
     def _data_for_task(self) -> JobConfig:
-        """The task can read the data: masks for segmentation, class labels for classification
-        (an uploaded set is checked at submit, once its kind is known)."""
+        """The task can read the data: masks for segmentation, boxes for detection (unless its
+        `labels: false`), class labels for classification (an uploaded set is checked at submit,
+        once its kind is known)."""
         from pruning.data import SEGMENTATION_DATASETS
+        from pruning.tasks.detection import detection_data
         from pruning.tasks.segmentation import task_data_mismatch
 
         if self.data.upload is None:
-            why = task_data_mismatch(self.task, self.data.name in SEGMENTATION_DATASETS)
+            segmentation, detection = self.data.name in SEGMENTATION_DATASETS, detection_data(self.data.name)
+            why = task_data_mismatch(self.task, segmentation, detection, self.task_options)
             if why:
                 raise ValueError(why)
         return self

@@ -18,7 +18,7 @@ import copy
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from pruning.imagefolder import Normalization
 from pruning.measure import ModelStats, model_stats
 from pruning.preview import PREVIEW_DIR, write_previews
 from pruning.schedule import geometric_path, split_budget
-from pruning.tasks import Task, make_task, task_class
+from pruning.tasks import Task, TaskError, make_task, task_class, task_options
 from pruning.train import (
     FinetuneConfig,
     FinetuneOutcome,
@@ -61,7 +61,7 @@ from search.strategies.base import Strategy
 
 from . import selection
 from .config import FinetuneSpec, JobConfig
-from .feasibility import checked_network, checked_space, traced_network
+from .feasibility import Refused, checked_network, checked_space, traced_network
 from .network import layer_channels, load_intake, network_name, save_network
 from .quantize import INT8_FILE, quantize_job
 from .sink import JobSink, ResumeState
@@ -91,6 +91,8 @@ class Prepared:
     task: Task = field(default_factory=make_task)
     """The job's task (`pruning.tasks`): what batches hold, the loss and the score; the
     `accuracy_*` figures are its score (named by `task.score_name`)."""
+    extras_before: dict[str, float] = field(default_factory=dict)
+    """The task's further test figures of the full model (e.g. detection's mAP@0.5)."""
 
 
 @dataclass
@@ -330,6 +332,38 @@ def stored_normalization(out: Path) -> Normalization | None:
     return Normalization.from_dict(norm) if norm else None
 
 
+def task_settings(cfg: JobConfig, data: DataSplits) -> dict[str, Any]:
+    """The job's task options, with the data's class count for a task that takes one
+    (`num_classes`: detection's K) when it reads the data's labels; a given count the data
+    does not have is refused in one line."""
+    options = dict(cfg.task_options)
+    if "num_classes" not in task_options(cfg.task).model_fields or not data.num_classes:
+        return options
+    if options.get("labels") is False:
+        return options
+    given = options.setdefault("num_classes", data.num_classes)
+    if given != data.num_classes:
+        line = f"task option num_classes is {given}, but data set {cfg.data.name} has {data.num_classes} classes"
+        raise Refused(line, line)
+    return options
+
+
+def checked_output(task: Task, model: nn.Module, input_shape: Sequence[int], device: torch.device) -> None:
+    """Refuse, before any training, a network whose output the task cannot read (one line:
+    `Task.check_output` on one blank input)."""
+    if type(task).check_output is Task.check_output:
+        return  # the task reads any output
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            raw = model.eval()(torch.zeros(1, *input_shape, device=device))
+        task.check_output(raw, int(input_shape[-1]))
+    except TaskError as exc:
+        raise Refused(str(exc), str(exc)) from exc
+    finally:
+        model.train(was_training)
+
+
 def prepare(
     cfg: JobConfig, out: Path, sink: JobSink, resumed: bool, device: torch.device, cache_dir: Path | None = None
 ) -> Prepared:
@@ -363,6 +397,8 @@ def prepare(
         weights, criterion = brought
     zoo = cfg.model.zoo
     model = checked_network(cfg.model, args, intake, cfg.data.name, cfg.task_output, labels).to(device)
+    options = task_settings(cfg, data)
+    checked_output(make_task(cfg.task, cfg.task_output, **options), model, input_shape, device)
     for note in intake.notes if intake is not None else []:  # e.g. a reshape with two channel sizes
         sink.event("warning", f"program: {note}", {"note": note})
     calib = calibration_batches(data.train, cfg.search.calibration_batches, cfg.search.calibration_batch_size, cfg.seed)
@@ -392,7 +428,7 @@ def prepare(
         sink.event("cached", f"trained {zoo} taken from the cache", {"path": str(cached)})
     else:
         sink.phase("train")
-        learner = make_task(cfg.task, cfg.task_output, **cfg.task_options)  # no teacher: there is none yet
+        learner = make_task(cfg.task, cfg.task_output, **options)  # no teacher: there is none yet
         outcome = fit(
             model, data, tcfg, device=device, progress=lambda f, info: sink.progress("train", f), task=learner
         )
@@ -406,7 +442,8 @@ def prepare(
             save_weights(model, tmp)
             os.replace(tmp, cached)
     model.to(device).eval()
-    task = make_task(cfg.task, cfg.task_output, teacher=model, **cfg.task_options)
+    task = make_task(cfg.task, cfg.task_output, teacher=model, **options)
+    before = evaluate_score(model, data.test, task=task)
     return Prepared(
         data,
         model,
@@ -415,10 +452,11 @@ def prepare(
         space,
         calib,
         device,
-        evaluate(model, data.test, task=task),
+        before.value,
         model_stats(model, input_shape, runtime=cfg.runtime),
         training,
         task,
+        before.extras,
     )
 
 
@@ -551,6 +589,7 @@ def summarize(
         "accuracy_after": tuned.accuracy_after,
         "val_accuracy_after": tuned.val_after,
         "search_score": best.score,
+        **({"score_extras_before": prep.extras_before} if prep.extras_before else {}),
         **({"score_extras": tuned.extras_after} if tuned.extras_after else {}),
         "finetune_start": start,
         "finetune_schedule": cfg.finetune.prune_schedule,
@@ -612,7 +651,7 @@ def asha_selection(
         lr=s.selection_lr,
         batch_size=cfg.finetune.batch_size,
         seed=cfg.seed,
-        val_batches=s.val_batches,
+        val_batches=prep.task.candidate_batches(s.val_batches, 256),  # 256: `evaluate`'s batch size
     )
     done = [r for r in outcome.results if r.phase == selection.PHASE]
     if not done:

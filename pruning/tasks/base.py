@@ -20,12 +20,15 @@ and the pipeline (`workers`) call it and stay task-agnostic. The contract, one m
 
 Class attributes: `name` (the registry key), `score_name` (what reports call the score),
 `needs_labels` (False: the data's labels are never read, class folders optional),
-`needs_trained_model` (True: a network given without weights cannot be trained for it).
+`needs_trained_model` (True: a network given without weights cannot be trained for it;
+`trained_model_needed(options)` when an option decides), `search_images` (a bound on the
+validation images each search candidate is scored on, for a slow score).
 A task is built as `cls(output=None, teacher=None, **options)`; its options are declared in
 the constructor's signature, typed and bounded, like an evaluator's."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -143,6 +146,9 @@ class Task:
     score_name: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = True
     needs_trained_model: ClassVar[bool] = False
+    search_images: ClassVar[int | None] = None
+    """The most validation images a search candidate is scored on when the job sets no bound
+    (None: the whole split), for tasks whose score is slow per image."""
 
     def __init__(self, output: OutputKey | None = None, teacher: nn.Module | None = None) -> None:
         """`output`: the network output the task reads. `teacher`: the unpruned network, kept
@@ -151,6 +157,19 @@ class Task:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(output={self.output!r})"
+
+    @classmethod
+    def trained_model_needed(cls, options: Mapping[str, Any]) -> bool:
+        """Whether a job with these (checked) options needs the network trained (weights, a
+        program or an upload): `needs_trained_model` unless an option changes it."""
+        return cls.needs_trained_model
+
+    def candidate_batches(self, val_batches: int | None, batch_size: int) -> int | None:
+        """The validation batches (of `batch_size`) a search candidate is scored on: the job's
+        `val_batches` when set, else enough for `search_images` (None: the whole split)."""
+        if val_batches is not None or self.search_images is None:
+            return val_batches
+        return max(1, math.ceil(self.search_images / batch_size))
 
     def cpu(self) -> Task:
         """The task with any network it holds on the CPU (for shipping to another process)."""
@@ -170,6 +189,10 @@ class Task:
     def forward(self, model: nn.Module, inputs: torch.Tensor) -> Any:
         """`outputs(model(inputs))`: the network's outputs as the loss and the metric read them."""
         return self.outputs(model(inputs))
+
+    def check_output(self, raw: Any, input_size: int) -> None:
+        """Refuse (a one-line TaskError) a network's raw output on a blank input of `input_size`
+        that the task cannot read; by default any output is read."""
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         """The scalar training loss of one batch."""

@@ -18,7 +18,12 @@ from torch import nn
 from ..registry import Registry, check_values, given, signature_schema
 from .base import OutputKey, Task, TaskError
 
-TASK_MODULES = ("pruning.tasks.classification", "pruning.tasks.distillation", "pruning.tasks.segmentation")
+TASK_MODULES = (
+    "pruning.tasks.classification",
+    "pruning.tasks.distillation",
+    "pruning.tasks.segmentation",
+    "pruning.tasks.detection",
+)
 """The modules that define tasks, the default task's first."""
 
 TASKS: Registry[type[Task]] = Registry("task", error=TaskError, modules=TASK_MODULES)

@@ -5,6 +5,7 @@ masks: they are resized bilinearly to the mask for the loss and the scores."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -89,17 +90,28 @@ class Segmentation(Task):
         return Image.fromarray(shown.round().astype(np.uint8))
 
 
-def task_data_mismatch(task: str, segmentation_data: bool) -> str | None:
+def task_data_mismatch(
+    task: str, segmentation_data: bool, detection_data: bool = False, options: Mapping[str, Any] | None = None
+) -> str | None:
     """Why a job's task cannot read its data (None when it can): the segmentation task needs
-    masks, a task that reads class labels needs a labelled (not a segmentation) set; a task
-    that reads no labels (distillation) takes either."""
+    masks, the detection task boxes (or its option `labels: false`, which reads only images), a
+    task that reads class labels a labelled (not a segmentation or detection) set; a task that
+    reads no labels (distillation) takes any."""
     from .registry import task_class
 
+    if task == "detection":
+        if detection_data or (options or {}).get("labels") is False:
+            return None
+        return (
+            "the detection task needs a detection data set (boxscenes, boxfolder, or an uploaded COCO or YOLO "
+            "archive), or task option labels: false to score against the unpruned detector"
+        )
     if task == Segmentation.name and not segmentation_data:
         return (
             "the segmentation task needs a segmentation data set (scenes, maskfolder, or an uploaded "
             "images/ + masks/ archive)"
         )
-    if task != Segmentation.name and task_class(task).needs_labels and segmentation_data:
-        return f"the {task} task needs class labels, and the data set is a segmentation set (give task: segmentation)"
+    if task != Segmentation.name and task_class(task).needs_labels and (segmentation_data or detection_data):
+        kind = "segmentation" if segmentation_data else "detection"
+        return f"the {task} task needs class labels, and the data set is a {kind} set (give task: {kind})"
     return None
