@@ -88,11 +88,12 @@ def output_layer(model: nn.Module) -> nn.Module | None:
 
 
 def head_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
-    """For a network with several outputs (`pruning.tasks.named_outputs`), the conv or linear
-    layer nearest each output, found by walking the autograd graph back from it (through
-    pooling, resizing and other ops, to the first such layer on every path): their output
-    channels are the network's outputs, so they are not cut. Empty for one output (the
-    classifier, `output_layer`, covers it)."""
+    """The conv or linear layers nearest the network's outputs (each of them, by
+    `pruning.tasks.named_outputs`), found by walking the autograd graph back from every output
+    (through pooling, resizing, concatenation, reshapes and other ops, to the first such layer
+    on every path): their output channels are the network's outputs, so they are not cut. For
+    a classifier that is its last layer (`output_layer`); for a detector, every level's box and
+    class convs and the box decoder's fixed conv (a YOLO DFL), however the outputs are joined."""
     from .tasks import named_outputs
 
     made: dict[Any, nn.Module] = {}
@@ -111,8 +112,6 @@ def head_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Modul
         for h in handles:
             h.remove()
         model.train(was_training)
-    if len(outs) < 2:
-        return []
     found: list[nn.Module] = []
     seen: set[Any] = set()
     todo: list[Any] = [t.grad_fn for t in outs.values() if t.grad_fn is not None]
