@@ -113,20 +113,33 @@ def test_fcos_shared_head_and_fpn_are_one_group_each(intakes: dict[str, Intake])
     assert {modules[f"fpn.inner_blocks.{k}"].out_channels for k in range(3)} == {12}
 
 
-def under_group_norm(net: nn.Module, bns: list[str]) -> bool:
-    """Whether a group passes through a GroupNorm, whose statistics every channel of a norm
-    group enters (no exact reference for removing single channels)."""
-    modules = dict(net.named_modules())
-    return any(isinstance(modules[b], nn.GroupNorm) for b in bns)
+def test_fcos_head_towers_are_cut_in_whole_group_norm_groups(intakes: dict[str, Intake]) -> None:
+    """The towers' GroupNorm(4, 16): a group loses whole norm groups of 4 channels, by
+    `cut_model` and by the search space's index-selection cut alike, and the norm as many
+    groups (a 30% cut of 16 channels keeps 12, in 3 norm groups)."""
+    net, shape = intakes["fcos"].module, shape_of("fcos")
+    graph = DependencyGraph(net, example_input(net, shape))
+    towers = [g for g in graph.groups if g.key.startswith("head.")]
+    assert len(towers) == 4
+    assert all(g.unit == 4 and g.pinned is None for g in towers)
+    policy = {g.key: 0.3 for g in towers}
+    space = SearchSpace(net, shape, "flops=0.9")
+    for cut in (space.cut(policy), cut_model(net, policy, "l1", input_shape=shape).model):
+        norms = [m for m in cut.modules() if isinstance(m, nn.GroupNorm)]
+        assert [(m.num_channels, m.num_groups) for m in norms] == [(12, 3)] * 4
+        with torch.no_grad():
+            assert finite(cut(torch.randn(2, *shape)))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_detector_cut_equals_the_network_without_those_channels(name: str, intakes: dict[str, Intake]) -> None:
     """Half of every group's channels: every output of the cut network is what the network
-    computes with those channels' contributions removed (each consumer's columns zeroed)."""
+    computes with those channels' contributions removed (each consumer's columns zeroed).
+    FCOS's head towers pass through GroupNorms: cut in whole norm groups, whose statistics
+    stay, they are exact too."""
     net, shape = intakes[name].module, shape_of(name)
     graph = DependencyGraph(net, example_input(net, shape))
-    policy = {g.key: 0.5 for g in graph.groups if not under_group_norm(net, g.bns)}
+    policy = {g.key: 0.5 for g in graph.groups}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PinnedGroupWarning)
         out = cut_model(net, policy, "l1", input_shape=shape)
