@@ -477,6 +477,10 @@ class CostModel:
                 assert isinstance(full, nn.modules.conv._ConvNd)
                 cut.in_channels = full.in_channels - len(idxs)
                 cut.groups = cut.in_channels // (full.in_channels // full.groups)
+        for name, full in model.named_modules():  # a GroupNorm loses whole norm groups (`DependencyGraph`)
+            norm = modules[name]
+            if isinstance(norm, nn.GroupNorm) and isinstance(full, nn.GroupNorm) and full.num_groups > 1:
+                norm.num_groups = norm.num_channels // (full.num_channels // full.num_groups)
         return target
 
 

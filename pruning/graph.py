@@ -10,6 +10,9 @@ own pruner or gets wrong:
   group into one, cut in whole convolution groups (`unit` = the group width);
 - a group that a split/chunk divides records its parts (`parts`), each of which must lose the
   same number of channels;
+- a group normalised by a GroupNorm (FCOS's and RetinaNet's heads) is cut in whole norm groups
+  (`unit` = channels per norm group) and the norm loses those groups: the groups that stay keep
+  their statistics, so the cut network computes what the original does without them;
 - a group DepGraph cannot follow (a channel shuffle's reshapes, a layer whose channels it maps
   out of range, a grouped conv whose two sides cannot be cut together) is kept whole:
   `pinned` says why, and `prune` leaves it alone.
@@ -88,11 +91,12 @@ def output_layer(model: nn.Module) -> nn.Module | None:
 
 
 def head_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
-    """For a network with several outputs (`pruning.tasks.named_outputs`), the conv or linear
-    layer nearest each output, found by walking the autograd graph back from it (through
-    pooling, resizing and other ops, to the first such layer on every path): their output
-    channels are the network's outputs, so they are not cut. Empty for one output (the
-    classifier, `output_layer`, covers it)."""
+    """The conv or linear layers nearest the network's outputs (each of them, by
+    `pruning.tasks.named_outputs`), found by walking the autograd graph back from every output
+    (through pooling, resizing, concatenation, reshapes and other ops, to the first such layer
+    on every path): their output channels are the network's outputs, so they are not cut. For
+    a classifier that is its last layer (`output_layer`); for a detector, every level's box and
+    class convs and the box decoder's fixed conv (a YOLO DFL), however the outputs are joined."""
     from .tasks import named_outputs
 
     made: dict[Any, nn.Module] = {}
@@ -111,8 +115,6 @@ def head_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Modul
         for h in handles:
             h.remove()
         model.train(was_training)
-    if len(outs) < 2:
-        return []
     found: list[nn.Module] = []
     seen: set[Any] = set()
     todo: list[Any] = [t.grad_fn for t in outs.values() if t.grad_fn is not None]
@@ -238,6 +240,7 @@ class DependencyGraph:
         first_conv = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
         self._roots: dict[str, list[nn.Module]] = {}
         self._grouped_in: dict[str, list[_ConvNd]] = {}
+        self._group_norms: dict[str, list[nn.GroupNorm]] = {}
         groups = [self._merge(comp, first_conv) for comp in self._components(raw)]
         self.groups = sorted(groups, key=lambda grp: self._order[grp.key])
         self.by_key = {grp.key: grp for grp in self.groups}
@@ -426,11 +429,26 @@ class DependencyGraph:
         parts = next((r.parts for r in raws if r.parts), [])
         if parts and len({len(p) for p in parts}) > 1:
             reason = reason or "a split makes parts of different sizes"
+        bns = ordered(n for r in raws for n in r.bns)
+        norms = [(n, m) for n in bns if isinstance(m := self._modules[n], nn.GroupNorm) and m.num_groups > 1]
+        self._group_norms[key] = [m for _, m in norms]
+        for name, norm in norms:
+            size = norm.num_channels // norm.num_groups
+            if norm.num_channels != channels:
+                reason = (
+                    reason or f"GroupNorm {name} normalises {norm.num_channels} channels where the group has {channels}"
+                )
+            elif size > 1 and unit > 1 and size != unit:
+                reason = reason or f"GroupNorm {name} groups {size} channels where its convs group {unit}"
+            elif size > 1 and parts:
+                reason = reason or f"GroupNorm {name} and a split share its channels"
+            elif size > 1:
+                unit = size
         return ChannelGroup(
             key=key,
             channels=channels,
             members=members,
-            bns=ordered(n for r in raws for n in r.bns),
+            bns=bns,
             consumers=ordered(n for r in raws for n in r.consumers),
             is_stem=first_conv in members,
             depthwise=any(isinstance(self._modules[m], nn.Conv2d) and self._modules[m].groups > 1 for m in members),
@@ -482,9 +500,11 @@ class DependencyGraph:
 
     def prune_group(self, key: str, idxs: list[int]) -> None:
         """Remove output channels `idxs` of group `key` and everything coupled to them. A
-        grouped conv joined into the group loses the whole conv groups whose channels go."""
+        grouped conv joined into the group loses the whole conv groups whose channels go, a
+        GroupNorm the whole norm groups."""
         if not idxs:
             return
+        norms = [(m, m.num_channels // m.num_groups) for m in self._group_norms[key]]
         grouped = self._grouped_in[key]
         before = {conv: (conv.in_channels, conv.in_channels // conv.groups) for conv in grouped}
         for root in self._roots[key]:
@@ -501,3 +521,5 @@ class DependencyGraph:
         for conv, (in_channels, per_group) in before.items():
             conv.in_channels = in_channels - len(idxs)
             conv.groups = conv.in_channels // per_group
+        for norm, size in norms:  # Torch-Pruning cuts its weights and channel count, not its groups
+            norm.num_groups = norm.num_channels // size

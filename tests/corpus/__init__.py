@@ -3,7 +3,9 @@ torchvision cannot be installed next to the CPU torch), for checking that the en
 each correctly: 3x32x32 inputs, 10 outputs, few channels so that a cut and a forward take
 milliseconds on a CPU. `CORPUS` maps a name to its family and factory; `build(name)` makes one
 in eval mode with seeded weights and non-trivial BN statistics. `FULL_SIZE` holds three of
-torchvision's networks at full size and 224 px (`fullsize.py`), for intake and the REST path."""
+torchvision's networks at full size and 224 px (`fullsize.py`), for intake and the REST path.
+`DETECTORS` holds two detectors written as Ultralytics and torchvision write them
+(`detectors.py`: a YOLOv8 and an FCOS), 3x64x64, three classes."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from search.space import SearchSpace
 
 from .classic import VGG, AlexNet, DenseNet, GoogLeNet, Res2Net, ResNet, SqueezeNet, WideResNet, Xception
 from .dense import FPN, UNet
+from .detectors import FCOS, DetectionModel
 from .fullsize import TorchvisionAlexNet, TorchvisionVGG, TorchvisionWideResNet
 from .heads import AuxHeadNet
 from .mobile import (
@@ -53,12 +56,14 @@ class Entry:
     """One corpus network: its family (the README table's first column), a factory and, for a
     network whose groups that cannot be cut hold too many FLOPs for half of them to go, why
     (`limit`: a search then targets `LIMITED_TARGET` of the FLOPs instead). `classifier`:
-    one score per class (False: per-pixel scores, which the service's data sets do not fit)."""
+    one score per class (False: per-pixel scores or detections, which the service's
+    classification data sets do not fit). `input_shape`: what it takes, (C, H, W)."""
 
     family: str
     factory: Callable[..., nn.Module]
     limit: str | None = None
     classifier: bool = True
+    input_shape: tuple[int, int, int] = INPUT_SHAPE
 
 
 CORPUS: dict[str, Entry] = {
@@ -110,13 +115,37 @@ FULL_SIZE: dict[str, Entry] = {
 """Full-size networks as torchvision writes them, for `FULL_SIZE_INPUT` (not in `CORPUS`: each
 is hundreds of MB and seconds per forward, too much for the per-network tests)."""
 
+DETECTION_INPUT = (3, 64, 64)
+DETECTORS: dict[str, Entry] = {
+    "yolov8": Entry(
+        "YOLOv8 (Ultralytics' code: C2f chunk/split, SPPF, Concat, Detect + DFL; (N, 4+K, A) output)",
+        lambda: DetectionModel(nc=3, width=0.125, prior=False),
+        classifier=False,
+        input_shape=DETECTION_INPUT,
+    ),
+    "fcos": Entry(
+        "FCOS (torchvision's code: ResNet body, FPN + P6/P7, head shared by the levels; dict output)",
+        lambda: FCOS(num_classes=3),
+        classifier=False,
+        input_shape=DETECTION_INPUT,
+    ),
+}
+"""Detectors at `DETECTION_INPUT` (three levels at strides 8, 16 and 32, FCOS's P6 and P7
+besides), tiny widths; not in `CORPUS`, whose tests search for half the FLOPs at 32 px
+(tests/test_corpus_detectors.py takes them through the same path)."""
+
+
+def entry(name: str) -> Entry:
+    """The corpus entry `name`, from `CORPUS`, `FULL_SIZE` or `DETECTORS`."""
+    return CORPUS.get(name) or FULL_SIZE.get(name) or DETECTORS[name]
+
 
 def build(name: str, seed: int = 0, **kwargs: int) -> nn.Module:
-    """Corpus network `name` (from `CORPUS` or `FULL_SIZE`; `kwargs` go to its factory) in eval
+    """Corpus network `name` (from `CORPUS`, `FULL_SIZE` or `DETECTORS`; `kwargs` go to its factory) in eval
     mode: seeded weights, BN statistics drawn away from the identity so a wrong channel mapping
     shows in the output."""
     torch.manual_seed(seed)
-    model = (CORPUS.get(name) or FULL_SIZE[name]).factory(**kwargs)
+    model = entry(name).factory(**kwargs)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert m.running_mean is not None
@@ -127,12 +156,13 @@ def build(name: str, seed: int = 0, **kwargs: int) -> nn.Module:
 
 
 def exported(name: str, folder: Path) -> Path:
-    """`build(name)` exported to `.pt2` (`pruning.export.export_program`, a dynamic batch) in
+    """`build(name)` exported to `.pt2` (`pruning.export.export_program`, a dynamic batch, its
+    entry's input shape) in
     `folder`, once: a later call, from any test process, gets the same file (written under a
     temporary name and renamed, so a reader never sees half a file)."""
     path = folder / f"{name}.pt2"
     if not path.is_file():
-        tmp = export_program(build(name), folder / f"{name}.{os.getpid()}.tmp.pt2", INPUT_SHAPE)
+        tmp = export_program(build(name), folder / f"{name}.{os.getpid()}.tmp.pt2", entry(name).input_shape)
         os.replace(tmp, path)
     return path
 
