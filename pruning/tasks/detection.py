@@ -38,9 +38,6 @@ from .registry import check_task_options, register_task
 TEACHER_SCORE = 0.25
 """The score a teacher's detection needs to count as an object when no labels are read."""
 
-DETECTION_DATA = ("boxscenes", "boxfolder")
-"""The data sets with boxes (as `pruning.data.DETECTION_DATASETS` names them)."""
-
 Stride = Annotated[int, Field(ge=1, le=1024)]
 LossKind = Literal["distill", "labels"]
 
@@ -202,10 +199,9 @@ class MeanAP:
 
 def detection_data(name: str) -> bool:
     """Whether a data set name (`boxfolder:PATH` too) is one with boxes."""
-    from .. import data
+    from ..data import data_task
 
-    names = getattr(data, "DETECTION_DATASETS", DETECTION_DATA)
-    return name.partition(":")[0] in names
+    return data_task(name.partition(":")[0]) == "detection"
 
 
 def detection_output_mismatch(shape: Sequence[int], classes: int, options: Mapping[str, Any]) -> str | None:
