@@ -69,3 +69,35 @@ def test_a_task_that_draws_nothing_writes_no_previews(tmp_path: Path) -> None:
 def test_no_images_no_previews(tmp_path: Path) -> None:
     data = load_dataset("scenes", input_size=32, subset=16)
     assert write_previews(make_task("segmentation"), Fixed(0), Fixed(1), data.val, None, tmp_path, n=0) == []
+
+
+class OneBox(nn.Module):
+    """A detector in the default layout `(N, 4+K, A)` with one confident box of class 1 (or none)."""
+
+    def __init__(self, found: bool) -> None:
+        super().__init__()
+        self.found = found
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], 4 + 3, 5)
+        out[:, :4] = torch.tensor([16.0, 16.0, 10.0, 10.0]).view(1, 4, 1)  # cxcywh: x 11..21
+        if self.found:
+            out[:, 4 + 1, 0] = 0.9
+        return out * self.scale
+
+
+def test_detection_previews_box_what_each_network_found(tmp_path: Path) -> None:
+    data = load_dataset("boxscenes", input_size=32, subset=16)
+    task = make_task("detection", num_classes=3)
+    files = write_previews(task, OneBox(False), OneBox(True), data.val, data.normalization, tmp_path, n=1)
+    picture = np.asarray(Image.open(files[0]).convert("RGB")).astype(int)
+    side = 32 * -(-MIN_SIDE // 32)
+    left, right = picture[CAPTION:, :side], picture[CAPTION:, side + 4 :]
+    original = display_image(data.val[0][0], data.normalization).repeat(side // 32, 0).repeat(side // 32, 1)
+    assert np.array_equal(left, original.astype(int))  # nothing found: nothing drawn
+    box_colour = np.array([60, 180, 75])  # class 1's
+    outlined = (np.abs(right - box_colour).sum(-1) == 0).nonzero()
+    scale = side // 32
+    assert outlined[1].min() == 11 * scale  # the box's left edge, in the scaled picture
+    assert outlined[1].max() >= 21 * scale - 1

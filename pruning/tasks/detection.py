@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
+from PIL import Image
 from pydantic import Field
 from torch import nn
 
@@ -33,6 +35,7 @@ from ..detection.loss import distillation_loss, labelled_loss
 from ..detection.metrics import GroundTruth, coco_map
 from .base import OutputKey, Score, Task, TaskError
 from .distillation import frozen
+from .drawing import draw_boxes
 from .registry import check_task_options, register_task
 
 TEACHER_SCORE = 0.25
@@ -169,6 +172,12 @@ class Detection(Task):
 
     def metric(self) -> MeanAP:
         return MeanAP(self)
+
+    def render(self, picture: np.ndarray, outputs: Any, index: int) -> Image.Image:
+        """Sample `index`'s detections scored at least `TEACHER_SCORE` (after NMS), boxed and
+        labelled with class and score."""
+        found = self.detections(self.decode(outputs[index : index + 1]), TEACHER_SCORE)[0].cpu()
+        return draw_boxes(picture, found.boxes, found.classes, found.scores)
 
 
 class MeanAP:

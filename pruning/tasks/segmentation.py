@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..segmentation.metrics import SegmentationScores, match_logits, segmentation_loss
 from .base import Metric, Score, Task, softened_kl
+from .drawing import PALETTE
 from .registry import register_task
 
 
@@ -38,26 +39,6 @@ class MeanIoU:
         extras = {"pixel_accuracy": out["pixel_accuracy"]}
         extras.update({f"iou_{k}": v for k, v in enumerate(out["per_class_iou"]) if v is not None})
         return Score(out["miou"], self.name, extras)
-
-
-PALETTE = np.array(
-    [
-        [0, 0, 0],
-        [230, 25, 75],
-        [60, 180, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-        [70, 240, 240],
-        [240, 50, 230],
-        [210, 245, 60],
-        [250, 190, 212],
-        [0, 128, 128],
-    ],
-    dtype=np.float64,
-)
-"""Class colours of the previews (a class past the last takes the colours again)."""
 
 
 @register_task("segmentation")
