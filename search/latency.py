@@ -217,6 +217,20 @@ def measure_round_to(
     return record
 
 
+class _IntoAdd(nn.Module):
+    """A layer whose output a residual add reads, timed with an add after it: in INT8 the
+    quantizer leaves such an add in FP32, so ONNX Runtime runs the layer unfused (dequantize,
+    FP32 conv) as in the network, where the layer alone would fuse into one INT8 kernel."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        return y + y
+
+
 class LatencyTable:
     """Measured per-layer latencies of one architecture on one device (milliseconds)."""
 
@@ -255,6 +269,7 @@ class LatencyTable:
         out_of = {m: g.key for g in graph.groups for m in g.members}
         in_of = {m: g.key for g in graph.groups for m in g.consumers}
         channels = {g.key: g.channels for g in graph.groups}
+        streams = {g.key for g in graph.groups if g.stream}
         modules = dict(model.named_modules())
         shapes = layer_inputs(model, input_shape)
         was_training = model.training
@@ -270,6 +285,7 @@ class LatencyTable:
             if not conv and n in in_of and cin % channels[in_of[n]] == 0:
                 per = cin // channels[in_of[n]]
             ins = [cin] if depthwise or n not in in_of else [c * per for c in _grid(cin // per, grid)]
+            into_add = runtime == "onnxruntime-int8" and out_of.get(n) in streams  # see _IntoAdd
             outs = _grid(cout, grid) if n in out_of else [cout]
             table = []
             for ci in ins:
@@ -287,6 +303,8 @@ class LatencyTable:
                     else:
                         layer = nn.Linear(ci, co, m.bias is not None)
                         shp = (ci,)
+                    if into_add:
+                        layer = _IntoAdd(layer)
                     row.append(measure_latency(layer.to(device), shp, warmup=2, repeats=repeats, runtime=runtime))
                 table.append(row)
             layers[n] = {
@@ -297,6 +315,7 @@ class LatencyTable:
                 "ms": table,
                 "depthwise": depthwise,
                 "in_per_channel": per,
+                "into_add": into_add,
             }
             full_sum += table[-1][-1]
         total = measure_latency(model, input_shape, repeats=max(repeats, 20), runtime=runtime)
