@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .runtime import Runtime, prepare, time_forward
+from .runtime import ONNX_RUNTIMES, Runtime, prepare, time_forward
 
 
 def _input(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
@@ -78,10 +78,10 @@ def measure_latency(
     runtime: Runtime = "eager",
 ) -> float:
     """Median wall time of one forward in milliseconds, on the model's device, after warm-up,
-    in the deployment `runtime` (`pruning.runtime`: eager, torchscript, onnxruntime, inductor)."""
+    in the deployment `runtime` (`pruning.runtime`: eager, torchscript, onnxruntime, onnxruntime-int8, inductor)."""
     was_training = model.training
     run = prepare(model, input_shape, runtime, batch_size)
-    cuda = runtime != "onnxruntime" and _input(model, input_shape).device.type == "cuda"
+    cuda = runtime not in ONNX_RUNTIMES and _input(model, input_shape).device.type == "cuda"
     try:
         return time_forward(run, cuda=cuda, warmup=warmup, repeats=repeats)
     finally:

@@ -10,13 +10,20 @@ that timing it measures inference only:
   of `torch.export`, still what many deployments run);
 - `onnxruntime`: exported to ONNX (opset of `torch.onnx.export`, dynamic batch) and run by an
   onnxruntime CPU session with as many intra-op threads as torch uses;
+- `onnxruntime-int8`: the same export statically quantized to INT8 by ONNX Runtime
+  (`pruning.quantize.quantize_onnx`: QDQ, per-channel weights), run in the same session; the
+  activation ranges are calibrated on the fixed random batch itself, which is right for timing
+  (an INT8 kernel's speed does not depend on the ranges) and says nothing of its accuracy;
 - `inductor`: `torch.compile(backend="inductor")` for the fixed input shape (needs a C++
   compiler on the CPU; compiling takes seconds per network).
+
+`unavailable(runtime)` says why a runtime cannot be measured on this machine (a package missing).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import statistics
 import tempfile
 import time
@@ -30,8 +37,23 @@ from torch import nn
 
 from .errors import PruningError
 
-Runtime = Literal["eager", "torchscript", "onnxruntime", "inductor"]
-RUNTIMES: tuple[Runtime, ...] = ("eager", "torchscript", "onnxruntime", "inductor")
+Runtime = Literal["eager", "torchscript", "onnxruntime", "onnxruntime-int8", "inductor"]
+RUNTIMES: tuple[Runtime, ...] = ("eager", "torchscript", "onnxruntime", "onnxruntime-int8", "inductor")
+ONNX_RUNTIMES: tuple[Runtime, ...] = ("onnxruntime", "onnxruntime-int8")
+"""The runtimes that run an ONNX export in an ONNX Runtime CPU session (whatever the model's device)."""
+
+
+def unavailable(runtime: str) -> str | None:
+    """Why `runtime` cannot be measured here (one line), or None when it can: ONNX Runtime (and,
+    for INT8, its quantization tools and `onnx`) must be importable."""
+    needs = {"onnxruntime": ("onnxruntime",), "onnxruntime-int8": ("onnxruntime", "onnxruntime.quantization", "onnx")}
+    for module in needs.get(runtime, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return f"{runtime} cannot be measured on this machine: {module} cannot be imported ({why})"
+    return None
 
 
 def _example(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> torch.Tensor:
@@ -74,7 +96,11 @@ def prepare(
                 return compiled(x)
 
         return run_ind
-    return _onnxruntime(copy.deepcopy(model).cpu(), x.cpu())  # never move the caller's model
+    why = unavailable(runtime)
+    if why:
+        raise PruningError(why)
+    # never move the caller's model
+    return _onnxruntime(copy.deepcopy(model).cpu(), x.cpu(), int8=runtime == "onnxruntime-int8")
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
@@ -88,7 +114,8 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def _onnxruntime(model: nn.Module, x: torch.Tensor, int8: bool = False) -> Callable[[], object]:
+    """A session on `model` exported to ONNX (statically quantized to INT8 on `x` when `int8`)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with warnings.catch_warnings():
@@ -101,6 +128,10 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
                 dynamic_axes={"input": {0: "batch"}},
                 dynamo=False,
             )
+        if int8:
+            from . import quantize  # it imports this module: looked up here, at call time
+
+            path = quantize.quantize_onnx(path, Path(tmp) / "model.int8.onnx", [x])
         sess = onnx_session(path)
     feed = {"input": x.numpy()}
 

@@ -1,21 +1,34 @@
 """Per-layer latency lookup tables (NetAdapt, Yang et al. 2018, section 3.3): each conv and
 linear layer is timed alone on the target device for a grid of input/output channel counts;
 a network's latency is predicted as the sum of its layers' table entries plus a constant for
-everything else (BN, activations, pooling), measured once on the full model.
+everything else (BN, activations, pooling), measured once on the full model. The constant may be
+negative: a layer timed alone pays a runtime's fixed cost per call (ONNX Runtime's session run;
+in INT8, the block's own input quantization and output dequantization) that the whole network
+pays once, so the full network's prediction is always its measured latency and a cut network's
+is that minus what the table says its layers save.
 
 Simplifications: the grid holds `grid` channel counts per dimension (NetAdapt fills every
 count) and values between grid points are interpolated bilinearly. A table is built once per
-(device, architecture, input shape) and cached as JSON under `$SECATEURS_CACHE_DIR/latency`
-(default `~/.cache/secateurs/latency`)."""
+(device, runtime, architecture, input shape) and cached as JSON under
+`$SECATEURS_CACHE_DIR/latency` (default `~/.cache/secateurs/latency`). Each layer is timed as
+the runtime runs it: in `onnxruntime-int8` a layer is exported alone and quantized to INT8 (QDQ,
+per-channel, `pruning.runtime`), so the table holds INT8 kernels' latencies.
+
+`measure_round_to` times one of the network's convolutions at 17 consecutive output widths in the
+runtime and finds the widest channel multiple the runtime's kernels reward (rounding a width up
+to it costs no measurable time): the default `round_to` of a latency target, cached beside the
+tables (`latency/round_to/`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
+import statistics
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +38,7 @@ from torch import nn
 from pruning.export import architecture
 from pruning.graph import DependencyGraph
 from pruning.measure import measure_latency
-from pruning.runtime import Runtime
+from pruning.runtime import ONNX_RUNTIMES, Runtime, prepare, time_forward, time_interleaved, unavailable
 
 from .base import SearchError
 
@@ -60,12 +73,162 @@ def _interp(xs: list[int], x: float) -> tuple[int, int, float]:
 
 def check_table_runtime(runtime: str) -> None:
     """Refuse a runtime per-layer tables cannot be measured in (inductor: a compile per layer and
-    channel count), so a latency target in it is refused before any work (the job config, here)."""
+    channel count; a runtime this machine lacks a package for), so a latency target in it is
+    refused before any work (the job config, here)."""
     if runtime == "inductor":
         raise SearchError(
             "latency tables cannot be measured in inductor (a compile per layer and channel count "
             "takes hours); use onnxruntime or torchscript for a latency target"
         )
+    why = unavailable(runtime)
+    if why:
+        raise SearchError(why)
+
+
+def table_name(device: torch.device, runtime: Runtime) -> str:
+    """The name a table (and a round_to measurement) measured on `device` in `runtime` carries."""
+    return device_name(device) + ("" if runtime == "eager" else f"-{runtime}")
+
+
+def _key(model: nn.Module, input_shape: Sequence[int], name: str, *extra: object) -> str:
+    arch = architecture(model, "any", {})["layers"]
+    return hashlib.sha1(json.dumps([arch, list(input_shape), name, *extra], sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _write_json(path: Path, data: object) -> None:
+    """Written whole, then moved in: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def layer_inputs(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """Each conv and linear layer's input shape (without the batch) in one forward, in order."""
+    device = next(model.parameters()).device
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(inp[0].shape[1:])))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return shapes
+
+
+ROUND_STEPS = (1, 2, 4, 8, 16)
+"""The channel multiples `measure_round_to` considers."""
+
+
+def round_to_choice(
+    widths: Sequence[int], ms: Sequence[float], tolerance: float = 0.01
+) -> tuple[int, dict[str, float]]:
+    """The widest step in `ROUND_STEPS` such that rounding up to it and to every smaller step
+    costs at most `tolerance` of the latency, from latencies `ms` at consecutive `widths` (the
+    first a multiple of 16): a step's cost is the mean, over the widths, of the extra time of the
+    width rounded up to a multiple of the step, relative to the mean latency. Latency flat within
+    blocks of s costs ~0 for every step up to s; latency growing smoothly with the width costs
+    (s - 1) / 2 channels' worth. Every smaller step must pass too, so one lucky width (noise) does
+    not pick a wide step."""
+    at = dict(zip(widths, ms, strict=True))
+    mean = statistics.fmean(ms)
+    costs: dict[str, float] = {}
+    for s in ROUND_STEPS:
+        extra = [at[math.ceil(w / s) * s] - at[w] for w in widths if math.ceil(w / s) * s in at]
+        costs[str(s)] = max(0.0, statistics.fmean(extra)) / mean if extra and mean > 0 else 0.0
+    chosen = 1
+    for s in ROUND_STEPS:
+        if costs[str(s)] > tolerance:
+            break
+        chosen = s
+    return chosen, costs
+
+
+def measure_round_to(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    runtime: Runtime = "eager",
+    use_cache: bool = True,
+    repeats: int = 20,
+    tolerance: float = 0.01,
+    clock: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """What the runtime's kernels reward, measured on `model`'s convolution of median width (its
+    input channels, kernel and input size kept): that conv timed alone at output widths w..w+16
+    (w the width rounded down to a multiple of 16, at least 16), the widths interleaved so the
+    machine's load falls on all alike, and the chosen step (`round_to_choice`). Cached beside
+    the tables; returns the measurement (`layer`, `widths`, `ms`, `costs`, `round_to`)."""
+    check_table_runtime(runtime)
+    device = next(model.parameters()).device
+    name = table_name(device, runtime)
+    path = cache_dir() / "round_to" / f"{_key(model, input_shape, name, 'round_to', tolerance)}.json"
+    if use_cache and path.exists():
+        return dict(json.loads(path.read_text()))
+    modules = dict(model.named_modules())
+    convs = [
+        (n, shape)
+        for n, shape in layer_inputs(model, input_shape).items()
+        if isinstance(modules[n], nn.Conv2d) and modules[n].groups == 1
+    ]
+    if not convs:
+        return {"round_to": 1, "layer": None, "why": "no convolution to measure", "device": name}
+    convs.sort(key=lambda c: modules[c[0]].out_channels)
+    layer, shape = convs[len(convs) // 2]
+    m: Any = modules[layer]  # a Conv2d (its tuple fields typed loosely by torch)
+    base = max(16, m.out_channels - m.out_channels % 16)
+    widths = list(range(base, base + 17))
+    runs = [
+        prepare(
+            nn.Conv2d(m.in_channels, w, m.kernel_size, m.stride, m.padding, m.dilation, 1, m.bias is not None).to(
+                device
+            ),
+            shape,
+            runtime,
+        )
+        for w in widths
+    ]
+    if device.type == "cuda" and runtime not in ONNX_RUNTIMES:
+        ms = [time_forward(r, cuda=True, warmup=3, repeats=repeats) for r in runs]
+    else:
+        ms = time_interleaved(runs, warmup=3, repeats=repeats, **({"clock": clock} if clock else {}))
+    chosen, costs = round_to_choice(widths, ms, tolerance)
+    record = {
+        "round_to": chosen,
+        "layer": layer,
+        "in_channels": m.in_channels,
+        "kernel_size": list(m.kernel_size),
+        "input_size": list(shape[1:]),
+        "widths": widths,
+        "ms": ms,
+        "costs": costs,
+        "tolerance": tolerance,
+        "device": name,
+    }
+    if use_cache:
+        _write_json(path, record)
+    return record
+
+
+class _IntoAdd(nn.Module):
+    """A layer whose output a residual add reads, timed with an add after it: in INT8 the
+    quantizer leaves such an add in FP32, so ONNX Runtime runs the layer unfused (dequantize,
+    FP32 conv) as in the network, where the layer alone would fuse into one INT8 kernel."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        return y + y
 
 
 class LatencyTable:
@@ -87,20 +250,14 @@ class LatencyTable:
         """The table for `model` on its own device in the deployment `runtime` (each layer timed
         as that runtime runs it), from the disk cache or measured now."""
         check_table_runtime(runtime)
-        device = next(model.parameters()).device
-        name = device_name(device) + ("" if runtime == "eager" else f"-{runtime}")
-        arch = architecture(model, "any", {})["layers"]
-        key = hashlib.sha1(json.dumps([arch, list(input_shape), name, grid], sort_keys=True).encode()).hexdigest()[:20]
-        path = cache_dir() / f"{key}.json"
+        name = table_name(next(model.parameters()).device, runtime)
+        path = cache_dir() / f"{_key(model, input_shape, name, grid)}.json"
         if use_cache and path.exists():
             data = json.loads(path.read_text())
             return cls(data["layers"], data["offset_ms"], data["device"])
         table = cls._measure(model, tuple(input_shape), grid, repeats, name, runtime)
         if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"layers": table.layers, "offset_ms": table.offset_ms, "device": table.device}))
-            tmp.replace(path)
+            _write_json(path, {"layers": table.layers, "offset_ms": table.offset_ms, "device": table.device})
         return table
 
     @classmethod
@@ -111,19 +268,12 @@ class LatencyTable:
         graph = DependencyGraph(model, torch.zeros(1, *input_shape, device=device))
         out_of = {m: g.key for g in graph.groups for m in g.members}
         in_of = {m: g.key for g in graph.groups for m in g.consumers}
-        shapes: dict[str, tuple[int, ...]] = {}
+        channels = {g.key: g.channels for g in graph.groups}
+        streams = {g.key for g in graph.groups if g.stream}
         modules = dict(model.named_modules())
-        hooks = [
-            m.register_forward_hook(lambda mod, inp, out, n=n: shapes.__setitem__(n, tuple(inp[0].shape[1:])))
-            for n, m in modules.items()
-            if isinstance(m, (nn.Conv2d, nn.Linear))
-        ]
+        shapes = layer_inputs(model, input_shape)
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=device))
-        for h in hooks:
-            h.remove()
         layers: dict[str, dict[str, Any]] = {}
         full_sum = 0.0
         for n, shape in shapes.items():
@@ -131,7 +281,11 @@ class LatencyTable:
             conv = isinstance(m, nn.Conv2d)
             cin, cout = (m.in_channels, m.out_channels) if conv else (m.in_features, m.out_features)
             depthwise = conv and m.groups > 1 and m.groups == cin
-            ins = [cin] if depthwise or n not in in_of else _grid(cin, grid)
+            per = 1  # input features per channel of the input group: a linear after a flatten has several
+            if not conv and n in in_of and cin % channels[in_of[n]] == 0:
+                per = cin // channels[in_of[n]]
+            ins = [cin] if depthwise or n not in in_of else [c * per for c in _grid(cin // per, grid)]
+            into_add = runtime == "onnxruntime-int8" and out_of.get(n) in streams  # see _IntoAdd
             outs = _grid(cout, grid) if n in out_of else [cout]
             table = []
             for ci in ins:
@@ -149,6 +303,8 @@ class LatencyTable:
                     else:
                         layer = nn.Linear(ci, co, m.bias is not None)
                         shp = (ci,)
+                    if into_add:
+                        layer = _IntoAdd(layer)
                     row.append(measure_latency(layer.to(device), shp, warmup=2, repeats=repeats, runtime=runtime))
                 table.append(row)
             layers[n] = {
@@ -158,18 +314,21 @@ class LatencyTable:
                 "outs": outs,
                 "ms": table,
                 "depthwise": depthwise,
+                "in_per_channel": per,
+                "into_add": into_add,
             }
             full_sum += table[-1][-1]
         total = measure_latency(model, input_shape, repeats=max(repeats, 20), runtime=runtime)
         model.train(was_training)
-        return cls(layers, max(0.0, total - full_sum), name)  # noise can make the difference negative
+        return cls(layers, total - full_sum, name)  # negative where layers alone pay per-call costs
 
     def predict(self, graph: DependencyGraph, kept: Mapping[str, int]) -> float:
         """Predicted latency (ms) of the network with `kept` channels per group."""
         total = self.offset_ms
         for spec in self.layers.values():
             co = kept.get(spec["out_group"], spec["outs"][-1]) if spec["out_group"] else spec["outs"][-1]
-            ci = kept.get(spec["in_group"], spec["ins"][-1]) if spec["in_group"] else spec["ins"][-1]
+            per = spec.get("in_per_channel", 1)
+            ci = kept[spec["in_group"]] * per if spec["in_group"] in kept else spec["ins"][-1]
             i0, i1, wi = _interp(spec["ins"], ci)
             o0, o1, wo = _interp(spec["outs"], co)
             ms = spec["ms"]

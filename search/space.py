@@ -14,7 +14,12 @@ setting). Resources come from the
 exact cost model (`pruning.cost`, traced once with the graph: microseconds a query, equal to
 `pruning.measure` on the cut network; a model it cannot follow is counted on a real cut, cached by
 kept-channel counts); latency comes from the per-layer
-lookup table (NetAdapt-style, see `search.latency`), measured in the deployment `runtime`."""
+lookup table (NetAdapt-style, see `search.latency`), measured in the deployment `runtime`.
+
+`round_to` rounds every kept width up to a multiple. Left unset (None) it is 1, except for a
+latency target, where it is the step the runtime's kernels reward (`search.latency.measure_round_to`,
+measured once and cached with the tables), capped at half the narrowest searchable group so that
+every group can still be cut; `round_to_choice` records where the value came from."""
 
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.runtime import Runtime
 
 from .base import Result, SearchError
-from .latency import LatencyTable
+from .latency import LatencyTable, measure_round_to
 from .target import Target
 
 Streams = Literal["search", "last", "whole"]
@@ -68,7 +73,7 @@ class SearchSpace:
         max_rate: float = 0.9,
         prune_stem: bool = False,
         pinned: Mapping[str, float] | Iterable[str] | None = None,
-        round_to: int = 1,
+        round_to: int | None = 1,
         streams: Streams = "search",
         criterion: str = "l1",
         calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -80,12 +85,14 @@ class SearchSpace:
             raise SearchError(f"max_rate must be in [0, 1), got {max_rate}")
         if min_channels < 1:
             raise SearchError(f"min_channels must be at least 1, got {min_channels}")
+        if round_to is not None and round_to < 1:
+            raise SearchError(f"round_to must be at least 1, got {round_to}")
         if streams not in get_args(Streams):
             raise SearchError(f"streams must be one of {', '.join(get_args(Streams))}, got {streams!r}")
         self.model = model
         self.input_shape = tuple(int(s) for s in input_shape[-3:])
         self.target = Target.from_value(target)
-        self.min_channels, self.max_rate, self.prune_stem, self.round_to = min_channels, max_rate, prune_stem, round_to
+        self.min_channels, self.max_rate, self.prune_stem = min_channels, max_rate, prune_stem
         self.streams: Streams = streams
         self.criterion, self.calibration = criterion, calibration
         self.graph, self.costs = traced or trace_space(model, self.input_shape)
@@ -101,6 +108,7 @@ class SearchSpace:
         self._scores: dict[str, torch.Tensor] | None = None
         self._group_scores: tuple[tuple, dict[str, torch.Tensor]] = ((), {})
         self.latency_table, self.runtime = latency_table, runtime
+        self.round_to, self.round_to_choice = self._round_to(round_to)
         if self.target.kind == "latency" and latency_table is None:
             self.latency_table = LatencyTable.for_model(model, self.input_shape, runtime=runtime)
         self.original = self.count({g.key: g.channels for g in self.groups})
@@ -116,6 +124,26 @@ class SearchSpace:
                 f"still needs {smallest:,.6g} {self.target.kind} (budget {self.budget:,.6g}, original "
                 f"{self.original[self.target.resource_key]:,.6g}); loosen the target or the bounds"
             )
+
+    def _round_to(self, round_to: int | None) -> tuple[int, dict[str, Any]]:
+        """The kept-width multiple and where it came from: the caller's, 1 (no latency target),
+        or measured in the runtime and capped at half the narrowest searchable group."""
+        if round_to is not None:
+            return round_to, {"value": round_to, "source": "given"}
+        if self.target.kind != "latency":
+            return 1, {"value": 1, "source": "default (no latency target)"}
+        measured = measure_round_to(self.model, self.input_shape, self.runtime)
+        narrowest = min(self.by_key[k].channels for k in self.keys)
+        cap = 1 << max(0, (narrowest // 2).bit_length() - 1)  # the largest power of two <= narrowest / 2
+        value = max(1, min(int(measured["round_to"]), cap))
+        return value, {
+            "value": value,
+            "source": f"measured in {self.runtime}",
+            "measured": int(measured["round_to"]),
+            "cap": cap,
+            "narrowest_group": narrowest,
+            "measurement": measured,
+        }
 
     def _pins(self, pinned: Mapping[str, float] | Iterable[str] | None) -> dict[str, float]:
         if pinned is None:
@@ -312,6 +340,7 @@ class SearchSpace:
             "target": self.target.as_dict(),
             "budget": self.budget,
             "streams": self.streams,
+            "round_to": self.round_to_choice,
             "original": self.original,
             "latency_table": self.latency_table.device if self.latency_table is not None else None,
             "groups": [

@@ -20,7 +20,9 @@ BENCHMARKS = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if re.search(r
 
 
 def test_every_benchmark_is_found() -> None:
-    assert {"hard", "strategies", "allocation", "finetune_budget", "throughput", "load"} <= set(BENCHMARKS)
+    assert {"hard", "strategies", "allocation", "finetune_budget", "throughput", "load", "int8_latency"} <= set(
+        BENCHMARKS
+    )
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)

@@ -32,7 +32,8 @@ def test_runtime_matches_eager_outputs(convnet, runtime):
     want = _out(prepare(convnet, SHAPE, "eager", batch_size=3)())
     got = _out(prepare(convnet, SHAPE, runtime, batch_size=3)())
     assert got.shape == want.shape == (3, 10)
-    assert torch.allclose(got.float(), want.float(), atol=1e-4), (got - want).abs().max()
+    atol = 0.1 * float(want.abs().max()) if runtime == "onnxruntime-int8" else 1e-4  # INT8: quantized outputs
+    assert torch.allclose(got.float(), want.float(), atol=atol), (got - want).abs().max()
 
 
 def test_latency_in_a_runtime_is_positive_and_leaves_the_model_alone(convnet):

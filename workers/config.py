@@ -16,7 +16,7 @@ from pruning.data import DATASETS
 from pruning.models.zoo import InputSize
 from pruning.quantize import Calibration
 from pruning.registry import OneOf
-from pruning.runtime import Runtime
+from pruning.runtime import Runtime, unavailable
 from pruning.tasks import DEFAULT_TASK, list_tasks
 from pruning.train import FinetuneConfig, Schedule, TrainConfig
 from search.base import SearchError
@@ -257,7 +257,8 @@ class FinetuneSpec(Section):
     rounds: int = Field(3, ge=1, le=50, description="cuts of the iterative schedule")
 
 
-# The search space's bounds default to what `SearchSpace` itself defaults to (one place).
+# The search space's bounds default to what `SearchSpace` itself defaults to (one place); round_to alone
+# defaults to None here: the job chooses it (`SearchSpace` measures it for a latency target).
 _SPACE: dict[str, Any] = dict(SearchSpace.__init__.__kwdefaults__ or {})
 
 
@@ -268,7 +269,12 @@ class SpaceSpec(Section):
     max_rate: float = Field(_SPACE["max_rate"], ge=0, lt=1, description="largest rate any group may be cut by")
     prune_stem: bool = Field(_SPACE["prune_stem"], description="allow cutting the first conv's channels")
     pinned: dict[str, float] | None = Field(_SPACE["pinned"], description="group -> fixed rate (0: keep it whole)")
-    round_to: int = Field(_SPACE["round_to"], ge=1, description="kept channels rounded to a multiple of this")
+    round_to: int | None = Field(
+        None,
+        ge=1,
+        description="kept channels rounded up to a multiple of this (default: 1; for a latency target, the step "
+        "the runtime's kernels reward, measured and cached with its latency tables, recorded in the report)",
+    )
     streams: Streams = Field(
         _SPACE["streams"],
         description="residual streams (channels a residual add joins): search (cut like any group), last (kept "
@@ -381,9 +387,10 @@ class JobConfig(Section):
     onnx: bool = Field(True, description="also export model.onnx (checked against PyTorch)")
     runtime: Runtime = Field(
         "eager",
-        description="the runtime the pruned network is deployed with (eager, torchscript, onnxruntime, inductor): "
-        "a latency target's lookup table and the report's latency before/after are measured in it "
-        "(inductor: the report only, not a latency target)",
+        description="the runtime the pruned network is deployed with (eager, torchscript, onnxruntime, "
+        "onnxruntime-int8: ONNX Runtime on the export statically quantized to INT8, inductor): a latency target's "
+        "lookup table and the report's latency before/after are measured in it (inductor: the report only, not a "
+        "latency target)",
     )
     priority: int = Field(
         0, ge=-100, le=100, description="queue priority: higher runs first; above 0 needs an admin token (service only)"
@@ -468,7 +475,11 @@ class JobConfig(Section):
     @field_validator("runtime")
     @classmethod
     def _latency_runtime(cls, v: Runtime, info: ValidationInfo) -> Runtime:
-        """A latency target needs a runtime its lookup table can be measured in."""
+        """The runtime can be measured on this machine (its packages import), and a latency target
+        needs one its lookup table can be measured in."""
+        why = unavailable(v)
+        if why:
+            raise ValueError(why)
         if (info.data.get("target") or {}).get("kind") == "latency":
             check_table_runtime(v)  # a SearchError is a ValueError
         return v
