@@ -396,7 +396,7 @@ class DependencyGraph:
         with it, if anything (checked on DepGraph's own index mapping)."""
         r = _Raw(root, name, channels)
         partitions: list[list[list[int]]] = []
-        partial: list[tuple[str, int, list[int | None]]] = []  # members with fewer channels than the group
+        partial: list[tuple[str, int, list[int], bool]] = []  # layers and norms of another size than the group
         shuffle = False
         for dep, idxs in group:
             mod = dep.target.module
@@ -419,9 +419,10 @@ class DependencyGraph:
             plain = [_plain(i) for i in idxs]
             if size is not None and (len(set(plain)) != len(plain) or any(not 0 <= i < size for i in plain)):
                 r.problem = r.problem or f"the graph maps its channels out of range at {layer}"
-            full_size = size is None or size == channels
-            if ((isinstance(mod, LAYERS) and out) or isinstance(mod, _NORMS)) and not full_size:
-                partial.append((layer, size, sorted({_root(i) for i in idxs})))  # checked below
+            norm = isinstance(mod, _NORMS)
+            if size is not None and size != channels and (norm or (isinstance(mod, LAYERS) and out)):
+                roots = sorted({k for i in idxs if (k := _root(i)) is not None})
+                partial.append((layer, size, roots, norm))  # checked below, once the parts are known
             elif isinstance(mod, LAYERS) and out:
                 r.members.append(layer)
             elif isinstance(mod, _NORMS):
@@ -439,9 +440,12 @@ class DependencyGraph:
             r.parts = [list(p) for p in next(iter(distinct))]
             if sum(len(p) for p in r.parts) != channels:
                 r.problem = r.problem or "a split takes only some of its channels"
-        for layer, size, roots in partial:  # a layer added to one part of a split (C2f's bottlenecks) is fine
+        for layer, size, roots, norm in partial:  # a layer added to one part of a split (C2f's bottlenecks) is fine
             if roots in r.parts and size == len(roots):
                 r.part_layers.append(layer)
+                continue
+            if norm:  # e.g. a norm of a concat the group is one input of
+                r.bns.append(layer)
                 continue
             r.members.append(layer)
             r.problem = r.problem or f"{layer} has {size} channels where the group has {channels}"
