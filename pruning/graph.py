@@ -398,6 +398,7 @@ class DependencyGraph:
         partitions: list[list[list[int]]] = []
         partial: list[tuple[str, int, list[int], bool]] = []  # layers and norms of another size than the group
         shuffle = False
+        part_split = False  # split by a node given part nodes (`_split_into_part_nodes`)
         for dep, idxs in group:
             mod = dep.target.module
             out = self.dg.is_out_channel_pruning_fn(dep.handler)
@@ -412,6 +413,7 @@ class DependencyGraph:
                 r.problem = r.problem or "a split's parts are read by several layers the graph cannot tell apart"
             if kind in _SPLITS and getattr(mod, "offsets", None):
                 partitions.append(self._split_parts(mod.offsets, idxs))
+                part_split = part_split or dep.target.grad_fn in self.part_nodes
             layer = self._names.get(mod)
             if layer is None:
                 continue
@@ -441,7 +443,7 @@ class DependencyGraph:
             if sum(len(p) for p in r.parts) != channels:
                 r.problem = r.problem or "a split takes only some of its channels"
         for layer, size, roots, norm in partial:  # a layer added to one part of a split (C2f's bottlenecks) is fine
-            if roots in r.parts and size == len(roots):
+            if part_split and roots in r.parts and size == len(roots):
                 r.part_layers.append(layer)
                 continue
             if norm:  # e.g. a norm of a concat the group is one input of
