@@ -40,6 +40,8 @@ def make() -> YOLO:
     assert isinstance(model, YOLO)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None
+            assert m.running_var is not None
             m.running_mean.uniform_(-0.3, 0.3)
             m.running_var.uniform_(0.5, 1.5)
     return model.eval()
@@ -138,8 +140,9 @@ def test_only_the_outputs_and_the_dfl_are_pinned_with_their_reasons(model: YOLO)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_cuts_equal_the_network_without_those_channels_and_count_exactly(model: YOLO, seed: int) -> None:
     """Random rates per group (C2f split halves, PAN concats, SPPF, per-level heads): the cut
-    network computes what the whole one does with those channels' inputs zeroed, and the cost
-    model predicts its FLOPs, parameters and memory exactly."""
+    network computes what the whole one does with those channels' inputs zeroed, the cost
+    model's index-selection cut (a search's) is the same network, and the cost model predicts
+    its FLOPs, parameters and memory exactly."""
     graph, costs = trace(model, SHAPE)
     assert costs.exact, costs.reason
     if seed == 0:
@@ -159,6 +162,10 @@ def test_random_cuts_equal_the_network_without_those_channels_and_count_exactly(
     with torch.no_grad():
         after, before = out.model(x), ref(x)
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    fast = costs.cut(model, removed)  # the search's cut: index selection on the trace
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in out.model.state_dict().items()}
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), after, atol=1e-5, rtol=1e-5)
     assert costs.count(kept) == counted(out.model)
     assert costs.flops(kept) < 0.9 * costs.full_flops
 
