@@ -27,8 +27,10 @@ pruning functions, applied by name), no re-trace, the same network `pruning.cut.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,7 @@ class _Tensor:
     itemsize: int
     shape: tuple[int, ...]
     grad_fn: Any
+    output_nr: int = 0
 
 
 @dataclass
@@ -102,7 +105,7 @@ class _Recorder:
 
 
 def _record(t: torch.Tensor) -> _Tensor:
-    return _Tensor(t.numel(), t.element_size(), tuple(t.shape), t.grad_fn)
+    return _Tensor(t.numel(), t.element_size(), tuple(t.shape), t.grad_fn, t.output_nr)
 
 
 def trace(
@@ -119,22 +122,27 @@ def trace(
 
 
 class _Dims:
-    """Sizes that are affine in the channels removed per group: `full - A @ removed`.
-    Row 0 is the constant 1."""
+    """Sizes that are affine in the channels removed per group: `full - (A @ removed) // den`.
+    Row 0 is the constant 1. A coefficient is a fraction where a size holds one part of a
+    split group (each of its n parts loses 1/n of the group's cut, a multiple of n): the row
+    is scaled to whole numbers and `den` divides it back."""
 
     def __init__(self, n_groups: int) -> None:
         self.full: list[int] = [1]
         self.rows: list[np.ndarray] = [np.zeros(n_groups, dtype=np.int64)]
+        self.den: list[int] = [1]
         self.index: dict[Any, int] = {}
 
-    def add(self, key: Any, full: int, coef: Mapping[int, int]) -> int:
+    def add(self, key: Any, full: int, coef: Mapping[int, Fraction]) -> int:
         if key in self.index:
             return self.index[key]
+        den = math.lcm(1, *(Fraction(c).denominator for c in coef.values()))
         row = np.zeros(len(self.rows[0]), dtype=np.int64)
         for g, c in coef.items():
-            row[g] = c
+            row[g] = int(c * den)
         self.full.append(int(full))
         self.rows.append(row)
+        self.den.append(den)
         self.index[key] = len(self.full) - 1
         return self.index[key]
 
@@ -184,7 +192,7 @@ class CostModel:
         self._items: list[list[tuple[Any, list[int], list[int]]]] = []
         names = {m: n for n, m in model.named_modules()}
         self._names = names
-        coef: dict[tuple[Any, str], dict[int, int]] = {}
+        coef: dict[tuple[Any, str], dict[int, Fraction]] = {}
         self._pinned = np.asarray([getattr(g, "pinned", None) is not None for g in graph.groups], dtype=bool)
         self._grouped: list[list[nn.Module]] = []
         for gi, g in enumerate(graph.groups):
@@ -193,11 +201,12 @@ class CostModel:
             grouped = list(getattr(graph, "_grouped_in", {}).get(g.key, [])) if cuttable else []
             for item in _coupled(graph, g.key, g.channels) if cuttable else []:
                 dep, idxs = item.dep, list(item.idxs)
-                if len(idxs) % g.channels:
+                per = Fraction(len(idxs), g.channels)  # 1/n: one of a split group's n parts, cut evenly
+                if per.denominator > 1 and (not g.parts or len(g.parts) % per.denominator):
                     self._unsupported(f"{dep} maps {g.channels} channels to {len(idxs)} entries")
                 out = bool(graph.dg.is_out_channel_pruning_fn(dep.handler))
                 slot = coef.setdefault((dep.target, "out" if out else "in"), {})
-                slot[gi] = slot.get(gi, 0) + len(idxs) // g.channels
+                slot[gi] = slot.get(gi, Fraction(0)) + per
                 if not out and dep.target.module in grouped:
                     continue  # the graph cuts a grouped conv's inputs in whole conv groups (see `cut`)
                 items.append((dep, idxs, list(item.root_idxs)))
@@ -211,6 +220,7 @@ class CostModel:
         self._build_weights(model)
         self._build_activations(calls)
         self._A = np.stack(self._dims.rows)
+        self._den = np.asarray(self._dims.den, dtype=np.int64)
         self._full = np.asarray(self._dims.full, dtype=np.int64)
         self._macs_t = self._macs.arrays()
         self._params_t = self._params.arrays()
@@ -377,6 +387,9 @@ class CostModel:
     def _tensor_dim(self, t: _Tensor) -> tuple[int | None, int]:
         """(dims row of the tensor's channel size, bytes per channel) for one recorded tensor."""
         node = self._node_of.get(t.grad_fn) if t.grad_fn is not None else None
+        parts = self.graph.part_nodes.get(t.grad_fn) if t.grad_fn is not None else None
+        if parts and t.output_nr < len(parts):  # one part of a split the graph gave part nodes
+            node = parts[t.output_nr]
         if node is None and t.grad_fn is not None:
             return None, 0
         if node is None or (node, "out") not in self._coef:
@@ -409,7 +422,7 @@ class CostModel:
 
     def dims(self, kept: Mapping[str, int]) -> np.ndarray:
         """Every traced size of the cut network."""
-        return self._full - self._A @ self.removed(kept)
+        return self._full - (self._A @ self.removed(kept)) // self._den
 
     def flops(self, kept: Mapping[str, int]) -> int:
         """MACs of one single-input forward (`count_flops` on the cut network)."""

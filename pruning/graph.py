@@ -13,9 +13,12 @@ own pruner or gets wrong:
 - a group normalised by a GroupNorm (FCOS's and RetinaNet's heads) is cut in whole norm groups
   (`unit` = channels per norm group) and the norm loses those groups: the groups that stay keep
   their statistics, so the cut network computes what the original does without them;
+- a split whose parts are read by several layers, or a concat reading several of its parts
+  (YOLOv8's C2f), gets one graph node per part, so each reader maps to the right channels;
 - a group DepGraph cannot follow (a channel shuffle's reshapes, a layer whose channels it maps
   out of range, a grouped conv whose two sides cannot be cut together) is kept whole:
-  `pinned` says why, and `prune` leaves it alone.
+  `pinned` says why, and `prune` leaves it alone; so is a group holding a layer the model pins
+  itself (`PINS_ATTRIBUTE`), with the model's reason.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ class ChannelGroup:
     of each part a split or chunk makes, each part losing the same number; `stream`: a residual
     add joins its channels (a ResNet stage's or an inverted-residual stage's stream, which every
     block of the stage reads and writes, as opposed to a block's inner width); `pinned`: why the
-    group is kept whole (None when it can be cut)."""
+    group is kept whole (None when it can be cut); `part_layers`: layers and norms whose output
+    channels are one part of the split (a C2f bottleneck's conv, added to the split's second
+    half): cut with the group, not among the members a criterion scores."""
 
     key: str
     channels: int
@@ -66,6 +71,7 @@ class ChannelGroup:
     parts: list[list[int]] = field(default_factory=list)
     stream: bool = False
     pinned: str | None = None
+    part_layers: list[str] = field(default_factory=list)
 
     @property
     def step(self) -> int:
@@ -88,6 +94,20 @@ def output_layer(model: nn.Module) -> nn.Module | None:
             if isinstance(m, nn.Conv2d):
                 last = m
     return last
+
+
+PINS_ATTRIBUTE = "channel_pins"
+"""A model attribute naming layers whose output channels it keeps whole: layer name -> why (a
+detector's box and class outputs, a fixed decoding conv). Each such layer's group is pinned with
+that reason (`ChannelGroup.pinned`), and shown as such, instead of being left out as an output."""
+
+
+def declared_pins(model: nn.Module) -> dict[str, str]:
+    """The layers `model` pins itself (`PINS_ATTRIBUTE`), by name, with why."""
+    pins = getattr(model, PINS_ATTRIBUTE, None)
+    if not isinstance(pins, dict):
+        return {}
+    return {str(k): str(v) for k, v in pins.items()}
 
 
 def head_layers(model: nn.Module, example_inputs: torch.Tensor) -> list[nn.Module]:
@@ -180,6 +200,7 @@ class _Raw:
     consumers: list[str] = field(default_factory=list)
     grouped_in: list[_ConvNd] = field(default_factory=list)
     parts: list[list[int]] = field(default_factory=list)
+    part_layers: list[str] = field(default_factory=list)
     residual: bool = False
     problem: str | None = None
 
@@ -226,15 +247,19 @@ class DependencyGraph:
         self._order = {n: i for i, (n, _) in enumerate(model.named_modules())}
         modules = dict(model.named_modules())
         self._modules = modules
+        self._declared = declared_pins(model)
         ignored_modules = [modules[n] for n in (ignored or []) if n in modules]
         out = output_layer(model)
         if out is not None:
             ignored_modules.append(out)
         try:
             ignored_modules += [m for m in head_layers(model, example_inputs) if m not in ignored_modules]
+            # a layer the model pins says why itself: a group of its own, kept whole, not left out
+            ignored_modules = [m for m in ignored_modules if names.get(m) not in self._declared]
             self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
         except Exception as exc:  # the tracer fails in many ways on unsupported code
             raise UnsupportedModelError(f"cannot trace the model's channel dependencies: {exc}") from exc
+        self.part_nodes: dict[Any, list[Any]] = {}  # a split's autograd node -> its part nodes
         self._bad_splits = self._order_split_outputs()
         raw = self._raw_groups(ignored_modules)
         first_conv = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
@@ -252,7 +277,7 @@ class DependencyGraph:
         swapped: the producer loses one half's channels, the consumers the other's). Returns
         the splits whose parts cannot be told apart (a part read by several consumers)."""
         bad: set[nn.Module] = set()
-        for node in self.dg.module2node.values():
+        for node in list(self.dg.module2node.values()):
             if node.type not in _SPLITS or node.grad_fn is None:
                 continue
             part: dict[int, int] = {}
@@ -260,11 +285,82 @@ class DependencyGraph:
                 nrs = [nr for fn, nr in getattr(out.grad_fn, "next_functions", ()) if fn is node.grad_fn]
                 if len(nrs) == 1:
                     part[k] = nrs[0]
-            if len(part) != len(node.outputs) or len(set(part.values())) != len(part):
+            if len(part) == len(node.outputs) and len(set(part.values())) == len(part):
+                node.outputs = [node.outputs[k] for k in sorted(part, key=part.__getitem__)]
+            elif not self._split_into_part_nodes(node):
                 bad.add(node.module)
-                continue
-            node.outputs = [node.outputs[k] for k in sorted(part, key=part.__getitem__)]
         return bad
+
+    def _split_into_part_nodes(self, node: Any) -> bool:
+        """Give a channel split whose parts are read by several layers, or a layer (a concat)
+        reading several of its parts (YOLOv8's C2f: the chunk's second half feeds a bottleneck
+        and the concat, which also reads the first half), one pass-through node per part, so
+        DepGraph's split mapping (part i to the split's i-th output) holds: the split's outputs
+        become the part nodes, each read by the layers that read that part. False when the
+        parts cannot be told (not a split along channels, a reader reached otherwise)."""
+        fn = node.grad_fn
+        sizes = getattr(fn, "_saved_self_sym_sizes", None) or getattr(fn, "_saved_self_sizes", None)
+        dim = getattr(fn, "_saved_dim", None)
+        if node.type != OPTYPE.SPLIT or sizes is None or dim != 1 or len(sizes) < 2:
+            return False
+        total = int(sizes[1])
+        if hasattr(fn, "_saved_split_sizes"):
+            split_sizes = [int(c) for c in fn._saved_split_sizes]
+        elif hasattr(fn, "_saved_split_size") and int(fn._saved_split_size) > 0:
+            size = int(fn._saved_split_size)
+            split_sizes = [min(size, total - k) for k in range(0, total, size)]
+        else:
+            return False
+        n_parts = len(split_sizes)
+        readers: list[tuple[Any, list[int]]] = []
+        for out in dict.fromkeys(node.outputs):
+            nrs = [nr for f, nr in getattr(out.grad_fn, "next_functions", ()) if f is fn]
+            if not nrs or any(not 0 <= nr < n_parts for nr in nrs) or out.inputs.count(node) != len(nrs):
+                return False
+            readers.append((out, nrs))
+        parts = []
+        for k in range(n_parts):
+            op = tp.ops._ElementWiseOp(self.dg._op_id, f"SplitPart{k}")
+            self.dg._op_id += 1
+            part = tp.dependency.Node(module=op, grad_fn=None)
+            part.inputs = [node]
+            self.dg.module2node[op] = part
+            parts.append(part)
+        node.outputs = parts
+        self.part_nodes[fn] = parts
+        node.module.split_sizes = split_sizes
+        node.module.offsets = [sum(split_sizes[:k]) for k in range(n_parts + 1)]
+        for out, nrs in readers:
+            order = iter(nrs)
+            out.inputs = [parts[next(order)] if i is node else i for i in out.inputs]
+            for nr in nrs:
+                parts[nr].outputs.append(out)
+            if out.type == OPTYPE.CONCAT:
+                out.module.concat_sizes = None  # inferred again from the part nodes
+        for n in [node, *parts, *(out for out, _ in readers)]:
+            self._link(n)
+        return True
+
+    def _link(self, node: Any) -> None:
+        """DepGraph's inter-layer dependencies of one node, made again from its inputs and outputs."""
+        pruner = self.dg.get_pruner_of_module
+        node.dependencies = [
+            tp.dependency.Dependency(
+                trigger=pruner(node.module).prune_in_channels,
+                handler=pruner(i.module).prune_out_channels,
+                source=node,
+                target=i,
+            )
+            for i in node.inputs
+        ] + [
+            tp.dependency.Dependency(
+                trigger=pruner(node.module).prune_out_channels,
+                handler=pruner(o.module).prune_in_channels,
+                source=node,
+                target=o,
+            )
+            for o in node.outputs
+        ]
 
     def _raw_groups(self, ignored: list[nn.Module]) -> list[_Raw]:
         """DepGraph's groups, one root at a time (as `get_all_groups` does), so one root the
@@ -292,7 +388,10 @@ class DependencyGraph:
             visited.update(outs)
             if any(o in skip for o in outs):
                 continue  # coupled to the output layer or an ignored one: not prunable
-            raw.append(self._describe(m, name, channels, group))
+            r = self._describe(m, name, channels, group)
+            declared = dict.fromkeys(self._declared[n] for n in r.members if n in self._declared)
+            r.problem = "; ".join(declared) or r.problem
+            raw.append(r)
         return raw
 
     def _describe(self, root: nn.Module, name: str, channels: int, group: Any) -> _Raw:
@@ -300,7 +399,9 @@ class DependencyGraph:
         with it, if anything (checked on DepGraph's own index mapping)."""
         r = _Raw(root, name, channels)
         partitions: list[list[list[int]]] = []
+        partial: list[tuple[str, int, list[int], bool]] = []  # layers and norms of another size than the group
         shuffle = False
+        part_split = False  # split by a node given part nodes (`_split_into_part_nodes`)
         for dep, idxs in group:
             mod = dep.target.module
             out = self.dg.is_out_channel_pruning_fn(dep.handler)
@@ -315,6 +416,7 @@ class DependencyGraph:
                 r.problem = r.problem or "a split's parts are read by several layers the graph cannot tell apart"
             if kind in _SPLITS and getattr(mod, "offsets", None):
                 partitions.append(self._split_parts(mod.offsets, idxs))
+                part_split = part_split or dep.target.grad_fn in self.part_nodes
             layer = self._names.get(mod)
             if layer is None:
                 continue
@@ -322,10 +424,12 @@ class DependencyGraph:
             plain = [_plain(i) for i in idxs]
             if size is not None and (len(set(plain)) != len(plain) or any(not 0 <= i < size for i in plain)):
                 r.problem = r.problem or f"the graph maps its channels out of range at {layer}"
-            if isinstance(mod, LAYERS) and out:
+            norm = isinstance(mod, _NORMS)
+            if size is not None and size != channels and (norm or (isinstance(mod, LAYERS) and out)):
+                roots = sorted({k for i in idxs if (k := _root(i)) is not None})
+                partial.append((layer, size, roots, norm))  # checked below, once the parts are known
+            elif isinstance(mod, LAYERS) and out:
                 r.members.append(layer)
-                if size != channels:
-                    r.problem = r.problem or f"{layer} has {size} channels where the group has {channels}"
             elif isinstance(mod, _NORMS):
                 r.bns.append(layer)
             elif isinstance(mod, LAYERS) and not _is_depthwise(mod):
@@ -341,6 +445,15 @@ class DependencyGraph:
             r.parts = [list(p) for p in next(iter(distinct))]
             if sum(len(p) for p in r.parts) != channels:
                 r.problem = r.problem or "a split takes only some of its channels"
+        for layer, size, roots, norm in partial:  # a layer added to one part of a split (C2f's bottlenecks) is fine
+            if part_split and roots in r.parts and size == len(roots):
+                r.part_layers.append(layer)
+                continue
+            if norm:  # e.g. a norm of a concat the group is one input of
+                r.bns.append(layer)
+                continue
+            r.members.append(layer)
+            r.problem = r.problem or f"{layer} has {size} channels where the group has {channels}"
         return r
 
     @staticmethod
@@ -456,6 +569,7 @@ class DependencyGraph:
             parts=parts if reason is None else [],
             stream=any(r.residual for r in raws),
             pinned=reason,
+            part_layers=ordered(n for r in raws for n in r.part_layers),
         )
 
     # ---- queries and cutting ------------------------------------------------------------------

@@ -51,7 +51,9 @@ class Mixed(nn.Module):
         return self.fc2(torch.relu(self.fc1(torch.flatten(y, 1))))
 
 
-CASES = [(name, 16) for name in list_models()] + [("resnet20", 28), ("mobilenetv2", 28), ("convnet", 28)]
+# the detectors (inputs of a multiple of 32 px) are counted in test_yolo.py, at test widths
+CASES = [(name, 16) for name in list_models() if not name.startswith("yolo")]
+CASES += [("resnet20", 28), ("mobilenetv2", 28), ("convnet", 28)]
 
 
 def build(name: str, size: int) -> nn.Module:

@@ -24,7 +24,17 @@ REGISTRIES = {
 }
 
 EXPECTED = {
-    "models": ["convnet", "deeplabv3", "mobilenetv2", "resnet20", "resnet56", "unet", "vgg16_bn"],
+    "models": [
+        "convnet",
+        "deeplabv3",
+        "mobilenetv2",
+        "resnet20",
+        "resnet56",
+        "unet",
+        "vgg16_bn",
+        "yolo_nano",
+        "yolo_small",
+    ],
     "criteria": ["activation-mean", "activation-std", "apoz", "first-k", "fpgm", "hrank", "l1", "l2", "slimming"],
     "strategies": [
         "uniform",

@@ -17,6 +17,7 @@ from .plugins import load_entry_points
 from .resnet import resnet20, resnet56
 from .unet import unet
 from .vgg import vgg16_bn
+from .yolo import yolo_nano, yolo_small
 from .zoo import MODELS, build_model, list_models, register_model
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "resnet56",
     "unet",
     "vgg16_bn",
+    "yolo_nano",
+    "yolo_small",
 ]
 
 load_entry_points()

@@ -18,7 +18,9 @@ from ..registry import Registry, check_values, given, signature_schema
 
 ModelFactory = Callable[..., nn.Module]
 
-ZOO_MODULES = tuple(f"pruning.models.{m}" for m in ("convnet", "deeplab", "mobilenetv2", "resnet", "unet", "vgg"))
+ZOO_MODULES = tuple(
+    f"pruning.models.{m}" for m in ("convnet", "deeplab", "mobilenetv2", "resnet", "unet", "vgg", "yolo")
+)
 """The modules that define the built-in architectures."""
 
 MODELS: Registry[ModelFactory] = Registry("model", sort=True, modules=ZOO_MODULES)
