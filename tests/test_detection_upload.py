@@ -171,3 +171,47 @@ def test_the_job_spec_names_the_detection_sets():
     assert DataSpec(name="boxfolder", path="/data/coco").path == "/data/coco"
     with pytest.raises(ValidationError, match="data set boxfolder needs a path"):
         DataSpec(name="boxfolder")
+
+
+@pytest.mark.slow
+def test_end_to_end_detection_job_on_an_uploaded_yolo_archive(tmp_path):
+    """Through the real server: upload scenes as a YOLO archive, train the zoo's YOLO-style
+    detector on them, prune it to half its FLOPs (fine-tuned by distillation from the unpruned
+    detector), and read mAP before and after, the per-class APs and the previews."""
+    from service.client import Client
+    from service.devserver import ServerProcess
+
+    path = write_yolo_archive(tmp_path / "scenes.tar.gz", {"train": 96, "val": 32, "test": 32}, size=64)
+    srv = ServerProcess(tmp_path / "data", SECATEURS_DATA_WORKERS="0").start()
+    try:
+        token = srv.cli("token", "create", "--team", "det").stdout.strip().splitlines()[-1]
+        client = Client(srv.url, token)
+        dataset = client.upload_dataset(path)
+        assert dataset["task"] == "detection"
+        job = client.submit(
+            {
+                "model": {"zoo": "yolo_nano", "args": {"width": 0.5}},
+                "data": {"upload": dataset["id"], "input_size": 64},
+                "task": "detection",
+                "target": {"flops": 0.5},
+                "strategy": {"name": "uniform"},
+                "train": {"epochs": 2, "batch_size": 16},
+                "finetune": {"max_steps": 6},
+                "search": {"max_candidates": 2},
+                "onnx": False,
+            }
+        )
+        done = client.wait(job["id"], poll=0.5, timeout=500)
+        assert done["status"] == "succeeded", done.get("error")
+        files = client.download(job["id"], tmp_path / "out")
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+    finally:
+        srv.stop()
+    assert (report["task"], report["score_name"], report["data"]) == ("detection", "map", "boxfolder")
+    assert report["dataset"]["classes"] == list(BOX_CLASSES)
+    assert report["flops_after"] <= 0.5 * report["flops_before"]
+    extras = report["score_extras"]
+    # COCO's mAP@[.5:.95] averages APs at ten IoU thresholds, the loosest being 0.5's
+    assert 0.0 <= report["accuracy_after"] <= extras["map50"] <= 1.0
+    assert set(extras) - {"map50"} <= {f"ap_{k}" for k in range(len(BOX_CLASSES))}
+    assert {p.relative_to(tmp_path / "out").as_posix() for p in files} >= {f"previews/{i}.png" for i in range(6)}

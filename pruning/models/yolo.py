@@ -166,7 +166,8 @@ class Detect(nn.Module):
         about 5 objects of each class per 640 px image spread over the level's cells."""
         for box, cls, s in zip(self.box, self.cls, STRIDES, strict=True):
             box_bias, cls_bias = out_conv(box).bias, out_conv(cls).bias
-            assert box_bias is not None and cls_bias is not None
+            assert box_bias is not None
+            assert cls_bias is not None
             nn.init.constant_(box_bias, 1.0)
             nn.init.constant_(cls_bias, math.log(5 / self.num_classes / (PRIOR_SIDE / s) ** 2))
 
