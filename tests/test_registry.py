@@ -193,7 +193,8 @@ def test_an_unknown_name_lists_the_choices_with_each_callers_error() -> None:
         build_model("nope")
     assert (
         str(exc.value)
-        == "unknown model 'nope'; choose one of: convnet, deeplabv3, mobilenetv2, resnet20, resnet56, unet, vgg16_bn"
+        == "unknown model 'nope'; choose one of: convnet, deeplabv3, mobilenetv2, resnet20, resnet56, unet, vgg16_bn, "
+        "yolo_nano, yolo_small"
     )
     with pytest.raises(PruningError, match=r"^unknown criterion 'nope'; choose one of: activation-mean, .*first-k"):
         get_criterion("nope")
