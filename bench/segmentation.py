@@ -15,12 +15,14 @@ the validation split only; test mIoU is reported once per row.
     python -m bench.segmentation --models unet --targets 0.5 --seeds 0 --quick
 
 Writes --out/segmentation-scenes.json via `bench.common.write_results` (rows, settings and the
-calls that wrote them) and prints a markdown table (mean ± std over seeds).
+calls that wrote them) after every row, so an interrupted run keeps what it did (`--resume`
+runs the rest with the same settings), and prints a markdown table (mean ± std over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -152,24 +154,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small settings to check the benchmark runs")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--resume", action="store_true", help="keep the rows already in the results file; run the rest")
     args = p.parse_args(argv)
     if args.quick:
         args.train_epochs, args.finetune_steps, args.candidates, args.width = 2, 20, 2, 0.25
     torch.set_num_threads(args.threads)
     splits = {"train": 160, "val": 48, "test": 48} if args.quick else {"train": 800, "val": 200, "test": 200}
     path = args.out / "segmentation-scenes.json"
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "resume"}
     rows: list[dict[str, Any]] = []
+    calls = [this_call("bench.segmentation", argv)]
+    if args.resume and path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") != settings or saved.get("splits") != splits:
+            raise SystemExit(f"{path} was written with other settings; --resume continues the same run")
+        rows, calls = list(saved["rows"]), [*previous_calls(path), *calls]
+    done = {(r["model"], r["target"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="bench-seg-") as tmp:
         work = Path(tmp)
         root = scenes_folder(work, splits, args.size)
         for model in args.models:
             for target in args.targets:
                 for seed in args.seeds:
+                    if (model, target, seed) in done:
+                        continue
                     rows += run_row(args, model, target, seed, root, work)
+                    # written after every row, so an interrupted run keeps its rows (--resume goes on)
+                    write_results(path, {"rows": rows, "settings": settings, "splits": splits}, calls)
                     print(f"{model} {target} seed {seed}: done", flush=True)
-    record = {"rows": rows, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    record["splits"] = splits
-    write_results(path, record, [*previous_calls(path), this_call("bench.segmentation", argv)])
     print(table(rows))
     return 0
 
