@@ -181,7 +181,7 @@ def test_end_to_end_detection_job_on_an_uploaded_yolo_archive(tmp_path):
     from service.client import Client
     from service.devserver import ServerProcess
 
-    path = write_yolo_archive(tmp_path / "scenes.tar.gz", {"train": 96, "val": 32, "test": 32}, size=64)
+    path = write_yolo_archive(tmp_path / "scenes.tar.gz", {"train": 48, "val": 16, "test": 16}, size=64)
     srv = ServerProcess(tmp_path / "data", SECATEURS_DATA_WORKERS="0").start()
     try:
         token = srv.cli("token", "create", "--team", "det").stdout.strip().splitlines()[-1]
@@ -195,8 +195,8 @@ def test_end_to_end_detection_job_on_an_uploaded_yolo_archive(tmp_path):
                 "task": "detection",
                 "target": {"flops": 0.5},
                 "strategy": {"name": "uniform"},
-                "train": {"epochs": 2, "batch_size": 16},
-                "finetune": {"max_steps": 6},
+                "train": {"epochs": 1, "batch_size": 16},
+                "finetune": {"max_steps": 4},
                 "search": {"max_candidates": 2},
                 "onnx": False,
             }
