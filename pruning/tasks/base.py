@@ -28,6 +28,7 @@ the constructor's signature, typed and bounded, like an evaluator's."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -214,3 +215,43 @@ class Task:
         """Sample `index`'s prediction (`outputs` as `forward` gives them for the batch) drawn
         over its input `picture` (`(H, W, 3)` uint8); None: the task draws no previews."""
         return None
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with no gradients."""
+    twin = copy.deepcopy(model).eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+class TeacherTask(Task):
+    """A task that keeps the unpruned network as a frozen teacher (distillation, detection):
+    `set_teacher` in the constructor, `teacher_on(device)` where batches are read; the copies
+    per device are dropped when the task is shipped to another process or moved to the CPU."""
+
+    missing_teacher: ClassVar[str] = "the task needs the unpruned network as its teacher"
+
+    def set_teacher(self, teacher: nn.Module | None) -> None:
+        """Keep a frozen copy of `teacher` (None: no teacher)."""
+        self.teacher = None if teacher is None else frozen(teacher)
+        self._on_device: dict[str, nn.Module] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_on_device": {}}  # the per-device copies are rebuilt where used
+
+    def cpu(self) -> TeacherTask:
+        if self.teacher is not None:
+            self.teacher = self.teacher.cpu()
+        self._on_device = {}
+        return self
+
+    def teacher_on(self, device: torch.device | str) -> nn.Module:
+        """The frozen teacher on `device` (a copy per device, the original untouched)."""
+        if self.teacher is None:
+            raise TaskError(self.missing_teacher)
+        key = str(device)
+        if key not in self._on_device:
+            here = next(self.teacher.parameters(), torch.empty(0)).device
+            self._on_device[key] = self.teacher if str(here) == key else frozen(self.teacher).to(device)
+        return self._on_device[key]

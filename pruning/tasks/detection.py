@@ -33,8 +33,7 @@ from ..detection.decode import (
 )
 from ..detection.loss import distillation_loss, labelled_loss
 from ..detection.metrics import GroundTruth, coco_map
-from .base import OutputKey, Score, Task, TaskError
-from .distillation import frozen
+from .base import OutputKey, Score, TaskError, TeacherTask
 from .drawing import draw_boxes
 from .registry import check_task_options, register_task
 
@@ -70,12 +69,13 @@ class DetectionTargets:
 
 
 @register_task("detection")
-class Detection(Task):
+class Detection(TeacherTask):
     """Boxes as targets, a detector's raw output as outputs; loss and score as in the module doc."""
 
     name = "detection"
     score_name = "map"
     needs_labels = False  # boxes are read from a detection data set; `labels: false` takes plain images
+    missing_teacher = "detection without labels needs the unpruned detector as its teacher"
     search_images = 256  # COCO's evaluation runs per image and class in Python
 
     def __init__(
@@ -100,32 +100,12 @@ class Detection(Task):
         self.max_detections = int(max_detections)
         self.loss_kind, self.labels = loss, bool(labels)
         self.num_classes = None if num_classes is None else int(num_classes)
-        self.teacher = None if teacher is None else frozen(teacher)
-        self._on_device: dict[str, nn.Module] = {}
+        self.set_teacher(teacher)
 
     @classmethod
     def trained_model_needed(cls, options: Mapping[str, Any]) -> bool:
         """Without labels the unpruned detector is the only reference: it must come trained."""
         return not options.get("labels", True)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_on_device": {}}
-
-    def cpu(self) -> Detection:
-        if self.teacher is not None:
-            self.teacher = self.teacher.cpu()
-        self._on_device = {}
-        return self
-
-    def teacher_on(self, device: torch.device | str) -> nn.Module:
-        """The frozen teacher on `device` (a copy per device, the original untouched)."""
-        if self.teacher is None:
-            raise TaskError("detection without labels needs the unpruned detector as its teacher")
-        key = str(device)
-        if key not in self._on_device:
-            here = next(self.teacher.parameters(), torch.empty(0)).device
-            self._on_device[key] = self.teacher if str(here) == key else frozen(self.teacher).to(device)
-        return self._on_device[key]
 
     def batch(self, batch: Any, device: torch.device | str | None = None) -> tuple[torch.Tensor, DetectionTargets]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -11,14 +11,13 @@ teacher's mean). An output is logits when `kinds` says so, else when it is 2-D (
 
 from __future__ import annotations
 
-import copy
 from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from .base import OutputKey, Score, Task, TaskError, named_outputs, output_key, softened_kl
+from .base import OutputKey, Score, TeacherTask, named_outputs, output_key, softened_kl
 from .registry import register_task
 
 OutputKind = Literal["logits", "features"]
@@ -69,13 +68,14 @@ class Fidelity:
 
 
 @register_task("distillation")
-class Distillation(Task):
+class Distillation(TeacherTask):
     """Targets are the frozen unpruned network's outputs; loss and score as in the module doc."""
 
     name = "distillation"
     score_name = "fidelity"
     needs_labels = False
     needs_trained_model = True
+    missing_teacher = "the distillation task needs the unpruned network as its teacher"
 
     def __init__(
         self,
@@ -87,27 +87,7 @@ class Distillation(Task):
         super().__init__(output)
         self.temperature = float(temperature)
         self.kinds_given = dict(kinds or {})
-        self.teacher = None if teacher is None else frozen(teacher)
-        self._on_device: dict[str, nn.Module] = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_on_device": {}}  # the per-device copies are rebuilt where used
-
-    def cpu(self) -> Distillation:
-        if self.teacher is not None:
-            self.teacher = self.teacher.cpu()
-        self._on_device = {}
-        return self
-
-    def teacher_on(self, device: torch.device | str) -> nn.Module:
-        """The frozen teacher on `device` (a copy per device, the original untouched)."""
-        if self.teacher is None:
-            raise TaskError("the distillation task needs the unpruned network as its teacher")
-        key = str(device)
-        if key not in self._on_device:
-            here = next(self.teacher.parameters(), torch.empty(0)).device
-            self._on_device[key] = self.teacher if str(here) == key else frozen(self.teacher).to(device)
-        return self._on_device[key]
+        self.set_teacher(teacher)
 
     def batch(self, batch: Any, device: torch.device | str | None = None) -> tuple[torch.Tensor, Any]:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -158,11 +138,3 @@ class _LazyFidelity(Fidelity):
         if not self.kinds:
             return Score(0.0, "fidelity")
         return super().compute()
-
-
-def frozen(model: nn.Module) -> nn.Module:
-    """A copy of `model` in eval mode with no gradients."""
-    twin = copy.deepcopy(model).eval()
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    return twin
