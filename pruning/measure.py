@@ -20,7 +20,8 @@ from .runtime import ONNX_RUNTIMES, Runtime, prepare, time_forward
 def _input(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
-    return torch.randn(batch_size, *input_shape[-3:], device=device)
+    # its own generator: counting a network must not move the process's seeded stream
+    return torch.randn(batch_size, *input_shape[-3:], generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:

@@ -30,6 +30,7 @@ from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
 from pruning.intake import Intake, intake_program
 from pruning.models import build_model
+from pruning.rng import private_draws
 from pruning.segmentation.folder import maskfolder_shape
 from pruning.segmentation.scenes import SCENE_CLASSES
 from pruning.tasks import TaskError, output_key, task_class
@@ -273,7 +274,10 @@ class Traces:
 
         with entry.lock:
             try:
-                entry.net, entry.input_shape, entry.outputs = build()
+                # built with draws of its own: the network's initial weights must not move the
+                # seeded stream of a run in another thread of this process (the trace draws none)
+                with private_draws():
+                    entry.net, entry.input_shape, entry.outputs = build()
                 entry.trace = trace_space(entry.net, entry.input_shape)
             except Exception as exc:  # noqa: BLE001 - kept and raised again to every caller of this key
                 entry.net, entry.error = None, exc
