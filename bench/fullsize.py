@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         archive = work / "fashion-224.tar.gz"
         counts = fashion_archive(archive, FULL_SIZE_INPUT[-1], args.train_per_class, args.test_per_class)
-        srv = ServerProcess(work / "data", port=args.port, SECATEURS_STALE_AFTER_SECONDS="600")
+        srv = ServerProcess(
+            work / "data", port=args.port, SECATEURS_STALE_AFTER_SECONDS="600", SECATEURS_EVAL_WORKERS="2"
+        )
         try:
             srv.start()
             token = srv.cli("token", "create", "--team", "fullsize").stdout.strip().splitlines()[-1]

@@ -439,6 +439,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         SECATEURS_STALE_AFTER_SECONDS="60",
         SECATEURS_POLL_SECONDS="1",
         SECATEURS_HEARTBEAT_SECONDS="5",
+        SECATEURS_EVAL_WORKERS="2",
     )
     rows = []
     try:

@@ -10,8 +10,6 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pruning.errors import PruningError
-from search.base import SearchError
 from service.client import ClientError
 
 if TYPE_CHECKING:  # tqdm loads only when a bar is shown
@@ -22,14 +20,16 @@ class CliError(Exception):
     """An error to show the user as one line (exit status 2)."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    CliError,
-    ClientError,
-    PruningError,
-    SearchError,
-    FileNotFoundError,
-    PermissionError,
-)
+# The engine's error classes, by module: a command that never loaded the engine (torch) cannot
+# have raised them, so they are looked up among the loaded modules, not imported.
+ENGINE_ERRORS = {"pruning.errors": "PruningError", "search.base": "SearchError"}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can fix, shown as one line: ours, the client's, missing files and
+    permissions, and the engine's when a command has loaded it."""
+    engine = tuple(getattr(sys.modules[m], name) for m, name in ENGINE_ERRORS.items() if m in sys.modules)
+    return (CliError, ClientError, FileNotFoundError, PermissionError, *engine)
 
 
 def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     try:
         rc = func(args)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"secateurs: error: {msg}", file=sys.stderr)
         return 2

@@ -1,12 +1,15 @@
-"""The corpus through the REST path, on a real server: every network exported to `.pt2`,
-uploaded (`POST /v1/models`), pruned by a job to half its FLOPs (0.7 for the two whose pinned
-groups hold too many; `corpus.LIMITED_TARGET`) on 3x32x32 synthetic data, and downloaded. The
-strategies alternate over the corpus (`uniform`, `global`; tests/test_corpus.py runs both on
-every network in process) to keep the suite within minutes on 2 cores. The returned `.pt2`
-loads with `torch.export.load`, keeps the output shape and matches the returned ONNX; the
-report's FLOPs meet the target and the groups the engine kept whole are reported, with a
-warning event each. The U-Net is left out here: its per-pixel output fits none of the
-service's (classification) data sets; it is cut in process by tests/test_corpus.py."""
+"""The corpus through the REST path, on a real server: a network of each kind the REST path
+reports differently is exported to `.pt2`, uploaded (`POST /v1/models`), pruned by a job to half
+its FLOPs (0.7 for the two whose pinned groups hold too many; `corpus.LIMITED_TARGET`) on
+3x32x32 synthetic data, and downloaded: a plain chain, depthwise convs, a cascaded concat, both
+networks whose pinned groups limit the cut (warning events, the limited target) and a dict
+output. The strategies alternate (`uniform`, `global`). Every corpus network's own path (intake
+of its program, the cut, `.pt2` and ONNX back, both strategies) is checked in process by
+tests/test_corpus_program.py and tests/test_corpus.py; the REST plumbing around it is the same
+for every network, so repeating it for all of them here would add minutes and no check. The
+returned `.pt2` loads with `torch.export.load`, keeps the output shape and matches the returned
+ONNX; the report's FLOPs meet the target and the groups the engine kept whole are reported, with
+a warning event each."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from pruning.tasks import named_outputs
 from service.client import Client
 from service.devserver import ServerProcess
 
-NAMES = [name for name, entry in CORPUS.items() if entry.classifier]
+NAMES = ["vgg11_bn", "res2net", "mobilenet_v2", "ghostnet", "densenet", "aux_heads"]
 STRATEGY = {name: ("uniform", "global")[i % 2] for i, name in enumerate(NAMES)}
 
 
@@ -32,9 +35,13 @@ def jobs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     """A server with the selected corpus programs (all, unless `-k` picks some) uploaded and
     their jobs submitted at once, so they queue together; yields the client, the job ids and a
     folder for downloads."""
-    picked = {i.callspec.params["name"] for i in request.session.items if i.module is request.module}
+    picked = {
+        i.callspec.params["name"]
+        for i in request.session.items
+        if i.module is request.module and hasattr(i, "callspec")
+    }
     root = tmp_path_factory.mktemp("corpus_rest")
-    # 24 jobs queue on 2 cores: a worker starting while others run may take longer than the
+    # the jobs queue on 2 cores: a worker starting while others run may take longer than the
     # default test server's 10 s to send its first heartbeat; this test is not about that. One
     # evaluation actor per job (the fan-out over several is tests/test_workers_executor.py's and
     # tests/test_ray_cluster.py's): half the actor processes to start, the same REST path
@@ -93,3 +100,10 @@ def test_corpus_network_through_rest(jobs: Any, name: str) -> None:
     for onnx_name, want in zip(names, named_outputs(y).values(), strict=True):
         torch.testing.assert_close(torch.from_numpy(got[onnx_name]), want, atol=1e-4, rtol=1e-4)
     assert Path(out / "model.safetensors").is_file()
+
+
+def test_the_rest_set_holds_every_limited_network_and_a_dict_output() -> None:
+    assert all(CORPUS[n].classifier for n in NAMES)
+    assert {n for n, e in CORPUS.items() if e.limit and e.classifier} <= set(NAMES)
+    assert isinstance(build("aux_heads")(torch.zeros(1, *INPUT_SHAPE)), dict)
+    assert {STRATEGY[n] for n in NAMES} == {"uniform", "global"}

@@ -167,7 +167,7 @@ def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, t
         "model": {"zoo": "convnet"},
         "data": {"name": "digits"},
         "target": {"flops": 0.5},
-        "strategy": {"name": "sensitivity", "options": {"rates": [r / 20 for r in range(1, 19)]}},
+        "strategy": {"name": "sensitivity", "options": {"rates": [r / 10 for r in range(1, 10)]}},
         "train": {"epochs": 1},
         "finetune": {"epochs": 1},
     }
@@ -185,13 +185,13 @@ def test_watch_a_job_from_running_to_done_and_download_its_model(server, page, t
     # Candidate points grow while the job runs.
     seen_running: list[int] = []
     shot_running = None
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600  # a guard against a hang; a loaded machine takes minutes
     while time.monotonic() < deadline:
         status = page.inner_text("#job-status")
         n = _points(page)
         if status == "running" and n > 0:
             seen_running.append(n)
-            if shot_running is None and n >= 30:
+            if shot_running is None and n >= 12:
                 shot_running = _shot(page, tmp_path, "running")
         if status in ("succeeded", "failed", "cancelled"):
             break
