@@ -14,14 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .runtime import ONNX_RUNTIMES, Runtime, prepare, time_forward
-
-
-def _input(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    # its own generator: counting a network must not move the process's seeded stream
-    return torch.randn(batch_size, *input_shape[-3:], generator=torch.Generator().manual_seed(0)).to(device)
+from .runtime import ONNX_RUNTIMES, Runtime, example_batch, prepare, time_forward
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
@@ -30,7 +23,7 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     model.eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(_input(model, input_shape))
+        model(example_batch(model, input_shape))
     model.train(was_training)
     return int(counter.get_total_flops() // 2)
 
@@ -60,7 +53,7 @@ def peak_memory_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            model(_input(model, input_shape))
+            model(example_batch(model, input_shape))
     finally:
         for h in handles:
             h.remove()
@@ -82,7 +75,7 @@ def measure_latency(
     in the deployment `runtime` (`pruning.runtime`: eager, torchscript, onnxruntime, onnxruntime-int8, inductor)."""
     was_training = model.training
     run = prepare(model, input_shape, runtime, batch_size)
-    cuda = runtime not in ONNX_RUNTIMES and _input(model, input_shape).device.type == "cuda"
+    cuda = runtime not in ONNX_RUNTIMES and example_batch(model, input_shape).device.type == "cuda"
     try:
         return time_forward(run, cuda=cuda, warmup=warmup, repeats=repeats)
     finally:

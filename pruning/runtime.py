@@ -56,7 +56,9 @@ def unavailable(runtime: str) -> str | None:
     return None
 
 
-def _example(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> torch.Tensor:
+def example_batch(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> torch.Tensor:
+    """A random batch on the model's device, drawn from a generator of its own (seed 0): timing or
+    counting a network never moves the process's seeded stream."""
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     return torch.randn(batch_size, *input_shape[-3:], generator=torch.Generator().manual_seed(0)).to(device)
@@ -69,7 +71,7 @@ def prepare(
     if runtime not in RUNTIMES:
         raise PruningError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
     model = model.eval()
-    x = _example(model, input_shape, batch_size)
+    x = example_batch(model, input_shape, batch_size)
     if runtime == "eager":
 
         def run() -> object:
