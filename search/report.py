@@ -68,7 +68,7 @@ def write_pareto_plot(
     path: str | Path,
     score_name: str = "accuracy",
 ) -> Path:
-    """Score (the task's `score_name`) against the targeted resource (fraction of the original)
+    """Score (the task's `score_label`) against the targeted resource (fraction of the original)
     for every candidate, the Pareto front as a line, the chosen one starred and the budget as a
     dashed line."""
     plt = _plt()

@@ -53,7 +53,8 @@ def upload_rules(request: Request) -> dict[str, dict[str, Any]]:
 def choices(request: Request) -> dict[str, Any]:
     """Names the page needs that `/v1` has no endpoint for: what the submit form offers (data
     sets, criteria, target kinds, pruning schedules, residual-stream modes, deployment runtimes,
-    tasks, the upload endpoints' file suffixes and size limits), read from the registries and the
+    tasks and how a page writes each task's score name, the upload endpoints' file suffixes and
+    size limits), read from the registries and the
     job model so the form never lists something the API refuses, and the job statuses with the
     final ones (`workers.status`), so the page never restates them."""
     import typing
@@ -61,7 +62,7 @@ def choices(request: Request) -> dict[str, Any]:
     from pruning.criteria import CRITERIA
     from pruning.data import DATASETS
     from pruning.runtime import RUNTIMES
-    from pruning.tasks import list_tasks
+    from pruning.tasks import list_tasks, task_class
     from search.space import Streams
     from search.target import KINDS
     from workers.config import PruneSchedule
@@ -75,6 +76,7 @@ def choices(request: Request) -> dict[str, Any]:
         "streams": list(typing.get_args(Streams)),
         "runtimes": list(RUNTIMES),
         "tasks": list_tasks(),
+        "score_labels": {task_class(t).score_name: task_class(t).score_label for t in list_tasks()},
         "statuses": [s.value for s in JobStatus],
         "final": [s.value for s in JobStatus if s in FINAL],
         "uploads": upload_rules(request),

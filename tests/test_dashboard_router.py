@@ -78,6 +78,7 @@ def test_form_choices_come_from_the_registries(client):
         "streams": ["search", "last", "whole"],
         "runtimes": list(RUNTIMES),
         "tasks": list_tasks(),
+        "score_labels": {"accuracy": "accuracy", "miou": "mIoU", "fidelity": "fidelity", "map": "mAP@[.5:.95]"},
         "statuses": list(JobStatus),
         "final": [s for s in JobStatus if s in FINAL],
         "uploads": {"models": {"suffixes": list(MODEL_SUFFIXES)}, "datasets": {"suffixes": list(ARCHIVE_SUFFIXES)}},

@@ -540,7 +540,7 @@ def export(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutc
     space = prep.space
     files["pareto_plot"] = str(
         write_pareto_plot(
-            outcome.results, outcome.pareto, outcome.best, space, out / "pareto.png", prep.task.score_name
+            outcome.results, outcome.pareto, outcome.best, space, out / "pareto.png", prep.task.score_label
         )
     )
     files["channels_plot"] = str(write_channels_plot(space, space.kept(outcome.best.policy), out / "channels.png"))

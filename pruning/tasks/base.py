@@ -19,6 +19,7 @@ and the pipeline (`workers`) call it and stay task-agnostic. The contract, one m
   sample `index` of a batch, drawn over its input (`pruning.preview`); None draws nothing.
 
 Class attributes: `name` (the registry key), `score_name` (what reports call the score),
+`score_label` (how a page writes that name: "mIoU" for "miou"),
 `needs_labels` (False: the data's labels are never read, class folders optional),
 `needs_trained_model` (True: a network given without weights cannot be trained for it;
 `trained_model_needed(options)` when an option decides), `search_images` (a bound on the
@@ -145,6 +146,7 @@ class Task:
 
     name: ClassVar[str] = ""
     score_name: ClassVar[str] = ""
+    score_label: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = True
     needs_trained_model: ClassVar[bool] = False
     search_images: ClassVar[int | None] = None

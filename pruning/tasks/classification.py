@@ -34,6 +34,7 @@ class Classification(Task):
 
     name = "classification"
     score_name = "accuracy"
+    score_label = "accuracy"
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)

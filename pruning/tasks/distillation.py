@@ -73,6 +73,7 @@ class Distillation(TeacherTask):
 
     name = "distillation"
     score_name = "fidelity"
+    score_label = "fidelity"
     needs_labels = False
     needs_trained_model = True
     missing_teacher = "the distillation task needs the unpruned network as its teacher"

@@ -47,6 +47,7 @@ class Segmentation(Task):
 
     name = "segmentation"
     score_name = "miou"
+    score_label = "mIoU"
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         return segmentation_loss(outputs, targets)

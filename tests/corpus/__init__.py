@@ -29,7 +29,7 @@ from search.runner import run_search
 from search.space import SearchSpace
 
 from .classic import VGG, AlexNet, DenseNet, GoogLeNet, Res2Net, ResNet, SqueezeNet, WideResNet, Xception
-from .dense import FPN, UNet
+from .dense import FPN, TorchvisionDeepLabV3, UNet
 from .detectors import FCOS, DetectionModel
 from .fullsize import TorchvisionAlexNet, TorchvisionVGG, TorchvisionWideResNet
 from .heads import AuxHeadNet
@@ -102,6 +102,11 @@ CORPUS: dict[str, Entry] = {
     "convnext": Entry("ConvNeXt (7x7 dw, LayerNorm, layer scale)", ConvNeXt),
     "unet": Entry("U-Net (skip concat, transposed conv)", UNet, classifier=False),
     "fpn": Entry("FPN (top-down add)", FPN),
+    "deeplabv3_tv": Entry(
+        "DeepLabV3 (torchvision's code: ASPP with image pooling, FCN aux head, dict output at input size)",
+        TorchvisionDeepLabV3,
+        classifier=False,
+    ),
     "aux_heads": Entry("Auxiliary head (dict output: out, aux)", AuxHeadNet),
 }
 

@@ -2,7 +2,7 @@
 // to a view, and sends the user to token entry when there is no token or the API answers 401.
 
 import { getToken, loadChoices, setToken, setUnauthorizedHandler } from "./api.js";
-import { setStatuses } from "./model.js";
+import { setScoreLabels, setStatuses } from "./model.js";
 import { el } from "./util.js";
 import { mountJobs } from "./views/jobs.js";
 import { mountJob } from "./views/job.js";
@@ -73,6 +73,7 @@ document.getElementById("signout").addEventListener("click", () => {
 loadChoices().then(
   (choices) => {
     setStatuses(choices);
+    setScoreLabels(choices);
     window.addEventListener("hashchange", render);
     render();
   },

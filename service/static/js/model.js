@@ -37,11 +37,21 @@ export function describeTarget(t) {
   return `${t.kind} ≤ ${fmtCount(Number(t.value))}${unit}`;
 }
 
-// What a job's score measures: the summary's `score_name` (e.g. "mIoU" for segmentation), else
-// "accuracy", the score of a classifier.
+// How a page writes each task's score name ("miou" as "mIoU"), as the server declares them
+// (pruning/tasks, served with the dashboard's choices). `setScoreLabels` fills it before a view draws.
+const SCORE_LABELS = new Map();
+
+export function setScoreLabels(choices) {
+  SCORE_LABELS.clear();
+  for (const [name, label] of Object.entries(choices.score_labels || {})) SCORE_LABELS.set(name, label);
+}
+
+// What a job's score measures, as a page writes it: the summary's `score_name` (e.g. "mIoU" for
+// segmentation's "miou"), else "accuracy", the score of a classifier.
 export function scoreNameOf(summary) {
   const name = summary && summary.score_name;
-  return typeof name === "string" && name ? name : "accuracy";
+  if (typeof name !== "string" || !name) return "accuracy";
+  return SCORE_LABELS.get(name) || name;
 }
 
 // "accuracy" -> "Accuracy" for a table's row label; a name with capitals ("mIoU") stays as it is.

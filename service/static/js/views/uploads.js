@@ -5,11 +5,21 @@
 import { get, upload } from "../api.js";
 import { el, fmtBytes, fmtDate } from "../util.js";
 
-// A model's number of classes: a program's output width, or the weights' `num_classes` argument.
+// A model's number of classes: the channels of a program's first output when it is one score per
+// class (K) or per pixel (K×H×W), or the weights' `num_classes` argument; null otherwise (a
+// detector's (4+K)×A says no class count by itself).
 function classesOfModel(m) {
   const args = m.args || {};
-  if (Array.isArray(args.output_shape) && args.output_shape.length) return args.output_shape[args.output_shape.length - 1];
+  const shape = args.output_shape;
+  if (Array.isArray(shape)) return shape.length === 1 || shape.length === 3 ? shape[0] : null;
   return Number.isInteger(args.num_classes) ? args.num_classes : null;
+}
+
+// A program's outputs by name with their shapes ("out 4×32×32, aux 4×32×32"), when it has several.
+function outputsOfModel(m) {
+  const outputs = Object.entries((m.args || {}).outputs || {});
+  if (outputs.length < 2) return null;
+  return `outputs ${outputs.map(([name, shape]) => `${name} ${shape.join("×")}`).join(", ")}`;
 }
 
 const plural = (n, word, many = `${word}s`) => `${n} ${n === 1 ? word : many}`;
@@ -28,9 +38,11 @@ export const UPLOAD_KINDS = {
     detail(m) {
       const a = m.args || {};
       const shape = Array.isArray(a.input_shape) ? `input ${a.input_shape.join("×")}` : null;
-      const layers = Array.isArray(a.layers) ? plural(a.layers.length, "prunable layer") : null;
+      const output = Array.isArray(a.output_shape) && classesOfModel(m) === null ? `output ${a.output_shape.join("×")}` : null;
+      const converted = a.layers && typeof a.layers === "object" ? Object.keys(a.layers).length : null; // name -> kind
+      const layers = converted ? plural(converted, "prunable layer") : null;
       const args = m.kind === "weights" && Object.keys(a).length ? `arguments ${JSON.stringify(a)}` : null;
-      return [shape, layers, args, `sha256 ${m.sha256.slice(0, 12)}…`].filter(Boolean).join(" · ");
+      return [shape, outputsOfModel(m) || output, layers, args, `sha256 ${m.sha256.slice(0, 12)}…`].filter(Boolean).join(" · ");
     },
   },
   datasets: {
