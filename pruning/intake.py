@@ -919,6 +919,23 @@ def verify_conversion(
     return worst
 
 
+def keep_frozen(ep: torch.export.ExportedProgram, module: nn.Module) -> list[str]:
+    """Freeze (`requires_grad=False`) each of the converted module's parameters that the
+    program holds as not trainable, by name: a fixed layer such as a YOLO DFL's integral conv
+    must stay fixed through the fine-tune, as it did in the user's own training. Returns them."""
+    frozen = {
+        name
+        for name in ep.graph_signature.parameters
+        if isinstance(ep.state_dict.get(name), torch.Tensor) and not ep.state_dict[name].requires_grad
+    }
+    kept = []
+    for name, param in module.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+            kept.append(name)
+    return kept
+
+
 def intake_program(path: str | Path, max_bytes: int | None = None) -> Intake:
     """Load, convert and verify a `.pt2` (the one call the CLI, the service and the pipeline use)."""
     ep = load_program(path, max_bytes)
@@ -933,6 +950,7 @@ def intake_program(path: str | Path, max_bytes: int | None = None) -> Intake:
         raise ProgramError(f"cannot convert the program: {exc}") from exc
     if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in module.modules()):
         raise ProgramError("the program has no convolution or linear layer with parameter weights to prune")
+    keep_frozen(ep, module)
     diff = verify_conversion(ep, module, input_shape)
     return Intake(module, input_shape, output_shape, layers, diff, notes, outputs)
 

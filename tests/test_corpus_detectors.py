@@ -202,3 +202,30 @@ def test_detector_is_cut_and_exported_back(name: str, setting: str, intakes: dic
         assert_same(returned(x), want)
         assert shapes(returned(x[:1])) == {k: (1, *v[1:]) for k, v in shapes(want).items()}  # the batch stays dynamic
     assert export_onnx(cut, tmp_path / "model.onnx", shape) <= 1e-4  # every output, in onnxruntime
+
+
+def test_a_layer_the_program_holds_fixed_stays_fixed_through_training_and_back(
+    intakes: dict[str, Intake], tmp_path: Path
+) -> None:
+    """Ultralytics' DFL conv is `requires_grad_(False)` (a fixed integral over the box bins): the
+    converted network keeps it frozen, so a fine-tune step moves every other weight and not this
+    one, and the cut network's re-exported program holds it fixed as the user's did."""
+    import copy
+
+    net = copy.deepcopy(intakes["yolov8"].module).train()
+    frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
+    assert frozen == ["model.22.dfl.conv.weight"]
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1, weight_decay=1e-4)
+    out = net(torch.randn(2, *shape_of("yolov8")))
+    out.square().mean().backward()
+    opt.step()
+    after = dict(net.named_parameters())
+    assert torch.equal(after["model.22.dfl.conv.weight"], before["model.22.dfl.conv.weight"])
+    assert not torch.equal(after["model.22.cv2.0.2.weight"], before["model.22.cv2.0.2.weight"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PinnedGroupWarning)
+        cut = cut_model(net.eval(), 0.5, "l1", input_shape=shape_of("yolov8")).model
+    assert count_flops(cut, shape_of("yolov8")) < 0.75 * count_flops(net, shape_of("yolov8"))
+    program = torch.export.load(str(export_program(cut, tmp_path / "pruned.pt2", shape_of("yolov8"))))
+    assert {n for n, t in program.state_dict.items() if not t.requires_grad} >= {"model.22.dfl.conv.weight"}
