@@ -214,4 +214,8 @@ def test_end_to_end_detection_job_on_an_uploaded_yolo_archive(tmp_path):
     # COCO's mAP@[.5:.95] averages APs at ten IoU thresholds, the loosest being 0.5's
     assert 0.0 <= report["accuracy_after"] <= extras["map50"] <= 1.0
     assert set(extras) - {"map50"} <= {f"ap_{k}" for k in range(len(BOX_CLASSES))}
+    # the same per-class APs, named by the archive's classes
+    named = {f"ap_{BOX_CLASSES.index(c)}": v for c, v in report["class_scores"]["ap"].items()}
+    assert named == {k: v for k, v in extras.items() if k.startswith("ap_")}
+    assert set(report["class_scores_before"]["ap"]) <= set(BOX_CLASSES)
     assert {p.relative_to(tmp_path / "out").as_posix() for p in files} >= {f"previews/{i}.png" for i in range(6)}

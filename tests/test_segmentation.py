@@ -256,6 +256,10 @@ def test_the_segmentation_task_scores_miou_with_extras_and_trains_on_masks() -> 
     assert score.extras["pixel_accuracy"] == pytest.approx(background / counted)
     assert score.extras["iou_1"] == 0.0
     assert "iou_2" not in score.extras  # absent from both: no IoU
+    # the report names them by class, leaving out a class with no figure
+    classes = ["sky", "road", "car", "person"]
+    assert task.class_scores(score.extras, classes) == {"iou": {"sky": score.extras["iou_0"], "road": 0.0}}
+    assert task.class_scores(score.extras, []) == {}
     net = _Constant(4)
     x = torch.randn(4, 3, 8, 8)
     torch.testing.assert_close(task_loss(net, x, masks, task=task), segmentation_loss(net(x), masks))

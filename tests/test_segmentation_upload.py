@@ -269,5 +269,8 @@ def test_end_to_end_segmentation_job_on_uploaded_scenes(tmp_path):
         extras = report["score_extras"]
         assert 0.0 < extras["pixel_accuracy"] <= 1.0
         assert {"iou_0", "iou_1", "iou_2", "iou_3"} <= set(extras)
+        # each class's IoU, named by the archive's classes (classes.txt), before and after
+        assert report["class_scores"]["iou"] == {c: extras[f"iou_{i}"] for i, c in enumerate(SCENE_CLASSES)}
+        assert list(report["class_scores_before"]["iou"]) == list(SCENE_CLASSES)
     finally:
         srv.stop()

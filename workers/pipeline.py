@@ -550,6 +550,16 @@ def export(cfg: JobConfig, prep: Prepared, tuned: Finetuned, outcome: SearchOutc
     return files
 
 
+def _class_scores(
+    task: Task, before: Mapping[str, float], after: Mapping[str, float], classes: Sequence[str] | None
+) -> dict[str, Any]:
+    """The summary's per-class figures named by class (`class_scores`, `class_scores_before`),
+    when the task gives any and the data set names its classes."""
+    names = list(classes or [])
+    found = {"class_scores_before": task.class_scores(before, names), "class_scores": task.class_scores(after, names)}
+    return {k: v for k, v in found.items() if v}
+
+
 def summarize(
     cfg: JobConfig,
     prep: Prepared,
@@ -591,6 +601,7 @@ def summarize(
         "search_score": best.score,
         **({"score_extras_before": prep.extras_before} if prep.extras_before else {}),
         **({"score_extras": tuned.extras_after} if tuned.extras_after else {}),
+        **_class_scores(prep.task, prep.extras_before, tuned.extras_after, prep.data.describe().get("classes")),
         "finetune_start": start,
         "finetune_schedule": cfg.finetune.prune_schedule,
         "finetune_steps": sum(r["steps"] for r in tuned.rounds) if tuned.rounds else ft.steps if ft is not None else 0,

@@ -152,6 +152,20 @@ class Task:
     search_images: ClassVar[int | None] = None
     """The most validation images a search candidate is scored on when the job sets no bound
     (None: the whole split), for tasks whose score is slow per image."""
+    per_class_extras: ClassVar[tuple[str, ...]] = ()
+    """The extras that are one figure per class, written `<prefix>_<class index>` (a
+    segmentation's `iou_2`): `class_scores` names them by class for the report."""
+
+    def class_scores(self, extras: Mapping[str, float], classes: list[str]) -> dict[str, dict[str, float]]:
+        """The per-class extras by figure and class name, in the data set's class order
+        (`{"iou": {"background": 0.97, "disk": 0.81}}`), so a report reads without an index
+        table; a class with no figure (absent from the split) is left out."""
+        named: dict[str, dict[str, float]] = {}
+        for prefix in self.per_class_extras:
+            row = {name: extras[f"{prefix}_{i}"] for i, name in enumerate(classes) if f"{prefix}_{i}" in extras}
+            if row:
+                named[prefix] = row
+        return named
 
     def __init__(self, output: OutputKey | None = None, teacher: nn.Module | None = None) -> None:
         """`output`: the network output the task reads. `teacher`: the unpruned network, kept

@@ -75,6 +75,7 @@ class Detection(TeacherTask):
     name = "detection"
     score_name = "map"
     score_label = "mAP@[.5:.95]"
+    per_class_extras = ("ap",)
     needs_labels = False  # boxes are read from a detection data set; `labels: false` takes plain images
     missing_teacher = "detection without labels needs the unpruned detector as its teacher"
     search_images = 256  # COCO's evaluation runs per image and class in Python

@@ -48,6 +48,7 @@ class Segmentation(Task):
     name = "segmentation"
     score_name = "miou"
     score_label = "mIoU"
+    per_class_extras = ("iou",)
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         return segmentation_loss(outputs, targets)
