@@ -117,7 +117,14 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
 
 
 def _onnxruntime(model: nn.Module, x: torch.Tensor, int8: bool = False) -> Callable[[], object]:
-    """A session on `model` exported to ONNX (statically quantized to INT8 on `x` when `int8`)."""
+    """A session on `model` exported to ONNX (statically quantized to INT8 on `x` when `int8`).
+    The outputs are named (one per output the network gives): left unnamed, the exporter looks
+    them up on `model.graph` as a TorchScript graph's, which a converted `.pt2` program (an fx
+    GraphModule, whose `graph` is fx's) does not have."""
+    from .tasks import named_outputs
+
+    with torch.no_grad():
+        names = [f"output_{k}" for k in named_outputs(model.eval()(x))]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with warnings.catch_warnings():
@@ -127,6 +134,7 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor, int8: bool = False) -> Calla
                 (x,),
                 str(path),
                 input_names=["input"],
+                output_names=names,
                 dynamic_axes={"input": {0: "batch"}},
                 dynamo=False,
             )

@@ -45,6 +45,21 @@ def test_latency_in_a_runtime_is_positive_and_leaves_the_model_alone(convnet):
     assert all(torch.equal(before[k], v) for k, v in convnet.state_dict().items())
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "onnxruntime-int8"])
+def test_a_converted_program_runs_in_onnxruntime(convnet, runtime, tmp_path):
+    """A `.pt2` program as the intake converts it (an fx GraphModule) is measured in ONNX
+    Runtime as a zoo network is, with the same outputs (a program job's latency figures)."""
+    from pruning.export import export_program
+    from pruning.intake import intake_program
+
+    module = intake_program(export_program(convnet, tmp_path / "convnet.pt2", SHAPE)).module
+    want = _out(prepare(convnet, SHAPE, "eager", batch_size=3)())
+    got = _out(prepare(module, SHAPE, runtime, batch_size=3)())
+    atol = 0.1 * float(want.abs().max()) if runtime == "onnxruntime-int8" else 1e-4
+    assert torch.allclose(got.float(), want.float(), atol=atol), (got - want).abs().max()
+    assert measure_latency(module, SHAPE, runtime=runtime, warmup=1, repeats=3) > 0
+
+
 def test_unknown_runtime_is_refused(convnet):
     with pytest.raises(PruningError, match="unknown runtime 'tvm'"):
         prepare(convnet, SHAPE, "tvm")  # type: ignore[arg-type]
