@@ -140,6 +140,30 @@ def table(rows: list[dict]) -> str:
     return markdown_table(header, out)
 
 
+def per_seed_table(rows: list[dict]) -> str:
+    """Test mIoU per network, target and seed: the unpruned network, each method after its
+    fine-tune, and the job's lead over Torch-Pruning in points."""
+    ours = {(r["model"], r["target"], r["seed"]): r for r in rows if r["method"].startswith("secateurs-")}
+    peer = {(r["model"], r["target"], r["seed"]): r for r in rows if r["method"] == "torch-pruning-global"}
+    out = []
+    for key in sorted(ours.keys() & peer.keys(), key=lambda k: (k[0], -k[1], k[2])):
+        a, b = ours[key], peer[key]
+        lead = 100 * (a["miou_after"] - b["miou_after"])
+        out.append(
+            [
+                key[0],
+                f"{key[1]:.0%}",
+                key[2],
+                f"{a['miou_before']:.3f}",
+                f"{a['miou_after']:.3f}",
+                f"{b['miou_after']:.3f}",
+                f"{lead:+.1f}",
+            ]
+        )
+    header = ["network", "FLOPs target", "seed", "unpruned", "Secateurs", "Torch-Pruning global", "lead (points)"]
+    return markdown_table(header, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.segmentation", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["unet", "deeplabv3"], choices=["unet", "deeplabv3"])
@@ -155,13 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small settings to check the benchmark runs")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--resume", action="store_true", help="keep the rows already in the results file; run the rest")
+    p.add_argument("--table", action="store_true", help="print the tables of the results file in --out; run nothing")
     args = p.parse_args(argv)
+    if args.table:
+        saved = json.loads((args.out / "segmentation-scenes.json").read_text())["rows"]
+        print(table(saved), per_seed_table(saved), sep="\n\n")
+        return 0
     if args.quick:
         args.train_epochs, args.finetune_steps, args.candidates, args.width = 2, 20, 2, 0.25
     torch.set_num_threads(args.threads)
     splits = {"train": 160, "val": 48, "test": 48} if args.quick else {"train": 800, "val": 200, "test": 200}
     path = args.out / "segmentation-scenes.json"
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "resume"}
+    settings = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("resume", "table")
+    }
     rows: list[dict[str, Any]] = []
     calls = [this_call("bench.segmentation", argv)]
     if args.resume and path.exists():
@@ -182,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     # written after every row, so an interrupted run keeps its rows (--resume goes on)
                     write_results(path, {"rows": rows, "settings": settings, "splits": splits}, calls)
                     print(f"{model} {target} seed {seed}: done", flush=True)
-    print(table(rows))
+    print(table(rows), per_seed_table(rows), sep="\n\n")
     return 0
 
 
