@@ -54,8 +54,16 @@ def _bisect(cut: Callable[[float], nn.Module], shape: tuple[int, ...], budget: f
     return best
 
 
-def torch_pruning_global(model: nn.Module, shape: tuple[int, ...], budget: float, max_rate: float) -> nn.Module:
-    """Torch-Pruning's global magnitude pruning, its channel ratio bisected to the FLOPs budget."""
+def torch_pruning_global(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    budget: float,
+    max_rate: float,
+    ignore: Callable[[nn.Module, torch.Tensor], list[nn.Module]] | None = None,
+) -> nn.Module:
+    """Torch-Pruning's global magnitude pruning, its channel ratio bisected to the FLOPs budget.
+    `ignore(model, example)` names the layers it must leave whole (default: the classifier, as
+    its examples do; a detector's output convs, as its YOLOv8 example leaves the Detect head)."""
     tp = peer_module("torch_pruning", TORCH_PRUNING)
 
     def cut(ratio: float) -> nn.Module:
@@ -68,12 +76,56 @@ def torch_pruning_global(model: nn.Module, shape: tuple[int, ...], budget: float
             global_pruning=True,
             pruning_ratio=ratio,
             max_pruning_ratio=max_rate,
-            ignored_layers=[output_layer(m)],
+            ignored_layers=ignore(m, example) if ignore else [output_layer(m)],
         )
         pruner.step()
         return m
 
     return _bisect(cut, shape, budget)
+
+
+class _C2fSplit(nn.Module):
+    """A C2f block whose first 1x1 conv is two convs, one per half, instead of one conv whose
+    output is chunked: the same function (its weights are the halves of the original's), in
+    the form Torch-Pruning's YOLOv8 example rewrites C2f into (`C2f_v2`) before pruning, since
+    its dependency graph cannot index a chunk of a pruned conv."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        c = block.cv1.conv.out_channels // 2
+        self.cv0, self.cv1 = copy.deepcopy(block.cv1), copy.deepcopy(block.cv1)
+        for part, keep in ((self.cv0, slice(0, c)), (self.cv1, slice(c, 2 * c))):
+            conv, bn = part.conv, part.bn
+            conv.weight = nn.Parameter(conv.weight.detach()[keep].clone())
+            conv.out_channels = c
+            bn.weight = nn.Parameter(bn.weight.detach()[keep].clone())
+            bn.bias = nn.Parameter(bn.bias.detach()[keep].clone())
+            bn.running_mean = bn.running_mean[keep].clone()
+            bn.running_var = bn.running_var[keep].clone()
+            bn.num_features = c
+        self.m, self.cv2 = block.m, block.cv2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self.cv0(x), self.cv1(x)]
+        for m in self.m:
+            y.append(m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+def split_c2f(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """A copy of a zoo YOLO detector (`pruning.models.yolo`) with every C2f block in
+    `_C2fSplit` form: what Torch-Pruning's YOLOv8 example prunes (same outputs, checked)."""
+    from pruning.models.yolo import C2f
+
+    out = copy.deepcopy(model).eval()
+    for module in list(out.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, C2f):
+                setattr(module, child_name, _C2fSplit(child))
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), model.eval()(x), atol=1e-4, rtol=1e-4)
+    return out
 
 
 def torch_pruning_group_norm(
