@@ -5,6 +5,7 @@ file carries (every call that wrote into it, the base weights' SHA-256)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import hashlib
 import importlib
@@ -210,6 +211,29 @@ def previous_calls(path: Path) -> list[dict[str, object]]:
         return []
     saved = json.loads(path.read_text())
     return list(saved.get("calls", [])) if isinstance(saved, dict) else []
+
+
+RUN_FLAGS = ("resume", "table")
+"""Flags that say how to run a benchmark, not what it measures: left out of its settings."""
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, object]:
+    """A benchmark's settings as its results file records them: every argument but `RUN_FLAGS`."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in RUN_FLAGS}
+
+
+def resumed(
+    path: Path, settings: Mapping[str, object], splits: Mapping[str, int], call: dict[str, object], resume: bool
+) -> tuple[list[dict], list[dict[str, object]]]:
+    """The rows an interrupted run of the same settings and splits left in `path` (with
+    `resume`; none otherwise) and the calls that wrote them followed by `call`; other settings
+    stop the run with a message rather than mix two runs in one file."""
+    if not (resume and path.exists()):
+        return [], [call]
+    saved = json.loads(path.read_text())
+    if saved.get("settings") != dict(settings) or saved.get("splits") != dict(splits):
+        raise SystemExit(f"{path} was written with other settings; --resume continues the same run")
+    return list(saved["rows"]), [*previous_calls(path), call]
 
 
 def write_results(path: str | Path, record: Mapping[str, object], calls: Sequence[Mapping[str, object]]) -> None:

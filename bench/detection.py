@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from bench.common import markdown_table, previous_calls, this_call, write_results
+from bench.common import markdown_table, resumed, run_settings, this_call, write_results
 from bench.peers import split_c2f, torch_pruning_global
 from pruning.bn import recalibrate_bn
 from pruning.data import DataSplits, calibration_batches, load_dataset
@@ -305,15 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         args.train_epochs, args.finetune_steps, args.candidates = 2, 10, 2
     torch.set_num_threads(args.threads)
     splits = {"train": 96, "val": 32, "test": 32} if args.quick else {"train": 800, "val": 200, "test": 200}
-    skip = ("resume", "table")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
-    rows: list[dict[str, Any]] = []
-    calls = [this_call("bench.detection", argv)]
-    if args.resume and path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("settings") != settings or saved.get("splits") != splits:
-            raise SystemExit(f"{path} was written with other settings; --resume continues the same run")
-        rows, calls = list(saved["rows"]), [*previous_calls(path), *calls]
+    settings = run_settings(args)
+    rows, calls = resumed(path, settings, splits, this_call("bench.detection", argv), args.resume)
     with tempfile.TemporaryDirectory(prefix="bench-det-") as tmp:
         work = Path(tmp)
         roots = unpacked(work, splits, args.size)

@@ -27,11 +27,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from bench.common import markdown_table, previous_calls, this_call, write_results
+from bench.common import markdown_table, resumed, run_settings, this_call, write_results
 from bench.peers import torch_pruning_global
 from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, load_dataset
@@ -190,16 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     splits = {"train": 160, "val": 48, "test": 48} if args.quick else {"train": 800, "val": 200, "test": 200}
     path = args.out / "segmentation-scenes.json"
-    settings = {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("resume", "table")
-    }
-    rows: list[dict[str, Any]] = []
-    calls = [this_call("bench.segmentation", argv)]
-    if args.resume and path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("settings") != settings or saved.get("splits") != splits:
-            raise SystemExit(f"{path} was written with other settings; --resume continues the same run")
-        rows, calls = list(saved["rows"]), [*previous_calls(path), *calls]
+    settings = run_settings(args)
+    rows, calls = resumed(path, settings, splits, this_call("bench.segmentation", argv), args.resume)
     done = {(r["model"], r["target"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="bench-seg-") as tmp:
         work = Path(tmp)
