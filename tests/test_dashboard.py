@@ -486,6 +486,8 @@ def test_a_segmentation_job_from_the_dashboard_alone(server, page, tmp_path):
     assert (summary["task"], summary["score_name"]) == ("segmentation", "miou")
     page.wait_for_selector("#before-after")
     assert page.evaluate("() => window.__secateurs.scoreAxis") == "mIoU"  # the task's own label
+    n = summary["candidates"]
+    assert page.inner_text("#job-phase").startswith(f"Done: {n} candidate{'' if n == 1 else 's'} in ")
     assert page.locator("#before-after tbody th").first.inner_text() == "mIoU"
     assert f"{summary['accuracy_after'] * 100:.2f} %" in page.inner_text("#before-after")
     page.wait_for_function(  # the unpruned and pruned networks' masks, drawn on the page

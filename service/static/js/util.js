@@ -130,3 +130,6 @@ export class Poller {
     document.removeEventListener("visibilitychange", this.onVisible);
   }
 }
+
+// "1 candidate", "3 candidates": a count with its noun.
+export const plural = (n, word, many = `${word}s`) => `${n} ${n === 1 ? word : many}`;

@@ -4,7 +4,7 @@
 
 import { get, itemsOf, post } from "../api.js";
 import { cursorOf, describeTarget, FINAL, normJob } from "../model.js";
-import { Poller, el, fmtDuration, fmtScore, parseTime, progressBar, statusBadge } from "../util.js";
+import { Poller, el, fmtDuration, fmtScore, parseTime, plural, progressBar, statusBadge } from "../util.js";
 import { CandidatePanels, card } from "./candidates.js";
 import { renderResults } from "./results.js";
 
@@ -81,7 +81,7 @@ export function mountJob(root, jobId) {
       confirmBox.hidden = true;
       cancelMsg.textContent = "";
     }
-    if (done && s.candidates !== undefined) phase.textContent = `Done: ${s.candidates} candidates in ${fmtDuration(s.search_seconds)} of search`;
+    if (done && s.candidates !== undefined) phase.textContent = `Done: ${plural(s.candidates, "candidate")} in ${fmtDuration(s.search_seconds)} of search`;
     else if (job.status === "queued") phase.textContent = "Waiting for a worker";
     else phase.textContent = job.phase || job.status;
     const fraction = done ? 1 : job.progress;

@@ -3,7 +3,7 @@
 // progress bar. The upload that lands is selected; a refusal shows the API's one line.
 
 import { get, upload } from "../api.js";
-import { el, fmtBytes, fmtDate } from "../util.js";
+import { el, fmtBytes, fmtDate, plural } from "../util.js";
 
 // A model's number of classes: the channels of a program's first output when it is one score per
 // class (K) or per pixel (K×H×W), or the weights' `num_classes` argument; null otherwise (a
@@ -22,7 +22,6 @@ function outputsOfModel(m) {
   return `outputs ${outputs.map(([name, shape]) => `${name} ${shape.join("×")}`).join(", ")}`;
 }
 
-const plural = (n, word, many = `${word}s`) => `${n} ${n === 1 ? word : many}`;
 const imageCount = (d) => Object.values(d.images || {}).reduce((a, b) => a + Number(b || 0), 0);
 
 // How each upload endpoint's items are listed (one line in the select) and described (below it).
