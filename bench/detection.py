@@ -53,6 +53,7 @@ from pruning.measure import count_flops
 from pruning.models import build_model
 from pruning.tasks import make_task
 from pruning.train import evaluate_score
+from search.base import SearchError
 from workers.config import JobConfig
 from workers.pipeline import BASE_WEIGHTS, finetune_model, finetune_settings, run_pipeline
 
@@ -135,6 +136,7 @@ def test_scores(model: torch.nn.Module, data: DataSplits) -> tuple[float, float]
 
 
 def row(method: str, target: float, seed: int, base: tuple[float, float], started: float, **fields: Any) -> dict:
+    """One results row: the method, the setting, the unpruned detector's test mAP, `fields`."""
     return {
         "method": method,
         "model": MODEL,
@@ -200,7 +202,11 @@ def run_seed(
         if ("torch-pruning-global", target, seed) not in done:
             started = time.perf_counter()
             full = count_flops(net, shape)
-            cut = torch_pruning_global(split_c2f(net, shape), shape, full * target, MAX_RATE, ignore=detect_head)
+            try:
+                cut = torch_pruning_global(split_c2f(net, shape), shape, full * target, MAX_RATE, ignore=detect_head)
+            except SearchError as exc:  # a row that says so, not a stopped run
+                keep(row("torch-pruning-global", target, seed, base, started, map_after=None, failed=str(exc)))
+                continue
             recalibrate_bn(cut, calibration_batches(data.train, seed=seed))
             task = make_task("detection", num_classes=data.num_classes, teacher=net)
             cfg = prune_job(args, program, {"name": "boxfolder", "path": str(roots["yolo"])}, target, seed)
@@ -231,7 +237,10 @@ def table(rows: list[dict]) -> str:
     keys = sorted({(r["target"], r["method"]) for r in rows}, key=lambda k: (-k[0], k[1]))
     out = []
     for target, method in keys:
-        picked = [r for r in rows if (r["target"], r["method"]) == (target, method)]
+        picked = [r for r in rows if (r["target"], r["method"]) == (target, method) and r["map_after"] is not None]
+        if not picked:
+            out.append([f"{target:.0%}", method, *["could not reach the target"] * 6, "—", 0])
+            continue
 
         def stat(field: str, picked: list[dict] = picked) -> str:
             values = [r[field] for r in picked]
@@ -274,7 +283,7 @@ def per_seed_table(rows: list[dict]) -> str:
     for target, seed in sorted({(r["target"], r["seed"]) for r in rows}, key=lambda k: (-k[0], k[1])):
         first = next(r for r in rows if (r["target"], r["seed"]) == (target, seed))
         found = [cells.get((target, seed, m)) for m in methods]
-        values = [f"{c['map_after']:.3f}" if c else "—" for c in found]
+        values = ["—" if c is None else "failed" if c["map_after"] is None else f"{c['map_after']:.3f}" for c in found]
         out.append([f"{target:.0%}", seed, f"{first['map_before']:.3f}", *values])
     return markdown_table(["FLOPs target", "seed", "unpruned", *methods], out)
 
@@ -314,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         def keep(new: dict) -> None:  # written after every row, so an interrupted run keeps its rows
             rows.append(new)
             write_results(path, {"rows": rows, "settings": settings, "splits": splits}, calls)
-            print(f"{new['method']} {new['target']} seed {new['seed']}: mAP {new['map_after']:.3f}", flush=True)
+            what = new.get("failed") or f"mAP {new['map_after']:.3f}"
+            print(f"{new['method']} {new['target']} seed {new['seed']}: {what}", flush=True)
 
         for seed in args.seeds:
             done = {(r["method"], r["target"], r["seed"]) for r in rows}
