@@ -239,7 +239,7 @@ def table(rows: list[dict]) -> str:
     for target, method in keys:
         picked = [r for r in rows if (r["target"], r["method"]) == (target, method) and r["map_after"] is not None]
         if not picked:
-            out.append([f"{target:.0%}", method, *["could not reach the target"] * 6, "—", 0])
+            out.append([f"{target:.0%}", method, "—", "target not reached", "—", "—", "—", "—", 0])
             continue
 
         def stat(field: str, picked: list[dict] = picked) -> str:
