@@ -213,6 +213,18 @@ def previous_calls(path: Path) -> list[dict[str, object]]:
     return list(saved.get("calls", [])) if isinstance(saved, dict) else []
 
 
+def add_job_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags every benchmark of service jobs shares (candidates, fine-tune budget, threads,
+    a quick check, where results go, and the run-control `RUN_FLAGS`)."""
+    p.add_argument("--finetune-steps", type=int, default=600)
+    p.add_argument("--candidates", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="small settings to check the benchmark runs")
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--resume", action="store_true", help="keep the rows already in the results file; run the rest")
+    p.add_argument("--table", action="store_true", help="print the tables of the results file in --out; run nothing")
+
+
 RUN_FLAGS = ("resume", "table")
 """Flags that say how to run a benchmark, not what it measures: left out of its settings."""
 

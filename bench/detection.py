@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from bench.common import markdown_table, resumed, run_settings, this_call, write_results
+from bench.common import add_job_run_arguments, markdown_table, resumed, run_settings, this_call, write_results
 from bench.peers import split_c2f, torch_pruning_global
 from pruning.bn import recalibrate_bn
 from pruning.data import DataSplits, calibration_batches, load_dataset
@@ -297,13 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="scene side in pixels (a multiple of 32)")
     p.add_argument("--train-epochs", type=float, default=100)
     p.add_argument("--lr", type=float, default=0.05, help="the base training's learning rate")
-    p.add_argument("--finetune-steps", type=int, default=600)
-    p.add_argument("--candidates", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="small settings to check the benchmark runs")
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
-    p.add_argument("--resume", action="store_true", help="keep the rows already in the results file; run the rest")
-    p.add_argument("--table", action="store_true", help="print the tables of the results file in --out; run nothing")
+    add_job_run_arguments(p)
     args = p.parse_args(argv)
     path = args.out / RESULTS_FILE
     if args.table:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import markdown_table, resumed, run_settings, this_call, write_results
+from bench.common import add_job_run_arguments, markdown_table, resumed, run_settings, this_call, write_results
 from bench.peers import torch_pruning_global
 from pruning.bn import recalibrate_bn
 from pruning.data import calibration_batches, load_dataset
@@ -172,13 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=0.5, help="the networks' width multiplier")
     p.add_argument("--size", type=int, default=32, help="scene side in pixels")
     p.add_argument("--train-epochs", type=float, default=30)
-    p.add_argument("--finetune-steps", type=int, default=600)
-    p.add_argument("--candidates", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="small settings to check the benchmark runs")
-    p.add_argument("--out", type=Path, default=Path("bench/results"))
-    p.add_argument("--resume", action="store_true", help="keep the rows already in the results file; run the rest")
-    p.add_argument("--table", action="store_true", help="print the tables of the results file in --out; run nothing")
+    add_job_run_arguments(p)
     args = p.parse_args(argv)
     if args.table:
         saved = json.loads((args.out / "segmentation-scenes.json").read_text())["rows"]
