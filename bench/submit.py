@@ -42,10 +42,13 @@ def _server(data_dir: Path, port: int) -> Any:
     return srv.start()
 
 
-def _time_submits(client: Any, headers: dict[str, str], spec: dict[str, Any], n: int) -> dict[str, Any]:
-    """`n` submits of `spec`, feasible and infeasible targets in turn: their times and answers."""
+def _time_submits(client: Any, headers: dict[str, str], spec: dict[str, Any], n: int, gap: float) -> dict[str, Any]:
+    """`n` submits of `spec`, feasible and infeasible targets in turn, `gap` seconds apart: their
+    times and answers."""
     times, answers = [], Counter()
     for i in range(n):
+        if i and gap:
+            time.sleep(gap)
         body = {**spec, "target": FEASIBLE if i % 2 == 0 else INFEASIBLE}
         t = time.perf_counter()
         r = client.post("/v1/jobs", json=body, headers=headers)
@@ -71,7 +74,9 @@ def _program(path: Path, size: int) -> Path:
     return export_program(net, path, (3, size, size))
 
 
-def run(models: Sequence[str], submits: int, size: int, port: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run(
+    models: Sequence[str], submits: int, size: int, port: int, gap: float = 0.0
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The rows (one per model and server start) and the loads before and after."""
     import httpx
 
@@ -92,7 +97,7 @@ def run(models: Sequence[str], submits: int, size: int, port: int) -> tuple[list
                         "data": {"name": "synthetic", "input_size": size},
                         "strategy": {"name": "uniform"},
                     }
-                    row = _time_submits(client, headers, spec, submits)
+                    row = _time_submits(client, headers, spec, submits, gap)
                     rows.append({"model": name, "kind": "zoo", "server": "fresh start", **row})
                     print(rows[-1]["model"], {k: v for k, v in row.items() if k != "times_ms"}, flush=True)
                 t = time.perf_counter()
@@ -103,7 +108,7 @@ def run(models: Sequence[str], submits: int, size: int, port: int) -> tuple[list
                     return rows, {"load_before": list(load_before), "load_after": list(os.getloadavg())}
                 spec = {"model": {"upload": up.json()["id"]}, "data": {"name": "synthetic"}}
                 spec["strategy"] = {"name": "uniform"}
-                row = _time_submits(client, headers, spec, submits)
+                row = _time_submits(client, headers, spec, submits, gap)
                 rows.append(
                     {
                         "model": "resnet20.pt2",
@@ -119,7 +124,7 @@ def run(models: Sequence[str], submits: int, size: int, port: int) -> tuple[list
         srv = _server(root / "data", port)  # the same data dir and store: only the process is new
         try:
             with httpx.Client(base_url=srv.url, timeout=120) as client:
-                row = _time_submits(client, headers, spec, submits)
+                row = _time_submits(client, headers, spec, submits, gap)
                 rows.append({"model": "resnet20.pt2", "kind": "program", "server": "restarted", **row})
                 print(rows[-1]["model"], rows[-1]["server"], {k: v for k, v in row.items() if k != "times_ms"})
         finally:
@@ -141,16 +146,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--submits", type=int, default=20, help="submits per model and server start")
     p.add_argument("--size", type=int, default=224, help="input size in pixels")
     p.add_argument("--port", type=int, default=18200, help="port of the server the benchmark starts")
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="seconds between submits, so that they spread over the time a trace takes (default: none)",
+    )
     p.add_argument("--out", default="bench/results/submit-latency.json", help="results file")
     args = p.parse_args(argv)
-    if not 1 <= args.submits <= 1000 or not 8 <= args.size <= 1024:
-        p.error("--submits must be in [1, 1000] and --size in [8, 1024]")
-    rows, loads = run([m for m in args.models.split(",") if m], args.submits, args.size, args.port)
+    if not 1 <= args.submits <= 1000 or not 8 <= args.size <= 1024 or not 0 <= args.gap <= 10:
+        p.error("--submits must be in [1, 1000], --size in [8, 1024] and --gap in [0, 10]")
+    rows, loads = run([m for m in args.models.split(",") if m], args.submits, args.size, args.port, args.gap)
     record = {
         "benchmark": "submit latency: POST /v1/jobs answer time at the client",
         "goal_ms": GOAL_MS,
         "size": args.size,
         "targets": {"feasible": FEASIBLE, "infeasible": INFEASIBLE, "order": "alternating, feasible first"},
+        "gap_seconds": args.gap,
         "server": "secateurs serve, SQLite, scheduler off, default trace_wait_seconds",
         **loads,
         "rows": rows,

@@ -49,11 +49,12 @@ class Settings(BaseSettings):
         0, ge=0, description="running jobs one team may have over all schedulers; 0: no limit"
     )
     trace_wait_seconds: float = Field(
-        0.03,
+        0.0,
         ge=0,
         le=60,
-        description="how long a submit waits for its network's trace to check the target (a 422 now); "
-        "past it the job is accepted and checks the target itself before training",
+        description="how long a submit waits for its network's trace to check the target (a 422 now), beside "
+        "0.025 s for the trace process to answer; past it the job is accepted and checks the target itself "
+        "before training",
     )
     scheduler: bool = Field(True, description="run the scheduler inside the API process")
     poll_seconds: float = Field(1.0, description="scheduler loop period")

@@ -2,9 +2,10 @@
 model to its zoo name, arguments and stored weights, check data and option paths against the
 allowed roots, and refuse an infeasible target up front with `search.space.SearchSpace`
 (built on the untrained architecture: resource counts do not depend on the weights) when the
-network's trace is ready in time; the trace is never made in the request (`Traces`), and a
-target the submit could not check is checked by the job before it trains, in the same words
-(`workers.feasibility`)."""
+network's trace is ready in time. The trace is never made in the API process: the trace
+process (`service.tracer`) builds, traces and checks (`check_traced`, with its cache `Traces`),
+and a target the submit could not check in time is checked by the job before it trains, in the
+same words (`workers.feasibility`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import queue
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +30,7 @@ from pruning.detection.folder import boxfolder_shape
 from pruning.detection.scenes import BOX_CLASSES
 from pruning.errors import PruningError
 from pruning.imagefolder import imagefolder_shape
-from pruning.intake import Intake, intake_program
+from pruning.intake import intake_program
 from pruning.models import build_model
 from pruning.rng import private_draws
 from pruning.segmentation.folder import maskfolder_shape
@@ -44,6 +46,7 @@ from workers.network import check_program_data
 from .config import Settings
 from .store import Store
 from .text import excerpt
+from .tracer import TRACER
 
 # (in_channels, num_classes) of the sets whose shape is known without reading them
 KNOWN_SHAPES = {
@@ -62,6 +65,22 @@ REFUSED_OPTIONS = ("storage",)
 
 class SpecError(ValueError):
     """A job spec that validates field by field but cannot run (one line for a 422)."""
+
+
+WARM_UP_SPEC = {
+    "model": {"zoo": "resnet20"},
+    "data": {"name": "synthetic"},
+    "strategy": {"name": "uniform"},
+    "target": {"flops": 0.5},
+}
+
+
+def warm_up() -> None:
+    """Start the trace process, and validate one job spec, so that the modules its checks import
+    on first use (every strategy, evaluator, model and task registry: a tenth of a second) are
+    imported at start-up and not in a user's first submit."""
+    TRACER.start()
+    JobConfig.model_validate(WARM_UP_SPEC)
 
 
 def check_data_path(path: str, roots: list[Path], field: str = "data.path") -> Path:
@@ -173,6 +192,25 @@ def resolve_config(spec: JobConfig, team_id: int, store: Store, settings: Settin
     return cfg
 
 
+def check_feasible(
+    cfg: JobConfig, shape: tuple[int, int, int], wait: float, facts: Mapping[str, Any] | None = None
+) -> None:
+    """The submit's checks that need the network: what can be read from an upload's stored
+    facts (its input and output shapes) here, the rest (a target on the traced network, a zoo
+    network that cannot be built) by the trace process within `wait` seconds (+ the round
+    trip); past that the job checks the same target before it trains, in the same words."""
+    if cfg.model.program is not None:
+        if facts and facts.get("input_shape"):
+            check_program_fits(cfg, facts["input_shape"], stored_outputs(facts))
+    else:
+        check_task_output(cfg, {"output": ()})  # a zoo network has one output
+        if cfg.target["kind"] == "latency":
+            return
+    line = TRACER.check(cfg.model_dump(mode="json"), shape, facts, wait)
+    if line:
+        raise SpecError(line)
+
+
 def check_data_fits(cfg: JobConfig, channels: int, classes: int) -> None:
     """Refuse data whose image channels or classes differ from those the model's arguments fix
     (an uploaded model's, or zoo arguments given in model.args), naming both numbers; classes
@@ -231,9 +269,10 @@ class Traces:
     arguments and the input shape; an uploaded program's content hash), the most recent
     `entries` kept, and fewer when their weights would exceed `max_bytes` together. Building and
     tracing a large network takes seconds (a zoo model at 224 px); checking a target on its trace
-    takes milliseconds. So a network is traced once, off the request: a program at upload, a zoo
-    network on a background thread (one trace at a time) when a submit first asks for it; a
-    submit waits for it only a bounded time (`use`)."""
+    takes milliseconds. So a network is traced once, in the trace process (`service.tracer`): a
+    program at upload, a zoo network on a background thread (one trace at a time) when a submit
+    first asks for it; a submit waits for it only a bounded time (`use`). `made` records each
+    trace made (its key, input shape and whether it succeeded)."""
 
     def __init__(self, entries: int = TRACE_CACHE_ENTRIES, max_bytes: int = TRACE_CACHE_BYTES) -> None:
         self.entries = entries
@@ -242,6 +281,7 @@ class Traces:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[Hashable, TracedNet, Build]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
+        self.made: list[tuple[Hashable, tuple[int, int, int], bool]] = []
 
     def keys(self) -> list[Hashable]:
         """The kept keys, oldest first."""
@@ -282,8 +322,16 @@ class Traces:
             except Exception as exc:  # noqa: BLE001 - kept and raised again to every caller of this key
                 entry.net, entry.error = None, exc
             finally:
+                self.made.append((key, entry.input_shape, entry.error is None))
                 entry.ready.set()
         self._evict_for(key)
+
+    def settle(self, wait: float) -> bool:
+        """Wait at most `wait` seconds for every kept network's trace; whether they all finished."""
+        with self._lock:
+            entries = list(self._cache.values())
+        deadline = time.monotonic() + wait
+        return all(e.ready.wait(max(0.0, deadline - time.monotonic())) for e in entries)
 
     def _run(self) -> None:
         while True:
@@ -342,10 +390,26 @@ def program_key(path: str | Path) -> tuple[str, str]:
     return ("program", Path(path).name)
 
 
-def warm_program(path: str | Path, intake: Intake) -> None:
-    """Trace an uploaded program now (at upload), so its jobs' submits find it traced; a
-    program that cannot be traced is remembered as such (its submits are refused with why)."""
-    TRACES.trace_now(program_key(path), lambda: (intake.module, intake.input_shape, intake.outputs))
+WARM_WAIT_SECONDS = 300.0
+"""How long an upload waits for the trace process to convert and trace the program it stores."""
+
+
+def warm_program(path: str | Path) -> bool:
+    """Have an uploaded program traced now (at upload, by the trace process), so its jobs'
+    submits find it traced; a program that cannot be traced is remembered as such (its submits
+    are refused with why). Whether the trace finished within `WARM_WAIT_SECONDS`."""
+    return TRACER.warm(str(path), WARM_WAIT_SECONDS)
+
+
+def warm_traced(path: str) -> None:
+    """The trace process's side of `warm_program`: convert and trace the program now."""
+    TRACES.trace_now(program_key(path), lambda: _intake(path))
+
+
+def trace_log() -> list[dict[str, Any]]:
+    """`TRACES.made` as JSON: each trace's key, input shape and whether it succeeded."""
+    made = list(TRACES.made)
+    return [{"key": json.loads(json.dumps(k, default=str)), "input_shape": list(s), "ok": ok} for k, s, ok in made]
 
 
 def _intake(path: str) -> tuple[nn.Module, tuple[int, int, int], dict[str, tuple[int, ...]]]:
@@ -418,19 +482,19 @@ def check_target(cfg: JobConfig, traced: TracedNet) -> None:
         raise SpecError(exc.line) from exc
 
 
-def check_feasible(
+def check_traced(
     cfg: JobConfig,
     shape: tuple[int, int, int] | None = None,
     wait: float = 60.0,
     facts: Mapping[str, Any] | None = None,
 ) -> None:
-    """Refuse a target the smallest network the bounds allow cannot meet (latency targets are
-    checked by the job itself: measuring the lookup table takes too long for a request).
-    `shape` is the data's `data_shape` when known. An uploaded program is checked by
-    `check_program` (`facts`: its upload's). The network is traced once per architecture,
-    arguments and input size (`TRACES`), off the request: when its trace is not ready within
-    `wait` seconds the submit goes on and the job checks the same target, in the same words,
-    before it trains anything (`workers.pipeline.prepare`)."""
+    """The trace process's check (`service.tracer`): refuse a target the smallest network the
+    bounds allow cannot meet (latency targets are checked by the job itself: measuring the
+    lookup table takes too long for a request). `shape` is the data's `data_shape` when known.
+    An uploaded program is checked by `check_program` (`facts`: its upload's). The network is
+    traced once per architecture, arguments and input size (`TRACES`), on a background thread:
+    when its trace is not ready within `wait` seconds the check passes and the job checks the
+    same target, in the same words, before it trains anything (`workers.pipeline.prepare`)."""
     if cfg.model.program is not None:
         check_program(cfg, wait, facts)
         return

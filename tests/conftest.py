@@ -102,6 +102,18 @@ def one_thread():
 
 
 @pytest.fixture
+def tracer(monkeypatch):
+    """A trace process of the test's own, as after a server restart (nothing traced), closed after it."""
+    from service import submit
+    from service.tracer import Tracer
+
+    fresh = Tracer()
+    monkeypatch.setattr(submit, "TRACER", fresh)
+    yield fresh
+    fresh.close()
+
+
+@pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL on a new, empty schema, dropped afterwards (fails if PostgreSQL is down)."""
     yield from pg_schema_url()

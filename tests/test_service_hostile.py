@@ -421,21 +421,9 @@ def test_the_default_upload_limit_takes_real_cnns_and_me_shows_every_limit(api):
 
 
 @pytest.fixture
-def traces(monkeypatch):
-    """A fresh trace cache for the app, and a list that records every trace made."""
-    import search.space
-    from service import submit
-
-    made: list[tuple[int, ...]] = []
-    real = search.space.trace_space
-
-    def counted(model, input_shape):
-        made.append(tuple(input_shape))
-        return real(model, input_shape)
-
-    monkeypatch.setattr(submit, "TRACES", submit.Traces())
-    monkeypatch.setattr(search.space, "trace_space", counted)
-    return made
+def traces(tracer):
+    """The input shapes of the traces a fresh trace process has made, once it has made them."""
+    return lambda: [tuple(t["input_shape"]) for t in tracer.traced()]
 
 
 def test_a_zoo_network_is_traced_once_and_gives_the_same_feasibility_answers(api, traces):
@@ -447,10 +435,10 @@ def test_a_zoo_network_is_traced_once_and_gives_the_same_feasibility_answers(api
     one_line_4xx(r, 422, "target: target flops<=0.01% is infeasible")
     r = client.post("/v1/jobs", json={**spec, "target": {"flops": 0.08}, "space": {"streams": "whole"}}, headers=h)
     one_line_4xx(r, 422, "residual streams kept whole")
-    assert traces == [(3, 32, 32)]  # one trace for four submits
+    assert traces() == [(3, 32, 32)]  # one trace for four submits
     spec16 = {**spec, "data": {"name": "synthetic", "input_size": 16}}
     assert client.post("/v1/jobs", json=spec16, headers=h).status_code == 201
-    assert traces == [(3, 32, 32), (3, 16, 16)]  # another input size is another network
+    assert traces() == [(3, 32, 32), (3, 16, 16)]  # another input size is another network
     assert _jobs(store) == 3
 
 
@@ -463,12 +451,12 @@ def test_an_uploaded_program_is_traced_at_upload_and_not_at_submit(api, traces, 
     path = export_program(build("resnet_basic"), tmp_path / "net.pt2", INPUT_SHAPE)
     r = client.post("/v1/models", files={"file": ("net.pt2", path.read_bytes())}, headers=h)
     assert r.status_code == 201, r.text
-    assert traces == [INPUT_SHAPE]
+    assert traces() == [INPUT_SHAPE]
     spec = {**MINIMAL, "model": {"upload": r.json()["id"]}, "data": {"name": "synthetic", "input_size": 32}}
     assert client.post("/v1/jobs", json=spec, headers=h).status_code == 201
     r = client.post("/v1/jobs", json={**spec, "target": {"flops": 0.0001}}, headers=h)
     one_line_4xx(r, 422, "is infeasible")
-    assert traces == [INPUT_SHAPE]  # the submits reused the upload's trace
+    assert traces() == [INPUT_SHAPE]  # the submits reused the upload's trace
     assert _jobs(store) == 1
 
 

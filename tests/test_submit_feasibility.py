@@ -1,11 +1,9 @@
-"""A submit never traces a network in the request: a trace it does not have is made on the
-background thread, and when it is not ready in `trace_wait_seconds` the job is accepted and
+"""A submit never traces a network in the API process: the trace process (`service.tracer`)
+traces it, and when the trace is not ready in `trace_wait_seconds` the job is accepted and
 checks the same target itself before training (`workers.pipeline.prepare`). Either way a spec
 gets the same verdict in the same words: a 422 now, or the failed job's error."""
 
 from __future__ import annotations
-
-import threading
 
 import pytest
 import torch
@@ -28,29 +26,6 @@ FEASIBLE, INFEASIBLE = {"flops": 0.5}, {"flops": 0.0001}
 
 class ReachedTraining(Exception):
     """Raised instead of training: the job's own check let the target through."""
-
-
-@pytest.fixture
-def traces(monkeypatch):
-    """A fresh trace cache (as after a restart), every submit-side trace recorded with the
-    thread that made it, and a gate: while `gate` is clear, those traces wait (a slow network)."""
-    import search.space
-    from service import submit
-
-    made: list[tuple[str, tuple[int, ...]]] = []
-    gate = threading.Event()
-    gate.set()
-    real = search.space.trace_space
-
-    def recorded(model, input_shape):
-        made.append((threading.current_thread().name, tuple(input_shape)))
-        assert gate.wait(30)
-        return real(model, input_shape)
-
-    monkeypatch.setattr(submit, "TRACES", submit.Traces())
-    monkeypatch.setattr(search.space, "trace_space", recorded)
-    yield made, gate
-    gate.set()
 
 
 def _app(tmp_path, wait: float):
@@ -81,46 +56,45 @@ def _job_check(cfg: JobConfig, out, monkeypatch) -> str | None:
     return None
 
 
-def test_a_zoo_submit_that_cannot_wait_for_the_trace_is_accepted_and_traced_off_the_request(
-    tmp_path, traces, monkeypatch
-):
-    made, gate = traces
-    gate.clear()  # the trace takes longer than the submit may wait
-    app = _app(tmp_path, wait=0.05)
+def test_a_zoo_submit_that_cannot_wait_for_the_trace_is_accepted_and_traced_off_the_api(tmp_path, tracer):
+    from service import submit
+
+    app = _app(tmp_path, wait=0)  # no trace is ready in no time
     with TestClient(app) as client:
         h = {"Authorization": f"Bearer {app.state.store.create_token('alpha')}"}
         r = client.post("/v1/jobs", json={**ZOO, "target": INFEASIBLE}, headers=h)
         assert r.status_code == 201, r.text
-        assert made == [("secateurs-trace", (3, 32, 32))]  # on the background thread, never the request's
-        gate.set()
-        from service import submit
-
-        key = next(iter(submit.TRACES._cache))
-        assert submit.TRACES._cache[key].ready.wait(30)
+        made = tracer.traced(wait=120)  # once the trace process has traced what it began
+        assert [(t["key"][0], t["input_shape"], t["ok"]) for t in made] == [("zoo", [3, 32, 32], True)]
+        app.state.settings.trace_wait_seconds = 60  # a busy test machine may take over 0.025 s to answer
         r = client.post("/v1/jobs", json={**ZOO, "target": INFEASIBLE}, headers=h)  # now traced: a 422
         assert r.status_code == 422
         assert r.json()["detail"].startswith("target: target flops<=0.01% is infeasible")
-        assert len(made) == 1
+        assert len(tracer.traced()) == 1
+    assert submit.TRACES.made == []  # nothing was ever traced in the API process
 
 
 @pytest.mark.parametrize("target", [FEASIBLE, INFEASIBLE], ids=["feasible", "infeasible"])
-def test_a_zoo_target_gets_the_same_verdict_at_submit_and_in_the_job(tmp_path, traces, monkeypatch, target):
-    made, gate = traces
+def test_a_zoo_target_gets_the_same_verdict_at_submit_and_in_the_job(tmp_path, tracer, monkeypatch, target):
+    from service import submit
+    from service.tracer import Tracer
+
     app = _app(tmp_path / "now", wait=60)
     with TestClient(app) as client:
         h = {"Authorization": f"Bearer {app.state.store.create_token('alpha')}"}
         now = client.post("/v1/jobs", json={**ZOO, "target": target}, headers=h)
-    from service import submit
-
-    monkeypatch.setattr(submit, "TRACES", submit.Traces())  # a restarted server: nothing traced
-    gate.clear()
-    app = _app(tmp_path / "later", wait=0)
-    with TestClient(app) as client:
-        store = app.state.store
-        h = {"Authorization": f"Bearer {store.create_token('alpha')}"}
-        later = client.post("/v1/jobs", json={**ZOO, "target": target}, headers=h)
-        assert later.status_code == 201, later.text
-        job_line = _job_check(_resolved(store, later.json()["id"]), tmp_path / "job", monkeypatch)
+    restarted = Tracer()  # a restarted server: nothing traced
+    monkeypatch.setattr(submit, "TRACER", restarted)
+    try:
+        app = _app(tmp_path / "later", wait=0)
+        with TestClient(app) as client:
+            store = app.state.store
+            h = {"Authorization": f"Bearer {store.create_token('alpha')}"}
+            later = client.post("/v1/jobs", json={**ZOO, "target": target}, headers=h)
+            assert later.status_code == 201, later.text
+            job_line = _job_check(_resolved(store, later.json()["id"]), tmp_path / "job", monkeypatch)
+    finally:
+        restarted.close()
     if target is FEASIBLE:
         assert now.status_code == 201, now.text
         assert job_line is None
@@ -128,7 +102,7 @@ def test_a_zoo_target_gets_the_same_verdict_at_submit_and_in_the_job(tmp_path, t
         assert now.status_code == 422
         assert now.json()["detail"].startswith("target: target flops<=0.01% is infeasible")
         assert job_line == now.json()["detail"]
-    assert all(thread == "secateurs-trace" for thread, _ in made)
+    assert submit.TRACES.made == []
 
 
 @pytest.fixture(scope="module")
@@ -142,31 +116,33 @@ def program(tmp_path_factory):
 
 @pytest.mark.parametrize("target", [FEASIBLE, INFEASIBLE], ids=["feasible", "infeasible"])
 def test_an_uploaded_program_gets_the_same_verdict_at_submit_and_in_the_job(
-    tmp_path, traces, monkeypatch, program, target
+    tmp_path, tracer, monkeypatch, program, target
 ):
-    made, gate = traces
-    app = _app(tmp_path, wait=0.05)
+    from service import submit
+    from service.tracer import Tracer
+
+    app = _app(tmp_path, wait=60)  # a busy test machine may take over 0.025 s to answer
     with TestClient(app) as client:
         store = app.state.store
         h = {"Authorization": f"Bearer {store.create_token('alpha')}"}
         up = client.post("/v1/models", files={"file": ("net.pt2", program.read_bytes())}, headers=h)
         assert up.status_code == 201, up.text
+        assert [(t["key"][0], t["ok"]) for t in tracer.traced(wait=0)] == [("program", True)]  # traced at upload
         spec = {"model": {"upload": up.json()["id"]}, "data": {"name": "synthetic"}, "strategy": {"name": "uniform"}}
-        now = client.post("/v1/jobs", json={**spec, "target": target}, headers=h)  # traced at upload
-        assert len(made) == 1
-        assert made[0][0] != "secateurs-trace"
-        from service import submit
-
-        monkeypatch.setattr(submit, "TRACES", submit.Traces())  # a restart: the upload's trace is gone
-        gate.clear()
-        later = client.post("/v1/jobs", json={**spec, "target": target}, headers=h)
-        assert later.status_code == 201, later.text
-        misfit = client.post("/v1/jobs", json={**spec, "data": {"name": "digits"}, "target": target}, headers=h)
-        assert misfit.status_code == 422  # the data is still checked at once, on the upload's shapes
-        assert misfit.json()["detail"].startswith("data: data set digits gives 1x32x32 images")
-        gate.set()
-        assert all(entry.ready.wait(60) for entry in submit.TRACES._cache.values())
-        assert [thread for thread, _ in made[1:]] == ["secateurs-trace"]  # converted and traced off the request
+        now = client.post("/v1/jobs", json={**spec, "target": target}, headers=h)  # the upload's trace
+        restarted = Tracer()  # a restart: the upload's trace is gone
+        monkeypatch.setattr(submit, "TRACER", restarted)
+        app.state.settings.trace_wait_seconds = 0
+        try:
+            later = client.post("/v1/jobs", json={**spec, "target": target}, headers=h)
+            assert later.status_code == 201, later.text
+            misfit = client.post("/v1/jobs", json={**spec, "data": {"name": "digits"}, "target": target}, headers=h)
+            assert misfit.status_code == 422  # the data is still checked at once, on the upload's shapes
+            assert misfit.json()["detail"].startswith("data: data set digits gives 1x32x32 images")
+            made = restarted.traced(wait=120)
+            assert [(t["key"][0], t["ok"]) for t in made] == [("program", True)]  # in the trace process
+        finally:
+            restarted.close()
         job_line = _job_check(_resolved(store, later.json()["id"]), tmp_path / "job", monkeypatch)
     if target is FEASIBLE:
         assert now.status_code == 201, now.text
@@ -175,3 +151,4 @@ def test_an_uploaded_program_gets_the_same_verdict_at_submit_and_in_the_job(
         assert now.status_code == 422
         assert now.json()["detail"].startswith("target: target flops<=0.01% is infeasible")
         assert job_line == now.json()["detail"]
+    assert submit.TRACES.made == []

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workers.config import JobConfig
@@ -18,6 +19,7 @@ from workers.config import JobConfig
 from .. import dashboard
 from ..config import Settings, get_settings
 from ..store import Store
+from ..submit import warm_up
 from . import conditional, datasets, health, jobs, meta, methods, models, polls
 from .errors import error_responses, validation_error
 from .limits import UploadLimit
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         settings.ensure_dirs()
         store.migrate()
+        await run_in_threadpool(warm_up)
         sched = None
         if settings.scheduler:
             from ..scheduler import Scheduler

@@ -187,8 +187,8 @@ async def upload_model(
         raise
     final = team_dir / f"{sha}{suffix if suffix in ('.safetensors', PROGRAM_SUFFIX) else '.pt'}"
     os.replace(tmp, final)
-    if intake is not None:  # traced now, once, so a job's submit checks its target in milliseconds
-        await run_in_threadpool(warm_program, final, intake)
+    if intake is not None:  # traced now, once (by the trace process), so a submit checks its target in milliseconds
+        await run_in_threadpool(warm_program, final)
     m = store.add_model(team.id, zoo=zoo or "", args=parsed, filename=name, path=str(final), size=size, sha256=sha)
     return ModelOut.of(m)
 
