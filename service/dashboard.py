@@ -4,11 +4,12 @@ so this router holds no logic and no data of its own."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -50,6 +51,15 @@ def upload_rules(request: Request) -> dict[str, dict[str, Any]]:
 
 
 @router.get("/dashboard/choices.json")
+async def choices_json(request: Request) -> Response:
+    """`choices`, as JSON made once per app (they change only with the code and the settings):
+    every dashboard that opens asks for it, fifty at once in a start-up storm."""
+    body = getattr(request.app.state, "choices_json", None)
+    if body is None:
+        body = request.app.state.choices_json = json.dumps(choices(request), separators=(",", ":")).encode()
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-cache"})
+
+
 def choices(request: Request) -> dict[str, Any]:
     """Names the page needs that `/v1` has no endpoint for: what the submit form offers (data
     sets, criteria, target kinds, pruning schedules, residual-stream modes, deployment runtimes,

@@ -101,3 +101,22 @@ def test_upload_rules_name_the_app_settings_limits():
     assert uploads["datasets"]["max_bytes"] == 67_890
     assert ".pt2" in uploads["models"]["suffixes"]
     assert ".zip" in uploads["datasets"]["suffixes"]
+
+
+def test_choices_are_made_once_per_app(monkeypatch):
+    """Every dashboard that opens asks for the choices (fifty at once in a start-up storm): the
+    JSON is made on the first request and served as it is after."""
+    from service import dashboard
+
+    made: list[object] = []
+    real = dashboard.choices
+    monkeypatch.setattr(dashboard, "choices", lambda request: made.append(request) or real(request))
+    app = FastAPI()
+    app.include_router(router)
+    client = TestClient(app)
+    first, second = (client.get("/dashboard/choices.json") for _ in range(2))
+    assert first.status_code == second.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.content == second.content
+    assert first.json()["tasks"][0] == "classification"
+    assert len(made) == 1

@@ -276,6 +276,25 @@ def test_a_write_by_another_process_ends_the_304_at_once(shared, monkeypatch):
     assert routed == []
 
 
+def test_a_poll_with_a_token_not_yet_checked_is_answered_without_routing(shared, monkeypatch):
+    """A dashboard's first requests bring a token this API process has not checked (or no
+    longer remembers): `FastPolls` checks it itself and answers them, ahead of FastAPI's
+    routing (fifty dashboards opening at once send hundreds such); a token that is not live
+    still gets the routed 401."""
+    from service.api import jobs
+
+    client, _, _, _, other, job, _ = shared
+    fresh = {"Authorization": f"Bearer {other.create_token('a')}"}  # team a's, made by another process
+    routed: list[object] = []
+    monkeypatch.setattr(jobs, "_polled", lambda *args: routed.append(args))
+    for p in (f"/v1/jobs/{job}", f"/v1/jobs/{job}/candidates?after=0", f"/v1/jobs/{job}/events?after=0"):
+        r = client.get(p, headers=fresh)
+        assert r.status_code == 200, (p, r.text)
+    assert routed == []
+    r = client.get(f"/v1/jobs/{job}", headers={"Authorization": "Bearer sct_not_a_token"})
+    assert r.status_code == 401
+
+
 def test_fast_and_routed_polls_answer_alike(shared, monkeypatch):
     """A poll answered by `FastPolls` (cached token) and the same poll through FastAPI's route
     (`FastPolls` stepping aside) carry the same status, ETag, body and headers; an admin's

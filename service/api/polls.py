@@ -3,8 +3,8 @@ N), made cheap. Each is named by an ETag made from `Store.poll_state` (one small
 every poll, so a 304 is never staler than the database), and its JSON is kept by that ETag in
 `Answers` (the rows an ETag names never change), so fifty dashboards opening one job page
 build its answers once. `FastPolls` answers these GETs ahead of FastAPI's routing and
-dependencies when the caller's token is in the token cache; the endpoints in `jobs` answer
-the rest through the same `jobs.poll_answer`."""
+dependencies, checking the caller's token itself; the endpoints in `jobs` answer the rest
+through the same `jobs.poll_answer`."""
 
 from __future__ import annotations
 
@@ -139,24 +139,31 @@ not the team's. Blocking (database calls): run in the thread pool."""
 
 
 class FastPolls:
-    """ASGI middleware: a plain poll (`parse_poll`) whose token is in the token cache is
-    answered here, with one trip to the thread pool for `answer` and none of FastAPI's routing,
-    validation and dependencies; any other request, or a poll for a job that is not the
-    caller's team's, goes on to the app."""
+    """ASGI middleware: a plain poll (`parse_poll`) is answered here, with one trip to the
+    thread pool for its token (from the token cache, or checked once for every request that
+    asks at the same time: fifty dashboards opening a page send hundreds of first requests with
+    one token) and `answer`, and none of FastAPI's routing, validation and dependencies; any
+    other request, a token that is not live, or a poll for a job that is not the caller's
+    team's goes on to the app (which answers its 401 or 404)."""
 
     def __init__(self, app: ASGIApp, answer: PollAnswer) -> None:
         self.app = app
         self.answer = answer
 
+    def _answer(self, store: Store, answers: Answers, poll: Poll) -> Answer | None:
+        caller = store.caller_for_token(poll.token)
+        if caller is None:
+            return None
+        team, admin = caller
+        return self.answer(store, answers, poll, team.id, admin)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         poll = parse_poll(scope)
         state = scope["app"].state if poll is not None else None
-        caller = state.store.cached_caller(poll.token) if poll is not None and state is not None else None
-        if poll is None or caller is None or state is None:
+        if poll is None or state is None:
             await self.app(scope, receive, send)
             return
-        team, admin = caller
-        answer = await run_in_threadpool(self.answer, state.store, state.answers, poll, team.id, admin)
+        answer = await run_in_threadpool(self._answer, state.store, state.answers, poll)
         if answer is None:
             await self.app(scope, receive, send)
             return

@@ -18,15 +18,23 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+POOL_SIZE = 40
+"""Connections an engine keeps open: one per thread of the API's thread pool (anyio's 40), so a
+burst of requests (fifty dashboards opening at once) does not open and close connections past
+a smaller pool's size while it is answered."""
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; on SQLite, a write transaction is begun with `BEGIN IMMEDIATE`
     when the connection carries the `immediate` execution option."""
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=10)
     db = make_url(url).database
     if db and db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=POOL_SIZE, max_overflow=10
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
