@@ -31,6 +31,7 @@ prints the tables (mean ± std over seeds, and per seed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -69,6 +70,9 @@ def unpacked(work: Path, splits: dict[str, int], size: int) -> dict[str, Path]:
     label-free job never sees the images every row is tested on)."""
     from service.archive import Limits, unpack_dataset
 
+    kept = work / "roots.json"
+    if kept.exists():  # a --work folder of an earlier run of the same settings
+        return {k: Path(v) for k, v in json.loads(kept.read_text()).items()}
     limits = Limits(max_bytes=2_000_000_000, max_files=200_000, max_image_pixels=4096 * 4096)
     roots = {}
     for fmt, writer in (("yolo", write_yolo_archive), ("coco", write_coco_archive)):
@@ -80,6 +84,7 @@ def unpacked(work: Path, splits: dict[str, int], size: int) -> dict[str, Path]:
         for png in sorted((roots["yolo"] / "images" / split).glob("*.png")):
             shutil.copy(png, images / f"{split}-{png.name}")
     roots["images"] = images
+    kept.write_text(json.dumps({k: str(v) for k, v in roots.items()}))
     return roots
 
 
@@ -178,9 +183,11 @@ def job_row(
 def run_seed(
     args: argparse.Namespace, seed: int, roots: dict[str, Path], work: Path, done: set, keep: Callable[[dict], None]
 ) -> None:
-    """Train the seed's detector, then every row of the seed not in `done`, each handed to `keep`."""
+    """Train the seed's detector (unless a --work folder holds it, trained by an earlier run of
+    the same settings), then every row of the seed not in `done`, each handed to `keep`."""
     out = work / f"seed{seed}"
-    run_pipeline(base_job(args, seed, roots["yolo"]), out / "base", device="cpu", cache_dir=work / "cache")
+    if not (out / "base" / BASE_WEIGHTS).exists():
+        run_pipeline(base_job(args, seed, roots["yolo"]), out / "base", device="cpu", cache_dir=work / "cache")
     data = load_dataset("boxfolder", input_size=args.size, seed=seed, path=roots["yolo"], augment=False)
     shape = (data.in_channels, args.size, args.size)
     net = build_model(MODEL, num_classes=data.num_classes, in_channels=data.in_channels, width=args.width)
@@ -297,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="scene side in pixels (a multiple of 32)")
     p.add_argument("--train-epochs", type=float, default=100)
     p.add_argument("--lr", type=float, default=0.05, help="the base training's learning rate")
+    p.add_argument(
+        "--work",
+        type=Path,
+        help="keep the archives and each seed's trained detector here (default: a temporary folder); "
+        "a run resumed with the same folder reuses them",
+    )
     add_job_run_arguments(p)
     args = p.parse_args(argv)
     path = args.out / RESULTS_FILE
@@ -308,10 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         args.train_epochs, args.finetune_steps, args.candidates = 2, 10, 2
     torch.set_num_threads(args.threads)
     splits = {"train": 96, "val": 32, "test": 32} if args.quick else {"train": 800, "val": 200, "test": 200}
-    settings = run_settings(args)
+    settings = {k: v for k, v in run_settings(args).items() if k != "work"}  # where, not what
     rows, calls = resumed(path, settings, splits, this_call("bench.detection", argv), args.resume)
-    with tempfile.TemporaryDirectory(prefix="bench-det-") as tmp:
+    with contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="bench-det-") as tmp:
         work = Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         roots = unpacked(work, splits, args.size)
 
         def keep(new: dict) -> None:  # written after every row, so an interrupted run keeps its rows
