@@ -60,6 +60,8 @@ from workers.pipeline import BASE_WEIGHTS, finetune_model, finetune_settings, ru
 
 MAX_RATE = 0.9  # Torch-Pruning's per-layer cap, as in bench.strategies and bench.segmentation
 MODEL = "yolo_nano"
+METHODS = ("secateurs-yolo", "secateurs-coco", "secateurs-label-free", "torch-pruning-global")
+"""The rows of a seed (COCO and label-free at the first target only)."""
 RESULTS_FILE = "detection-boxscenes.json"
 
 
@@ -304,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="scene side in pixels (a multiple of 32)")
     p.add_argument("--train-epochs", type=float, default=100)
     p.add_argument("--lr", type=float, default=0.05, help="the base training's learning rate")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="rows to run (default: all)")
     p.add_argument(
         "--work",
         type=Path,
@@ -322,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     splits = {"train": 96, "val": 32, "test": 32} if args.quick else {"train": 800, "val": 200, "test": 200}
     settings = {k: v for k, v in run_settings(args).items() if k != "work"}  # where, not what
+    if set(args.methods) == set(METHODS):  # every row: files written before --methods existed read the same
+        del settings["methods"]
     rows, calls = resumed(path, settings, splits, this_call("bench.detection", argv), args.resume)
     with contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="bench-det-") as tmp:
         work = Path(tmp)
@@ -334,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             what = new.get("failed") or f"mAP {new['map_after']:.3f}"
             print(f"{new['method']} {new['target']} seed {new['seed']}: {what}", flush=True)
 
+        left_out = {(m, t, seed) for m in METHODS if m not in args.methods for t in args.targets for seed in args.seeds}
         for seed in args.seeds:
-            done = {(r["method"], r["target"], r["seed"]) for r in rows}
+            done = {(r["method"], r["target"], r["seed"]) for r in rows} | left_out
             if any((m, t, seed) not in done for t in args.targets for m in ("secateurs-yolo", "torch-pruning-global")):
                 run_seed(args, seed, roots, work, done, keep)
     print(table(rows), per_seed_table(rows), sep="\n\n")
