@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -46,6 +47,7 @@ class Tracer:
         self.command = list(command or [sys.executable, "-m", "service.tracer"])
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
+        self._outbox: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         atexit.register(self.close)
@@ -72,10 +74,29 @@ class Tracer:
             except OSError as exc:
                 log.warning("the trace process cannot start (%s): submits leave target checks to the jobs", exc)
                 return None
-            self._proc = proc
+            self._proc, self._outbox = proc, queue.SimpleQueue()
             assert proc.stdout is not None
-            threading.Thread(target=self._read, args=(proc, proc.stdout), name="secateurs-tracer", daemon=True).start()
+            assert proc.stdin is not None
+            for work, args, name in (
+                (self._read, (proc, proc.stdout), "out"),
+                (self._write, (proc.stdin, self._outbox), "in"),
+            ):
+                threading.Thread(target=work, args=args, name=f"secateurs-tracer-{name}", daemon=True).start()
             return proc
+
+    def _write(self, inp: IO[str], outbox: queue.SimpleQueue[tuple[int, str] | None]) -> None:
+        """Send the questions still waited for, in order. On a thread of its own: a child busy
+        importing or tracing may not read for seconds, and a full pipe must block no request."""
+        while (item := outbox.get()) is not None:
+            qid, line = item
+            with self._lock:
+                if qid not in self._pending:  # its asker stopped waiting
+                    continue
+            try:
+                inp.write(line)
+                inp.flush()
+            except (OSError, ValueError):  # the child is gone: `_read` sees it end
+                return
 
     def _read(self, proc: subprocess.Popen[str], out: IO[str]) -> None:
         """Hand each answer to the caller waiting for it (one that stopped waiting drops it)."""
@@ -100,19 +121,14 @@ class Tracer:
     def ask(self, question: Mapping[str, Any], timeout: float | None) -> dict[str, Any] | None:
         """The child's answer to `question`, or None if none came within `timeout` seconds
         (None: wait as long as it takes) or the child is not running."""
-        proc = self._started()
-        if proc is None or proc.stdin is None:
+        if self._started() is None:
             return None
         future: Future[dict[str, Any]] = Future()
         with self._lock:
             qid = next(self._ids)
             self._pending[qid] = future
-            try:
-                proc.stdin.write(json.dumps({**question, "id": qid}) + "\n")
-                proc.stdin.flush()
-            except (OSError, ValueError):  # the child died; the next question starts another
-                self._pending.pop(qid, None)
-                return None
+            outbox = self._outbox
+        outbox.put((qid, json.dumps({**question, "id": qid}) + "\n"))
         try:
             return future.result(timeout) or None
         except FutureTimeout:
@@ -144,17 +160,20 @@ class Tracer:
         return [] if answer is None else list(answer.get("traces", []))
 
     def close(self) -> None:
-        """Stop the child (it exits when its stdin closes; killed if it does not within 5 s)."""
+        """Stop the child: terminated, killed if it is not gone within 5 s. (Not by closing its
+        stdin: a write blocked on a child that reads nothing holds the pipe, and closing it
+        would wait for that write.)"""
         with self._lock:
             proc, self._proc = self._proc, None
+            self._outbox.put(None)
         if proc is None:
             return
+        proc.terminate()
         try:
-            if proc.stdin is not None:
-                proc.stdin.close()
             proc.wait(5)
-        except (OSError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 TRACER = Tracer()
