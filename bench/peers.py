@@ -45,32 +45,26 @@ def _bisect(cut: Callable[[float], nn.Module], shape: tuple[int, ...], budget: f
     under its per-layer cap gives more FLOPs at 0.98 than at 0.9 on a detector) can leave the
     bisection with nothing; then the ratio is scanned in steps of 0.05 and bisected between the
     last one over the budget and the first one within it."""
-    lo, hi, best = 0.0, 0.99, None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        m = cut(mid)
-        if count_flops(m, shape) <= budget:
-            hi, best = mid, m
-        else:
-            lo = mid
+
+    def narrow(lo: float, hi: float, best: nn.Module | None, steps: int) -> nn.Module | None:
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            m = cut(mid)
+            if count_flops(m, shape) <= budget:
+                hi, best = mid, m
+            else:
+                lo = mid
+        return best
+
+    best = narrow(0.0, 0.99, None, steps)
     if best is not None:
         return best
     grid = [round(0.05 * i, 2) for i in range(1, 20)]
     for below, ratio in zip([0.0, *grid], grid, strict=False):
         m = cut(ratio)
         if count_flops(m, shape) <= budget:
-            lo, hi, best = below, ratio, m
-            break
-    if best is None:
-        raise SearchError("the peer method could not reach the budget")
-    for _ in range(steps // 2):
-        mid = (lo + hi) / 2
-        m = cut(mid)
-        if count_flops(m, shape) <= budget:
-            hi, best = mid, m
-        else:
-            lo = mid
-    return best
+            return narrow(below, ratio, m, steps // 2)
+    raise SearchError("the peer method could not reach the budget")
 
 
 def torch_pruning_global(
