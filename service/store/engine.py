@@ -30,11 +30,11 @@ def make_engine(url: str) -> Engine:
     if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=10)
     db = make_url(url).database
-    if db and db != ":memory:":
+    pool = {}
+    if db and db != ":memory:":  # a file: a pool of connections (an in-memory database has its one)
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=POOL_SIZE, max_overflow=10
-    )
+        pool = {"pool_size": POOL_SIZE, "max_overflow": 10}
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
