@@ -120,7 +120,8 @@ def prune_job(
             **({} if labels else {"task_options": {"labels": False}}),
             "target": {"flops": target},
             "strategy": {"name": args.strategy},
-            "finetune": {"max_steps": args.finetune_steps},
+            "finetune": {"max_steps": args.finetune_steps}
+            | ({"epochs": args.finetune_epochs} if args.finetune_epochs else {}),
             "search": {"max_candidates": args.candidates},
             "runtime": "onnxruntime",
             "seed": seed,
@@ -308,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=0.05, help="the base training's learning rate")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="rows to run (default: all)")
     p.add_argument(
+        "--finetune-epochs",
+        type=float,
+        help="fine-tune exactly this many epochs, cosine, no early stop (default: the service's, until "
+        "validation mAP stops improving, at most --finetune-steps)",
+    )
+    p.add_argument(
         "--work",
         type=Path,
         help="keep the archives and each seed's trained detector here (default: a temporary folder); "
@@ -327,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: v for k, v in run_settings(args).items() if k != "work"}  # where, not what
     if set(args.methods) == set(METHODS):  # every row: files written before --methods existed read the same
         del settings["methods"]
+    if args.finetune_epochs is None:  # the service's default: likewise
+        del settings["finetune_epochs"]
     rows, calls = resumed(path, settings, splits, this_call("bench.detection", argv), args.resume)
     with contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="bench-det-") as tmp:
         work = Path(tmp)
