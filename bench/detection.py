@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import shutil
 import statistics
@@ -47,7 +48,7 @@ from bench.common import add_job_run_arguments, markdown_table, resumed, run_set
 from bench.peers import split_c2f, torch_pruning_global
 from pruning.bn import recalibrate_bn
 from pruning.data import DataSplits, calibration_batches, load_dataset
-from pruning.detection.scenes import write_coco_archive, write_yolo_archive
+from pruning.detection.scenes import BOX_CLASSES, write_coco_archive, write_yolo_archive
 from pruning.export import export_program, load_weights
 from pruning.intake import intake_program
 from pruning.measure import count_flops
@@ -63,6 +64,9 @@ MODEL = "yolo_nano"
 METHODS = ("secateurs-yolo", "secateurs-coco", "secateurs-label-free", "torch-pruning-global")
 """The rows of a seed (COCO and label-free at the first target only)."""
 RESULTS_FILE = "detection-boxscenes.json"
+CURVE_FILE = "detection-tp-curve.json"
+CURVE_SETTINGS = ("seeds", "width", "size", "train_epochs", "lr")
+"""What `--tp-curve` depends on: the trained detectors' settings."""
 
 
 def unpacked(work: Path, splits: dict[str, int], size: int) -> dict[str, Path]:
@@ -242,6 +246,44 @@ def run_seed(
             )
 
 
+CURVE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99)
+"""Torch-Pruning's global ratios at which `tp_curve` counts the FLOPs it keeps."""
+
+
+def tp_curve(args: argparse.Namespace, work: Path) -> list[dict]:
+    """The FLOPs Torch-Pruning's global pruning (as the rows run it) keeps at each of
+    `CURVE_RATIOS`, on each seed's trained detector in --work: where its ratio can reach a
+    target, and where the FLOPs stop falling with the ratio."""
+    from bench.peers import TORCH_PRUNING, peer_module
+
+    tp = peer_module("torch_pruning", TORCH_PRUNING)
+    out = []
+    for seed in args.seeds:
+        weights = work / f"seed{seed}" / "base" / BASE_WEIGHTS
+        if not weights.exists():
+            continue
+        shape = (3, args.size, args.size)
+        net = build_model(MODEL, num_classes=len(BOX_CLASSES), in_channels=3, width=args.width)
+        load_weights(net, weights)
+        base = split_c2f(net.eval(), shape)
+        full = count_flops(base, shape)
+        for ratio in CURVE_RATIOS:
+            m = copy.deepcopy(base)
+            example = torch.zeros(1, *shape)
+            tp.pruner.MetaPruner(
+                m,
+                example,
+                importance=tp.importance.GroupMagnitudeImportance(p=1),
+                global_pruning=True,
+                pruning_ratio=ratio,
+                max_pruning_ratio=MAX_RATE,
+                ignored_layers=detect_head(m, example),
+            ).step()
+            out.append({"seed": seed, "ratio": ratio, "flops_kept": count_flops(m, shape) / full})
+            print(f"seed {seed} ratio {ratio}: FLOPs kept {out[-1]['flops_kept']:.3f}", flush=True)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     """Mean ± std (over seeds) of test mAP after, per target and method."""
     keys = sorted({(r["target"], r["method"]) for r in rows}, key=lambda k: (-k[0], k[1]))
@@ -315,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         "validation mAP stops improving, at most --finetune-steps)",
     )
     p.add_argument(
+        "--tp-curve",
+        action="store_true",
+        help=f"write the FLOPs Torch-Pruning's global pruning keeps at ratios {CURVE_RATIOS[0]}..{CURVE_RATIOS[-1]} "
+        "on each seed's detector in --work (to --out/detection-tp-curve.json); run nothing else",
+    )
+    p.add_argument(
         "--work",
         type=Path,
         help="keep the archives and each seed's trained detector here (default: a temporary folder); "
@@ -327,11 +375,21 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(path.read_text())["rows"]
         print(table(saved), per_seed_table(saved), sep="\n\n")
         return 0
+    if args.tp_curve:
+        if args.work is None:
+            p.error("--tp-curve reads the trained detectors of a --work folder")
+        curve = tp_curve(args, args.work)
+        write_results(
+            args.out / CURVE_FILE,
+            {"rows": curve, "settings": {k: v for k, v in run_settings(args).items() if k in CURVE_SETTINGS}},
+            [this_call("bench.detection", argv)],
+        )
+        return 0
     if args.quick:
         args.train_epochs, args.finetune_steps, args.candidates = 2, 10, 2
     torch.set_num_threads(args.threads)
     splits = {"train": 96, "val": 32, "test": 32} if args.quick else {"train": 800, "val": 200, "test": 200}
-    settings = {k: v for k, v in run_settings(args).items() if k != "work"}  # where, not what
+    settings = {k: v for k, v in run_settings(args).items() if k not in ("work", "tp_curve")}  # how, not what
     if set(args.methods) == set(METHODS):  # every row: files written before --methods existed read the same
         del settings["methods"]
     if args.finetune_epochs is None:  # the service's default: likewise
