@@ -65,6 +65,9 @@ METHODS = ("secateurs-yolo", "secateurs-coco", "secateurs-label-free", "torch-pr
 """The rows of a seed (COCO and label-free at the first target only)."""
 RESULTS_FILE = "detection-boxscenes.json"
 CURVE_FILE = "detection-tp-curve.json"
+ROW_SELECTION = ("methods", "seeds", "targets", "work", "tp_curve")
+"""Flags that choose which rows a run adds (or where it works), left out of the settings a
+resumed run must match; each call's own flags are in the file's `calls`."""
 CURVE_SETTINGS = ("seeds", "width", "size", "train_epochs", "lr")
 """What `--tp-curve` depends on: the trained detectors' settings."""
 
@@ -389,10 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         args.train_epochs, args.finetune_steps, args.candidates = 2, 10, 2
     torch.set_num_threads(args.threads)
     splits = {"train": 96, "val": 32, "test": 32} if args.quick else {"train": 800, "val": 200, "test": 200}
-    settings = {k: v for k, v in run_settings(args).items() if k not in ("work", "tp_curve")}  # how, not what
-    if set(args.methods) == set(METHODS):  # every row: files written before --methods existed read the same
-        del settings["methods"]
-    if args.finetune_epochs is None:  # the service's default: likewise
+    # which rows to run and where, not how a row is measured (a row names its method, target and seed)
+    settings = {k: v for k, v in run_settings(args).items() if k not in ROW_SELECTION}
+    if args.finetune_epochs is None:  # the service's default: files written before the flag read the same
         del settings["finetune_epochs"]
     rows, calls = resumed(path, settings, splits, this_call("bench.detection", argv), args.resume)
     with contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="bench-det-") as tmp:
