@@ -9,8 +9,8 @@ API's requests nothing.
 The API writes one JSON line per question to the child's stdin and waits a bounded time for
 the line that answers it (`Tracer`); the child (`serve`) answers each question on a thread of
 its own from its trace cache (`service.submit.Traces`, the code the API process used to run).
-The child is started on first use, started again if it dies, and exits when the API process
-closes its stdin (or dies)."""
+The child is started with the app (or on first use), started again if it dies, terminated when
+the API process closes it, and exits by itself when its stdin ends (the API process died)."""
 
 from __future__ import annotations
 
