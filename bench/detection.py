@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import shutil
 import statistics
@@ -45,7 +44,7 @@ from typing import Any
 import torch
 
 from bench.common import add_job_run_arguments, markdown_table, resumed, run_settings, this_call, write_results
-from bench.peers import split_c2f, torch_pruning_global
+from bench.peers import split_c2f, torch_pruning_global, torch_pruning_global_cut
 from pruning.bn import recalibrate_bn
 from pruning.data import DataSplits, calibration_batches, load_dataset
 from pruning.detection.scenes import BOX_CLASSES, write_coco_archive, write_yolo_archive
@@ -257,9 +256,6 @@ def tp_curve(args: argparse.Namespace, work: Path) -> list[dict]:
     """The FLOPs Torch-Pruning's global pruning (as the rows run it) keeps at each of
     `CURVE_RATIOS`, on each seed's trained detector in --work: where its ratio can reach a
     target, and where the FLOPs stop falling with the ratio."""
-    from bench.peers import TORCH_PRUNING, peer_module
-
-    tp = peer_module("torch_pruning", TORCH_PRUNING)
     out = []
     for seed in args.seeds:
         weights = work / f"seed{seed}" / "base" / BASE_WEIGHTS
@@ -271,17 +267,7 @@ def tp_curve(args: argparse.Namespace, work: Path) -> list[dict]:
         base = split_c2f(net.eval(), shape)
         full = count_flops(base, shape)
         for ratio in CURVE_RATIOS:
-            m = copy.deepcopy(base)
-            example = torch.zeros(1, *shape)
-            tp.pruner.MetaPruner(
-                m,
-                example,
-                importance=tp.importance.GroupMagnitudeImportance(p=1),
-                global_pruning=True,
-                pruning_ratio=ratio,
-                max_pruning_ratio=MAX_RATE,
-                ignored_layers=detect_head(m, example),
-            ).step()
+            m = torch_pruning_global_cut(base, shape, ratio, MAX_RATE, ignore=detect_head)
             out.append({"seed": seed, "ratio": ratio, "flops_kept": count_flops(m, shape) / full})
             print(f"seed {seed} ratio {ratio}: FLOPs kept {out[-1]['flops_kept']:.3f}", flush=True)
     return out

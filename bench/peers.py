@@ -67,34 +67,39 @@ def _bisect(cut: Callable[[float], nn.Module], shape: tuple[int, ...], budget: f
     raise SearchError("the peer method could not reach the budget")
 
 
-def torch_pruning_global(
-    model: nn.Module,
-    shape: tuple[int, ...],
-    budget: float,
-    max_rate: float,
-    ignore: Callable[[nn.Module, torch.Tensor], list[nn.Module]] | None = None,
+Ignore = Callable[[nn.Module, torch.Tensor], list[nn.Module]]
+"""`ignore(model, example)`: the layers a Torch-Pruning cut must leave whole."""
+
+
+def torch_pruning_global_cut(
+    model: nn.Module, shape: tuple[int, ...], ratio: float, max_rate: float, ignore: Ignore | None = None
 ) -> nn.Module:
-    """Torch-Pruning's global magnitude pruning, its channel ratio bisected to the FLOPs budget.
-    `ignore(model, example)` names the layers it must leave whole (default: the classifier, as
-    its examples do; a detector's output convs, as its YOLOv8 example leaves the Detect head)."""
+    """A copy of `model` cut by Torch-Pruning's global magnitude pruning at channel ratio
+    `ratio` (at most `max_rate` of a layer), the layers `ignore` names left whole (default:
+    the classifier, as its examples do)."""
     tp = peer_module("torch_pruning", TORCH_PRUNING)
+    m = copy.deepcopy(model).eval()
+    example = torch.zeros(1, *shape, device=next(m.parameters()).device)
+    pruner = tp.pruner.MetaPruner(
+        m,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=1),
+        global_pruning=True,
+        pruning_ratio=ratio,
+        max_pruning_ratio=max_rate,
+        ignored_layers=ignore(m, example) if ignore else [output_layer(m)],
+    )
+    pruner.step()
+    return m
 
-    def cut(ratio: float) -> nn.Module:
-        m = copy.deepcopy(model).eval()
-        example = torch.zeros(1, *shape, device=next(m.parameters()).device)
-        pruner = tp.pruner.MetaPruner(
-            m,
-            example,
-            importance=tp.importance.GroupMagnitudeImportance(p=1),
-            global_pruning=True,
-            pruning_ratio=ratio,
-            max_pruning_ratio=max_rate,
-            ignored_layers=ignore(m, example) if ignore else [output_layer(m)],
-        )
-        pruner.step()
-        return m
 
-    return _bisect(cut, shape, budget)
+def torch_pruning_global(
+    model: nn.Module, shape: tuple[int, ...], budget: float, max_rate: float, ignore: Ignore | None = None
+) -> nn.Module:
+    """Torch-Pruning's global magnitude pruning (`torch_pruning_global_cut`), its channel ratio
+    bisected to the FLOPs budget. `ignore` as there (a detector's output convs, as its YOLOv8
+    example leaves the Detect head)."""
+    return _bisect(lambda ratio: torch_pruning_global_cut(model, shape, ratio, max_rate, ignore), shape, budget)
 
 
 class _C2fSplit(nn.Module):

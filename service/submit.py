@@ -341,7 +341,7 @@ class Traces:
             if not kept:  # one pushed out of the cache while queued is not traced (its waiters time out)
                 continue
             # A trace is mostly Python holding the GIL: while it runs, the interpreter hands the
-            # GIL to a waiting request thread after TRACE_SWITCH_SECONDS instead of the default 5 ms.
+            # GIL to a thread answering a question after TRACE_SWITCH_SECONDS instead of 5 ms.
             interval = sys.getswitchinterval()
             sys.setswitchinterval(min(interval, TRACE_SWITCH_SECONDS))
             try:
