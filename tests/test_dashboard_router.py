@@ -120,3 +120,50 @@ def test_choices_are_made_once_per_app(monkeypatch):
     assert first.content == second.content
     assert first.json()["tasks"][0] == "classification"
     assert len(made) == 1
+
+
+def test_choices_after_the_first_are_answered_ahead_of_the_routing(tmp_path):
+    """In the service's app, once the choices are made, later requests for them are answered
+    by `ChoicesFastPath` without entering the app behind it, with the same body and ETag, and a
+    304 when the browser sends that ETag back; a POST or a query string goes on to the app."""
+    import asyncio
+
+    from service import dashboard
+    from service.api import create_app
+    from service.config import Settings
+
+    app = create_app(Settings(data_dir=tmp_path / "data", scheduler=False))
+    assert any(m.cls is dashboard.ChoicesFastPath for m in app.user_middleware)
+    with TestClient(app) as client:
+        first = client.get(dashboard.CHOICES_PATH)
+    assert first.status_code == 200
+    assert first.headers["etag"] == app.state.choices_etag
+
+    entered: list[str] = []
+
+    async def behind(scope, receive, send) -> None:
+        entered.append(scope["method"])
+
+    fast = dashboard.ChoicesFastPath(behind)
+
+    def ask(method: str = "GET", query: bytes = b"", headers: list | None = None) -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "app": app, "path": dashboard.CHOICES_PATH, "method": method,
+                 "query_string": query, "headers": headers or []}  # fmt: skip
+        asyncio.run(fast(scope, None, send))
+        return sent
+
+    start, body = ask()
+    assert start["status"] == 200
+    assert body["body"] == first.content
+    assert dict(start["headers"])[b"etag"].decode() == first.headers["etag"]
+    start, body = ask(headers=[(b"if-none-match", first.headers["etag"].encode())])
+    assert (start["status"], body["body"]) == (304, b"")
+    assert entered == []
+    assert ask("POST") == []
+    assert ask(query=b"x=1") == []
+    assert entered == ["POST", "GET"]

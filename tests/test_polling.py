@@ -406,3 +406,86 @@ def test_one_token_checked_together_is_looked_up_once(tmp_path, monkeypatch):
         assert store.caller_for_token(token + "x") is None
     finally:
         store.dispose()
+
+
+def test_polls_waiting_together_share_one_state_read_made_after_they_arrived():
+    """Polls of one job that arrive while a state read runs wait for one next read, which
+    starts after all of them arrived (so none is answered from a read older than itself);
+    another team's polls read apart; a failing read reaches its waiters and the next read runs."""
+    import asyncio
+    import threading
+
+    from service.api.polls import StateReads
+    from service.store import PollState
+
+    class SlowStore:
+        def __init__(self) -> None:
+            self.reads: list[tuple[int, int]] = []
+            self.gate = threading.Event()
+            self.fail = False
+
+        def poll_state(self, job_id: int, team_id: int) -> PollState:
+            self.gate.wait(5)
+            self.reads.append((job_id, team_id))
+            if self.fail:
+                raise RuntimeError("database gone")
+            return PollState(len(self.reads), 0, 0)
+
+    async def scenario() -> None:
+        store, reads = SlowStore(), StateReads()
+        first = asyncio.ensure_future(reads.read(store, 7, 1))
+        await asyncio.sleep(0.05)  # the first read is running (blocked on the gate)
+        later = [asyncio.ensure_future(reads.read(store, 7, 1)) for _ in range(20)]
+        other = asyncio.ensure_future(reads.read(store, 7, 2))
+        await asyncio.sleep(0.05)
+        store.gate.set()
+        assert (await first).version == 1
+        versions = {(await f).version for f in later}
+        assert versions in ({2}, {3})  # one read after the first, shared by all 20
+        assert (await other) is not None
+        assert store.reads.count((7, 1)) == 2
+        assert store.reads.count((7, 2)) == 1
+        store.fail = True
+        with pytest.raises(RuntimeError, match="database gone"):
+            await reads.read(store, 7, 1)
+        store.fail = False
+        assert (await reads.read(store, 7, 1)).version == len(store.reads)
+        assert reads._running == {}
+        assert reads._next == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_storm_of_polls_reads_the_job_state_a_few_times(shared, monkeypatch):
+    """Sixty polls of one job sent at once (fifty dashboards opening its page) are answered
+    alike from a few reads of the job's state, not one read each, and none of them is routed."""
+    import asyncio
+
+    import httpx
+
+    from service.api import jobs
+
+    client, a, _, _, _, job, _ = shared
+    store = client.app.state.store
+    reads: list[int] = []
+    real = store.poll_state
+
+    def counted(job_id: int, team_id: int):
+        reads.append(job_id)
+        return real(job_id, team_id)
+
+    monkeypatch.setattr(store, "poll_state", counted)
+    routed: list[object] = []
+    monkeypatch.setattr(jobs, "_polled", lambda *args: routed.append(args))
+
+    async def storm() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
+            paths = [f"/v1/jobs/{job}", f"/v1/jobs/{job}/events?after=0"] * 30
+            return await asyncio.gather(*(ac.get(p, headers=a) for p in paths))
+
+    answers = asyncio.run(storm())
+    assert [r.status_code for r in answers] == [200] * 60
+    assert len({r.headers["etag"] for r in answers}) == 2
+    assert 1 <= len(reads) <= 6
+    assert routed == []

@@ -4,6 +4,7 @@ migrations applied at start, validation errors as one readable line plus the det
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.ensure_dirs()
         store.migrate()
         await run_in_threadpool(warm_up)
+        gc.freeze()  # what start-up made is never traced again: cheaper collections in a burst
         sched = None
         if settings.scheduler:
             from ..scheduler import Scheduler
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(UploadLimit)  # counts upload bytes as they arrive
     app.add_middleware(methods.Options)  # OPTIONS lists every method of a path
     app.add_middleware(polls.FastPolls, answer=jobs.poll_answer)  # polls by a cached token skip the routing
+    app.add_middleware(dashboard.ChoicesFastPath)  # and so does the dashboard's form choices, once made
     app.state.answers = polls.Answers()  # polled JSON bodies by ETag
     app.exception_handler(StarletteHTTPException)(methods.method_not_allowed)  # and so does a 405's Allow
     app.exception_handler(conditional.NotModified)(conditional.not_modified_handler)  # 304 for ETag polls

@@ -19,14 +19,14 @@ from pydantic import BaseModel, Field, ValidationError
 from workers.config import JobConfig, RowId
 
 from ..config import Settings
-from ..store import JobStatus, Store, as_utc, candidate_dict
+from ..store import JobStatus, PollState, Store, as_utc, candidate_dict
 from ..store.tables import Job, Team
 from ..submit import SpecError, resolve_config
 from . import conditional
 from .conditional import NOT_MODIFIED_RESPONSE, IfNoneMatch
 from .deps import After, Caller, Offset, current_caller, current_team, get_settings, get_store
 from .errors import ErrorOut, error_responses
-from .polls import LIMITS, Answer, Answers, Poll
+from .polls import LIMITS, Answer, Answers, Poll, poll_etag
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422))
 
@@ -181,22 +181,17 @@ def list_jobs(
     return JobPage(items=[JobOut.of(j) for j in items], total=total, limit=limit, offset=offset)
 
 
-def poll_answer(store: Store, answers: Answers, poll: Poll, team_id: int, admin: bool) -> Answer | None:
+def poll_answer(
+    store: Store, answers: Answers, poll: Poll, team_id: int, admin: bool, state: PollState | None = None
+) -> Answer | None:
     """The answer to a poll of a job, its candidates or its events (the caller's team and admin
-    flag; None if the job is not the team's): 304 if `If-None-Match` names the current ETag,
-    else 200 with the JSON, built once per ETag (`Answers`). The ETag comes from
-    `Store.poll_state`: the job's row version (and the admin flag, since only admins see a
-    traceback), or, for a list, the seq of the last row the page holds: candidates and events
-    are append-only, so that names the page (a full page stays 304 while later rows arrive)."""
-    state = store.poll_state(poll.job_id, team_id)
+    flag; None if the job is not the team's): 304 if `If-None-Match` names the current ETag
+    (`polls.poll_etag`, from `state`, read here when not given), else 200 with the JSON, built
+    once per ETag (`Answers`)."""
+    state = state or store.poll_state(poll.job_id, team_id)
     if state is None:
         return None
-    if poll.kind == "job":
-        etag = conditional.make_etag("j", poll.job_id, state.version, int(admin))
-        last = 0
-    else:
-        last = min(state.candidates if poll.kind == "candidates" else state.last_event, poll.after + poll.limit)
-        etag = conditional.make_etag(poll.kind[0], poll.job_id, poll.after, poll.limit, last)
+    etag, last = poll_etag(poll, state, admin)
     if conditional.matches(poll.if_none_match, etag):
         return Answer(304, etag)
     if poll.kind == "job":

@@ -1,27 +1,30 @@
 """The answers dashboards poll once a second (a job, its candidates after N, its events after
-N), made cheap. Each is named by an ETag made from `Store.poll_state` (one small query, on
-every poll, so a 304 is never staler than the database), and its JSON is kept by that ETag in
-`Answers` (the rows an ETag names never change), so fifty dashboards opening one job page
-build its answers once. `FastPolls` answers these GETs ahead of FastAPI's routing and
-dependencies, checking the caller's token itself; the endpoints in `jobs` answer the rest
-through the same `jobs.poll_answer`."""
+N), made cheap. Each is named by an ETag made from `Store.poll_state` (one small query read
+after the poll arrived, so a 304 is never staler than the database; polls of one job that
+wait together share one read, `StateReads`), and its JSON is kept by that ETag in `Answers`
+(the rows an ETag names never change), so fifty dashboards opening one job page build its
+answers once. `FastPolls` answers these GETs ahead of FastAPI's routing and dependencies,
+checking the caller's token itself, and answers a 304 or a kept body on the event loop; the
+endpoints in `jobs` answer the rest through the same `jobs.poll_answer`."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..store import Store
+from ..store import PollState, Store
 from ..store.tables import INT_MAX
-from .conditional import CACHE_CONTROL
+from .conditional import CACHE_CONTROL, make_etag, matches
 
 Kind = Literal["job", "candidates", "events"]
 
@@ -133,29 +136,99 @@ def parse_poll(scope: Scope) -> Poll | None:
     return Poll(kind, int(m[1]), params["after"], params["limit"], token, inm)
 
 
-PollAnswer = Callable[[Store, Answers, Poll, int, bool], Answer | None]
-"""`jobs.poll_answer`: a poll's answer for a caller (team id, admin flag), None if the job is
-not the team's. Blocking (database calls): run in the thread pool."""
+def poll_etag(poll: Poll, state: PollState, admin: bool) -> tuple[str, int]:
+    """The ETag of a poll's current answer and, for a list, the seq of the last row its page
+    holds: the job's row version (and the admin flag, since only admins see a traceback), or
+    the page's bounds (candidates and events are append-only, so they name the page: a full
+    page stays the same while later rows arrive)."""
+    if poll.kind == "job":
+        return make_etag("j", poll.job_id, state.version, int(admin)), 0
+    last = min(state.candidates if poll.kind == "candidates" else state.last_event, poll.after + poll.limit)
+    return make_etag(poll.kind[0], poll.job_id, poll.after, poll.limit, last), last
+
+
+def ready_answer(answers: Answers, poll: Poll, state: PollState, admin: bool) -> Answer | None:
+    """The answer when it needs no database call (304, or a body kept in `answers`), else None."""
+    etag, _ = poll_etag(poll, state, admin)
+    if matches(poll.if_none_match, etag):
+        return Answer(304, etag)
+    body = answers.cached(etag)
+    return None if body is None else Answer(200, etag, body)
+
+
+class StateReads:
+    """`Store.poll_state` for polls on the event loop, one read at a time per (job, team): a
+    poll that arrives while a read is running waits for the next one, which starts when that
+    read ends and serves every poll that came meanwhile. So each poll sees the database as it
+    was after the poll arrived, and fifty dashboards opening a job page at once cost a few
+    reads (and a few pooled connections), not two hundred."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[int, int], asyncio.Future[PollState | None]] = {}
+        self._next: dict[tuple[int, int], asyncio.Future[PollState | None]] = {}
+
+    async def read(self, store: Store, job_id: int, team_id: int) -> PollState | None:
+        """The job's poll state read after this call began; None if it is not the team's."""
+        key = (job_id, team_id)
+        loop = asyncio.get_running_loop()
+        if key not in self._running:
+            fut = self._running[key] = loop.create_future()
+            self._start(key, partial(store.poll_state, job_id, team_id), fut)
+        else:
+            fut = self._next.setdefault(key, loop.create_future())
+        return await asyncio.shield(fut)
+
+    def _start(
+        self, key: tuple[int, int], read: Callable[[], PollState | None], fut: asyncio.Future[PollState | None]
+    ) -> None:
+        def done(task: asyncio.Future[PollState | None]) -> None:
+            if task.cancelled():
+                fut.cancel()
+            elif (exc := task.exception()) is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(task.result())
+            nxt = self._next.pop(key, None)
+            if nxt is None:
+                del self._running[key]
+            else:
+                self._running[key] = nxt
+                self._start(key, read, nxt)
+
+        asyncio.ensure_future(run_in_threadpool(read)).add_done_callback(done)
+
+
+PollAnswer = Callable[[Store, Answers, Poll, int, bool, PollState | None], Answer | None]
+"""`jobs.poll_answer`: a poll's answer for a caller (team id, admin flag), from the job's poll
+state when it is given; None if the job is not the team's. Blocking (database calls): run in
+the thread pool."""
 
 
 class FastPolls:
-    """ASGI middleware: a plain poll (`parse_poll`) is answered here, with one trip to the
-    thread pool for its token (from the token cache, or checked once for every request that
-    asks at the same time: fifty dashboards opening a page send hundreds of first requests with
-    one token) and `answer`, and none of FastAPI's routing, validation and dependencies; any
-    other request, a token that is not live, or a poll for a job that is not the caller's
-    team's goes on to the app (which answers its 401 or 404)."""
+    """ASGI middleware: a plain poll (`parse_poll`) is answered here, without FastAPI's
+    routing, validation and dependencies: its token from the token cache (or checked once, in
+    the thread pool, for every request that asks at the same time: fifty dashboards opening a
+    page send hundreds of first requests with one token), the job's state from `StateReads`,
+    then a 304 or a kept body on the event loop, and only a body not yet built in the thread
+    pool (`answer`). Any other request, a token that is not live, or a poll for a job that is
+    not the caller's team's goes on to the app (which answers its 401 or 404)."""
 
     def __init__(self, app: ASGIApp, answer: PollAnswer) -> None:
         self.app = app
         self.answer = answer
+        self.states = StateReads()
 
-    def _answer(self, store: Store, answers: Answers, poll: Poll) -> Answer | None:
-        caller = store.caller_for_token(poll.token)
+    async def _answer(self, store: Store, answers: Answers, poll: Poll) -> Answer | None:
+        caller = store.cached_caller(poll.token) or await run_in_threadpool(store.caller_for_token, poll.token)
         if caller is None:
             return None
         team, admin = caller
-        return self.answer(store, answers, poll, team.id, admin)
+        state = await self.states.read(store, poll.job_id, team.id)
+        if state is None:
+            return None
+        if (ready := ready_answer(answers, poll, state, admin)) is not None:
+            return ready
+        return await run_in_threadpool(self.answer, store, answers, poll, team.id, admin, state)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         poll = parse_poll(scope)
@@ -163,7 +236,7 @@ class FastPolls:
         if poll is None or state is None:
             await self.app(scope, receive, send)
             return
-        answer = await run_in_threadpool(self._answer, state.store, state.answers, poll)
+        answer = await self._answer(state.store, state.answers, poll)
         if answer is None:
             await self.app(scope, receive, send)
             return
