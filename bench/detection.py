@@ -22,6 +22,7 @@ row. The jobs report ONNX Runtime batch-1 latency before and after (`runtime: on
     python -m bench.detection                                   # 50% and 30% of FLOPs, 3 seeds
     python -m bench.detection --targets 0.5 --seeds 0 --quick  # a check that it runs
     python -m bench.detection --table                          # the tables of the results file
+    python -m bench.detection --latency-sizes 64 320 --work DIR  # the returned detectors' latency at other sizes
 
 Writes --out/detection-boxscenes.json via `bench.common.write_results` (rows, settings and the
 calls that wrote them) after every row (`--resume` runs the rest with the same settings), and
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from bench.common import add_job_run_arguments, markdown_table, resumed, run_settings, this_call, write_results
 from bench.peers import split_c2f, torch_pruning_global, torch_pruning_global_cut
@@ -52,6 +55,7 @@ from pruning.export import export_program, load_weights
 from pruning.intake import intake_program
 from pruning.measure import count_flops
 from pruning.models import build_model
+from pruning.runtime import prepare, time_interleaved
 from pruning.tasks import make_task
 from pruning.train import evaluate_score
 from search.base import SearchError
@@ -64,7 +68,8 @@ METHODS = ("secateurs-yolo", "secateurs-coco", "secateurs-label-free", "torch-pr
 """The rows of a seed (COCO and label-free at the first target only)."""
 RESULTS_FILE = "detection-boxscenes.json"
 CURVE_FILE = "detection-tp-curve.json"
-ROW_SELECTION = ("methods", "seeds", "targets", "work", "tp_curve")
+LATENCY_FILE = "detection-latency.json"
+ROW_SELECTION = ("methods", "seeds", "targets", "work", "tp_curve", "latency_sizes")
 """Flags that choose which rows a run adds (or where it works), left out of the settings a
 resumed run must match; each call's own flags are in the file's `calls`."""
 CURVE_SETTINGS = ("seeds", "width", "size", "train_epochs", "lr")
@@ -273,6 +278,80 @@ def tp_curve(args: argparse.Namespace, work: Path) -> list[dict]:
     return out
 
 
+def shaped_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """`model` with every conv and batch norm remade in the shape `state` gives it (a cut of the
+    same architecture saved under the same names: a program job's `model.safetensors`), and
+    `state` loaded: the returned detector as an eager module, which runs at any input size
+    (the program's anchors are fixed at the size it was exported at)."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.Conv2d):
+            w = state[f"{name}.weight"]
+            depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            groups = w.shape[0] if depthwise else m.groups
+            shape = (w.shape[1] * groups, w.shape[0], m.kernel_size, m.stride, m.padding, m.dilation, groups)
+            new: nn.Module = nn.Conv2d(*shape, bias=m.bias is not None)
+        elif isinstance(m, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(state[f"{name}.running_mean"].shape[0], m.eps, m.momentum, m.affine)
+        else:
+            continue
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, new)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def returned_detector(args: argparse.Namespace, job: Path) -> nn.Module:
+    """A program job's returned detector (`job`'s `model.safetensors`) as an eager zoo module,
+    checked against the job's own `model.pt2` on a batch at the benchmark's size."""
+    from safetensors.torch import load_file
+
+    net = build_model(MODEL, num_classes=len(BOX_CLASSES), in_channels=3, width=args.width)
+    cut = shaped_like(net, load_file(job / "model.safetensors"))
+    x = torch.randn(2, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = torch.export.load(job / "model.pt2").module()(x), cut(x)
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
+        raise SystemExit(f"{job}: the rebuilt detector does not give the program's outputs")
+    return cut
+
+
+def deployed_latency(args: argparse.Namespace, work: Path) -> list[dict]:
+    """ONNX Runtime batch-1 latency (one thread, the two networks timed in turn, median of 50)
+    of each Secateurs row's returned detector in --work against the unpruned one, at each of
+    `args.latency_sizes` px: the detector is fully convolutional, so the same networks run at
+    the size a team would deploy (the weights do not change the time)."""
+    torch.set_num_threads(1)
+    out = []
+    for seed in args.seeds:
+        folder = work / f"seed{seed}"
+        if not (folder / "base" / BASE_WEIGHTS).exists():
+            continue
+        base = build_model(MODEL, num_classes=len(BOX_CLASSES), in_channels=3, width=args.width)
+        load_weights(base, folder / "base" / BASE_WEIGHTS)
+        for job in sorted(d for d in folder.glob("secateurs-*") if (d / "model.pt2").exists()):
+            cut = returned_detector(args, job)
+            method, _, target = job.name.rpartition("-")
+            for size in args.latency_sizes:
+                shape = (3, size, size)
+                runs = [prepare(m, shape, "onnxruntime") for m in (base, cut)]
+                before, after = time_interleaved(runs, warmup=10, repeats=50)
+                out.append(
+                    {
+                        "seed": seed,
+                        "method": method,
+                        "target": float(target),
+                        "size": size,
+                        "flops_ratio": count_flops(cut, shape) / count_flops(base, shape),
+                        "latency_ms_before": before,
+                        "latency_ms_after": after,
+                        "ratio": after / before,
+                        "load": os.getloadavg(),
+                    }
+                )
+                print(f"seed {seed} {job.name} {size} px: {before:.2f} -> {after:.2f} ms", flush=True)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     """Mean ± std (over seeds) of test mAP after, per target and method."""
     keys = sorted({(r["target"], r["method"]) for r in rows}, key=lambda k: (-k[0], k[1]))
@@ -352,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         "on each seed's detector in --work (to --out/detection-tp-curve.json); run nothing else",
     )
     p.add_argument(
+        "--latency-sizes",
+        nargs="+",
+        type=int,
+        help="time each Secateurs row's detector in --work against the unpruned one at these sizes (px) in "
+        "ONNX Runtime (to --out/detection-latency.json); run nothing else",
+    )
+    p.add_argument(
         "--work",
         type=Path,
         help="keep the archives and each seed's trained detector here (default: a temporary folder); "
@@ -373,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
             {"rows": curve, "settings": {k: v for k, v in run_settings(args).items() if k in CURVE_SETTINGS}},
             [this_call("bench.detection", argv)],
         )
+        return 0
+    if args.latency_sizes:
+        if args.work is None:
+            p.error("--latency-sizes reads the detectors of a --work folder")
+        latency = deployed_latency(args, args.work)
+        write_results(args.out / LATENCY_FILE, {"rows": latency}, [this_call("bench.detection", argv)])
         return 0
     if args.quick:
         args.train_epochs, args.finetune_steps, args.candidates = 2, 10, 2
