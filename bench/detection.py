@@ -316,10 +316,11 @@ def returned_detector(args: argparse.Namespace, job: Path) -> nn.Module:
 
 
 def deployed_latency(args: argparse.Namespace, work: Path) -> list[dict]:
-    """ONNX Runtime batch-1 latency (one thread, the two networks timed in turn, median of 50)
-    of each Secateurs row's returned detector in --work against the unpruned one, at each of
-    `args.latency_sizes` px: the detector is fully convolutional, so the same networks run at
-    the size a team would deploy (the weights do not change the time)."""
+    """ONNX Runtime batch-1 latency (one thread) of each Secateurs row's returned detector in
+    --work against the unpruned one, at each of `args.latency_sizes` px: per seed and size all
+    of them timed in turn, one call at a time (median of 100), so that the machine's changes
+    fall on all alike. The detector is fully convolutional: the same networks run at the size a
+    team would deploy (the weights do not change the time)."""
     torch.set_num_threads(1)
     out = []
     for seed in args.seeds:
@@ -328,13 +329,14 @@ def deployed_latency(args: argparse.Namespace, work: Path) -> list[dict]:
             continue
         base = build_model(MODEL, num_classes=len(BOX_CLASSES), in_channels=3, width=args.width)
         load_weights(base, folder / "base" / BASE_WEIGHTS)
-        for job in sorted(d for d in folder.glob("secateurs-*") if (d / "model.pt2").exists()):
-            cut = returned_detector(args, job)
-            method, _, target = job.name.rpartition("-")
-            for size in args.latency_sizes:
-                shape = (3, size, size)
-                runs = [prepare(m, shape, "onnxruntime") for m in (base, cut)]
-                before, after = time_interleaved(runs, warmup=10, repeats=50)
+        jobs = sorted(d for d in folder.glob("secateurs-*") if (d / "model.pt2").exists())
+        cuts = [returned_detector(args, job) for job in jobs]
+        for size in args.latency_sizes:
+            shape = (3, size, size)
+            load = os.getloadavg()
+            times = time_interleaved([prepare(m, shape, "onnxruntime") for m in (base, *cuts)], warmup=10, repeats=100)
+            for job, cut, after in zip(jobs, cuts, times[1:], strict=True):
+                method, _, target = job.name.rpartition("-")
                 out.append(
                     {
                         "seed": seed,
@@ -342,13 +344,13 @@ def deployed_latency(args: argparse.Namespace, work: Path) -> list[dict]:
                         "target": float(target),
                         "size": size,
                         "flops_ratio": count_flops(cut, shape) / count_flops(base, shape),
-                        "latency_ms_before": before,
+                        "latency_ms_before": times[0],
                         "latency_ms_after": after,
-                        "ratio": after / before,
-                        "load": os.getloadavg(),
+                        "ratio": after / times[0],
+                        "load": [load, os.getloadavg()],
                     }
                 )
-                print(f"seed {seed} {job.name} {size} px: {before:.2f} -> {after:.2f} ms", flush=True)
+                print(f"seed {seed} {job.name} {size} px: {times[0]:.2f} -> {after:.2f} ms", flush=True)
     return out
 
 
