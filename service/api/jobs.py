@@ -26,7 +26,7 @@ from . import conditional
 from .conditional import NOT_MODIFIED_RESPONSE, IfNoneMatch
 from .deps import After, Caller, Offset, current_caller, current_team, get_settings, get_store
 from .errors import ErrorOut, error_responses
-from .polls import LIMITS, Answer, Answers, Poll, poll_etag
+from .polls import LIMITS, Answer, Answers, Poll, poll_etag, ready_answer
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422))
 
@@ -186,24 +186,23 @@ def poll_answer(
 ) -> Answer | None:
     """The answer to a poll of a job, its candidates or its events (the caller's team and admin
     flag; None if the job is not the team's): 304 if `If-None-Match` names the current ETag
-    (`polls.poll_etag`, from `state`, read here when not given), else 200 with the JSON, built
-    once per ETag (`Answers`)."""
-    state = state or store.poll_state(poll.job_id, team_id)
+    (`polls.poll_etag`, from `state`, read here when not given) or a body already built
+    (`polls.ready_answer`), else 200 with the JSON, built once per ETag (`Answers`)."""
+    state = state if state is not None else store.poll_state(poll.job_id, team_id)
     if state is None:
         return None
+    if (ready := ready_answer(answers, poll, state, admin)) is not None:
+        return ready
     etag, last = poll_etag(poll, state, admin)
-    if conditional.matches(poll.if_none_match, etag):
-        return Answer(304, etag)
     if poll.kind == "job":
-        if (body := answers.cached(etag)) is not None:
-            return Answer(200, etag, body)
         job = store.get_job(poll.job_id, team_id)
         if job is None:
             return None
         # the body and its ETag from the same read of the row (it may have moved on since `state`)
-        etag = conditional.make_etag("j", poll.job_id, job.version, int(admin))
-        if conditional.matches(poll.if_none_match, etag):
-            return Answer(304, etag)
+        state = PollState(job.version, state.candidates, state.last_event)
+        if (ready := ready_answer(answers, poll, state, admin)) is not None:
+            return ready
+        etag, _ = poll_etag(poll, state, admin)
         return Answer(200, etag, answers.get(etag, lambda: job_json(job, admin)))
 
     def build() -> bytes:
