@@ -2,7 +2,7 @@
 predicted vs measured in the `onnxruntime-int8` runtime.
 
 Run by hand:  python -m bench.int8_latency [--models resnet56 mobilenetv2 resnet18w] [--size 64]
-              [--targets 0.8 0.65 0.5] [--grid 3] [--table-repeats 5] [--rounds 3] [--repeats 20]
+              [--targets 0.8 0.65 0.5] [--grid 6] [--table-repeats 5] [--rounds 3] [--repeats 20]
 
 Each network is built for 3xSIZExSIZE inputs and 10 classes with its initial weights (latency does
 not depend on the weights; INT8 activation ranges are calibrated on random inputs, which is right
@@ -100,6 +100,8 @@ def bench_network(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             "dense_int8_ms": int8_ms,
             "table_seconds": table_s,
             "table_device": table.device,
+            "table_scale": table.scale,
+            "table_calibration": table.calibration,
         }
         try:
             space = SearchSpace(dense, shape, f"latency={target}", runtime=INT8, round_to=None, latency_table=table)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=["resnet56", "mobilenetv2", "resnet18w"])
     ap.add_argument("--size", type=int, default=64, help="input pixels (square)")
     ap.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.65, 0.5], help="latency fractions")
-    ap.add_argument("--grid", type=int, default=3, help="latency table widths per dimension")
+    ap.add_argument("--grid", type=int, default=6, help="latency table widths per dimension (a job's: 6)")
     ap.add_argument("--table-repeats", type=int, default=5, help="runs per table entry")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the end-to-end timing")
     ap.add_argument("--repeats", type=int, default=20, help="runs per round")

@@ -1,11 +1,15 @@
 """Per-layer latency lookup tables (NetAdapt, Yang et al. 2018, section 3.3): each conv and
 linear layer is timed alone on the target device for a grid of input/output channel counts;
-a network's latency is predicted as the sum of its layers' table entries plus a constant for
-everything else (BN, activations, pooling), measured once on the full model. The constant may be
-negative: a layer timed alone pays a runtime's fixed cost per call (ONNX Runtime's session run;
-in INT8, the block's own input quantization and output dequantization) that the whole network
-pays once, so the full network's prediction is always its measured latency and a cut network's
-is that minus what the table says its layers save.
+a network's latency is predicted from the sum of its layers' table entries. NetAdapt adds that sum
+to a constant for everything else; here the prediction is `scale * sum + offset`, a line through
+two whole-network timings, the model's and its uniform half-width cut's (`_calibrate`), so the
+full network's prediction is its measured latency and a half-width cut's is its own. The scale
+matters where a layer timed alone is not the layer inside the network: each block pays a
+runtime's per-call costs (ONNX Runtime's session run; in INT8, the block's own input
+quantization and output dequantization, which grow with its channels) that the whole network
+pays once or fuses away. Measured on this project's 2-core machine in `onnxruntime-int8`, the
+scale is 0.6-0.8, and an offset-only table predicted cuts 20-50% faster than they ran
+(docs/results/int8-latency.md).
 
 Simplifications: the grid holds `grid` channel counts per dimension (NetAdapt fills every
 count) and values between grid points are interpolated bilinearly. A table is built once per
@@ -27,6 +31,7 @@ import math
 import os
 import platform
 import statistics
+import warnings
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pruning.cut import prune
+from pruning.errors import PinnedGroupWarning
 from pruning.export import architecture
 from pruning.graph import DependencyGraph
 from pruning.measure import measure_latency
@@ -54,6 +61,36 @@ def cache_dir() -> Path:
     """Where latency tables are kept between runs."""
     root = os.environ.get("SECATEURS_CACHE_DIR") or Path.home() / ".cache" / "secateurs"
     return Path(root) / "latency"
+
+
+CALIBRATED = "scale+offset"
+"""Part of a table's cache key: tables of the form `scale * sum + offset` (older, offset-only
+tables are measured again)."""
+CALIBRATION_CUT = 0.5
+"""The uniform rate of the cut a table's line is fitted through, beside the model itself."""
+CALIBRATION_ROUND_TO = 8
+"""The kept-width multiple of that cut: widths a latency target's search gives (`round_to`)."""
+SCALE_BOUNDS = (0.25, 4.0)
+"""A fitted scale outside these is timing noise, not the runtime: it is clamped."""
+
+
+def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(input, output) channels of each conv and linear layer, by name."""
+    return {
+        n: (m.in_channels, m.out_channels) if isinstance(m, nn.Conv2d) else (m.in_features, m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
+
+
+def _whole_network_ms(
+    models: Sequence[nn.Module], input_shape: Sequence[int], repeats: int, runtime: Runtime
+) -> list[float]:
+    """Median latency (ms) of each whole network in `runtime`: timed in turn on a CPU (a change
+    in load falls on all alike), one after the other on a GPU (`measure_latency`)."""
+    if runtime not in ONNX_RUNTIMES and next(models[0].parameters()).device.type == "cuda":
+        return [measure_latency(m, input_shape, repeats=repeats, runtime=runtime) for m in models]
+    return time_interleaved([prepare(m, input_shape, runtime) for m in models], warmup=5, repeats=repeats)
 
 
 def _grid(channels: int, points: int) -> list[int]:
@@ -234,8 +271,16 @@ class _IntoAdd(nn.Module):
 class LatencyTable:
     """Measured per-layer latencies of one architecture on one device (milliseconds)."""
 
-    def __init__(self, layers: dict[str, dict[str, Any]], offset_ms: float, device: str) -> None:
+    def __init__(
+        self,
+        layers: dict[str, dict[str, Any]],
+        offset_ms: float,
+        device: str,
+        scale: float = 1.0,
+        calibration: dict[str, Any] | None = None,
+    ) -> None:
         self.layers, self.offset_ms, self.device = layers, offset_ms, device
+        self.scale, self.calibration = scale, calibration or {}
 
     @classmethod
     def for_model(
@@ -251,13 +296,14 @@ class LatencyTable:
         as that runtime runs it), from the disk cache or measured now."""
         check_table_runtime(runtime)
         name = table_name(next(model.parameters()).device, runtime)
-        path = cache_dir() / f"{_key(model, input_shape, name, grid)}.json"
+        path = cache_dir() / f"{_key(model, input_shape, name, grid, CALIBRATED)}.json"
         if use_cache and path.exists():
             data = json.loads(path.read_text())
-            return cls(data["layers"], data["offset_ms"], data["device"])
+            return cls(data["layers"], data["offset_ms"], data["device"], data["scale"], data["calibration"])
         table = cls._measure(model, tuple(input_shape), grid, repeats, name, runtime)
         if use_cache:
-            _write_json(path, {"layers": table.layers, "offset_ms": table.offset_ms, "device": table.device})
+            record = {"layers": table.layers, "offset_ms": table.offset_ms, "device": table.device}
+            _write_json(path, {**record, "scale": table.scale, "calibration": table.calibration})
         return table
 
     @classmethod
@@ -275,7 +321,6 @@ class LatencyTable:
         was_training = model.training
         model.eval()
         layers: dict[str, dict[str, Any]] = {}
-        full_sum = 0.0
         for n, shape in shapes.items():
             m = modules[n]
             conv = isinstance(m, nn.Conv2d)
@@ -317,22 +362,49 @@ class LatencyTable:
                 "in_per_channel": per,
                 "into_add": into_add,
             }
-            full_sum += table[-1][-1]
-        total = measure_latency(model, input_shape, repeats=max(repeats, 20), runtime=runtime)
+        bare = cls(layers, 0.0, name)
+        scale, offset, calibration = bare._calibrate(model, input_shape, max(repeats, 20), runtime)
         model.train(was_training)
-        return cls(layers, total - full_sum, name)  # negative where layers alone pay per-call costs
+        return cls(layers, offset, name, scale, calibration)
 
-    def predict(self, graph: DependencyGraph, kept: Mapping[str, int]) -> float:
-        """Predicted latency (ms) of the network with `kept` channels per group."""
-        total = self.offset_ms
-        for spec in self.layers.values():
-            co = kept.get(spec["out_group"], spec["outs"][-1]) if spec["out_group"] else spec["outs"][-1]
-            per = spec.get("in_per_channel", 1)
-            ci = kept[spec["in_group"]] * per if spec["in_group"] in kept else spec["ins"][-1]
+    def _calibrate(
+        self, model: nn.Module, input_shape: tuple[int, ...], repeats: int, runtime: Runtime
+    ) -> tuple[float, float, dict[str, Any]]:
+        """The line `whole network = scale * sum of its layers' entries + offset` through two
+        whole-network timings: the model and its uniform half-width cut (`CALIBRATION_CUT`),
+        timed in turn. Without a cut (a model whose groups are all pinned) the scale is 1 and
+        the offset alone makes the model's own prediction its measured latency."""
+        dense_sum = self._layer_sum(_widths(model))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PinnedGroupWarning)  # a pinned group stays whole here: fine
+            half = prune(model, CALIBRATION_CUT, "l1", input_shape=input_shape, round_to=CALIBRATION_ROUND_TO)
+        half_sum = self._layer_sum(_widths(half))
+        dense_ms, half_ms = _whole_network_ms([model, half], input_shape, repeats, runtime)
+        points = {"layer_sums_ms": [dense_sum, half_sum], "measured_ms": [dense_ms, half_ms]}
+        if dense_sum - half_sum <= 1e-9 or dense_ms <= half_ms:
+            return 1.0, dense_ms - dense_sum, {**points, "scale": 1.0, "why": "the cut saves no time to fit"}
+        scale = min(max((dense_ms - half_ms) / (dense_sum - half_sum), SCALE_BOUNDS[0]), SCALE_BOUNDS[1])
+        return scale, dense_ms - scale * dense_sum, {**points, "scale": scale}
+
+    def _layer_sum(self, widths: Mapping[str, tuple[int, int]]) -> float:
+        """The sum of the layers' interpolated entries at (input, output) widths per layer."""
+        total = 0.0
+        for n, spec in self.layers.items():
+            ci, co = widths.get(n, (spec["ins"][-1], spec["outs"][-1]))
             i0, i1, wi = _interp(spec["ins"], ci)
             o0, o1, wo = _interp(spec["outs"], co)
             ms = spec["ms"]
             top = ms[i0][o0] * (1 - wo) + ms[i0][o1] * wo
             bottom = ms[i1][o0] * (1 - wo) + ms[i1][o1] * wo
             total += top * (1 - wi) + bottom * wi
-        return float(max(total, 1e-6))
+        return total
+
+    def predict(self, graph: DependencyGraph, kept: Mapping[str, int]) -> float:
+        """Predicted latency (ms) of the network with `kept` channels per group."""
+        widths = {}
+        for n, spec in self.layers.items():
+            co = kept.get(spec["out_group"], spec["outs"][-1]) if spec["out_group"] else spec["outs"][-1]
+            per = spec.get("in_per_channel", 1)
+            ci = kept[spec["in_group"]] * per if spec["in_group"] in kept else spec["ins"][-1]
+            widths[n] = (ci, co)
+        return float(max(self.scale * self._layer_sum(widths) + self.offset_ms, 1e-6))

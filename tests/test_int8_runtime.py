@@ -83,12 +83,14 @@ def test_int8_tables_are_measured_on_quantized_blocks(convnet32, quantized):
     table = LatencyTable.for_model(convnet32, WIDE, grid=2, use_cache=False, repeats=3, runtime=INT8)
     assert table.device.endswith("-onnxruntime-int8")
     entries = sum(len(row) for spec in table.layers.values() for row in spec["ms"])
-    assert len(quantized) == entries + 1  # every layer block, then the whole network
+    assert len(quantized) == entries + 2  # every layer block, then the whole network and its half cut
     assert all(n >= 4 for n in quantized)  # each block: input, weight and output Q/DQ at least
-    # the full network's prediction is its measured INT8 latency (the constant takes up per-call costs)
+    # the full network's prediction is its measured INT8 latency (the line's first point)
     space = SearchSpace(convnet32, WIDE, "latency=0.9", latency_table=table, runtime=INT8)
     full = table.predict(space.graph, {g.key: g.channels for g in space.groups})
-    assert full == pytest.approx(table.offset_ms + sum(s["ms"][-1][-1] for s in table.layers.values()))
+    assert full == pytest.approx(table.calibration["measured_ms"][0])
+    entries_sum = sum(s["ms"][-1][-1] for s in table.layers.values())
+    assert full == pytest.approx(table.offset_ms + table.scale * entries_sum)
     assert space.budget == pytest.approx(0.9 * full)
 
 
@@ -153,15 +155,14 @@ def test_a_latency_target_in_int8_reports_predicted_and_measured_int8_latency(tm
 
     monkeypatch.setattr(LatencyTable, "for_model", classmethod(small))
     dense: list[float] = []
-    real_measure = search.latency.measure_latency
+    real_whole = search.latency._whole_network_ms
 
-    def measure(model, shape, **kw):
-        ms = real_measure(model, shape, **kw)
-        if not isinstance(model, (torch.nn.Conv2d, torch.nn.Linear)):
-            dense.append(ms)  # the whole network, measured for the table
+    def whole(models, shape, repeats, runtime):
+        ms = real_whole(models, shape, repeats, runtime)
+        dense.append(ms[0])  # the whole network (beside its half cut), measured for the table
         return ms
 
-    monkeypatch.setattr(search.latency, "measure_latency", measure)
+    monkeypatch.setattr(search.latency, "_whole_network_ms", whole)
     reported: list[tuple[str, float]] = []
     real_report = pruning.measure.measure_latency
 

@@ -12,6 +12,7 @@ from pruning.measure import count_flops, count_params, peak_memory_bytes
 from pruning.train import TrainConfig, train
 from search.base import Proposal, Result, SearchError
 from search.evaluators import EvalContext, make_evaluator
+from search.latency import LatencyTable
 from search.registry import list_strategies, make_strategy
 from search.runner import pareto_front, run_search
 from search.space import SearchSpace
@@ -153,6 +154,35 @@ def test_registry_lists_every_strategy_and_fails_only_when_asked() -> None:
         make_strategy("uniform", space, bogus=1)
 
 
+def test_a_latency_table_is_a_line_through_the_whole_network_and_its_half_cut(tmp_path, monkeypatch) -> None:
+    """Layers timed alone can cost more than inside the network (per-call costs that grow with
+    the channels, as INT8 blocks' quantize/dequantize do): here a block costs twice its share of
+    the whole network. An offset-only table predicts cuts far too fast; the fitted line predicts
+    a cut it was not fitted on. Deterministic stand-ins for the timings (ms from MACs)."""
+    monkeypatch.setenv("SECATEURS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("search.latency.measure_latency", lambda model, shape, **_: count_flops(model, shape) * 2e-6)
+
+    def whole(m: torch.nn.Module) -> float:
+        return count_flops(m, SHAPE) * 1e-6 + 0.5
+
+    monkeypatch.setattr(
+        "search.latency._whole_network_ms", lambda models, shape, repeats, runtime: [whole(m) for m in models]
+    )
+    model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
+    space = SearchSpace(model, SHAPE, "latency=0.9")
+    table = space.latency_table
+    assert table is not None
+    assert table.scale == pytest.approx(0.5, rel=0.05)
+    assert table.calibration["measured_ms"][0] == pytest.approx(space.original["latency_ms"])
+    policy = dict.fromkeys(space.keys, 0.25)  # a cut the line was not fitted on
+    truth = whole(space.cut(policy))
+    assert space.resource(policy) == pytest.approx(truth, rel=0.03)
+    offset_only = LatencyTable(
+        table.layers, space.original["latency_ms"] - table.calibration["layer_sums_ms"][0], table.device
+    )
+    assert offset_only.predict(space.graph, space.kept(policy)) < 0.85 * truth  # what the line corrects
+
+
 def test_latency_target_uses_a_cached_lookup_table(tmp_path, monkeypatch, digits) -> None:
     """The table is measured once, cached, read back and used for predictions. Timings are a
     deterministic stand-in (ms proportional to MACs), so a loaded machine cannot flip the
@@ -160,6 +190,10 @@ def test_latency_target_uses_a_cached_lookup_table(tmp_path, monkeypatch, digits
     monkeypatch.setenv("SECATEURS_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(
         "search.latency.measure_latency", lambda model, shape, **_: count_flops(model, shape) * 1e-6 + 0.01
+    )
+    monkeypatch.setattr(
+        "search.latency._whole_network_ms",
+        lambda models, shape, repeats, runtime: [count_flops(m, shape) * 1e-6 + 0.01 for m in models],
     )
     model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
     space = SearchSpace(model, SHAPE, "latency=0.95")
