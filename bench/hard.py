@@ -163,7 +163,8 @@ def job_config(
         "search": {"val_batches": args.val_batches, **spec.pop("search", {})},
         "seed": seed,
         "runtime": args.runtime,
-        "onnx": False,
+        "onnx": bool(args.quantize),
+        **({"quantize": {"mode": "int8"}} if args.quantize else {}),
         **spec,
     }
 
@@ -175,13 +176,20 @@ def job_row(
     config = job_config(args, model_name, weights, target, seed, label)
     t0 = time.perf_counter()
     summary = run_pipeline(config, out, device=args.device)
-    return {
+    row = {
         "accuracy": summary["accuracy_after"],
         "flops_fraction": summary["flops_after"] / summary["flops_before"],
         "search_score": summary["search_score"],
         "candidates": summary["candidates"],
         "seconds": time.perf_counter() - t0,
     }
+    if summary.get("latency_ms_predicted") is not None:
+        row["latency_ms_predicted"] = summary["latency_ms_predicted"]
+    if args.quantize:  # the INT8 stage's record; its latencies were taken beside the other work
+        q = summary["quantize"]
+        keep = ("accuracy_fp32", "accuracy_int8", "drop_points", "calibration", "latency_ms_fp32", "latency_ms_int8")
+        row["int8"] = {k: q[k] for k in keep} | {"work": str(out)}
+    return row
 
 
 def correlation(
@@ -384,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-lr", type=float, default=0.05)
     ap.add_argument("--val-batches", type=int, default=4, help="validation batches of 256 per search candidate")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--quantize",
+        action="store_true",
+        help="every Secateurs row also quantized to INT8 (`quantize: {mode: int8}`; bench/int8_accuracy.py reads them)",
+    )
     ap.add_argument("--resume", action="store_true", help="keep the rows already in --results, run the rest")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="runs/bench-hard")

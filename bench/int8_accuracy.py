@@ -1,0 +1,179 @@
+"""INT8 accuracy and latency of pruned networks: the dense network and every row of a
+`bench.hard --quantize` run, FP32 and INT8, with all their latencies timed again on a quiet machine.
+
+Run by hand, after the jobs (bench/hard.py; latency-targeted rows in `onnxruntime-int8`, one
+thread, so the table and the end-to-end timings are the deployment's):
+
+    python -m bench.hard --models resnet56 --targets latency=0.5 flops=0.2 --runtime onnxruntime-int8 \\
+        --rows eagleeye --peers --threads 1 --quantize --results runs/int8-hard.json
+    python -m bench.int8_accuracy runs/int8-hard.json --out bench/results/int8-accuracy.json
+
+The jobs time their own networks beside whatever else runs; here each model's networks (its
+dense base in FP32 and INT8, each row's `model.onnx` and `model.int8.onnx`) are timed in turn
+(`pruning.quantize.onnx_latency`: ONNX Runtime, one thread, batch 1), best of `--rounds` medians,
+so every ratio compares networks timed side by side. The dense INT8 network is made as a job
+makes it (`quantize_onnx`, MinMax calibration on the same number of training batches, the row's
+seed drawing them) and scored on the same test split. Prints a Markdown table and writes the
+rows with the command (`bench.common.write_results`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import input_shape, markdown_table, model_args, this_call, write_results
+from pruning.data import DataSplits, calibration_batches, iterate_inputs, load_dataset
+from pruning.export import export_onnx, load_weights
+from pruning.models import build_model
+from pruning.quantize import onnx_latency, onnx_score, quantize_onnx
+from workers.config import QuantizeSpec
+from workers.quantize import CALIBRATION_BATCH_SIZE, FP32_FILE, INT8_FILE
+
+
+def dense_networks(model: str, weights: str, data: DataSplits, seeds: list[int], work: Path) -> dict[str, Any]:
+    """The dense base as ONNX, FP32 and (per seed's calibration batches) INT8, with test accuracy."""
+    torch.manual_seed(0)
+    net = build_model(model, **model_args(data))
+    load_weights(net, weights)
+    fp32 = work / f"{model}.onnx"
+    export_onnx(net.eval(), fp32, input_shape(data))
+    n_batches = QuantizeSpec(mode="int8").calibration_batches
+    int8 = {}
+    for seed in seeds:
+        path = work / f"{model}.seed{seed}.int8.onnx"
+        batches = calibration_batches(data.train, n_batches, CALIBRATION_BATCH_SIZE, seed)
+        quantize_onnx(fp32, path, list(iterate_inputs(batches)), "minmax")
+        int8[seed] = {"path": path, "accuracy_int8": onnx_score(path, data.test)}
+    return {"fp32": fp32, "accuracy_fp32": onnx_score(fp32, data.test), "int8": int8}
+
+
+def timed(paths: list[Path], shape: tuple[int, int, int], rounds: int, repeats: int) -> list[float]:
+    """Best of `rounds` interleaved medians (ms), one thread, batch 1."""
+    best = [float("inf")] * len(paths)
+    for _ in range(rounds):
+        ms = onnx_latency(paths, shape, batch_size=1, repeats=repeats, threads=1)
+        best = [min(b, t) for b, t in zip(best, ms, strict=True)]
+    return best
+
+
+def model_rows(model: str, run: dict[str, Any], data: DataSplits, args: argparse.Namespace, work: Path) -> list[dict]:
+    """The dense rows (one per seed) and every job row of `model`, each with quiet latencies."""
+    jobs = [r for r in run["rows"] if r["model"] == model and "int8" in r]
+    seeds = sorted({r["seed"] for r in jobs})
+    dense = dense_networks(model, run["base_files"][model]["path"], data, seeds, work)
+    paths = [dense["fp32"], *(dense["int8"][s]["path"] for s in seeds)]
+    for r in jobs:
+        paths += [Path(r["int8"]["work"]) / FP32_FILE, Path(r["int8"]["work"]) / INT8_FILE]
+    ms = dict(zip(paths, timed(paths, input_shape(data), args.rounds, args.repeats), strict=True))
+    dense_int8_ms = statistics.fmean(ms[dense["int8"][s]["path"]] for s in seeds)
+    rows = [
+        {
+            "model": model,
+            "target": "dense",
+            "method": "",
+            "seed": s,
+            "accuracy_fp32": dense["accuracy_fp32"],
+            "accuracy_int8": dense["int8"][s]["accuracy_int8"],
+            "flops_fraction": 1.0,
+            "latency_ms_fp32": ms[dense["fp32"]],
+            "latency_ms_int8": ms[dense["int8"][s]["path"]],
+        }
+        for s in seeds
+    ]
+    for r in jobs:
+        work_dir = Path(r["int8"]["work"])
+        rows.append(
+            {
+                "model": model,
+                "target": r["target"],
+                "method": r["method"],
+                "seed": r["seed"],
+                "accuracy_fp32": r["int8"]["accuracy_fp32"],
+                "accuracy_int8": r["int8"]["accuracy_int8"],
+                "calibration": r["int8"]["calibration"],
+                "flops_fraction": r["flops_fraction"],
+                "latency_ms_fp32": ms[work_dir / FP32_FILE],
+                "latency_ms_int8": ms[work_dir / INT8_FILE],
+                "latency_ms_int8_in_job": r["int8"]["latency_ms_int8"],
+            }
+        )
+    for row in rows:
+        row["int8_latency_ratio"] = row["latency_ms_int8"] / dense_int8_ms
+        row["int8_drop_points"] = 100 * (row["accuracy_fp32"] - row["accuracy_int8"])
+    return rows
+
+
+def _mean_std(xs: list[float], scale: float = 1.0, digits: int = 4) -> str:
+    std = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{scale * statistics.fmean(xs):.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """One line per model, target and method: means ± standard deviations over seeds."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["target"], r["method"]), []).append(r)
+    header = ["model", "target", "method", "seeds", "FP32 accuracy", "INT8 accuracy", "INT8 - FP32 (points)"]
+    header += ["INT8 latency / dense INT8", "INT8 ms", "FP32 ms", "FLOPs kept"]
+    lines = []
+    for (model, target, method), rs in groups.items():
+        lines.append(
+            [
+                model,
+                target,
+                method,
+                ",".join(str(r["seed"]) for r in rs),
+                _mean_std([r["accuracy_fp32"] for r in rs]),
+                _mean_std([r["accuracy_int8"] for r in rs]),
+                _mean_std([-r["int8_drop_points"] for r in rs], digits=2),
+                _mean_std([r["int8_latency_ratio"] for r in rs], digits=3),
+                f"{statistics.fmean(r['latency_ms_int8'] for r in rs):.3f}",
+                f"{statistics.fmean(r['latency_ms_fp32'] for r in rs):.3f}",
+                f"{statistics.fmean(r['flops_fraction'] for r in rs):.3f}",
+            ]
+        )
+    return markdown_table(header, lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score and time every network of the runs given, print the table and write the rows."""
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="results of `bench.hard --quantize`")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the timing")
+    ap.add_argument("--repeats", type=int, default=30, help="runs per network and round")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    call = this_call("bench.int8_accuracy", argv)
+    load_start = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    sources = []
+    with tempfile.TemporaryDirectory(prefix="int8-accuracy-") as tmp:
+        for path in args.runs:
+            run = json.loads(path.read_text())
+            cfg = run["config"]
+            data = load_dataset(cfg["data"], input_size=cfg["input_size"], subset=cfg["subset"] or None, seed=0)
+            for model in cfg["models"]:
+                rows += model_rows(model, run, data, args, Path(tmp))
+            sources.append({"file": str(path), "config": cfg, "base_files": run["base_files"], "calls": run["calls"]})
+    table = render(rows)
+    load_end = os.getloadavg()
+    loads = f"load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end"
+    print(f"ONNX Runtime, 1 thread, batch 1; {loads}\n")
+    print(table)
+    record = {"load_average_start": load_start, "load_average_end": load_end, "sources": sources, "rows": rows}
+    write_results(args.out, {**record, "table": table}, [call])
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
