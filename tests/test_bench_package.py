@@ -5,6 +5,7 @@ that wrote it."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -103,3 +104,20 @@ def test_a_results_file_keeps_every_call(tmp_path: Path) -> None:
     assert saved["calls"][1]["command"] == "python -m bench.hard --seeds 1 --resume"
     assert all(re.fullmatch(r"[0-9a-f]{40}", c["commit"]) for c in saved["calls"])
     assert all(c["time"].endswith("+00:00") for c in saved["calls"])
+
+
+def test_hard_quantize_rows_are_valid_int8_jobs() -> None:
+    """`bench.hard --quantize` asks every Secateurs row for INT8 as a user would (and the ONNX
+    export INT8 is made from); without the flag the rows stay FP32 and skip the export."""
+    from bench.hard import job_config
+    from workers.config import JobConfig
+
+    base = {"data": "digits", "input_size": 16, "subset": 0, "finetune_epochs": 1, "finetune_lr": 0.05}
+    base |= {"val_batches": 1, "runtime": "onnxruntime-int8"}
+    for quantize in (True, False):
+        args = argparse.Namespace(**base, quantize=quantize)
+        config = job_config(args, "convnet", Path("w.safetensors"), "latency=0.5", 0, "eagleeye")
+        job = JobConfig.model_validate(config)
+        assert job.onnx is quantize
+        assert job.quantize.mode == ("int8" if quantize else None)
+        assert job.runtime == "onnxruntime-int8"
