@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from pruning.cut import prune
-from pruning.errors import PinnedGroupWarning
+from pruning.errors import PinnedGroupWarning, PruningError
 from pruning.export import architecture
 from pruning.graph import DependencyGraph
 from pruning.measure import measure_latency
@@ -375,9 +375,14 @@ class LatencyTable:
         timed in turn. Without a cut (a model whose groups are all pinned) the scale is 1 and
         the offset alone makes the model's own prediction its measured latency."""
         dense_sum = self._layer_sum(_widths(model))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PinnedGroupWarning)  # a pinned group stays whole here: fine
-            half = prune(model, CALIBRATION_CUT, "l1", input_shape=input_shape, round_to=CALIBRATION_ROUND_TO)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PinnedGroupWarning)  # a pinned group stays whole here: fine
+                half = prune(model, CALIBRATION_CUT, "l1", input_shape=input_shape, round_to=CALIBRATION_ROUND_TO)
+        except PruningError as exc:  # no uniform cut to time: the offset alone, as NetAdapt's tables
+            (dense_ms,) = _whole_network_ms([model], input_shape, repeats, runtime)
+            why = f"no uniform half-width cut to fit a scale on: {exc}"
+            return 1.0, dense_ms - dense_sum, {"layer_sums_ms": [dense_sum], "measured_ms": [dense_ms], "why": why}
         half_sum = self._layer_sum(_widths(half))
         dense_ms, half_ms = _whole_network_ms([model, half], input_shape, repeats, runtime)
         points = {"layer_sums_ms": [dense_sum, half_sum], "measured_ms": [dense_ms, half_ms]}

@@ -183,6 +183,29 @@ def test_a_latency_table_is_a_line_through_the_whole_network_and_its_half_cut(tm
     assert offset_only.predict(space.graph, space.kept(policy)) < 0.85 * truth  # what the line corrects
 
 
+def test_a_latency_table_without_a_uniform_cut_keeps_the_offset_alone(tmp_path, monkeypatch) -> None:
+    """A model the engine cannot cut uniformly still gets a table: scale 1, the reason kept."""
+    from pruning.errors import PruningError
+
+    monkeypatch.setenv("SECATEURS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("search.latency.measure_latency", lambda model, shape, **_: count_flops(model, shape) * 2e-6)
+    monkeypatch.setattr(
+        "search.latency._whole_network_ms",
+        lambda models, shape, repeats, runtime: [count_flops(m, shape) * 1e-6 + 0.5 for m in models],
+    )
+
+    def refuse(*args, **kwargs):
+        raise PruningError("cannot cut this one")
+
+    monkeypatch.setattr("search.latency.prune", refuse)
+    model = build_model("convnet", num_classes=10, in_channels=1, input_size=16).eval()
+    table = LatencyTable.for_model(model, SHAPE, grid=2, use_cache=False, repeats=1)
+    assert table.scale == 1.0
+    assert "cannot cut this one" in table.calibration["why"]
+    space = SearchSpace(model, SHAPE, "latency=0.9", latency_table=table)
+    assert space.original["latency_ms"] == pytest.approx(count_flops(model, SHAPE) * 1e-6 + 0.5)
+
+
 def test_latency_target_uses_a_cached_lookup_table(tmp_path, monkeypatch, digits) -> None:
     """The table is measured once, cached, read back and used for predictions. Timings are a
     deterministic stand-in (ms proportional to MACs), so a loaded machine cannot flip the
