@@ -19,6 +19,8 @@ from .base import SearchError
 KINDS = ("flops", "params", "memory", "latency")
 RESOURCE_KEYS = {"flops": "flops", "params": "params", "memory": "memory_bytes", "latency": "latency_ms"}
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "kb": 1024.0, "mb": 1024.0**2, "gb": 1024.0**3, "b": 1.0, "ms": 1.0}
+LATENCY_SLACK = 0.05
+"""How far over a latency target a measurement may be and still count as timing noise."""
 _VALUE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z%]*)\s*$", re.IGNORECASE)
 
 
@@ -59,6 +61,22 @@ class Target:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def measured_miss(self, before_ms: float, after_ms: float, predicted_ms: float, runtime: str) -> str | None:
+        """For a latency target: a one-line warning when the returned network, measured, runs
+        over the target by more than timing noise (`LATENCY_SLACK`), with the numbers; else None.
+        A ratio target is a fraction of the unpruned network measured beside it (`before_ms`)."""
+        if self.kind != "latency":
+            return None
+        limit = self.value if self.absolute else self.value * before_ms
+        if after_ms <= limit * (1 + LATENCY_SLACK):
+            return None
+        of = "" if self.absolute else f", {self.value:g} of the unpruned network's {before_ms:.3f} ms"
+        return (
+            f"the returned network measures {after_ms:.3f} ms in {runtime}, over the latency target "
+            f"({limit:.3f} ms{of}); the lookup table predicted {predicted_ms:.3f} ms: give a tighter "
+            "target to meet it"
+        )
 
     @classmethod
     def parse(cls, text: str) -> Target:

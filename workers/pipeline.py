@@ -851,6 +851,14 @@ def run_pipeline(
             f"validation {score_name} after the fine-tune ({tuned.val_after:.4f}) is below the search "
             f"score ({best.score:.4f})"
         )
+    latencies = [summary[k] for k in ("latency_ms_before", "latency_ms_after", "latency_ms_predicted")]
+    if all(v is not None for v in latencies):
+        miss = prep.space.target.measured_miss(
+            summary["latency_ms_before"], summary["latency_ms_after"], summary["latency_ms_predicted"], cfg.runtime
+        )
+        if miss:
+            sink.event("warning", miss, {k: summary[k] for k in ("latency_ms_before", "latency_ms_after")})
+            summary["warning"] = f"{summary['warning']}; {miss}" if summary.get("warning") else miss
     if cfg.quantize.mode is not None:  # after the export: INT8 is made from model.onnx
         summary["quantize"] = quantize_job(cfg.quantize, prep.data, prep.input_shape, out, sink, cfg.seed)
         summary["files"]["onnx_int8"] = str(out / INT8_FILE)
