@@ -9,9 +9,10 @@ thread, so the table and the end-to-end timings are the deployment's):
     python -m bench.int8_accuracy runs/int8-hard.json --out bench/results/int8-accuracy.json
 
 The jobs time their own networks beside whatever else runs; here, with nothing else running,
-each row's `model.onnx` and `model.int8.onnx` are timed in turn with the dense INT8 network of its
-seed (`pruning.quantize.onnx_latency`: ONNX Runtime, one thread, batch 1), best of `--rounds`
-medians, so every ratio compares networks timed side by side. The dense INT8 network is made as a job
+each row's `model.onnx` and `model.int8.onnx` are timed with the dense INT8 network of its seed,
+each alone and warm (`pruning.quantize.onnx_latency`: ONNX Runtime, one thread, batch 1, median
+of `--repeats`), the three in turn, best of `--rounds`, so every ratio compares networks timed
+side by side. The dense INT8 network is made as a job
 makes it (`quantize_onnx`, MinMax calibration on the same number of training batches, the row's
 seed drawing them) and scored on the same test split. Prints a Markdown table and writes the
 rows with the command (`bench.common.write_results`).
@@ -56,19 +57,21 @@ def dense_networks(model: str, weights: str, data: DataSplits, seeds: list[int],
 
 
 def timed(paths: list[Path], shape: tuple[int, int, int], rounds: int, repeats: int) -> list[float]:
-    """Best of `rounds` interleaved medians (ms), one thread, batch 1."""
+    """Each network timed alone and warm, as a deployed network runs (median of `repeats` after
+    warm-up; one thread, batch 1), the networks in turn `rounds` times; the best round's."""
     best = [float("inf")] * len(paths)
     for _ in range(rounds):
-        ms = onnx_latency(paths, shape, batch_size=1, repeats=repeats, threads=1)
-        best = [min(b, t) for b, t in zip(best, ms, strict=True)]
+        for i, path in enumerate(paths):
+            (ms,) = onnx_latency([path], shape, batch_size=1, repeats=repeats, threads=1)
+            best[i] = min(best[i], ms)
     return best
 
 
 def model_rows(model: str, run: dict[str, Any], data: DataSplits, args: argparse.Namespace, work: Path) -> list[dict]:
     """The dense rows (one per seed) and every job row of `model`, each with quiet latencies:
-    the dense networks timed together, then each row's FP32 and INT8 networks beside the dense
-    INT8 network of its seed (three sessions in turn, so each stays in the CPU's caches as a
-    deployed network does; dozens interleaved would each run cache-cold)."""
+    the dense networks, then each row's FP32 and INT8 networks beside the dense INT8 network of
+    its seed (`timed`: each alone and warm; run in turn with others, one call each, networks this
+    small ran cache-cold, up to 1.7x slower)."""
     jobs = [r for r in run["rows"] if r["model"] == model and "int8" in r]
     seeds = sorted({r["seed"] for r in jobs})
     dense = dense_networks(model, run["base_files"][model]["path"], data, seeds, work)
