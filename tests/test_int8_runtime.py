@@ -83,7 +83,8 @@ def test_int8_tables_are_measured_on_quantized_blocks(convnet32, quantized):
     table = LatencyTable.for_model(convnet32, WIDE, grid=2, use_cache=False, repeats=3, runtime=INT8)
     assert table.device.endswith("-onnxruntime-int8")
     entries = sum(len(row) for spec in table.layers.values() for row in spec["ms"])
-    assert len(quantized) == entries + 2  # every layer block, then the whole network and its half cut
+    # every layer block, then the whole network and its half cut once a round
+    assert len(quantized) == entries + 2 * search.latency.WHOLE_NETWORK_ROUNDS
     assert all(n >= 4 for n in quantized)  # each block: input, weight and output Q/DQ at least
     # the full network's prediction is its measured INT8 latency (the line's first point)
     space = SearchSpace(convnet32, WIDE, "latency=0.9", latency_table=table, runtime=INT8)
