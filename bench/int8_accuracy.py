@@ -2,11 +2,13 @@
 `bench.hard --quantize` run, FP32 and INT8, with all their latencies timed again on a quiet machine.
 
 Run by hand, after the jobs (bench/hard.py; latency-targeted rows in `onnxruntime-int8`, one
-thread, so the table and the end-to-end timings are the deployment's):
+thread, so the table and the end-to-end timings are the deployment's), e.g. resnet56's:
 
-    python -m bench.hard --models resnet56 --targets latency=0.5 flops=0.2 --runtime onnxruntime-int8 \\
-        --rows eagleeye --peers --threads 1 --quantize --results runs/int8-hard.json
-    python -m bench.int8_accuracy runs/int8-hard.json --out bench/results/int8-accuracy.json
+    python -m bench.hard --models resnet56 --targets flops=0.2 --runtime onnxruntime-int8 --rows eagleeye \
+        --peers --seeds 0 1 2 --quantize --threads 1 --results runs/r56-flops.json
+    python -m bench.hard --models resnet56 --targets latency=0.5 latency=0.65 --runtime onnxruntime-int8 \
+        --rows eagleeye --peers --seeds 0 1 2 --quantize --threads 1 --results runs/r56-latency.json
+    python -m bench.int8_accuracy runs/r56-flops.json runs/r56-latency.json --out int8-accuracy.json
 
 The jobs time their own networks beside whatever else runs; here, with nothing else running,
 each row's `model.onnx` and `model.int8.onnx` are timed with the dense INT8 network of its seed,
@@ -67,14 +69,15 @@ def timed(paths: list[Path], shape: tuple[int, int, int], rounds: int, repeats: 
     return best
 
 
-def model_rows(model: str, run: dict[str, Any], data: DataSplits, args: argparse.Namespace, work: Path) -> list[dict]:
-    """The dense rows (one per seed) and every job row of `model`, each with quiet latencies:
+def model_rows(
+    model: str, weights: str, jobs: list[dict[str, Any]], data: DataSplits, args: argparse.Namespace, work: Path
+) -> list[dict]:
+    """The dense rows (one per seed) and the job rows of `model`, each with quiet latencies:
     the dense networks, then each row's FP32 and INT8 networks beside the dense INT8 network of
     its seed (`timed`: each alone and warm; run in turn with others, one call each, networks this
     small ran cache-cold, up to 1.7x slower)."""
-    jobs = [r for r in run["rows"] if r["model"] == model and "int8" in r]
     seeds = sorted({r["seed"] for r in jobs})
-    dense = dense_networks(model, run["base_files"][model]["path"], data, seeds, work)
+    dense = dense_networks(model, weights, data, seeds, work)
     shape = input_shape(data)
     dense_ms = timed([dense["fp32"], *(dense["int8"][s]["path"] for s in seeds)], shape, args.rounds, args.repeats)
     rows = [
@@ -153,8 +156,14 @@ def render(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Score and time every network of the runs given, print the table and write the rows."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="results of `bench.hard --quantize`")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the timing")
+    ap.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        help="results of `bench.hard --quantize` on one data setting; a row of a later file replaces the same "
+        "model, target, seed and method of an earlier one",
+    )
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the timing (each network once a round)")
     ap.add_argument("--repeats", type=int, default=30, help="runs per network and round")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -163,14 +172,28 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()
     rows: list[dict[str, Any]] = []
     sources = []
+    jobs: dict[str, dict[tuple, dict[str, Any]]] = {}  # per model, by (target, seed, method): later runs win
+    bases: dict[str, dict[str, str]] = {}
+    setting: dict[str, Any] | None = None
+    for path in args.runs:
+        run = json.loads(path.read_text())
+        cfg = run["config"]
+        this = {k: cfg[k] for k in ("data", "input_size", "subset")}
+        if setting not in (None, this):
+            raise SystemExit(f"{path}: another data setting ({this}) than the runs before it ({setting})")
+        setting = this
+        for model, base in run["base_files"].items():
+            if bases.setdefault(model, base)["sha256"] != base["sha256"]:
+                raise SystemExit(f"{path}: another {model} base than the runs before it")
+        for r in run["rows"]:
+            if "int8" in r:
+                jobs.setdefault(r["model"], {})[(r["target"], r["seed"], r["method"])] = r
+        sources.append({"file": str(path), "config": cfg, "base_files": run["base_files"], "calls": run["calls"]})
+    assert setting is not None
+    data = load_dataset(setting["data"], input_size=setting["input_size"], subset=setting["subset"] or None, seed=0)
     with tempfile.TemporaryDirectory(prefix="int8-accuracy-") as tmp:
-        for path in args.runs:
-            run = json.loads(path.read_text())
-            cfg = run["config"]
-            data = load_dataset(cfg["data"], input_size=cfg["input_size"], subset=cfg["subset"] or None, seed=0)
-            for model in cfg["models"]:
-                rows += model_rows(model, run, data, args, Path(tmp))
-            sources.append({"file": str(path), "config": cfg, "base_files": run["base_files"], "calls": run["calls"]})
+        for model, by_key in jobs.items():
+            rows += model_rows(model, bases[model]["path"], list(by_key.values()), data, args, Path(tmp))
     table = render(rows)
     load_end = os.getloadavg()
     loads = f"load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end"
