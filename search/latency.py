@@ -8,7 +8,7 @@ matters where a layer timed alone is not the layer inside the network: each bloc
 runtime's per-call costs (ONNX Runtime's session run; in INT8, the block's own input
 quantization and output dequantization, which grow with its channels) that the whole network
 pays once or fuses away. Measured in `onnxruntime-int8` at 64 px on a 2-core AMD EPYC, the
-scale was 0.72-0.96, and offset-only tables predicted cuts up to 0.29 of the dense latency
+scale was 0.70-0.96, and offset-only tables predicted cuts up to 0.29 of the dense latency
 faster than they ran (docs/results/int8-latency.md).
 
 Simplifications: the grid holds `grid` channel counts per dimension (NetAdapt fills every
