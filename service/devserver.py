@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,19 +16,25 @@ CLI = [sys.executable, "-m", "secateurs"]
 """The `secateurs` command line, run as a subprocess (the server and admin commands)."""
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS's pick)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port: something took it after it was picked."""
+
+
 class ServerProcess:
     """`secateurs serve` as a real subprocess on a free port, in its own session so the local
     Ray it starts can be killed with it; `kill()` is a SIGKILL of the whole group."""
 
     def __init__(self, data_dir: Path, database_url: str | None = None, port: int | None = None, **env: str) -> None:
         """`port`: the one to serve on (default: a free one the OS picks)."""
-        import socket
-
-        if port is None:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
+        self.own_port = port is None  # a port picked here may be taken before the server binds it
+        self.port = port if port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = {
@@ -60,7 +67,23 @@ class ServerProcess:
             check=False,  # callers read the exit status
         )
 
-    def start(self, timeout: float = 120) -> ServerProcess:
+    def start(self, timeout: float = 120, attempts: int = 3) -> ServerProcess:
+        """Start the server and wait for /healthz. A port picked here that something else took
+        before the server bound it (the local Ray the server starts first opens random ports)
+        is replaced by another free one, up to `attempts` starts."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if not self.own_port or attempt == attempts - 1:
+                    raise
+                self._reap_group()
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.log = self.data_dir.parent / f"server-{self.port}.log"
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> ServerProcess:
         import httpx
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +98,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+                tail = self.log.read_text()[-3000:]
+                if "address already in use" in tail:
+                    raise PortTaken(f"port {self.port} was taken: {tail}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {tail}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return self

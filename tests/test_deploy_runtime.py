@@ -26,6 +26,16 @@ MINIMAL = {
     "strategy": {"name": "uniform"},
 }
 SHAPE = (1, 16, 16)
+# a tiny job with a latency target in ONNX Runtime: a few training steps, no fine-tune, no export
+LATENCY_JOB = {
+    **MINIMAL,
+    "target": {"latency": 0.9},
+    "runtime": "onnxruntime",
+    "train": {"epochs": 0.2},
+    "finetune": {"max_steps": 0},
+    "search": {"val_batches": 1},
+    "onnx": False,
+}
 
 
 @pytest.fixture
@@ -120,16 +130,7 @@ def test_a_latency_target_in_onnxruntime_builds_its_table_there(tmp_path, monkey
     from workers.pipeline import run_pipeline
 
     monkeypatch.setenv("SECATEURS_CACHE_DIR", str(tmp_path / "cache"))
-    config = {
-        **MINIMAL,
-        "target": {"latency": 0.9},
-        "runtime": "onnxruntime",
-        "train": {"epochs": 0.2},
-        "finetune": {"max_steps": 0},
-        "search": {"val_batches": 1},
-        "onnx": False,
-    }
-    summary = run_pipeline(config, tmp_path / "job")
+    summary = run_pipeline(LATENCY_JOB, tmp_path / "job")
     report = json.loads((tmp_path / "job" / "report.json").read_text())
     assert report["space"]["latency_table"].endswith("-onnxruntime")
     tables = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "latency").glob("*.json")]
@@ -153,22 +154,13 @@ def test_a_returned_network_measured_over_its_latency_target_is_said(tmp_path, m
         return next(measured)
 
     monkeypatch.setattr(pruning.measure, "measure_latency", measure)
-    config = {
-        **MINIMAL,
-        "target": {"latency": 0.9},
-        "runtime": "onnxruntime",
-        "train": {"epochs": 0.2},
-        "finetune": {"max_steps": 0},
-        "search": {"val_batches": 1},
-        "onnx": False,
-    }
     events: list[tuple[str, str]] = []
 
     class Events(JobSink):
         def event(self, kind, message, data=None):
             events.append((kind, message))
 
-    summary = run_pipeline(config, tmp_path / "job", sink=Events())
+    summary = run_pipeline(LATENCY_JOB, tmp_path / "job", sink=Events())
     assert "measures 0.970 ms in onnxruntime, over the latency target (0.900 ms" in summary["warning"]
     said = [m for kind, m in events if kind == "warning" and "over the latency target" in m]
     assert len(said) == 1

@@ -234,3 +234,28 @@ def test_sigkill_mid_job_resumes_without_gaps_or_duplicates(weights, tmp_path):
         finally:
             second.stop()
             third.stop()
+
+
+def test_a_server_whose_picked_port_was_taken_starts_on_another(tmp_path, monkeypatch):
+    """The local Ray the server starts first opens random ports and can take the one picked for
+    the server: the start is tried again on a new free port (a port the caller gave is kept)."""
+    from service.devserver import PortTaken, ServerProcess
+
+    tries: list[int] = []
+
+    def start_once(self, timeout):
+        tries.append(self.port)
+        if len(tries) == 1:
+            raise PortTaken(f"port {self.port} was taken")
+        return self
+
+    monkeypatch.setattr(ServerProcess, "_start_once", start_once)
+    monkeypatch.setattr(ServerProcess, "_reap_group", lambda self: None)
+    server = ServerProcess(tmp_path / "data").start()
+    assert len(tries) == 2
+    assert tries[0] != tries[1]
+    assert server.url.endswith(f":{tries[1]}")
+    tries.clear()
+    with pytest.raises(PortTaken):
+        ServerProcess(tmp_path / "data", port=8123).start()
+    assert tries == [8123]  # the caller's port is not replaced
