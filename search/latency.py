@@ -74,13 +74,14 @@ SCALE_BOUNDS = (0.25, 4.0)
 """A fitted scale outside these is timing noise, not the runtime: it is clamped."""
 
 
+def _io(m: nn.Conv2d | nn.Linear) -> tuple[int, int]:
+    """A conv's or linear layer's (input, output) channels."""
+    return (m.in_channels, m.out_channels) if isinstance(m, nn.Conv2d) else (m.in_features, m.out_features)
+
+
 def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
     """(input, output) channels of each conv and linear layer, by name."""
-    return {
-        n: (m.in_channels, m.out_channels) if isinstance(m, nn.Conv2d) else (m.in_features, m.out_features)
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    }
+    return {n: _io(m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
 WHOLE_NETWORK_ROUNDS = 3
@@ -332,7 +333,7 @@ class LatencyTable:
         for n, shape in shapes.items():
             m = modules[n]
             conv = isinstance(m, nn.Conv2d)
-            cin, cout = (m.in_channels, m.out_channels) if conv else (m.in_features, m.out_features)
+            cin, cout = _io(m)
             depthwise = conv and m.groups > 1 and m.groups == cin
             per = 1  # input features per channel of the input group: a linear after a flatten has several
             if not conv and n in in_of and cin % channels[in_of[n]] == 0:
@@ -380,8 +381,9 @@ class LatencyTable:
     ) -> tuple[float, float, dict[str, Any]]:
         """The line `whole network = scale * sum of its layers' entries + offset` through two
         whole-network timings: the model and its uniform half-width cut (`CALIBRATION_CUT`),
-        timed in turn. Without a cut (a model whose groups are all pinned) the scale is 1 and
-        the offset alone makes the model's own prediction its measured latency."""
+        each timed alone over rounds (`_whole_network_ms`). Where no cut saves time to fit on
+        (the engine cannot cut the model, or every group is pinned) the scale is 1 and the
+        offset alone makes the model's own prediction its measured latency, the reason kept."""
         dense_sum = self._layer_sum(_widths(model))
         try:
             with warnings.catch_warnings():
