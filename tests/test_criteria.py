@@ -14,7 +14,7 @@ from pruning.errors import PruningError, UnsupportedModelError
 from pruning.measure import count_flops, count_params
 
 SHAPE = (1, 16, 16)
-ZOO = ["convnet", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"]
+ZOO = ["convnet", "resnet18", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"]
 NEW = ["fpgm", "slimming", "apoz", "activation-mean", "activation-std", "hrank"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,7 @@ from pruning.errors import PruningError
 from pruning.measure import count_flops, count_params
 
 SHAPE = (1, 16, 16)
-ZOO = ["convnet", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"]
+ZOO = ["convnet", "resnet18", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"]
 
 
 def _zero_channels(model: torch.nn.Module, n: int) -> dict[str, int]:

@@ -28,6 +28,7 @@ EXPECTED = {
         "convnet",
         "deeplabv3",
         "mobilenetv2",
+        "resnet18",
         "resnet20",
         "resnet56",
         "unet",
@@ -193,7 +194,7 @@ def test_an_unknown_name_lists_the_choices_with_each_callers_error() -> None:
         build_model("nope")
     assert (
         str(exc.value)
-        == "unknown model 'nope'; choose one of: convnet, deeplabv3, mobilenetv2, resnet20, resnet56, unet, "
+        == "unknown model 'nope'; choose one of: convnet, deeplabv3, mobilenetv2, resnet18, resnet20, resnet56, unet, "
         "vgg16_bn, yolo_nano, yolo_small"
     )
     with pytest.raises(PruningError, match=r"^unknown criterion 'nope'; choose one of: activation-mean, .*first-k"):

@@ -14,7 +14,7 @@ from .deeplab import deeplabv3
 from .mobilenetv2 import mobilenetv2
 from .plugins import GROUP as ENTRY_POINT_GROUP
 from .plugins import load_entry_points
-from .resnet import resnet20, resnet56
+from .resnet import resnet18, resnet20, resnet56
 from .unet import unet
 from .vgg import vgg16_bn
 from .yolo import yolo_nano, yolo_small
@@ -30,6 +30,7 @@ __all__ = [
     "load_entry_points",
     "mobilenetv2",
     "register_model",
+    "resnet18",
     "resnet20",
     "resnet56",
     "unet",

@@ -74,3 +74,37 @@ def resnet20(num_classes: NumClasses = 10, in_channels: InChannels = 3, width: W
 def resnet56(num_classes: NumClasses = 10, in_channels: InChannels = 3, width: Width = 1.0) -> CifarResNet:
     """ResNet-56 (n=9), 0.85M parameters at width 1."""
     return CifarResNet(56, num_classes, in_channels, width)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 in torchvision's layout (He et al., table 1): a 7x7 stride-2 stem and a 3x3
+    stride-2 max-pool, four stages of two basic blocks at 64/128/256/512 channels, pool, linear."""
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0) -> None:
+        super().__init__()
+        widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, in_planes = [], widths[0]
+        for stage, planes in enumerate(widths):
+            stages.append(nn.Sequential(BasicBlock(in_planes, planes, 2 if stage else 1), BasicBlock(planes, planes)))
+            in_planes = planes
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@register_model("resnet18")
+def resnet18(num_classes: NumClasses = 10, in_channels: InChannels = 3, width: Width = 1.0) -> ResNet18:
+    """ResNet-18 (torchvision's layout), 11.2M parameters at width 1 and 10 classes; for inputs of
+    64 px and more (the stem and max-pool divide the input by 4)."""
+    return ResNet18(num_classes, in_channels, width)

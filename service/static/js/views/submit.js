@@ -7,7 +7,7 @@ import { el } from "../util.js";
 import { UploadPicker } from "./uploads.js";
 
 const FALLBACK = {
-  models: ["convnet", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"],
+  models: ["convnet", "resnet18", "resnet20", "resnet56", "vgg16_bn", "mobilenetv2"],
   datasets: ["digits", "fashion-mnist", "cifar10", "imagefolder", "synthetic"],
   strategies: ["uniform", "sensitivity", "global", "eagleeye", "netadapt", "optuna", "amc", "metapruning", "autoslim"],
   criteria: ["l1", "l2"],
