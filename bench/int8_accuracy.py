@@ -153,6 +153,64 @@ def render(rows: list[dict[str, Any]]) -> str:
     return markdown_table(header, lines)
 
 
+def equal_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per seed, each FLOPs-targeted cut's INT8 accuracy against the latency-targeted cuts' INT8
+    accuracy at the FLOPs cut's measured INT8 latency ratio, read off the line through the two
+    latency-targeted cuts of that seed that bracket it (`interpolated`), or else the two nearest
+    (`extrapolated`); `gain_points` > 0 when the latency-targeted search is the more accurate."""
+    out = []
+    for r in rows:
+        if not r["target"].startswith("flops"):
+            continue
+        cuts = sorted(
+            (c["int8_latency_ratio"], c["accuracy_int8"])
+            for c in rows
+            if c["model"] == r["model"] and c["seed"] == r["seed"] and c["target"].startswith("latency")
+        )
+        if len(cuts) < 2:
+            continue
+        x = r["int8_latency_ratio"]
+        inside = [i for i in range(len(cuts) - 1) if cuts[i][0] <= x <= cuts[i + 1][0]]
+        nearest = sorted(range(len(cuts)), key=lambda i: abs(cuts[i][0] - x))[:2]
+        i, j = (inside[0], inside[0] + 1) if inside else sorted(nearest)
+        (x0, y0), (x1, y1) = cuts[i], cuts[j]
+        at = y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 != x0 else (y0 + y1) / 2
+        out.append(
+            {
+                "model": r["model"],
+                "flops_target": r["target"],
+                "seed": r["seed"],
+                "flops_cut_latency_ratio": x,
+                "flops_cut_accuracy_int8": r["accuracy_int8"],
+                "latency_cuts_accuracy_int8": at,
+                "gain_points": 100 * (at - r["accuracy_int8"]),
+                "read": "interpolated" if inside else "extrapolated",
+                "between_ratios": [x0, x1],
+            }
+        )
+    return out
+
+
+def render_equal_latency(pairs: list[dict[str, Any]]) -> str:
+    """One line per model and FLOPs target: the gain per seed and how it was read."""
+    header = ["model", "FLOPs target", "seed", "FLOPs cut: INT8 latency ratio", "its INT8 accuracy"]
+    header += ["latency-targeted cuts there", "gain (points)", "read"]
+    lines = [
+        [
+            p["model"],
+            p["flops_target"],
+            str(p["seed"]),
+            f"{p['flops_cut_latency_ratio']:.3f}",
+            f"{p['flops_cut_accuracy_int8']:.4f}",
+            f"{p['latency_cuts_accuracy_int8']:.4f}",
+            f"{p['gain_points']:+.2f}",
+            f"{p['read']} ({p['between_ratios'][0]:.3f}-{p['between_ratios'][1]:.3f})",
+        ]
+        for p in pairs
+    ]
+    return markdown_table(header, lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Score and time every network of the runs given, print the table and write the rows."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -195,11 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         for model, by_key in jobs.items():
             rows += model_rows(model, bases[model]["path"], list(by_key.values()), data, args, Path(tmp))
     table = render(rows)
+    pairs = equal_latency(rows)
     load_end = os.getloadavg()
     loads = f"load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end"
     print(f"ONNX Runtime, 1 thread, batch 1; {loads}\n")
     print(table)
+    equal_table = render_equal_latency(pairs)
+    print(f"\nAt equal measured INT8 latency, per seed:\n\n{equal_table}")
     record = {"load_average_start": load_start, "load_average_end": load_end, "sources": sources, "rows": rows}
+    record |= {"equal_latency": pairs, "equal_latency_table": equal_table}
     write_results(args.out, {**record, "table": table}, [call])
     print(f"\nwrote {args.out}")
     return 0

@@ -121,3 +121,31 @@ def test_hard_quantize_rows_are_valid_int8_jobs() -> None:
         assert job.onnx is quantize
         assert job.quantize.mode == ("int8" if quantize else None)
         assert job.runtime == "onnxruntime-int8"
+
+
+def test_equal_latency_reads_the_latency_cuts_line_at_the_flops_cuts_latency() -> None:
+    """The INT8 comparison at equal latency: inside the latency cuts' range it interpolates
+    between the two that bracket the FLOPs cut; outside it extrapolates from the nearest two and
+    says so; another seed's or model's cuts are never used."""
+    from bench.int8_accuracy import equal_latency
+
+    def row(model: str, target: str, seed: int, ratio: float, acc: float) -> dict:
+        return {"model": model, "target": target, "seed": seed, "int8_latency_ratio": ratio, "accuracy_int8": acc}
+
+    rows = [
+        row("a", "latency=0.5", 0, 0.5, 0.80),
+        row("a", "latency=0.65", 0, 0.6, 0.84),
+        row("a", "latency=0.8", 0, 0.8, 0.90),
+        row("a", "flops=0.2", 0, 0.7, 0.85),  # between 0.6 and 0.8: 0.87 there
+        row("a", "latency=0.5", 1, 0.5, 0.50),  # seed 1's cuts
+        row("a", "latency=0.65", 1, 0.6, 0.60),
+        row("a", "flops=0.2", 1, 0.4, 0.45),  # below both: 0.50 - 0.10 = 0.40 there
+        row("b", "flops=0.2", 0, 0.7, 0.85),  # no latency cuts of its own
+        row("a", "dense", 0, 1.0, 0.95),
+    ]
+    pairs = {(p["model"], p["seed"]): p for p in equal_latency(rows)}
+    assert set(pairs) == {("a", 0), ("a", 1)}
+    assert pairs["a", 0]["read"] == "interpolated" and pairs["a", 0]["between_ratios"] == [0.6, 0.8]
+    assert abs(pairs["a", 0]["gain_points"] - 2.0) < 1e-9
+    assert pairs["a", 1]["read"] == "extrapolated"
+    assert abs(pairs["a", 1]["gain_points"] - (-5.0)) < 1e-9
