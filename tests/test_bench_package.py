@@ -145,7 +145,8 @@ def test_equal_latency_reads_the_latency_cuts_line_at_the_flops_cuts_latency() -
     ]
     pairs = {(p["model"], p["seed"]): p for p in equal_latency(rows)}
     assert set(pairs) == {("a", 0), ("a", 1)}
-    assert pairs["a", 0]["read"] == "interpolated" and pairs["a", 0]["between_ratios"] == [0.6, 0.8]
+    assert pairs["a", 0]["read"] == "interpolated"
+    assert pairs["a", 0]["between_ratios"] == [0.6, 0.8]
     assert abs(pairs["a", 0]["gain_points"] - 2.0) < 1e-9
     assert pairs["a", 1]["read"] == "extrapolated"
     assert abs(pairs["a", 1]["gain_points"] - (-5.0)) < 1e-9
