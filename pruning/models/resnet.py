@@ -31,6 +31,26 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+def basic_stages(widths: list[int], blocks: int) -> list[nn.Sequential]:
+    """One stage of `blocks` basic blocks per width, fed by a stem of `widths[0]` channels; every
+    stage after the first halves the resolution in its first block."""
+    stages, in_planes = [], widths[0]
+    for stage, planes in enumerate(widths):
+        stage_blocks = []
+        for i in range(blocks):
+            stage_blocks.append(BasicBlock(in_planes, planes, 2 if (stage > 0 and i == 0) else 1))
+            in_planes = planes
+        stages.append(nn.Sequential(*stage_blocks))
+    return stages
+
+
+def init_convs(model: nn.Module) -> None:
+    """He initialisation (fan-out, ReLU) of every conv, as the ResNet paper's."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class CifarResNet(nn.Module):
     """ResNet for small images: a 3x3 stem, three stages of n blocks, global pool, linear."""
 
@@ -38,25 +58,13 @@ class CifarResNet(nn.Module):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError("CIFAR ResNet depth must be 6n+2")
-        n = (depth - 2) // 6
         widths = [max(1, round(c * width)) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        layers = []
-        in_planes = widths[0]
-        for stage, planes in enumerate(widths):
-            blocks = []
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(BasicBlock(in_planes, planes, stride))
-                in_planes = planes
-            layers.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = layers
+        self.layer1, self.layer2, self.layer3 = basic_stages(widths, (depth - 2) // 6)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.fc = nn.Linear(widths[-1], num_classes)
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn1(self.conv1(x)))
@@ -86,16 +94,10 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        stages, in_planes = [], widths[0]
-        for stage, planes in enumerate(widths):
-            stages.append(nn.Sequential(BasicBlock(in_planes, planes, 2 if stage else 1), BasicBlock(planes, planes)))
-            in_planes = planes
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.layer1, self.layer2, self.layer3, self.layer4 = basic_stages(widths, 2)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.fc = nn.Linear(widths[-1], num_classes)
+        init_convs(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
