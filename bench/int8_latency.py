@@ -8,7 +8,8 @@ Each network is built for 3xSIZExSIZE inputs and 10 classes with its initial wei
 not depend on the weights; INT8 activation ranges are calibrated on random inputs, which is right
 for timing only). `resnet18w` is a ResNet-18-width network built here (a 3x3 stride-2 stem, four
 stages of two basic blocks at 64/128/256/512 channels); the zoo's `resnet18` has torchvision's
-7x7 stem and max-pool, and a quarter of those FLOPs at the same input size. Per network: its INT8 latency table (`search.latency.LatencyTable`, `--grid` widths per
+7x7 stem and max-pool, and a quarter of those FLOPs at the same input size.
+Per network: its INT8 latency table (`search.latency.LatencyTable`, `--grid` widths per
 dimension, `--table-repeats` runs per entry, cached as a job's are) and its `round_to` measured in
 `onnxruntime-int8` (`search.latency.measure_round_to`); for each target fraction of the dense
 INT8 latency, the uniform cut (every searchable group at the same share of its largest rate)
