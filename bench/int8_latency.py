@@ -33,7 +33,7 @@ from torch import nn
 from bench.common import RESULTS, markdown_table, this_call, write_results
 from pruning import build_model
 from pruning.measure import count_flops
-from pruning.models.resnet import BasicBlock
+from pruning.models.resnet import basic_stages
 from pruning.runtime import Runtime, prepare, time_interleaved
 from search.base import SearchError
 from search.latency import LatencyTable
@@ -51,12 +51,7 @@ class ResNet18Width(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        stages, in_planes = [], 64
-        for stage, planes in enumerate((64, 128, 256, 512)):
-            blocks = [BasicBlock(in_planes, planes, 2 if stage > 0 else 1), BasicBlock(planes, planes)]
-            stages.append(nn.Sequential(*blocks))
-            in_planes = planes
-        self.layers = nn.Sequential(*stages)
+        self.layers = nn.Sequential(*basic_stages([64, 128, 256, 512], 2))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)
 

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import sync_playwright
+
+from service.devserver import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,12 +40,6 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # a real server with local Ray, and a browser
 VIEWPORT = {"width": 1400, "height": 900}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -82,7 +77,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
         check=True,
     )
     token = made.stdout.strip().splitlines()[-1]
-    port = _free_port()
+    port = free_port()
     with open(data / "server.log", "w") as log:  # the server keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [*cli, "serve", "--port", str(port), "--log-level", "warning"],
@@ -746,7 +741,7 @@ def standin() -> Iterator[tuple[str, dict[str, int]]]:
     hits: dict[str, int] = {}
     srv = uvicorn.Server(
         uvicorn.Config(
-            _standin_api(hits), host="127.0.0.1", port=_free_port(), log_level="warning", timeout_graceful_shutdown=1
+            _standin_api(hits), host="127.0.0.1", port=free_port(), log_level="warning", timeout_graceful_shutdown=1
         )
     )
     thread = threading.Thread(target=srv.run, daemon=True)

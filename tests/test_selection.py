@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from service.devserver import free_port
 from workers.pipeline import run_pipeline
 from workers.selection import AshaPlan, Trial, winner
 from workers.sink import FileSink, read_resume
@@ -89,12 +90,6 @@ def test_asha_picks_among_the_candidates_on_local_ray(ray_local, tmp_path: Path)
     assert sum(1 for e in phases if e["kind"] == "phase" and e["data"]["phase"] == "select") == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 PORT_FLAGS = (
     "dashboard-agent-listen-port",
     "dashboard-agent-grpc-port",
@@ -117,7 +112,7 @@ print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "selection": sum
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     # Ray 2.60 heads started by `ray start` may ask clients for a token; this throwaway one does not
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     # a short session folder: Ray's socket paths under pytest's long tmp_path exceed the
@@ -126,7 +121,7 @@ def test_asha_runs_on_the_cluster_ray_address_names(tmp_path: Path) -> None:
     log = open(Path(temp) / "head.log", "wb")  # noqa: SIM115 - closed in the finally below
     # every port the head would otherwise take at a fixed default (dashboard agent, metrics,
     # runtime-env agent) is a free one, so another Ray on the machine cannot keep it from starting
-    ports = [f"--{name}={_free_port()}" for name in PORT_FLAGS]
+    ports = [f"--{name}={free_port()}" for name in PORT_FLAGS]
     head = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "ray"),
