@@ -490,3 +490,83 @@ def test_a_storm_of_polls_reads_the_job_state_a_few_times(shared, monkeypatch):
     assert len({r.headers["etag"] for r in answers}) == 2
     assert 1 <= len(reads) <= 6
     assert routed == []
+
+
+def test_a_storm_of_polls_with_a_token_not_yet_checked_shares_its_blocking_calls(shared, monkeypatch):
+    """Sixty first polls of one job with a token the process does not remember (its cache has
+    lapsed) check the token in a few calls and build each answer in a few, not a thread-pool
+    trip each; every poll still gets its answer."""
+    import asyncio
+
+    import httpx
+
+    client, a, _, _, _, job, _ = shared
+    store = client.app.state.store
+    store._callers.clear()
+    checks: list[str] = []
+    builds: list[int] = []
+    real_check, real_get = store.caller_for_token, store.get_job
+
+    def check(token: str):
+        checks.append(token)
+        return real_check(token)
+
+    def get_job(job_id: int, team_id: int):
+        builds.append(job_id)
+        return real_get(job_id, team_id)
+
+    monkeypatch.setattr(store, "caller_for_token", check)
+    monkeypatch.setattr(store, "get_job", get_job)
+
+    async def storm() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
+            paths = [f"/v1/jobs/{job}", f"/v1/jobs/{job}/candidates?after=0"] * 30
+            return await asyncio.gather(*(ac.get(p, headers=a) for p in paths))
+
+    answers = asyncio.run(storm())
+    assert [r.status_code for r in answers] == [200] * 60
+    assert all(r.json()["id"] == job for r in answers[::2])
+    assert 1 <= len(checks) <= 3
+    assert 1 <= len(builds) <= 3
+
+
+def test_shared_calls_join_a_running_call_and_forget_it_when_done():
+    """A call asked for while the same key's call runs is that call (one run, one result for
+    both); a different key runs apart; a failure reaches every caller; the next ask runs anew."""
+    import asyncio
+    import threading
+
+    from service.api.polls import SharedCalls
+
+    runs: list[str] = []
+    gate = threading.Event()
+
+    def call(name: str, fail: bool = False) -> str:
+        gate.wait(5)
+        runs.append(name)
+        if fail:
+            raise RuntimeError("database gone")
+        return f"{name}-{len(runs)}"
+
+    async def scenario() -> None:
+        calls = SharedCalls()
+        first = asyncio.ensure_future(calls.run("k", lambda: call("k")))
+        await asyncio.sleep(0.02)
+        joined = asyncio.ensure_future(calls.run("k", lambda: call("never")))
+        other = asyncio.ensure_future(calls.run("o", lambda: call("o")))
+        await asyncio.sleep(0.02)
+        gate.set()
+        assert await first == await joined
+        assert (await other).startswith("o-")
+        assert sorted(runs) == ["k", "o"]
+        assert calls._running == {}
+        failing = [asyncio.ensure_future(calls.run("f", lambda: call("f", fail=True))) for _ in range(3)]
+        for f in failing:
+            with pytest.raises(RuntimeError, match="database gone"):
+                await f
+        assert await calls.run("k", lambda: call("k")) == f"k-{len(runs)}"
+        assert runs.count("k") == 2
+        assert runs.count("f") == 1
+
+    asyncio.run(scenario())

@@ -13,10 +13,10 @@ import asyncio
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +27,7 @@ from ..store.tables import INT_MAX
 from .conditional import CACHE_CONTROL, make_etag, matches
 
 Kind = Literal["job", "candidates", "events"]
+T = TypeVar("T")
 
 LIMITS = {"candidates": (500, 5000), "events": (500, 5000)}
 """`?limit=`'s default and largest value per list (the endpoints' `Query` says the same)."""
@@ -198,6 +199,30 @@ class StateReads:
         asyncio.ensure_future(run_in_threadpool(read)).add_done_callback(done)
 
 
+class SharedCalls:
+    """Blocking calls in the thread pool, one at a time per key: a caller that asks for a key
+    while its call runs awaits that same call. Fifty dashboards opening one job page send the
+    same first requests with one token; they cost a thread-pool trip each kind, not one each
+    (a trip is a thread hand-off and a wake-up of the event loop, most of a poll's CPU)."""
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def run(self, key: Hashable, call: Callable[[], T]) -> T:
+        """`call()`'s result, from the call running for `key` if there is one."""
+        fut = self._running.get(key)
+        if fut is None:
+            fut = self._running[key] = asyncio.ensure_future(run_in_threadpool(call))
+            fut.add_done_callback(lambda done: self._forget(key, done))
+        return await asyncio.shield(fut)
+
+    def _forget(self, key: Hashable, done: asyncio.Future[Any]) -> None:
+        if self._running.get(key) is done:
+            del self._running[key]
+        if not done.cancelled():
+            done.exception()  # seen: a failure reaches its callers, not the loop's "never retrieved" log
+
+
 PollAnswer = Callable[[Store, Answers, Poll, int, bool, PollState | None], Answer | None]
 """`jobs.poll_answer`: a poll's answer for a caller (team id, admin flag), from the job's poll
 state when it is given; None if the job is not the team's. Blocking (database calls): run in
@@ -217,9 +242,12 @@ class FastPolls:
         self.app = app
         self.answer = answer
         self.states = StateReads()
+        self.calls = SharedCalls()
 
     async def _answer(self, store: Store, answers: Answers, poll: Poll) -> Answer | None:
-        caller = store.cached_caller(poll.token) or await run_in_threadpool(store.caller_for_token, poll.token)
+        caller = store.cached_caller(poll.token) or await self.calls.run(
+            ("token", poll.token), partial(store.caller_for_token, poll.token)
+        )
         if caller is None:
             return None
         team, admin = caller
@@ -228,7 +256,9 @@ class FastPolls:
             return None
         if (ready := ready_answer(answers, poll, state, admin)) is not None:
             return ready
-        return await run_in_threadpool(self.answer, store, answers, poll, team.id, admin, state)
+        # polls alike in all but their token share one answer (the same team, state and If-None-Match)
+        key = ("answer", poll.kind, poll.job_id, poll.after, poll.limit, poll.if_none_match, team.id, admin, state)
+        return await self.calls.run(key, partial(self.answer, store, answers, poll, team.id, admin, state))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         poll = parse_poll(scope)
