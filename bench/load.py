@@ -48,7 +48,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -242,15 +244,34 @@ async def not_modified(url: str, token: str, job_id: int, clients: int, seconds:
     return summary(tally, time.monotonic() - start, (load, 0.0)) | {"clients": clients, "job": job_id}
 
 
-async def storm(url: str, token: str, job_id: int, n: int, seconds: float, interval: float = 1.0) -> dict:
+async def storm(
+    url: str,
+    token: str,
+    job_id: int,
+    n: int,
+    seconds: float,
+    interval: float = 1.0,
+    server_cpu: Callable[[], float] | None = None,
+) -> dict:
     """`n` dashboards opening the job page at the same instant. Each sends the page's first
     requests together, on four connections as a browser does: the form's choices, the job,
     every candidate and every event (pages of 1000, as the page drains them); then it polls
-    once a second on one connection. Latency of the requests sent in the first second."""
+    once a second on one connection. Latency of the requests sent in the first second, and
+    of the page's first requests by kind; the burst of first requests' wall time and the CPU
+    time this client and (with `server_cpu`, seconds so far) the server spent on it."""
     first, later, load = Tally(), Tally(), os.getloadavg()[0]
+    kinds: dict[str, list[float]] = {}
     conns: list[Conn] = []
     start = time.monotonic()
     until = start + seconds
+    client0, server0 = time.process_time(), server_cpu() if server_cpu else 0.0
+    burst: dict[str, float] = {}
+    pending = [n]
+
+    async def timed(kind: str, request: Awaitable[Any]) -> None:
+        t0 = time.perf_counter()
+        await request
+        kinds.setdefault(kind, []).append(time.perf_counter() - t0)
 
     async def drain(d: Dashboard, what: str, tally: Tally) -> None:
         while True:
@@ -269,11 +290,17 @@ async def storm(url: str, token: str, job_id: int, n: int, seconds: float, inter
         conns.append(d.conn)
         choices = Dashboard(side[0], job_id)
         await asyncio.gather(
-            choices._get("choices", "/dashboard/choices.json", first),
-            d._get("job", f"/v1/jobs/{job_id}", first),
-            drain(Dashboard(side[1], job_id), "candidates", first),
-            drain(Dashboard(side[2], job_id), "events", first),
+            timed("choices", choices._get("choices", "/dashboard/choices.json", first)),
+            timed("job", d._get("job", f"/v1/jobs/{job_id}", first)),
+            timed("candidates", drain(Dashboard(side[1], job_id), "candidates", first)),
+            timed("events", drain(Dashboard(side[2], job_id), "events", first)),
         )
+        pending[0] -= 1
+        if not pending[0]:  # the last page has its first answers
+            burst["wall_ms"] = 1000 * (time.monotonic() - start)
+            burst["client_cpu_ms"] = 1000 * (time.process_time() - client0)
+            if server_cpu:
+                burst["server_cpu_ms"] = 1000 * (server_cpu() - server0)
         # the page goes on from where its first load left off
         nxt = start + interval
         while True:
@@ -294,6 +321,11 @@ async def storm(url: str, token: str, job_id: int, n: int, seconds: float, inter
     return {
         "dashboards": n,
         "first_second": summary(first, interval, (load, 0.0)),
+        "first_requests": burst
+        | {
+            f"{kind}_ms": {"p50": 1000 * statistics.median(lat), "max": 1000 * max(lat)}
+            for kind, lat in sorted(kinds.items())
+        },
         "whole": summary(everything, wall, (load, 0.0)),
         "seconds": seconds,
     }
@@ -355,7 +387,8 @@ def measure_all(
             assert still_job is not None
             out[kind] = asyncio.run(not_modified(url, token, still_job, args.clients, args.seconds))
         else:
-            out[kind] = asyncio.run(storm(url, token, job_id, args.dashboards, args.storm_seconds))
+            cpu = partial(cpu_seconds, pids) if pids else None
+            out[kind] = asyncio.run(storm(url, token, job_id, args.dashboards, args.storm_seconds, server_cpu=cpu))
         requests = out[kind]["requests"] if "requests" in out[kind] else out[kind]["whole"]["requests"]
         if pids:
             out[kind]["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(pids) - cpu0) / max(1, requests)
