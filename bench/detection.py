@@ -56,11 +56,12 @@ from pruning.intake import intake_program
 from pruning.measure import count_flops
 from pruning.models import build_model
 from pruning.runtime import prepare, time_interleaved
-from pruning.tasks import make_task
+from pruning.tasks import make_task, task_class
 from pruning.train import evaluate_score
 from search.base import SearchError
 from workers.config import JobConfig
 from workers.pipeline import BASE_WEIGHTS, finetune_model, finetune_settings, run_pipeline
+from workers.sink import FileSink
 
 MAX_RATE = 0.9  # Torch-Pruning's per-layer cap, as in bench.strategies and bench.segmentation
 MODEL = "yolo_nano"
@@ -72,7 +73,7 @@ LATENCY_FILE = "detection-latency.json"
 ROW_SELECTION = ("methods", "seeds", "targets", "work", "tp_curve", "latency_sizes")
 """Flags that choose which rows a run adds (or where it works), left out of the settings a
 resumed run must match; each call's own flags are in the file's `calls`."""
-CURVE_SETTINGS = ("seeds", "width", "size", "train_epochs", "lr")
+CURVE_SETTINGS = ("seeds", "width", "size", "train_epochs", "lr", "warmup_epochs")
 """What `--tp-curve` depends on: the trained detectors' settings."""
 
 
@@ -110,7 +111,7 @@ def base_job(args: argparse.Namespace, seed: int, root: Path) -> dict[str, Any]:
         "task": "detection",
         "target": {"flops": 0.5},
         "strategy": {"name": "uniform"},
-        "train": {"epochs": args.train_epochs, "batch_size": 32, "lr": args.lr},
+        "train": {"epochs": args.train_epochs, "batch_size": 32, "lr": args.lr, "warmup_epochs": args.warmup_epochs},
         "finetune": {"max_steps": 0},
         "search": {"max_candidates": 1},
         "seed": seed,
@@ -201,7 +202,13 @@ def run_seed(
     the same settings), then every row of the seed not in `done`, each handed to `keep`."""
     out = work / f"seed{seed}"
     if not (out / "base" / BASE_WEIGHTS).exists():
-        run_pipeline(base_job(args, seed, roots["yolo"]), out / "base", device="cpu", cache_dir=work / "cache")
+
+        def shown(phase: str, fraction: float, label: str | None) -> None:  # a long training, watched
+            if label:
+                print(f"seed {seed} {phase} {fraction:.0%}: {label}", flush=True)
+
+        sink = FileSink(out / "base", on_progress=shown)
+        run_pipeline(base_job(args, seed, roots["yolo"]), out / "base", sink, device="cpu", cache_dir=work / "cache")
     data = load_dataset("boxfolder", input_size=args.size, seed=seed, path=roots["yolo"], augment=False)
     shape = (data.in_channels, args.size, args.size)
     net = build_model(MODEL, num_classes=data.num_classes, in_channels=data.in_channels, width=args.width)
@@ -419,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="scene side in pixels (a multiple of 32)")
     p.add_argument("--train-epochs", type=float, default=100)
     p.add_argument("--lr", type=float, default=0.05, help="the base training's learning rate")
+    p.add_argument(
+        "--warmup-epochs", type=float, help="the base training's warm-up in epochs (default: the service's, 3)"
+    )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="rows to run (default: all)")
     p.add_argument(
         "--finetune-epochs",
@@ -470,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.train_epochs, args.finetune_steps, args.candidates = 2, 10, 2
+    if args.warmup_epochs is None:  # recorded as it ran: files written before warm-ups (none) do not resume
+        args.warmup_epochs = task_class("detection").train_warmup_epochs
     torch.set_num_threads(args.threads)
     splits = {"train": 96, "val": 32, "test": 32} if args.quick else {"train": 800, "val": 200, "test": 200}
     # which rows to run and where, not how a row is measured (a row names its method, target and seed)

@@ -76,6 +76,9 @@ class TrainConfig:
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
     max_steps: int | None = None
+    warmup_epochs: float = 0.0
+    """Epochs over which the learning rate rises linearly from about 0 to `lr` (YOLOv8 trains
+    with 3): a network started from random weights takes its first steps at a small rate."""
 
 
 def training_key(zoo: str, args: Mapping[str, object], data: Mapping[str, object], config: TrainConfig) -> str:
@@ -87,7 +90,8 @@ def training_key(zoo: str, args: Mapping[str, object], data: Mapping[str, object
         "zoo": zoo,
         "args": dict(args),
         "data": dict(data),
-        "train": asdict(config),
+        # without a warm-up the settings read as before warm-ups existed (their cached weights stay)
+        "train": {k: v for k, v in asdict(config).items() if k != "warmup_epochs" or v},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
@@ -153,8 +157,25 @@ def training_setup(model: nn.Module, data: Dataset | DataLoader, cfg: TrainConfi
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     opt = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    warmup = warmup_steps(cfg.warmup_epochs, steps_per_epoch)
+    if warmup:
+        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_factor(step, warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
+        )
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return dev, loader, steps_per_epoch, total, opt, sched
+
+
+def warmup_steps(epochs: float, steps_per_epoch: int) -> int:
+    """The steps of a warm-up `epochs` long."""
+    return math.ceil(epochs * steps_per_epoch - 1e-9) if epochs > 0 else 0
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """The share of the learning rate step `step` (from 0) takes in a linear warm-up of
+    `warmup` steps: 1/warmup at the first step, 1 from step `warmup - 1` on."""
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
 
 def train(
@@ -282,6 +303,9 @@ class FinetuneConfig:
     seed: int = 0
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
+    warmup_steps: int = 0
+    """Steps over which the learning rate rises linearly to `lr`, under the cosine envelope
+    (training from scratch; a fine-tune starts from trained weights and needs none)."""
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -294,6 +318,8 @@ class FinetuneConfig:
             raise ValueError(f"fine-tune patience must be >= 1, got {self.patience}")
         if self.eval_every is not None and int(self.eval_every) < 1:
             raise ValueError(f"fine-tune eval_every must be >= 1, got {self.eval_every}")
+        if int(self.warmup_steps) < 0:
+            raise ValueError(f"fine-tune warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass
@@ -407,7 +433,7 @@ def finetune(
     loss = torch.zeros(())
     while step < budget:
         # a cosine envelope over the budget (so a short budget still anneals), under the plateau decays
-        lr = 0.5 * base_lr * (1 + math.cos(math.pi * step / budget))
+        lr = 0.5 * base_lr * (1 + math.cos(math.pi * step / budget)) * warmup_factor(step, cfg.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = task.batch(next(batches), dev)
@@ -509,5 +535,6 @@ def fit(
         seed=cfg.seed,
         kd_alpha=cfg.kd_alpha,
         kd_temperature=cfg.kd_temperature,
+        warmup_steps=warmup_steps(cfg.warmup_epochs, per_epoch),
     )
     return finetune(model, data, settings, device=device, progress=progress, extra_loss=extra_loss, task=task)

@@ -127,7 +127,7 @@ def _train_spec(args: argparse.Namespace) -> TrainSpec:
     """The training flags, bounded as a job's `train` section is."""
     from pydantic import ValidationError
 
-    fields = ("epochs", "max_epochs", "patience", "lr", "batch_size")
+    fields = ("epochs", "max_epochs", "patience", "lr", "batch_size", "warmup_epochs")
     try:
         return TrainSpec(**{k: getattr(args, k) for k in fields})
     except ValidationError as exc:
@@ -137,7 +137,7 @@ def _train_spec(args: argparse.Namespace) -> TrainSpec:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pruning.data import dataset_size
-    from workers.pipeline import describe_training, training_record
+    from workers.pipeline import describe_training, train_settings, training_record
 
     spec = _train_spec(args)
     if not args.out.endswith(".safetensors"):
@@ -145,7 +145,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if model_reference(args.model)[0] == "program":
         raise CliError("train takes a zoo model or a factory; a .pt2 program is already trained")
     model, data, zoo_args = load_model_and_data(args, warn_random=False)
-    cfg = TrainConfig(**spec.model_dump(), seed=args.seed)
+    cfg = train_settings(spec, "classification", args.seed)
     extra = slimming_penalty(args.slimming_penalty) if args.slimming_penalty > 0 else None
     with progress_bar(1.0, f"train {args.model}", unit="run") as bar:
 
@@ -332,6 +332,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--patience", type=int, default=d.patience, help=f"epochs without a gain (default {d.patience})")
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=None,
+        help=f"epochs of linear learning-rate warm-up (default {d.warmup_epochs:g}, a classifier's)",
+    )
     t.add_argument(
         "--slimming-penalty",
         type=float,

@@ -205,3 +205,37 @@ def test_training_from_scratch_stops_when_validation_stops_improving(digits) -> 
     assert fit(fixed, digits, TrainConfig(epochs=1, seed=0), device="cpu").steps == steps[0] == per_epoch
     with pytest.raises(ValueError, match="needs epochs"):
         train(fixed, digits.train, TrainConfig())
+
+
+def test_a_warm_up_raises_the_rate_linearly_under_the_cosine(digits, trained) -> None:
+    """`warmup_steps`: step k (from 0) takes (k + 1) / warmup of the cosine's rate until the
+    warm-up ends; `fit` turns `warmup_epochs` into steps; `train` warms up the same way."""
+    model = copy.deepcopy(trained)
+    cfg = FinetuneConfig(max_steps=8, eval_every=1, patience=100, schedule="cosine", lr=0.04, warmup_steps=4)
+    out = finetune(model, digits, cfg, device="cpu")
+    expected = [0.04] + [_cosine(0.04, k, 8) * min(1.0, (k + 1) / 4) for k in range(8)]
+    assert [lr for _, _, lr in out.history] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        FinetuneConfig(warmup_steps=-1)
+    # from scratch: half an epoch of warm-up is ceil(per_epoch / 2) steps of the same ramp
+    torch.manual_seed(0)
+    scratch = build_model("convnet", in_channels=1, input_size=16, width=0.5)
+    tcfg = TrainConfig(epochs=1, lr=0.04, seed=0, warmup_epochs=0.5)
+    per_epoch = steps_per_epoch(len(digits.train), tcfg.batch_size)
+    rates: list[float] = []
+    opt_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return opt_step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", spy)
+        fit(scratch, digits, tcfg, device="cpu")
+        fit_rates, rates[:] = list(rates), []
+        train(build_model("convnet", in_channels=1, input_size=16, width=0.5), digits.train, tcfg, device="cpu")
+    warm = math.ceil(per_epoch / 2)
+    ramp = [_cosine(0.04, k, per_epoch) * min(1.0, (k + 1) / warm) for k in range(per_epoch)]
+    assert fit_rates == pytest.approx(ramp)
+    assert rates == pytest.approx(ramp)
+    assert fit_rates[0] == pytest.approx(0.04 / warm)

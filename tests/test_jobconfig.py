@@ -138,19 +138,26 @@ def test_the_documented_defaults_are_the_models() -> None:
 
 def test_training_from_scratch_has_one_default() -> None:
     """A job's `train` section, `secateurs train` and `secateurs search --train-*` all take
-    `pruning.train.TrainConfig`'s defaults: until validation stops improving (epochs None)."""
+    `pruning.train.TrainConfig`'s defaults: until validation stops improving (epochs None);
+    the warm-up, left unset, is the task's (3 epochs for a detector, as YOLOv8 trains; none for
+    a classifier), the same for a job and for `secateurs train`."""
     from pruning.train import TrainConfig
     from workers.config import TrainSpec
+    from workers.pipeline import train_settings
 
     one = TrainConfig()
     assert one.epochs is None  # the default is early-stopped, not a fixed length
     fields = ("epochs", "max_epochs", "patience", "lr", "batch_size")
-    assert TrainSpec().model_dump() == {k: getattr(one, k) for k in fields}
+    unset = {k: getattr(one, k) for k in fields} | {"warmup_epochs": None}
+    assert TrainSpec().model_dump() == unset
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     train = sub.choices["train"].parse_args(["--model", "convnet", "--data", "digits", "--out", "x.safetensors"])
-    assert {k: getattr(train, k) for k in fields} == {k: getattr(one, k) for k in fields}
+    assert {k: getattr(train, k) for k in unset} == unset
     search = config_from_args(_search_parser().parse_args(REQUIRED))["train"]
-    assert search == {k: getattr(one, k) for k in fields}
+    assert search == unset
+    assert train_settings(TrainSpec(), "classification", 7) == TrainConfig(seed=7)
+    assert train_settings(TrainSpec(), "detection", 7) == TrainConfig(seed=7, warmup_epochs=3.0)
+    assert train_settings(TrainSpec(warmup_epochs=0), "detection", 7).warmup_epochs == 0
 
 
 @pytest.mark.parametrize(

@@ -221,6 +221,13 @@ class TrainSpec(Section):
     )
     lr: float = Field(_TR.lr, gt=0, le=10, description="SGD learning rate (cut tenfold on a plateau)")
     batch_size: int = Field(_TR.batch_size, ge=1, le=4096, description="training batch size")
+    warmup_epochs: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="epochs over which the learning rate rises linearly to lr (default: the task's; 3 for "
+        "detection, as YOLOv8 trains; 0 otherwise)",
+    )
 
 
 # The final fine-tune defaults to what `pruning.train.FinetuneConfig` defaults to (one place).

@@ -60,7 +60,7 @@ from search.space import SearchSpace
 from search.strategies.base import Strategy
 
 from . import selection
-from .config import FinetuneSpec, JobConfig
+from .config import FinetuneSpec, JobConfig, TrainSpec
 from .feasibility import Refused, checked_network, checked_space, traced_network
 from .network import layer_channels, load_intake, network_name, save_network
 from .quantize import INT8_FILE, quantize_job
@@ -110,6 +110,20 @@ class Finetuned:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     """One record per round of an iterative schedule (empty for one-shot)."""
     extras_after: dict[str, float] = field(default_factory=dict)
+
+
+def train_settings(spec: TrainSpec, task: str, seed: int) -> TrainConfig:
+    """The `pruning.train.TrainConfig` of a train section (the task's warm-up where it sets none)."""
+    settings = spec.model_dump()
+    if settings["warmup_epochs"] is None:
+        settings["warmup_epochs"] = task_class(task).train_warmup_epochs
+    return TrainConfig(**settings, seed=seed)
+
+
+def validation_label(info: Mapping[str, Any], task: Task) -> str:
+    """A training or fine-tune's progress label after a validation: how far and what it scored
+    (a user watching a long training sees whether it learns, not only how far it is)."""
+    return f"epoch {info['epoch']:.3g}: validation {task.score_label} {info['val_acc']:.4f}"
 
 
 def finetune_settings(spec: FinetuneSpec, seed: int) -> FinetuneConfig:
@@ -278,6 +292,8 @@ def training_record(outcome: FinetuneOutcome, config: TrainConfig, train_size: i
     asked: dict[str, Any] = {"epochs": config.epochs}
     if config.epochs is None:
         asked.update(max_epochs=config.max_epochs, patience=config.patience)
+    if config.warmup_epochs:
+        asked["warmup_epochs"] = config.warmup_epochs
     return {
         **asked,
         "epochs_run": outcome.steps / per_epoch,
@@ -406,7 +422,7 @@ def prepare(
     traced = traced_network(cfg.model, model, input_shape)
     space = checked_space(cfg, model, input_shape, traced, criterion=criterion, calibration=calib)
     base_path = out / BASE_WEIGHTS
-    tcfg = TrainConfig(**cfg.train.model_dump(), seed=cfg.seed)
+    tcfg = train_settings(cfg.train, cfg.task, cfg.seed)
     training: dict[str, Any] | None = None
     cached = None
     if cache_dir is not None and not weights and zoo is not None:
@@ -430,7 +446,12 @@ def prepare(
         sink.phase("train")
         learner = make_task(cfg.task, cfg.task_output, **options)  # no teacher: there is none yet
         outcome = fit(
-            model, data, tcfg, device=device, progress=lambda f, info: sink.progress("train", f), task=learner
+            model,
+            data,
+            tcfg,
+            device=device,
+            progress=lambda f, info: sink.progress("train", f, validation_label(info, learner)),
+            task=learner,
         )
         training = training_record(outcome, tcfg, dataset_size(data.train))
         save_weights(model, base_path)
@@ -829,7 +850,7 @@ def run_pipeline(
             prep.data,
             finetune_settings(cfg.finetune, cfg.seed),
             prep.device,
-            progress=lambda f, info: sink.progress("finetune", f),
+            progress=lambda f, info: sink.progress("finetune", f, validation_label(info, prep.task)),
             task=prep.task,
         )
     score_name = prep.task.score_name

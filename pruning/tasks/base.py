@@ -149,6 +149,8 @@ class Task:
     score_label: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = True
     needs_trained_model: ClassVar[bool] = False
+    train_warmup_epochs: ClassVar[float] = 0.0
+    """The learning-rate warm-up of a training from scratch when the job sets none (epochs)."""
     search_images: ClassVar[int | None] = None
     """The most validation images a search candidate is scored on when the job sets no bound
     (None: the whole split), for tasks whose score is slow per image."""

@@ -79,6 +79,7 @@ class Detection(TeacherTask):
     needs_labels = False  # boxes are read from a detection data set; `labels: false` takes plain images
     missing_teacher = "detection without labels needs the unpruned detector as its teacher"
     search_images = 256  # COCO's evaluation runs per image and class in Python
+    train_warmup_epochs = 3.0  # YOLOv8 trains with `warmup_epochs: 3` (it also warms momentum and biases)
 
     def __init__(
         self,
