@@ -71,3 +71,26 @@ def test_a_search_capped_by_max_candidates_still_returns_its_best(tmp_path: Path
     assert summary["candidates"] == 2
     assert summary["flops_after"] <= 0.5 * summary["flops_before"]
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_training_and_fine_tune_progress_say_the_epoch_and_the_validation_score(tmp_path: Path) -> None:
+    """A long training watched on the dashboard shows whether it learns: each validation's
+    progress label names the epoch and the task's score, for training and the fine-tune alike."""
+    import re
+
+    class Progress(JobSink):
+        def __init__(self) -> None:
+            self.labels: list[tuple[str, str | None]] = []
+
+        def progress(self, phase, fraction, label=None) -> None:
+            self.labels.append((phase, label))
+
+    sink = Progress()
+    summary = pipeline.run_pipeline({**BASE, "finetune": {"max_steps": 20, "eval_every": 10}}, tmp_path, sink)
+    pattern = re.compile(r"epoch [0-9.]+: validation accuracy (0\.[0-9]{4}|1\.0000)")
+    train = [label for phase, label in sink.labels if phase == "train"]
+    tuned = [label for phase, label in sink.labels if phase == "finetune"]
+    assert train
+    assert tuned
+    assert all(label is not None and pattern.fullmatch(label) for label in train + tuned)
+    assert tuned[-1].endswith(f"{summary['val_accuracy_after']:.4f}")
